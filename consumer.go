@@ -1,0 +1,325 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// Message is an event as a subscriber receives it.
+type Message struct {
+	// ID is the event's unique ID (a ULID). Use it as the idempotency key of
+	// external side effects.
+	ID      string
+	Type    string
+	Key     string
+	Headers map[string]string
+	Data    []byte
+	// Time is when the event was published (PublishTx ran).
+	Time time.Time
+	// Seq is the event's outbox seq: its position in commit order.
+	Seq int64
+	// StreamSeq is the event's sequence in the JetStream stream.
+	StreamSeq uint64
+	// Attempt is 1 on the first try of this event by this process, 2 on the
+	// first retry, and so on.
+	Attempt int
+	// Delivered is how many times JetStream delivered the message (more
+	// than 1 after a crash or a lost ack).
+	Delivered uint64
+}
+
+// Handler handles events for a subscriber. Make one with TxHandler or
+// HandlerFunc.
+type Handler struct {
+	tx    func(ctx context.Context, tx *sql.Tx, m Message) error
+	plain func(ctx context.Context, m Message) error
+}
+
+// TxHandler makes a transactional handler: fn runs inside a SQLite
+// transaction of the bus's database, together with the subscriber's dedupe
+// row for the event. If fn returns nil, its writes and the dedupe row commit
+// together and only then is the message acked: a redelivery finds the row and
+// is acked without running fn again (effectively once). If fn returns an
+// error or panics, its writes are rolled back and the event is retried.
+//
+// Boxcar may run several events (of different keys, or consecutive events
+// of one key) in one transaction, each inside its own savepoint. So fn must
+// not call tx.Commit or tx.Rollback, must not keep tx after returning, and
+// must not call Bus.Tx or Bus.Publish (use Bus.PublishTx with tx to publish
+// follow-up events atomically with the handling).
+func TxHandler(fn func(ctx context.Context, tx *sql.Tx, m Message) error) Handler {
+	return Handler{tx: fn}
+}
+
+// HandlerFunc makes a non-transactional handler for external side effects
+// (an email, a webhook). It is at-least-once: after a crash between the side
+// effect and the ack, the event is delivered again. Pass Message.ID to the
+// external system as an idempotency key.
+func HandlerFunc(fn func(ctx context.Context, m Message) error) Handler {
+	return Handler{plain: fn}
+}
+
+// SubscribeOptions configures a subscriber. Every field has a default.
+type SubscribeOptions struct {
+	// Types are the event types to receive. Default: all.
+	Types []string
+	// Workers is how many keys are handled at once. Default 8. Transactional
+	// handlers share SQLite's single writer: their events are grouped into
+	// shared transactions (see BatchSize) rather than run side by side.
+	Workers int
+	// BatchSize is the most events one transactional worker commits in one
+	// SQLite transaction. Default 64.
+	BatchSize int
+	// MaxInFlight bounds the messages fetched and not yet acked, across all
+	// keys: memory stays bounded however far behind the subscriber is.
+	// Default 1024.
+	MaxInFlight int
+	// MaxAttempts is how often an event is tried before it is dead-lettered.
+	// Default 5. The key waits meanwhile; other keys go on.
+	MaxAttempts int
+	// MinBackoff and MaxBackoff bound the wait before a retry, which doubles
+	// at each attempt. Defaults 100ms and 10s.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// HandlerTimeout bounds one handler call through its context. Default 30s.
+	HandlerTimeout time.Duration
+	// AckWait is how long JetStream waits for an ack before it redelivers.
+	// Default 30s. Boxcar ignores redeliveries of messages it still holds,
+	// and resets the consumer to its ack floor at start, so a crashed
+	// process's messages come back at once and in order.
+	AckWait time.Duration
+}
+
+func (o SubscribeOptions) withDefaults() SubscribeOptions {
+	if o.Workers == 0 {
+		o.Workers = 8
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 64
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = 1024
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 5
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	if o.HandlerTimeout == 0 {
+		o.HandlerTimeout = 30 * time.Second
+	}
+	if o.AckWait == 0 {
+		o.AckWait = 30 * time.Second
+	}
+	return o
+}
+
+func (o SubscribeOptions) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	for _, t := range o.Types {
+		if err := bjs.ValidateType(t); err != nil {
+			return bad("SubscribeOptions.Types: %v", err)
+		}
+	}
+	switch {
+	case o.Workers < 0 || o.Workers > 1024:
+		return bad("SubscribeOptions.Workers %d: use 1 to 1024", o.Workers)
+	case o.BatchSize < 0 || o.BatchSize > 10_000:
+		return bad("SubscribeOptions.BatchSize %d: use 1 to 10000", o.BatchSize)
+	case o.MaxInFlight < 0 || o.MaxInFlight > 1_000_000:
+		return bad("SubscribeOptions.MaxInFlight %d: use 1 to 1000000", o.MaxInFlight)
+	case o.MaxAttempts < 0:
+		return bad("SubscribeOptions.MaxAttempts is negative")
+	case o.MinBackoff < 0 || o.MaxBackoff < 0 || o.MinBackoff > o.MaxBackoff:
+		return bad("SubscribeOptions: need 0 <= MinBackoff (%v) <= MaxBackoff (%v)", o.MinBackoff, o.MaxBackoff)
+	case o.HandlerTimeout < 0:
+		return bad("SubscribeOptions.HandlerTimeout is negative")
+	case o.AckWait < 0 || o.AckWait > 0 && o.AckWait < time.Second:
+		return bad("SubscribeOptions.AckWait %v: use at least 1s", o.AckWait)
+	}
+	return nil
+}
+
+// Subscription is a running subscriber. Close it, or close the Bus.
+type Subscription struct {
+	b    *Bus
+	name string
+	opts SubscribeOptions
+	h    Handler
+	cons jetstream.Consumer
+	d    *dispatcher
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Subscribe starts the subscriber name: a durable JetStream consumer of the
+// events of opts.Types, kept across restarts (a restarted subscriber resumes
+// where it stopped). name is ASCII letters, digits, '_' and '-'; one
+// subscriber of a name may run per bus.
+func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts SubscribeOptions) (*Subscription, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := bjs.ValidateToken("subscriber name", name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if (h.tx == nil) == (h.plain == nil) {
+		return nil, fmt.Errorf("%w: handler is empty: make it with TxHandler or HandlerFunc", ErrInvalidConfig)
+	}
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, dup := b.subs[name]; dup {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q is already subscribed on this bus", ErrDuplicateSubscriber, name)
+	}
+	b.subs[name] = nil // reserve the name while provisioning
+	b.mu.Unlock()
+
+	s := &Subscription{b: b, name: name, opts: opts, h: h}
+	err := s.start(ctx)
+	b.mu.Lock()
+	if err == nil && b.closed.Load() {
+		err = ErrClosed
+	}
+	if err != nil {
+		delete(b.subs, name)
+		b.mu.Unlock()
+		if s.d != nil {
+			s.d.stop(ctx)
+		}
+		return nil, fmt.Errorf("boxcar: subscribe %s: %w", name, err)
+	}
+	b.subs[name] = s
+	b.mu.Unlock()
+	return s, nil
+}
+
+func (s *Subscription) start(ctx context.Context) error {
+	b := s.b
+	filters := make([]string, 0, len(s.opts.Types))
+	for _, t := range s.opts.Types {
+		filters = append(filters, bjs.TypeFilter(b.cfg.SubjectPrefix, t))
+	}
+	cons, err := bjs.EnsureConsumer(ctx, b.events, bjs.ConsumerConfig{
+		Name:          s.name,
+		Filters:       filters,
+		AckWait:       s.opts.AckWait,
+		MaxAckPending: s.opts.MaxInFlight + fetchBatch(s.opts) + 64,
+	})
+	if err != nil {
+		return err
+	}
+	// Messages a crashed process fetched and never acked would wait out
+	// AckWait while newer ones of their keys are delivered: a reset to the
+	// ack floor redelivers them now, in order. Dedupe skips those already
+	// handled.
+	if _, err := b.events.ResetConsumer(ctx, s.name); err != nil {
+		return fmt.Errorf("reset consumer to its ack floor: %w", err)
+	}
+	s.cons = cons
+	s.d = newDispatcher(s)
+	return s.d.start()
+}
+
+// fetchBatch is how many messages a pull asks for at once.
+func fetchBatch(o SubscribeOptions) int { return min(o.MaxInFlight, 256) }
+
+// Name returns the subscriber's name.
+func (s *Subscription) Name() string { return s.name }
+
+// Close stops fetching, waits up to ctx for the handlers in flight to finish
+// (then cancels their contexts) and leaves the rest unacked: the consumer is
+// durable, a new Subscribe resumes where this one stopped. Calling Close
+// again returns the first result.
+func (s *Subscription) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.d.stop(ctx)
+		s.b.mu.Lock()
+		delete(s.b.subs, s.name)
+		s.b.mu.Unlock()
+	})
+	return s.closeErr
+}
+
+// decode turns a stream message into a Message. An error means the message
+// is malformed (not written by a Boxcar relay): it is dead-lettered.
+func decode(prefix string, msg jetstream.Msg) (Message, error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Message{}, fmt.Errorf("metadata: %w", err)
+	}
+	m := Message{StreamSeq: meta.Sequence.Stream, Delivered: meta.NumDelivered, Data: msg.Data()}
+	h := msg.Headers()
+	if h == nil {
+		return m, errors.New("no headers: not published by a Boxcar relay")
+	}
+	typ, key, err := bjs.ParseSubject(prefix, msg.Subject())
+	if err != nil {
+		return m, err
+	}
+	m.ID = h.Get(jetstream.MsgIDHeader)
+	if m.ID == "" {
+		return m, fmt.Errorf("header %s is missing", jetstream.MsgIDHeader)
+	}
+	if got := h.Get(bjs.HeaderType); got != typ {
+		return m, fmt.Errorf("header %s %q does not match the subject's type %q", bjs.HeaderType, got, typ)
+	}
+	if got := h.Get(bjs.HeaderKey); got != key {
+		return m, fmt.Errorf("header %s %q does not match the subject's key %q", bjs.HeaderKey, got, key)
+	}
+	m.Type, m.Key = typ, key
+	if m.Seq, err = strconv.ParseInt(h.Get(bjs.HeaderSeq), 10, 64); err != nil || m.Seq <= 0 {
+		return m, fmt.Errorf("header %s %q is not a positive integer", bjs.HeaderSeq, h.Get(bjs.HeaderSeq))
+	}
+	ns, err := strconv.ParseInt(h.Get(bjs.HeaderTime), 10, 64)
+	if err != nil {
+		return m, fmt.Errorf("header %s %q is not an integer", bjs.HeaderTime, h.Get(bjs.HeaderTime))
+	}
+	m.Time = time.Unix(0, ns)
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "boxcar-") || strings.HasPrefix(lk, "nats-") || len(vs) == 0 {
+			continue
+		}
+		if m.Headers == nil {
+			m.Headers = make(map[string]string)
+		}
+		m.Headers[k] = vs[0]
+	}
+	return m, nil
+}
+
+// subscriberStats are the counters of one subscriber.
+type subscriberStats struct {
+	handled      atomic.Int64
+	skipped      atomic.Int64 // found in the dedupe table
+	failures     atomic.Int64 // handler errors and panics
+	deadLettered atomic.Int64
+	redelivered  atomic.Int64 // deliveries with NumDelivered > 1
+	ignored      atomic.Int64 // redeliveries of messages still held
+}

@@ -1,0 +1,219 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// The dedupe (inbox) store. A transactional handler's writes and the row
+// (subscriber, event ID) commit in one SQLite transaction, and the message
+// is acked only after that commit:
+//
+//   - crash before the commit: nothing of the handling survives; the
+//     redelivery runs the handler again;
+//   - crash after the commit, before the ack: the redelivery finds the row
+//     and is acked without running the handler.
+//
+// The row is written in the same savepoint as the handler's writes, never
+// before them: a handler that fails takes its row with it (unlike
+// deduplicators that mark a message seen before handling it, and so drop the
+// retry of a failed handler).
+
+// runTx handles the heads of the keys in batch inside one SQLite
+// transaction, one savepoint per event, then acks what committed.
+//
+// Grouping is what makes transactional subscribers fast: SQLite has one
+// writer and a commit costs far more than a statement, so N events in one
+// commit cost little more than one. It does not weaken anything: each event
+// is its own savepoint (a failing event rolls back alone), nothing is acked
+// before the commit, and events of one key stay in order because a key's
+// events are taken from its head and the key stops at its first failure.
+func (d *dispatcher) runTx(batch []*keyQueue) {
+	perKey := max(d.s.opts.BatchSize/len(batch), 1)
+	type turn struct {
+		kq     *keyQueue
+		items  []*item
+		done   int
+		failed *outcome
+	}
+	turns := make([]turn, len(batch))
+	var attempts []int // to undo the count if the transaction fails
+	for i, kq := range batch {
+		turns[i] = turn{kq: kq, items: d.takeHeads(kq, perKey)}
+		for _, it := range turns[i].items {
+			attempts = append(attempts, it.attempts)
+		}
+	}
+
+	err := d.withTx(func(ctx context.Context, tx *sql.Tx) error {
+		for i := range turns {
+			t := &turns[i]
+			for _, it := range t.items {
+				if it.bad != nil || d.isStopping() {
+					break
+				}
+				err := d.handleInSavepoint(ctx, tx, it)
+				if ae := (*abortError)(nil); errors.As(err, &ae) {
+					return ae.err // the transaction is unusable: roll back the batch
+				}
+				if err != nil {
+					t.failed = &outcome{it: it, err: err}
+					break
+				}
+				t.done++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// The commit (or BEGIN) failed: nothing of this batch happened. This
+		// is the database's failure, not the handlers': retry without
+		// counting an attempt.
+		d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
+		d.mu.Lock()
+		j := 0
+		for i := range turns {
+			for _, it := range turns[i].items {
+				it.attempts = attempts[j]
+				j++
+			}
+			if !d.stopping {
+				d.scheduleRetry(turns[i].kq, 1)
+			}
+		}
+		d.mu.Unlock()
+		return
+	}
+	faults.Hit(faults.HandlerAfterCommit)
+	for i := range turns {
+		t := &turns[i]
+		for _, it := range t.items[:t.done] {
+			d.ack(it)
+		}
+		if t.failed == nil && len(t.items) > 0 && t.items[0].bad != nil {
+			t.failed = &outcome{it: t.items[0], err: t.items[0].bad}
+		}
+		d.finish(t.kq, t.done, t.failed)
+	}
+}
+
+// abortError reports that the transaction itself failed (SQLite rolled it
+// back, as it does on a full disk), not just one event.
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// handleInSavepoint records it in the dedupe table and runs the handler,
+// inside a savepoint that is rolled back if the handler fails. A row already
+// there means the event was handled before: the handler is skipped.
+func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item) error {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT boxcar_event`); err != nil {
+		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
+	}
+	res, err := tx.ExecContext(ctx, sqlite.InsertDedupe, d.s.name, it.m.ID, time.Now().UnixNano())
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			d.stats.skipped.Add(1)
+			_, err = tx.ExecContext(ctx, `RELEASE boxcar_event`)
+			return err
+		}
+	}
+	if err == nil {
+		it.attempts++
+		it.m.Attempt = it.attempts
+		hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
+		err = callSafely(func() error { return d.s.h.tx(hctx, tx, it.m) })
+		cancel()
+	}
+	if err != nil {
+		if sqlite.IsFull(err) {
+			return &abortError{err: err}
+		}
+		if _, rbErr := tx.ExecContext(ctx, `ROLLBACK TO boxcar_event`); rbErr != nil {
+			// The savepoint is gone: SQLite rolled the transaction back.
+			return &abortError{err: fmt.Errorf("%w (and rollback to savepoint: %v)", err, rbErr)}
+		}
+		tx.ExecContext(ctx, `RELEASE boxcar_event`)
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE boxcar_event`); err != nil {
+		return &abortError{err: fmt.Errorf("release savepoint: %w", err)}
+	}
+	d.stats.handled.Add(1)
+	return nil
+}
+
+// withTx runs fn in a transaction under the bus's write lock and commits.
+func (d *dispatcher) withTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
+	ctx := d.ctx
+	if err := d.b.acquireWrite(ctx); err != nil {
+		return err
+	}
+	defer d.b.releaseWrite()
+	tx, err := d.b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// pruneLoop deletes dedupe rows older than Config.DedupeRetention, a chunk
+// at a time, every tenth of the retention (at most hourly).
+func (d *dispatcher) pruneLoop() {
+	defer d.wg.Done()
+	every := min(d.b.cfg.DedupeRetention/10, time.Hour)
+	every = max(every, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.quit:
+			return
+		case <-t.C:
+		}
+		if err := d.pruneDedupe(); err != nil {
+			d.b.log.Warn("boxcar: dedupe prune failed", logSub, d.s.name, logError, err)
+		}
+	}
+}
+
+// pruneDedupe deletes this subscriber's dedupe rows whose event IDs are
+// older than the retention. Event IDs are ULIDs, so "older" is a range of
+// the primary key: the smallest ULID of the cutoff millisecond.
+func (d *dispatcher) pruneDedupe() error {
+	cutoff := time.Now().Add(-d.b.cfg.DedupeRetention)
+	var zero ulid.ULID
+	if err := zero.SetTime(ulid.Timestamp(cutoff)); err != nil {
+		return err
+	}
+	before := zero.String()
+	for !d.isStopping() {
+		var n int64
+		err := d.withTx(func(ctx context.Context, tx *sql.Tx) error {
+			var err error
+			n, err = sqlite.PruneDedupe(ctx, tx, d.s.name, before, 1000)
+			return err
+		})
+		if err != nil || n < 1000 {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,435 @@
+package boxcar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// item is one fetched message on its way through the dispatcher.
+type item struct {
+	msg      jetstream.Msg
+	m        Message
+	bad      error // set when the message is malformed: it is dead-lettered
+	attempts int
+}
+
+// keyQueue holds the fetched, unacked messages of one key, in stream order.
+// At any time a keyQueue is owned by exactly one of: the ready channel, a
+// worker, or its retry timer; so one key is never handled twice at once.
+// It leaves the keys map when it is empty and unowned.
+type keyQueue struct {
+	key   string
+	items []*item
+	retry *time.Timer // set while the key waits to retry its head
+}
+
+// dispatcher fetches a subscriber's messages and hands them to workers:
+// one key at a time, in order; different keys in parallel.
+//
+// Memory is bounded: a fetched message takes a slot (MaxInFlight in all)
+// until it is acked or dead-lettered, and the fetch loop waits for a slot
+// before it takes the next message, so a blocked key back-pressures the
+// fetch instead of growing a queue.
+type dispatcher struct {
+	s     *Subscription
+	b     *Bus
+	stats subscriberStats
+
+	iter  jetstream.MessagesContext
+	slots chan struct{}
+	ready chan *keyQueue
+	quit  chan struct{} // closed by stop
+
+	// ctx is given to handlers; canceled when stop runs out of time.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	keys     map[string]*keyQueue
+	held     map[uint64]struct{} // stream seqs fetched and not yet acked
+	waiting  int                 // keys waiting for a retry
+	stopping bool
+
+	wg        sync.WaitGroup // fetch loop, workers, pruner
+	abandoned sync.WaitGroup // handler calls that outlived their timeout
+	stopped   atomic.Bool
+}
+
+func newDispatcher(s *Subscription) *dispatcher {
+	d := &dispatcher{
+		s:     s,
+		b:     s.b,
+		slots: make(chan struct{}, s.opts.MaxInFlight),
+		ready: make(chan *keyQueue, s.opts.MaxInFlight+1),
+		quit:  make(chan struct{}),
+		keys:  map[string]*keyQueue{},
+		held:  map[uint64]struct{}{},
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	return d
+}
+
+func (d *dispatcher) start() error {
+	iter, err := d.s.cons.Messages(jetstream.PullMaxMessages(fetchBatch(d.s.opts)))
+	if err != nil {
+		return fmt.Errorf("start fetching: %w", err)
+	}
+	d.iter = iter
+	d.wg.Add(1)
+	go d.fetchLoop()
+	for range d.s.opts.Workers {
+		d.wg.Add(1)
+		go d.worker()
+	}
+	if d.s.h.tx != nil {
+		d.wg.Add(1)
+		go d.pruneLoop()
+	}
+	return nil
+}
+
+// stop stops fetching and the workers, waiting up to ctx for batches in
+// flight; then it cancels the handlers' context and waits for them briefly.
+func (d *dispatcher) stop(ctx context.Context) error {
+	if !d.stopped.CompareAndSwap(false, true) {
+		return nil
+	}
+	d.mu.Lock()
+	d.stopping = true
+	for _, kq := range d.keys {
+		if kq.retry != nil {
+			kq.retry.Stop()
+		}
+	}
+	d.mu.Unlock()
+	close(d.quit)
+	if d.iter != nil {
+		d.iter.Stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		d.abandoned.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		d.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	d.cancel()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		return fmt.Errorf("boxcar: subscriber %s: handlers still running after cancel: %w", d.s.name, ctx.Err())
+	}
+	return ctx.Err()
+}
+
+func (d *dispatcher) fetchLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case d.slots <- struct{}{}:
+		case <-d.quit:
+			return
+		}
+		msg, err := d.iter.Next()
+		if err != nil {
+			<-d.slots
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			d.b.log.Warn("boxcar: fetch", logSub, d.s.name, logError, err)
+			select {
+			case <-d.quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		d.enqueue(msg)
+	}
+}
+
+// enqueue files msg under its key. It holds the slot taken for msg until
+// the message is acked; a redelivery of a message still held is dropped.
+func (d *dispatcher) enqueue(msg jetstream.Msg) {
+	m, bad := decode(d.b.cfg.SubjectPrefix, msg)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, held := d.held[m.StreamSeq]; held {
+		// JetStream redelivered a message we still hold (it waited behind
+		// its key longer than AckWait). The held copy will be acked.
+		d.stats.ignored.Add(1)
+		<-d.slots
+		return
+	}
+	d.held[m.StreamSeq] = struct{}{}
+	if m.Delivered > 1 {
+		d.stats.redelivered.Add(1)
+	}
+	key := m.Key
+	if bad != nil {
+		// A malformed message has no trustworthy key: give it a queue of its own.
+		key = "\x00malformed:" + strconv.FormatUint(m.StreamSeq, 10)
+	}
+	it := &item{msg: msg, m: m, bad: bad}
+	kq := d.keys[key]
+	if kq != nil {
+		kq.items = append(kq.items, it)
+		return
+	}
+	kq = &keyQueue{key: key, items: []*item{it}}
+	d.keys[key] = kq
+	d.ready <- kq // never blocks: see ready's capacity
+}
+
+// worker takes ready keys and handles the messages at their heads.
+func (d *dispatcher) worker() {
+	defer d.wg.Done()
+	var batch []*keyQueue
+	for {
+		batch = batch[:0]
+		select {
+		case kq := <-d.ready:
+			batch = append(batch, kq)
+		case <-d.quit:
+			return
+		}
+		if d.s.h.tx != nil {
+			// Group more ready keys into the same transaction.
+		more:
+			for len(batch) < d.s.opts.BatchSize {
+				select {
+				case kq := <-d.ready:
+					batch = append(batch, kq)
+				default:
+					break more
+				}
+			}
+			d.runTx(batch)
+		} else {
+			d.runPlain(batch[0])
+		}
+	}
+}
+
+// takeHeads returns up to n items from the head of kq (they stay queued
+// until done).
+func (d *dispatcher) takeHeads(kq *keyQueue, n int) []*item {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n = min(n, len(kq.items))
+	return append([]*item(nil), kq.items[:n]...)
+}
+
+// outcome is what happened to one item.
+type outcome struct {
+	it  *item
+	err error // nil: done (handled or found in the dedupe table)
+}
+
+// runPlain handles up to BatchSize consecutive items of one key with a
+// non-transactional handler.
+func (d *dispatcher) runPlain(kq *keyQueue) {
+	items := d.takeHeads(kq, d.s.opts.BatchSize)
+	var failed *outcome
+	done := 0
+	for _, it := range items {
+		if d.isStopping() {
+			break
+		}
+		if it.bad != nil {
+			failed = &outcome{it: it, err: it.bad}
+			break
+		}
+		it.attempts++
+		it.m.Attempt = it.attempts
+		err := d.callPlain(it.m)
+		if err != nil {
+			failed = &outcome{it: it, err: err}
+			break
+		}
+		d.stats.handled.Add(1)
+		d.ack(it)
+		done++
+	}
+	d.finish(kq, done, failed)
+}
+
+// callPlain runs the plain handler with a timeout. A handler that ignores
+// its context is abandoned at the timeout (its goroutine is waited for by
+// Close) so the key can retry.
+func (d *dispatcher) callPlain(m Message) error {
+	ctx, cancel := context.WithTimeout(d.ctx, d.s.opts.HandlerTimeout)
+	defer cancel()
+	res := make(chan error, 1)
+	d.abandoned.Add(1)
+	go func() {
+		defer d.abandoned.Done()
+		res <- callSafely(func() error { return d.s.h.plain(ctx, m) })
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("handler did not return within %v: %w", d.s.opts.HandlerTimeout, ctx.Err())
+	}
+}
+
+// callSafely turns a panic of fn into an error.
+func callSafely(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return fn()
+}
+
+// finish records the result of a worker's turn on kq: the first done items
+// were acked; failed (if any) is the item after them that failed.
+func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
+	if failed != nil {
+		it := failed.it
+		d.stats.failures.Add(1)
+		dead := ""
+		switch {
+		case it.bad != nil:
+			dead = "malformed"
+		case IsPermanent(failed.err):
+			dead = "permanent"
+		case it.attempts >= d.s.opts.MaxAttempts:
+			dead = "failed"
+		}
+		if dead != "" {
+			if err := d.deadLetter(it, dead, failed.err); err != nil {
+				d.b.log.Error("boxcar: dead-letter publish failed; will retry", logSub, d.s.name, logError, err)
+			} else {
+				d.ack(it)
+				done++
+				failed = nil
+			}
+		} else {
+			d.b.log.Warn("boxcar: handler failed; retrying", logSub, d.s.name, logKey, kq.key,
+				logEventID, it.m.ID, "attempt", it.attempts, logError, failed.err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	kq.items = kq.items[done:]
+	switch {
+	case d.stopping:
+		// Leave the rest unacked: the durable consumer keeps it.
+	case failed != nil:
+		d.scheduleRetry(kq, failed.it.attempts)
+	case len(kq.items) > 0:
+		d.ready <- kq
+	default:
+		delete(d.keys, kq.key)
+	}
+}
+
+// scheduleRetry parks kq until its backoff has passed. Call with d.mu held.
+func (d *dispatcher) scheduleRetry(kq *keyQueue, attempts int) {
+	wait := d.s.opts.MinBackoff << min(max(attempts-1, 0), 20)
+	wait = min(wait, d.s.opts.MaxBackoff)
+	d.waiting++
+	kq.retry = time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.waiting--
+		kq.retry = nil
+		if !d.stopping {
+			d.ready <- kq
+		}
+	})
+	faults.Hit(faults.Retrying)
+}
+
+func (d *dispatcher) isStopping() bool {
+	select {
+	case <-d.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// ack acknowledges it and frees its slot. A lost ack (the ack is not
+// confirmed) only means a redelivery, which the dedupe table absorbs.
+func (d *dispatcher) ack(it *item) {
+	if !faults.Hit(faults.AckDrop) {
+		if err := it.msg.Ack(); err != nil {
+			d.b.log.Debug("boxcar: ack", logSub, d.s.name, logError, err)
+		}
+	}
+	d.mu.Lock()
+	delete(d.held, it.m.StreamSeq)
+	d.mu.Unlock()
+	<-d.slots
+}
+
+// deadLetter copies it to the dead-letter stream with the reason, the last
+// error, the attempts, the subscriber and the original sequence and subject
+// in headers. The copy's message ID makes a repeat within the duplicate
+// window harmless.
+func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
+	prefix := bjs.DLQPrefix(d.b.cfg.SubjectPrefix)
+	subject := prefix + "." + d.s.name + ".malformed"
+	if it.bad == nil {
+		subject = prefix + "." + d.s.name + "." + it.m.Type + "." + bjs.EncodeKey(it.m.Key)
+	}
+	m := nats.NewMsg(subject)
+	for k, vs := range it.msg.Headers() {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue
+		}
+		for _, v := range vs {
+			m.Header.Add(k, v)
+		}
+	}
+	if id := it.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		m.Header.Set("Boxcar-Id", id)
+	}
+	msgErr := strings.NewReplacer("\r", " ", "\n", " ").Replace(cause.Error())
+	if len(msgErr) > 1024 {
+		msgErr = msgErr[:1024]
+	}
+	m.Header.Set(bjs.HeaderReason, reason)
+	m.Header.Set(bjs.HeaderError, msgErr)
+	m.Header.Set(bjs.HeaderAttempts, strconv.Itoa(it.attempts))
+	m.Header.Set(bjs.HeaderSubscr, d.s.name)
+	m.Header.Set(bjs.HeaderOrigSeq, strconv.FormatUint(it.m.StreamSeq, 10))
+	m.Header.Set(bjs.HeaderOrigSubj, it.msg.Subject())
+	m.Header.Set(jetstream.MsgIDHeader, d.s.name+"-"+strconv.FormatUint(it.m.StreamSeq, 10))
+	m.Data = it.msg.Data()
+	// A foreign message may fill the max payload on its own: keep the
+	// reason and as much of the data as fits.
+	if limit := int(d.b.nc.MaxPayload()) - 8<<10; len(m.Data) > limit {
+		m.Data = m.Data[:max(limit, 0)]
+		m.Header.Set("Boxcar-Truncated", strconv.Itoa(len(it.msg.Data())))
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.b.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := d.b.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("dead-letter stream seq %d: %w", it.m.StreamSeq, err)
+	}
+	d.stats.deadLettered.Add(1)
+	d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, "reason", reason, logEventID, it.m.ID, logError, msgErr)
+	return nil
+}

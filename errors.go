@@ -1,0 +1,65 @@
+package boxcar
+
+import (
+	"errors"
+	"fmt"
+
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// Errors returned by Boxcar. Test for them with errors.Is.
+var (
+	// ErrClosed: the bus or subscription is closed.
+	ErrClosed = errors.New("boxcar: closed")
+	// ErrInvalidEvent wraps every validation error of an Event given to
+	// PublishTx or Publish; nothing was written.
+	ErrInvalidEvent = errors.New("boxcar: invalid event")
+	// ErrPayloadTooLarge: Event.Data plus Event.Headers exceed
+	// Config.MaxEventBytes. It also matches ErrInvalidEvent.
+	ErrPayloadTooLarge = fmt.Errorf("%w: payload too large", ErrInvalidEvent)
+	// ErrInvalidType and ErrInvalidKey: see Event.Type and Event.Key.
+	ErrInvalidType = bjs.ErrInvalidType
+	ErrInvalidKey  = bjs.ErrInvalidKey
+	// ErrInvalidConfig wraps every error of Config or SubscribeOptions.
+	ErrInvalidConfig = errors.New("boxcar: invalid config")
+	// ErrDuplicateSubscriber: a subscriber of that name is already running
+	// on this bus.
+	ErrDuplicateSubscriber = errors.New("boxcar: duplicate subscriber name")
+	// ErrDirLocked: Config.Dir is held by another process or Bus.
+	ErrDirLocked = bjs.ErrDirLocked
+)
+
+// eventError is a validation error of one field of an event.
+type eventError struct {
+	index int    // position in the PublishTx call
+	field string // e.g. "Type"
+	err   error
+}
+
+func (e *eventError) Error() string {
+	return fmt.Sprintf("boxcar: event %d: Event.%s: %v", e.index, e.field, e.err)
+}
+
+func (e *eventError) Unwrap() []error { return []error{ErrInvalidEvent, e.err} }
+
+// permanentError marks a handler error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return "permanent: " + e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err so that the subscriber dead-letters the event at once
+// instead of retrying it (a payload that cannot be decoded, an unknown
+// schema version). Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}

@@ -1,0 +1,94 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig names and sizes Boxcar's two streams.
+type StreamConfig struct {
+	Name       string        // event stream, e.g. BOXCAR; the dead letters go to Name_DLQ
+	Prefix     string        // subject prefix, e.g. boxcar; dead letters use Prefix_dlq
+	MaxAge     time.Duration // retention of both streams: the replay window
+	Duplicates time.Duration // JetStream duplicate window
+	Replicas   int           // 1 for the embedded server
+}
+
+// DLQName is the dead-letter stream of the event stream name.
+func DLQName(name string) string { return name + "_DLQ" }
+
+// DLQPrefix is the subject prefix of the dead-letter stream.
+func DLQPrefix(prefix string) string { return prefix + "_dlq" }
+
+// EnsureStreams creates or updates the event stream and its dead-letter
+// stream and returns both.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) (events, dlq jetstream.Stream, err error) {
+	replicas := max(c.Replicas, 1)
+	events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "Boxcar events, relayed from the SQLite outbox in commit order",
+		Subjects:    []string{c.Prefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+		Replicas:    replicas,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
+	}
+	dlq, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DLQName(c.Name),
+		Description: "Boxcar dead letters: events a subscriber gave up on, with the reason in headers",
+		Subjects:    []string{DLQPrefix(c.Prefix) + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", DLQName(c.Name), err)
+	}
+	return events, dlq, nil
+}
+
+// ConsumerConfig describes one subscriber's durable pull consumer.
+type ConsumerConfig struct {
+	Name          string
+	Filters       []string // subject filters; empty means the whole stream
+	AckWait       time.Duration
+	MaxAckPending int
+}
+
+// EnsureConsumer creates or updates a durable pull consumer with explicit
+// acks and unlimited deliveries: Boxcar retries in place and dead-letters by
+// itself, so the server must never drop a message on its own.
+func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       c.Name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: c.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	switch len(c.Filters) {
+	case 0:
+	case 1:
+		cfg.FilterSubject = c.Filters[0]
+	default:
+		cfg.FilterSubjects = c.Filters
+	}
+	cons, err := s.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
+	}
+	return cons, nil
+}

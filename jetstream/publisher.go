@@ -1,0 +1,176 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+)
+
+// Outgoing is one outbox event on its way into the stream.
+type Outgoing struct {
+	Seq       int64
+	ID        string
+	Type      string
+	Key       string
+	Headers   map[string]string
+	Data      []byte
+	CreatedNS int64
+}
+
+// Publisher puts outbox events into the event stream in outbox order, each
+// exactly once. It is the stream's only writer and is not safe for
+// concurrent use.
+//
+// Why chained async publishes and not atomic batches: every message carries
+// Nats-Msg-Id = event ID and Nats-Expected-Last-Msg-Id = the previous event's
+// ID. Publishes are pipelined (one batch in flight, no round trip per
+// message), and the chain makes the server refuse every message after a gap,
+// so a failure in the middle of a batch can never leave a later event stored
+// before an earlier one. Atomic batch publish (server 2.12+) would give the
+// same order but refuses a whole batch on any duplicate, which is exactly the
+// case after a crash between a publish and the cursor update, and it stages
+// the batch in the server before committing it; the chain costs one header.
+//
+// After any error the caller must call Resync, which learns from the stream
+// itself what it holds; the chain restarts from there.
+type Publisher struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	prefix string
+	// prevID is the ID of the last event known to be the stream's last
+	// message; "" means the next publish carries no expectation (right after
+	// Resync, when the stream's end was just read and the relay is its only
+	// writer).
+	prevID  string
+	pending []pendingAck
+}
+
+type pendingAck struct {
+	f   jetstream.PubAckFuture
+	seq int64
+}
+
+// NewPublisher returns a publisher into stream, whose subjects start with
+// prefix. js must have been made with an async publish timeout.
+func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, prefix string) *Publisher {
+	return &Publisher{js: js, stream: stream, prefix: prefix}
+}
+
+// Publish sends msgs in order, pipelined, and waits for every ack. It
+// returns nil only if all of them are in the stream (newly or as duplicates).
+// On error some prefix of msgs may be stored: call Resync before publishing
+// again.
+func (p *Publisher) Publish(ctx context.Context, msgs []Outgoing) error {
+	p.pending = p.pending[:0]
+	var sendErr error
+	prev := p.prevID
+	for i := range msgs {
+		o := &msgs[i]
+		m := nats.NewMsg(Subject(p.prefix, o.Type, o.Key))
+		for k, v := range o.Headers {
+			m.Header.Set(k, v)
+		}
+		m.Header.Set(HeaderSeq, strconv.FormatInt(o.Seq, 10))
+		m.Header.Set(HeaderType, o.Type)
+		m.Header.Set(HeaderKey, o.Key)
+		m.Header.Set(HeaderTime, strconv.FormatInt(o.CreatedNS, 10))
+		m.Header.Set(jetstream.MsgIDHeader, o.ID)
+		if prev != "" {
+			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, prev)
+		}
+		m.Data = o.Data
+		prev = o.ID
+		if faults.Hit(faults.PublishDrop) {
+			// Test fault: the message is lost on its way to the server.
+			continue
+		}
+		f, err := p.js.PublishMsgAsync(m)
+		if err != nil {
+			sendErr = fmt.Errorf("publish seq %d: %w", o.Seq, err)
+			break
+		}
+		p.pending = append(p.pending, pendingAck{f: f, seq: o.Seq})
+	}
+	// Wait for every ack, even after a failure: a Resync must not race
+	// messages still in flight.
+	var firstErr error
+	for _, pa := range p.pending {
+		select {
+		case <-pa.f.Ok():
+		case err := <-pa.f.Err():
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publish seq %d: %w", pa.seq, err)
+			}
+		case <-ctx.Done():
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+		}
+	}
+	sent := len(p.pending)
+	clear(p.pending) // drop references to the messages
+	if firstErr == nil {
+		firstErr = sendErr
+	}
+	if firstErr == nil && sent < len(msgs) {
+		firstErr = fmt.Errorf("publish: %d of %d messages were not sent", len(msgs)-sent, len(msgs))
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if len(msgs) > 0 {
+		p.prevID = msgs[len(msgs)-1].ID
+	}
+	return nil
+}
+
+// StreamEnd is what the event stream holds at its end.
+type StreamEnd struct {
+	// LastSeq is the stream sequence of the last message ever stored (0 if
+	// the stream never held one, as after a lost store).
+	LastSeq uint64
+	// OutboxSeq is the outbox seq of the last Boxcar event in the stream, 0
+	// if Found is false.
+	OutboxSeq int64
+	// Found is false when no Boxcar event is left in the stream (all expired
+	// or deleted, or the stream is new).
+	Found bool
+}
+
+// maxResyncScan bounds how many foreign or deleted messages Resync steps over
+// while looking for the stream's last Boxcar event.
+const maxResyncScan = 10_000
+
+// Resync reads the end of the stream and restarts the chain from it: the
+// next Publish carries no expectation. The caller moves its cursor to
+// OutboxSeq when Found.
+func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
+	p.prevID = ""
+	info, err := p.stream.Info(ctx)
+	if err != nil {
+		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
+	}
+	end := StreamEnd{LastSeq: info.State.LastSeq}
+	for seq, n := info.State.LastSeq, 0; seq >= info.State.FirstSeq && seq > 0 && n < maxResyncScan; seq, n = seq-1, n+1 {
+		m, err := p.stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return StreamEnd{}, fmt.Errorf("resync: get message %d: %w", seq, err)
+		}
+		s, err := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
+		if err != nil || s <= 0 || m.Header.Get(jetstream.MsgIDHeader) == "" {
+			continue // not ours
+		}
+		end.OutboxSeq, end.Found = s, true
+		return end, nil
+	}
+	return end, nil
+}

@@ -1,0 +1,133 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Table names Boxcar owns. All start with boxcar_.
+const (
+	OutboxTable = "boxcar_outbox"
+	RelayTable  = "boxcar_relay"
+	DedupeTable = "boxcar_dedupe"
+)
+
+// InsertOutbox adds one event to the outbox. Prepare it once per database
+// (the bus does) and use it through tx.StmtContext.
+const InsertOutbox = `INSERT INTO boxcar_outbox(id, type, key, headers, data, created_ns) VALUES(?, ?, ?, ?, ?, ?)`
+
+// InsertDedupe records that a subscriber handled an event. No row affected
+// means it was handled before.
+const InsertDedupe = `INSERT INTO boxcar_dedupe(subscriber, event_id, handled_ns) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
+
+const selectOutboxAfter = `SELECT seq, id, type, key, headers, data, created_ns
+FROM boxcar_outbox WHERE seq > ? ORDER BY seq LIMIT ?`
+
+// Querier is what the read helpers need: a *sql.DB, *sql.Conn or *sql.Tx.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Execer is what the write helpers need: a *sql.DB, *sql.Conn or *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// OutboxRow is one outbox row as the relay reads it.
+type OutboxRow struct {
+	Seq       int64
+	ID        string
+	Type      string
+	Key       string
+	Headers   []byte // JSON object of string to string, or nil
+	Data      []byte
+	CreatedNS int64
+}
+
+// ReadOutbox appends to buf the rows with seq > after, in seq order, at most
+// limit of them, and returns the extended slice.
+func ReadOutbox(ctx context.Context, q Querier, after int64, limit int, buf []OutboxRow) ([]OutboxRow, error) {
+	rows, err := q.QueryContext(ctx, selectOutboxAfter, after, limit)
+	if err != nil {
+		return buf, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r OutboxRow
+		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &r.CreatedNS); err != nil {
+			return buf, err
+		}
+		buf = append(buf, r)
+	}
+	return buf, rows.Err()
+}
+
+// Cursor returns the relay's cursor for stream: the largest seq known to be
+// in the stream, 0 if none.
+func Cursor(ctx context.Context, q Querier, stream string) (int64, error) {
+	var c int64
+	err := q.QueryRowContext(ctx, `SELECT cursor FROM boxcar_relay WHERE stream = ?`, stream).Scan(&c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return c, err
+}
+
+// SaveCursor stores the relay's cursor for stream.
+func SaveCursor(ctx context.Context, e Execer, stream string, cursor, nowNS int64) error {
+	_, err := e.ExecContext(ctx, `INSERT INTO boxcar_relay(stream, cursor, published_ns) VALUES(?, ?, ?)
+		ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, published_ns = excluded.published_ns`,
+		stream, cursor, nowNS)
+	return err
+}
+
+// OutboxBounds returns the smallest and largest seq in the outbox (0, 0 when
+// empty). Both are lookups at the ends of the primary key, O(log n).
+func OutboxBounds(ctx context.Context, q Querier) (minSeq, maxSeq int64, err error) {
+	err = q.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM boxcar_outbox`).Scan(&minSeq, &maxSeq)
+	return minSeq, maxSeq, err
+}
+
+// OldestAfter returns the creation time (unix ns) of the first row with
+// seq > after, and false if there is none.
+func OldestAfter(ctx context.Context, q Querier, after int64) (int64, bool, error) {
+	var ns int64
+	err := q.QueryRowContext(ctx, `SELECT created_ns FROM boxcar_outbox WHERE seq > ? ORDER BY seq LIMIT 1`, after).Scan(&ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return ns, err == nil, err
+}
+
+// PruneOutbox deletes up to limit rows with seq <= upTo, oldest first, and
+// returns how many it deleted. Small chunks keep the write lock short.
+func PruneOutbox(ctx context.Context, e Execer, upTo int64, limit int) (int64, error) {
+	res, err := e.ExecContext(ctx, `DELETE FROM boxcar_outbox WHERE seq IN
+		(SELECT seq FROM boxcar_outbox WHERE seq <= ? ORDER BY seq LIMIT ?)`, upTo, limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune outbox: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// PruneDedupe deletes up to limit dedupe rows of subscriber whose event ID
+// sorts before beforeID (event IDs are ULIDs: they sort by time).
+func PruneDedupe(ctx context.Context, e Execer, subscriber, beforeID string, limit int) (int64, error) {
+	res, err := e.ExecContext(ctx, `DELETE FROM boxcar_dedupe WHERE subscriber = ? AND event_id IN
+		(SELECT event_id FROM boxcar_dedupe WHERE subscriber = ? AND event_id < ? ORDER BY event_id LIMIT ?)`,
+		subscriber, subscriber, beforeID, limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune dedupe: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// Handled reports whether subscriber has a dedupe row for eventID.
+func Handled(ctx context.Context, q Querier, subscriber, eventID string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_dedupe WHERE subscriber = ? AND event_id = ?`, subscriber, eventID).Scan(&n)
+	return n > 0, err
+}

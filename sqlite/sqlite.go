@@ -1,0 +1,261 @@
+// Package sqlite opens SQLite databases the way Boxcar needs them, runs
+// Boxcar's schema migrations and holds every SQL statement Boxcar executes.
+//
+// # Why seq is commit order
+//
+// The outbox key is `seq INTEGER PRIMARY KEY AUTOINCREMENT`. SQLite allows one
+// writer at a time: a transaction takes the write lock at its first write (at
+// BEGIN, with the immediate transactions this package opens) and keeps it
+// until COMMIT or ROLLBACK. A seq is assigned while the lock is held, as
+// max(seq)+1, so every transaction that commits later gets a larger seq.
+// Therefore a reader that has seen seq = n committed never later sees a
+// commit with seq < n, and the relay can keep one cursor (the last published
+// seq) instead of a flag per row. A rolled-back transaction may leave a gap;
+// gaps are harmless, the relay never waits for a missing seq.
+//
+// This does not hold on databases with concurrent writers (PostgreSQL
+// sequences are handed out before commit, so a smaller seq can commit after a
+// larger one). Porting the outbox would need a commit-ordered reading instead.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// Synchronous modes for Options.Synchronous.
+const (
+	// SyncNormal fsyncs the WAL at checkpoints only. A committed transaction
+	// survives a process crash; the last few may be lost in a power loss or
+	// an OS crash. This is the default: it is ~10× faster than SyncFull.
+	SyncNormal = "NORMAL"
+	// SyncFull fsyncs the WAL at every commit: committed means durable.
+	SyncFull = "FULL"
+)
+
+// Options configures Open. The zero value is valid.
+type Options struct {
+	// Synchronous is SyncNormal (default) or SyncFull.
+	Synchronous string
+	// BusyTimeout is how long a statement waits for another connection's
+	// write lock before failing with SQLITE_BUSY. Default 10s.
+	BusyTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Synchronous == "" {
+		o.Synchronous = SyncNormal
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = 10 * time.Second
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch strings.ToUpper(o.Synchronous) {
+	case SyncNormal, SyncFull:
+	default:
+		return fmt.Errorf("sqlite: Options.Synchronous is %q: use %q or %q", o.Synchronous, SyncNormal, SyncFull)
+	}
+	if o.BusyTimeout < 0 {
+		return fmt.Errorf("sqlite: Options.BusyTimeout is negative: use 0 for the default (10s)")
+	}
+	return nil
+}
+
+// driverSeq names the driver registered by each Open: every database gets
+// its own driver so that its connections report commits to its own watchers.
+var driverSeq atomic.Int64
+
+// watchers maps a *sql.DB opened here to the watchers of its outbox commits.
+var watchers sync.Map // *sql.DB -> *commitWatchers
+
+type commitWatchers struct {
+	mu  sync.Mutex
+	fns map[int]func()
+	id  int
+}
+
+func (w *commitWatchers) notify() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, fn := range w.fns {
+		fn()
+	}
+}
+
+// Open opens the SQLite database file at path with the settings Boxcar relies
+// on, creating it if needed. See OpenOptions.
+func Open(path string) (*sql.DB, error) {
+	return OpenOptions(path, Options{})
+}
+
+// OpenOptions opens the SQLite database file at path:
+//   - journal_mode=WAL, checked: readers never block the writer and the writer
+//     never blocks readers, so the relay and subscribers read while the app
+//     writes. A database that cannot use WAL (in-memory, some network file
+//     systems) is refused.
+//   - busy_timeout: a writer that finds the lock taken waits instead of
+//     failing at once.
+//   - synchronous: see SyncNormal and SyncFull.
+//   - transactions begin IMMEDIATE: a transaction that reads and then writes
+//     would otherwise fail with SQLITE_BUSY when it upgrades its lock, which
+//     the busy timeout cannot cure.
+//   - foreign_keys=on, as most applications expect.
+//
+// Connections opened here report commits that wrote the outbox, which wakes
+// the relay at once (see WatchOutboxCommits); databases opened otherwise are
+// polled.
+func OpenOptions(path string, o Options) (*sql.DB, error) {
+	o = o.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if path == "" || path == ":memory:" || strings.Contains(path, "mode=memory") {
+		return nil, fmt.Errorf("sqlite: path %q: Boxcar needs a database file (WAL does not work in memory)", path)
+	}
+	w := &commitWatchers{fns: map[int]func(){}}
+	name := fmt.Sprintf("boxcar-sqlite3-%d", driverSeq.Add(1))
+	sql.Register(name, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		// outboxWritten is per connection, and SQLite runs the hooks on the
+		// goroutine using the connection, so it needs no lock.
+		outboxWritten := false
+		c.RegisterUpdateHook(func(op int, _ string, table string, _ int64) {
+			if op == sqlite3.SQLITE_INSERT && table == OutboxTable {
+				outboxWritten = true
+			}
+		})
+		c.RegisterCommitHook(func() int {
+			if outboxWritten {
+				outboxWritten = false
+				w.notify()
+			}
+			return 0
+		})
+		c.RegisterRollbackHook(func() { outboxWritten = false })
+		return nil
+	}})
+
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10))
+	q.Set("_synchronous", strings.ToUpper(o.Synchronous))
+	q.Set("_txlock", "immediate")
+	q.Set("_foreign_keys", "on")
+	db, err := sql.Open(name, "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: journal_mode is %q, Boxcar needs WAL", path, mode)
+	}
+	watchers.Store(db, w)
+	return db, nil
+}
+
+// WatchOutboxCommits calls fn each time a connection of db is about to commit
+// a transaction that inserted outbox rows. It reports false if db was not
+// opened by this package (the caller must poll). fn runs inside SQLite's
+// commit hook, before the commit is visible to other connections: it must
+// not block or touch the database, only signal. Call cancel to stop.
+func WatchOutboxCommits(db *sql.DB, fn func()) (cancel func(), ok bool) {
+	v, ok := watchers.Load(db)
+	if !ok {
+		return func() {}, false
+	}
+	w := v.(*commitWatchers)
+	w.mu.Lock()
+	w.id++
+	id := w.id
+	w.fns[id] = fn
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.fns, id)
+		w.mu.Unlock()
+	}, true
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrate creates or upgrades Boxcar's tables (all named boxcar_*) in db. It is
+// idempotent and safe to run from several processes at once: each migration
+// runs in one immediate transaction together with its version record.
+func Migrate(ctx context.Context, db *sql.DB) error {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS boxcar_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_ns INTEGER NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		num, _, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return fmt.Errorf("sqlite: migrate: file %s is not named NNNN_name.sql", base)
+		}
+		body, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if err := applyMigration(ctx, db, version, string(body)); err != nil {
+			return fmt.Errorf("sqlite: migrate %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, db *sql.DB, version int, body string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, body); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO boxcar_migrations(version, applied_ns) VALUES(?, ?)`, version, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// IsFull reports whether err is SQLite's "database or disk is full".
+func IsFull(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+}

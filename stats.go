@@ -1,0 +1,118 @@
+package boxcar
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// Stats are the numbers to alert on: how far the relay and each subscriber
+// are behind, and what went wrong. Nothing in Boxcar fails silently; if it
+// fails, it shows here.
+type Stats struct {
+	// OutboxLag is the number of committed events not yet in the stream
+	// (max seq - cursor; rolled-back gaps make it an upper bound).
+	OutboxLag int64
+	// OutboxAge is how long the oldest event not yet in the stream has
+	// waited; 0 when the relay is caught up.
+	OutboxAge time.Duration
+	// RelayCursor is the outbox seq of the last event known to be in the stream.
+	RelayCursor int64
+	// RelayPublished counts events the relay published since Open.
+	RelayPublished int64
+	// RelayFailures counts publish rounds that failed (each is retried).
+	RelayFailures int64
+	// Subscribers, by name.
+	Subscribers []SubscriberStats
+}
+
+// SubscriberStats are one subscriber's numbers.
+type SubscriberStats struct {
+	Name string
+	// Pending is how many events of the stream the consumer has not yet
+	// delivered; Unacked how many it delivered and awaits acks for.
+	// Consumer lag is Pending + Unacked.
+	Pending uint64
+	Unacked int
+	// InFlight is how many fetched messages this process holds unacked.
+	InFlight int
+	// StuckKeys is how many keys are waiting to retry a failed event.
+	StuckKeys int
+	// Handled counts events handled successfully since Subscribe; Skipped
+	// those found already handled in the dedupe table.
+	Handled int64
+	Skipped int64
+	// Failures counts handler errors and panics (each retried or
+	// dead-lettered); DeadLettered those sent to the dead-letter stream.
+	Failures     int64
+	DeadLettered int64
+	// Redelivered counts deliveries JetStream made more than once (after a
+	// crash, a timeout or a lost ack).
+	Redelivered int64
+}
+
+// Stats reads the bus's numbers. The outbox part costs two index lookups.
+func (b *Bus) Stats(ctx context.Context) (Stats, error) {
+	if b.closed.Load() {
+		return Stats{}, ErrClosed
+	}
+	st := Stats{
+		RelayCursor:    b.relay.cursor.Load(),
+		RelayPublished: b.relay.published.Load(),
+		RelayFailures:  b.relay.failures.Load(),
+	}
+	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
+	if err != nil {
+		return st, fmt.Errorf("boxcar: stats: %w", err)
+	}
+	st.OutboxLag = max(maxSeq-st.RelayCursor, 0)
+	if ns, ok, err := sqlite.OldestAfter(ctx, b.db, st.RelayCursor); err != nil {
+		return st, fmt.Errorf("boxcar: stats: %w", err)
+	} else if ok {
+		st.OutboxAge = time.Since(time.Unix(0, ns))
+	}
+	b.mu.Lock()
+	subs := make([]*Subscription, 0, len(b.subs))
+	for _, s := range b.subs {
+		if s != nil {
+			subs = append(subs, s)
+		}
+	}
+	b.mu.Unlock()
+	sort.Slice(subs, func(i, j int) bool { return subs[i].name < subs[j].name })
+	for _, s := range subs {
+		ss, err := s.Stats(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.Subscribers = append(st.Subscribers, ss)
+	}
+	return st, nil
+}
+
+// Stats reads the subscriber's numbers, asking the server for its lag.
+func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
+	d := s.d
+	ss := SubscriberStats{
+		Name:         s.name,
+		Handled:      d.stats.handled.Load(),
+		Skipped:      d.stats.skipped.Load(),
+		Failures:     d.stats.failures.Load(),
+		DeadLettered: d.stats.deadLettered.Load(),
+		Redelivered:  d.stats.redelivered.Load(),
+	}
+	d.mu.Lock()
+	ss.InFlight = len(d.held)
+	ss.StuckKeys = d.waiting
+	d.mu.Unlock()
+	info, err := s.cons.Info(ctx)
+	if err != nil {
+		return ss, fmt.Errorf("boxcar: stats of %s: %w", s.name, err)
+	}
+	ss.Pending = info.NumPending
+	ss.Unacked = info.NumAckPending
+	return ss, nil
+}
