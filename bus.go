@@ -214,12 +214,12 @@ type Bus struct {
 	relay   *relay
 	unwatch func()
 
-	mu     sync.Mutex
-	subs   map[string]*Subscription
-	closed atomic.Bool
-	done   chan struct{} // closed when Close finished
+	mu       sync.Mutex
+	subs     map[string]*Subscription
+	closed   atomic.Bool
+	done     chan struct{} // closed when Close finished
 	closeErr error
-	wg     sync.WaitGroup // the relay goroutine
+	wg       sync.WaitGroup // the relay goroutine
 }
 
 // Open starts a Bus on db: it migrates Boxcar's tables (boxcar_*), starts
