@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/boxcar-bus/boxcar/internal/faults"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
@@ -163,12 +164,15 @@ func (c Config) validate() error {
 	if err := bjs.ValidateToken("Config.SubjectPrefix", c.SubjectPrefix); err != nil {
 		return bad("%v", err)
 	}
-	for name, d := range map[string]time.Duration{
-		"Retention": c.Retention, "DuplicateWindow": c.DuplicateWindow, "RelayPollInterval": c.RelayPollInterval,
-		"CursorSaveInterval": c.CursorSaveInterval, "PublishTimeout": c.PublishTimeout, "DedupeRetention": c.DedupeRetention,
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"Retention", c.Retention}, {"DuplicateWindow", c.DuplicateWindow}, {"RelayPollInterval", c.RelayPollInterval},
+		{"CursorSaveInterval", c.CursorSaveInterval}, {"PublishTimeout", c.PublishTimeout}, {"DedupeRetention", c.DedupeRetention},
 	} {
-		if d < 0 {
-			return bad("Config.%s is negative: use 0 for the default", name)
+		if f.d < 0 {
+			return bad("Config.%s is negative: use 0 for the default", f.name)
 		}
 	}
 	if c.PruneDelay < 0 {
@@ -228,7 +232,7 @@ type Bus struct {
 // sqlite.Open, whose connections wake the relay at each commit; other
 // databases are polled every Config.RelayPollInterval. Close the Bus before
 // closing db.
-func Open(ctx context.Context, db *sql.DB, cfg Config) (b *Bus, err error) {
+func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: db is nil: pass the *sql.DB from sqlite.Open", ErrInvalidConfig)
 	}
@@ -236,7 +240,7 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (b *Bus, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	b = &Bus{
+	b := &Bus{
 		db:        db,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -405,6 +409,7 @@ func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("boxcar: commit: %w", err)
 	}
+	faults.Hit(faults.AfterCommit)
 	b.relay.wake()
 	return nil
 }

@@ -47,8 +47,9 @@ type ServerConfig struct {
 
 // Server is a running embedded nats-server with its store lock.
 type Server struct {
-	srv  *server.Server
-	lock *dirLock
+	srv   *server.Server
+	lock  *dirLock
+	token string
 }
 
 // Start starts an embedded nats-server with JetStream, storing under
@@ -85,6 +86,9 @@ func Start(cfg ServerConfig) (*Server, error) {
 			lock.release()
 			return nil, fmt.Errorf("jetstream: listen port %q: %w", portStr, err)
 		}
+		if port == 0 {
+			port = server.RANDOM_PORT // nats-server reads 0 as its default 4222
+		}
 		opts.Host, opts.Port = host, port
 		opts.Authorization = cfg.Token
 	}
@@ -105,13 +109,16 @@ func Start(cfg ServerConfig) (*Server, error) {
 		lock.release()
 		return nil, errors.New("jetstream: embedded server did not become ready in 30s")
 	}
-	return &Server{srv: srv, lock: lock}, nil
+	return &Server{srv: srv, lock: lock, token: cfg.Token}, nil
 }
 
 // Connect opens an in-process client connection (no socket).
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s.srv), nats.Name(name),
-		nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+	opts := []nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
+	if s.token != "" {
+		opts = append(opts, nats.Token(s.token)) // in-process clients authenticate too
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connect in-process: %w", err)
 	}

@@ -1,0 +1,218 @@
+package boxcar
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+)
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openDB(t, filepath.Join(t.TempDir(), "app.db"))
+	for name, c := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"no dir":             {Config{}, "Config.Dir is empty: set it to a writable directory"},
+		"listen not loop":    {Config{Dir: "x", Listen: "0.0.0.0:4222", ListenToken: "t"}, "not a loopback address"},
+		"listen no token":    {Config{Dir: "x", Listen: "127.0.0.1:4222"}, "Config.ListenToken is empty"},
+		"bad stream":         {Config{Dir: "x", Stream: "a.b"}, "Config.Stream"},
+		"bad prefix":         {Config{Dir: "x", SubjectPrefix: "a*"}, "Config.SubjectPrefix"},
+		"negative retention": {Config{Dir: "x", Retention: -time.Second}, "Config.Retention is negative"},
+		"window > retention": {Config{Dir: "x", Retention: time.Minute, DuplicateWindow: time.Hour}, "exceeds Config.Retention"},
+		"huge batch":         {Config{Dir: "x", RelayBatch: 1 << 20}, "Config.RelayBatch"},
+	} {
+		_, err := Open(ctx, db, c.cfg)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want ErrInvalidConfig containing %q", name, err, c.want)
+		}
+	}
+	if _, err := Open(ctx, nil, Config{Dir: "x"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("nil db: got %v", err)
+	}
+}
+
+// Point 9: a second Open on a Dir that another process holds fails with
+// ErrDirLocked, and works once that process is gone.
+func TestSecondOpenOnLockedDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbPath, natsDir := filepath.Join(dir, "app.db"), filepath.Join(dir, "nats")
+	c := startChild(t, roleHold, "BOXCAR_DB="+dbPath, "BOXCAR_DIR="+natsDir)
+	c.expect(t, "ready")
+	db := openDB(t, dbPath)
+	_, err := Open(context.Background(), db, Config{Dir: natsDir})
+	if !errors.Is(err, ErrDirLocked) {
+		t.Fatalf("second Open on a held Dir: got %v, want ErrDirLocked", err)
+	}
+	c.kill() // the kernel releases the lock of a dead process
+	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
+	tb.open()
+	tb.closeBus()
+}
+
+// Point 10: Close waits for a handler in flight, leaves it to finish its
+// event, and leaves no goroutine behind.
+func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
+	// Not parallel: goleak looks at every goroutine of the process.
+	defer goleak.VerifyNone(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "app.db"))
+	defer db.Close() // before goleak looks: database/sql has a goroutine per DB
+	bus, err := Open(ctx, db, Config{Dir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	var finished bool
+	if _, err := bus.Subscribe(ctx, "slow", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		once.Do(func() { close(started) })
+		time.Sleep(300 * time.Millisecond)
+		finished = true
+		return recordingHandler("slow").tx(ctx, tx, m)
+	}), SubscribeOptions{BatchSize: 1, Workers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Subscribe(ctx, "plain", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := bus.Publish(ctx, Event{Type: "a", Key: "k", Data: []byte("1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := bus.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if !finished {
+		t.Fatal("Close returned before the handler in flight finished")
+	}
+	if got := countApplied(t, db, "slow"); got != 1 {
+		t.Fatalf("the handler in flight committed %d events, want 1", got)
+	}
+	if err := bus.Close(cctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// Point 10: when Close's context runs out, handlers' contexts are canceled.
+func TestCloseCancelsHandlersAtDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	started := make(chan struct{})
+	var once sync.Once
+	canceled := make(chan struct{})
+	if _, err := tb.bus.Subscribe(ctx, "stuck", HandlerFunc(func(ctx context.Context, m Message) error {
+		once.Do(func() { close(started) })
+		<-ctx.Done()
+		close(canceled)
+		return ctx.Err()
+	}), SubscribeOptions{HandlerTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: "a", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	err := tb.bus.Close(cctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close past its deadline: got %v, want DeadlineExceeded", err)
+	}
+	select {
+	case <-canceled:
+	default:
+		t.Fatal("the handler's context was not canceled")
+	}
+	tb.bus = nil
+}
+
+// Point 11: the embedded server opens no TCP listener unless configured,
+// and its fatal log lines do not exit the process.
+func TestEmbeddedServerDefaults(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tb := setup(t, Config{Logger: logger})
+	srv := tb.bus.srv.Underlying()
+	if srv.Addr() != nil || tb.bus.ClientURL() != "" {
+		t.Fatalf("embedded server listens on %v without Config.Listen", srv.Addr())
+	}
+	if !srv.ReadyForConnections(time.Second) {
+		t.Fatal("server not ready")
+	}
+	srv.Fatalf("simulated fatal condition %d", 42)
+	// Still alive, and the line went to our logger.
+	if err := tb.bus.Publish(context.Background(), Event{Type: "a", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "simulated fatal condition 42") {
+		t.Fatalf("fatal line not logged; logs:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Point 11: the embedded server installs no signal handlers: a process
+// with an open bus that receives SIGHUP dies of it, as it would without
+// Boxcar (a handler would swallow it).
+func TestEmbeddedServerInstallsNoSignalHandlers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := startChild(t, roleSignal, "BOXCAR_DB="+filepath.Join(dir, "app.db"), "BOXCAR_DIR="+filepath.Join(dir, "nats"))
+	c.expect(t, "ready")
+	err := c.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "hangup") {
+		t.Fatalf("child with an open bus: got exit %v, want death by SIGHUP", err)
+	}
+}
+
+// With Config.Listen, the server accepts clients that present the token
+// and refuses those that do not.
+func TestListenWithToken(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{Listen: "127.0.0.1:0", ListenToken: "s3cret"})
+	url := tb.bus.ClientURL()
+	if url == "" {
+		t.Fatal("no client URL with Config.Listen")
+	}
+	if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("connected without the token")
+	}
+	nc, err := nats.Connect(url, nats.Token("s3cret"))
+	if err != nil {
+		t.Fatalf("connect with the token: %v", err)
+	}
+	nc.Close()
+}

@@ -1,0 +1,128 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// Child roles, run by TestMain in a re-executed test binary. Each prints
+// "ready" once its bus is open and then does its part until it is killed
+// or done. Parameters come in environment variables.
+const (
+	roleHold      = "hold"       // hold the store dir
+	roleRelayKill = "relay-kill" // commit a batch; SIGKILL after JetStream acks it, before the cursor is saved
+	roleWorkload  = "workload"   // writers and a subscriber, forever
+	roleHangKey   = "hang-key"   // a subscriber that hangs on one key's 3rd event
+	roleSignal    = "signal"     // send itself SIGHUP with the bus open
+)
+
+func env(name string) string { return os.Getenv(name) }
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func runChild(role string) int {
+	ctx := context.Background()
+	db, err := sqlite.Open(env("BOXCAR_DB"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 2
+	}
+	if _, err := db.Exec(appSchema); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 2
+	}
+	cfg := Config{Dir: env("BOXCAR_DIR")}
+	if w := envInt("BOXCAR_DUP_WINDOW_MS", 0); w > 0 {
+		cfg.DuplicateWindow = time.Duration(w) * time.Millisecond
+	}
+	bus, err := Open(ctx, db, cfg)
+	if err != nil {
+		fmt.Println("open-error:", err)
+		return 3
+	}
+	fmt.Println("ready")
+	switch role {
+	case roleHold:
+		select {}
+	case roleRelayKill:
+		faults.Set(faults.RelayAfterAck, 1, faults.Kill, 1)
+		n := envInt("BOXCAR_EVENTS", 100)
+		err := bus.Tx(ctx, func(tx *sql.Tx) error {
+			for i := 1; i <= n; i++ {
+				if err := bus.PublishTx(ctx, tx, Event{Type: "order.placed", Key: "k" + strconv.Itoa(i%7), Data: []byte(strconv.Itoa(i))}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 4
+		}
+		time.Sleep(time.Minute) // the relay kills us first
+		fmt.Println("not killed")
+		return 5
+	case roleWorkload:
+		childWorkload(ctx, bus)
+	case roleHangKey:
+		_, err := bus.Subscribe(ctx, "ordered", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+			if m.Key == "hot" && string(m.Data) == "3" {
+				fmt.Println("hanging")
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return recordingHandler("ordered").tx(ctx, tx, m)
+		}), SubscribeOptions{HandlerTimeout: time.Hour, AckWait: time.Hour, BatchSize: 1}) // one event per transaction: 1 and 2 commit before 3 hangs
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 4
+		}
+		select {}
+	case roleSignal:
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		time.Sleep(5 * time.Second)
+		fmt.Println("survived SIGHUP")
+		return 0
+	}
+	return 1
+}
+
+// childWorkload runs 4 writers over BOXCAR_KEYS keys and the subscriber
+// "kill-sub" until the process is killed.
+func childWorkload(ctx context.Context, bus *Bus) {
+	if _, err := bus.Subscribe(ctx, "kill-sub", recordingHandler("kill-sub"), SubscribeOptions{Workers: 8}); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(4)
+	}
+	keys := envInt("BOXCAR_KEYS", 50)
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				key := "key-" + strconv.Itoa(rand.IntN(keys))
+				if err := publishCounted(ctx, bus, "order.placed", key); err != nil {
+					fmt.Fprintln(os.Stderr, "child publish:", err)
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,597 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// runWriters commits total events over keys from writers goroutines, each
+// event bumping its key's counter in the same transaction.
+func runWriters(t testing.TB, bus *Bus, writers, total, keys int, typeOf func(i int) string) {
+	t.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1))
+				if i > total {
+					return
+				}
+				key := "key-" + strconv.Itoa(rand.IntN(keys))
+				if err := publishCounted(ctx, bus, typeOf(i), key); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Point 1 and 3: with 8 workers, 1,000 keys and 50,000 events from 4
+// concurrent writers, every transactional subscriber applies every event
+// exactly once, and each key's events in commit order.
+func TestPerKeyOrderWithParallelism(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	for _, name := range []string{"billing", "analytics"} {
+		if _, err := tb.bus.Subscribe(ctx, name, recordingHandler(name), SubscribeOptions{Workers: 8}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const events, keys = 50_000, 1_000
+	runWriters(t, tb.bus, 4, events, keys, func(int) string { return "order.placed" })
+	for _, name := range []string{"billing", "analytics"} {
+		waitApplied(t, tb.db, name, events)
+		if n := checkExactlyOnceInOrder(t, tb.db, name); n != events {
+			t.Fatalf("%s applied %d events, want %d", name, n, events)
+		}
+	}
+	var usedKeys int
+	tb.db.QueryRow(`SELECT count(*) FROM counters`).Scan(&usedKeys)
+	if usedKeys < keys*9/10 {
+		t.Fatalf("only %d keys were used", usedKeys)
+	}
+}
+
+// Point 2: three subscribers with different type filters each get exactly
+// their events.
+func TestFanOutByType(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	subs := map[string][]string{
+		"email":     {"user.signed_up"},
+		"analytics": {"user.signed_up", "user.email_changed"},
+		"billing":   {"order.placed"},
+	}
+	for name, types := range subs {
+		if _, err := tb.bus.Subscribe(ctx, name, recordingHandler(name), SubscribeOptions{Types: types}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	types := []string{"user.signed_up", "user.email_changed", "order.placed", "user.deleted"}
+	sent := map[string]int{}
+	for i := 0; i < 400; i++ {
+		typ := types[i%len(types)]
+		if err := publishCounted(ctx, tb.bus, typ, "u"+strconv.Itoa(i%17)); err != nil {
+			t.Fatal(err)
+		}
+		sent[typ]++
+	}
+	for name, types := range subs {
+		want := 0
+		for _, typ := range types {
+			want += sent[typ]
+		}
+		waitApplied(t, tb.db, name, want)
+	}
+	// A marker of every subscribed type, after all: once each subscriber
+	// handled its marker, nothing else is on its way.
+	for _, typ := range []string{"user.signed_up", "order.placed"} {
+		if err := tb.bus.Publish(ctx, Event{Type: typ, Key: "marker", Data: []byte("0")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, types := range subs {
+		want := 1
+		for _, typ := range types {
+			want += sent[typ]
+		}
+		waitApplied(t, tb.db, name, want)
+		rows, err := tb.db.Query(`SELECT type, count(*) FROM applied WHERE subscriber = ? AND key <> 'marker' GROUP BY type`, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for rows.Next() {
+			var typ string
+			var n int
+			rows.Scan(&typ, &n)
+			got[typ] = n
+		}
+		rows.Close()
+		wantTypes := map[string]int{}
+		for _, typ := range types {
+			wantTypes[typ] = sent[typ]
+		}
+		if fmt.Sprint(got) != fmt.Sprint(wantTypes) {
+			t.Errorf("%s handled %v, want %v", name, got, wantTypes)
+		}
+	}
+}
+
+// Point 4: a failing event is retried in place with backoff while no later
+// event of its key runs and other keys go on; after MaxAttempts it is
+// dead-lettered with the error, attempts, subscriber and original sequence,
+// and the key moves on.
+func TestRetryInPlaceThenDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var mu sync.Mutex
+	var log []string // key:n in handling order, attempts included
+	var attemptsAt []time.Time
+	failUntil := 3 // "bad" event 2 fails its first 3 attempts, then succeeds
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		mu.Lock()
+		log = append(log, m.Key+":"+string(m.Data))
+		mu.Unlock()
+		switch {
+		case m.Key == "flaky" && string(m.Data) == "2":
+			mu.Lock()
+			attemptsAt = append(attemptsAt, time.Now())
+			mu.Unlock()
+			if m.Attempt <= failUntil {
+				return fmt.Errorf("flaky failure %d", m.Attempt)
+			}
+		case m.Key == "doomed" && string(m.Data) == "2":
+			return errors.New("always fails")
+		}
+		return recordingHandler("retry").tx(ctx, tx, m)
+	})
+	sub, err := tb.bus.Subscribe(ctx, "retry", h, SubscribeOptions{MaxAttempts: 5, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		for _, k := range []string{"flaky", "doomed", "calm"} {
+			if err := publishCounted(ctx, tb.bus, "job.run", k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// flaky: 4 applied; doomed: 1, 3, 4 applied (2 dead-lettered); calm: 4.
+	waitApplied(t, tb.db, "retry", 11)
+
+	mu.Lock()
+	defer mu.Unlock()
+	// No later event of a blocked key ran before its blocked event was done.
+	pos := map[string]int{}
+	for i, e := range log {
+		pos[e] = i // last occurrence
+	}
+	first := func(e string) int {
+		for i, x := range log {
+			if x == e {
+				return i
+			}
+		}
+		return -1
+	}
+	if first("flaky:3") < pos["flaky:2"] {
+		t.Errorf("flaky:3 ran before flaky:2 succeeded: %v", log)
+	}
+	if first("doomed:3") < pos["doomed:2"] {
+		t.Errorf("doomed:3 ran before doomed:2 was dead-lettered: %v", log)
+	}
+	// Other keys went on meanwhile: calm finished before flaky:2's last try.
+	if pos["calm:4"] > pos["flaky:2"] {
+		t.Errorf("key calm waited for key flaky: %v", log)
+	}
+	if got := len(attemptsAt); got != failUntil+1 {
+		t.Errorf("flaky:2 tried %d times, want %d", got, failUntil+1)
+	}
+	for i := 1; i < len(attemptsAt); i++ {
+		if gap := attemptsAt[i].Sub(attemptsAt[i-1]); gap < 20*time.Millisecond {
+			t.Errorf("retry %d came after %v: no backoff", i, gap)
+		}
+	}
+	var doomed []string
+	rows, _ := tb.db.Query(`SELECT n FROM applied WHERE subscriber = 'retry' AND key = 'doomed' ORDER BY id`)
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		doomed = append(doomed, n)
+	}
+	rows.Close()
+	if strings.Join(doomed, ",") != "1,3,4" {
+		t.Errorf("doomed applied %v, want 1,3,4 (2 dead-lettered, then the key moved on)", doomed)
+	}
+	dl := readDeadLetters(t, tb.bus, 1)
+	h0 := dl[0].Header
+	if h0.Get(bjs.HeaderSubscr) != "retry" || h0.Get(bjs.HeaderAttempts) != "5" || h0.Get(bjs.HeaderReason) != "failed" ||
+		!strings.Contains(h0.Get(bjs.HeaderError), "always fails") || h0.Get(bjs.HeaderOrigSeq) == "" || h0.Get(bjs.HeaderKey) != "doomed" {
+		t.Errorf("dead letter headers: %v", h0)
+	}
+	if string(dl[0].Data) != "2" {
+		t.Errorf("dead letter data %q, want the original payload", dl[0].Data)
+	}
+	st, err := sub.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeadLettered != 1 || st.Failures != int64(failUntil+5) {
+		t.Errorf("stats %+v: want 1 dead letter and %d failures", st, failUntil+5)
+	}
+}
+
+// readDeadLetters waits for want messages in the dead-letter stream and
+// returns them.
+func readDeadLetters(t testing.TB, bus *Bus, want int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bus.js.Stream(ctx, bus.DLQStreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("%d dead letters", want), time.Minute, func() (bool, string) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs >= uint64(want), fmt.Sprintf("%d dead letters", info.State.Msgs)
+	})
+	var out []*jetstream.RawStreamMsg
+	for seq := uint64(1); len(out) < want; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Point 4: Permanent dead-letters at once; a panic is an error, retried
+// like any other, not a crash.
+func TestPermanentAndPanic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var calls sync.Map // event ID -> *atomic.Int32
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		v, _ := calls.LoadOrStore(m.ID, new(atomic.Int32))
+		n := v.(*atomic.Int32).Add(1)
+		switch m.Key {
+		case "poison":
+			return Permanent(errors.New("cannot decode payload"))
+		case "panicky":
+			if n == 1 {
+				panic("handler bug")
+			}
+		}
+		return recordingHandler("perm").tx(ctx, tx, m)
+	})
+	if _, err := tb.bus.Subscribe(ctx, "perm", h, SubscribeOptions{MinBackoff: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"poison", "panicky", "poison", "calm"} {
+		if err := publishCounted(ctx, tb.bus, "job.run", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, tb.db, "perm", 2) // panicky (second try) and calm
+	dl := readDeadLetters(t, tb.bus, 2)
+	for _, m := range dl {
+		if m.Header.Get(bjs.HeaderReason) != "permanent" || m.Header.Get(bjs.HeaderAttempts) != "1" ||
+			!strings.Contains(m.Header.Get(bjs.HeaderError), "cannot decode payload") {
+			t.Errorf("dead letter headers: %v", m.Header)
+		}
+	}
+	calls.Range(func(_, v any) bool {
+		if n := v.(*atomic.Int32).Load(); n > 2 {
+			t.Errorf("an event was handled %d times", n)
+		}
+		return true
+	})
+	var applied string
+	tb.db.QueryRow(`SELECT group_concat(key || ':' || n, ' ') FROM (SELECT key, n FROM applied WHERE subscriber = 'perm' ORDER BY id)`).Scan(&applied)
+	if applied != "panicky:1 calm:1" && applied != "calm:1 panicky:1" {
+		t.Errorf("applied %q, want panicky:1 and calm:1 once each", applied)
+	}
+}
+
+// Point 5: an ack is lost, JetStream redelivers the message, and the
+// transactional handler does not run twice: the dedupe row committed with
+// its side effect answers the redelivery.
+func TestLostAckIsDeduped(t *testing.T) {
+	// Not parallel: fault points are process-wide.
+	defer faults.Reset()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	faults.Set(faults.AckDrop, 1, faults.Report, 5) // the first 5 acks are lost
+	var runs atomic.Int64
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		runs.Add(1)
+		return recordingHandler("dedupe").tx(ctx, tx, m)
+	})
+	sub, err := tb.bus.Subscribe(ctx, "dedupe", h, SubscribeOptions{AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if err := publishCounted(ctx, tb.bus, "job.run", "k"+strconv.Itoa(i%3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, tb.db, "dedupe", 20)
+	var st SubscriberStats
+	waitFor(t, "the 5 lost acks to be redelivered and skipped", time.Minute, func() (bool, string) {
+		st, err = sub.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Skipped >= 5 && st.Unacked == 0, fmt.Sprintf("%+v", st)
+	})
+	if st.Redelivered < 5 {
+		t.Errorf("stats %+v: want at least 5 redeliveries", st)
+	}
+	if runs.Load() != 20 {
+		t.Errorf("handler ran %d times for 20 events", runs.Load())
+	}
+	checkExactlyOnceInOrder(t, tb.db, "dedupe")
+}
+
+// Point 7: close and reopen the bus on the same files in the middle of a
+// run: nothing lost, nothing applied twice, per-key order holds.
+func TestCloseAndReopenMidRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	const rounds, perRound = 4, 1500
+	for r := 0; r < rounds; r++ {
+		if _, err := tb.bus.Subscribe(ctx, "restart", recordingHandler("restart"), SubscribeOptions{Workers: 8}); err != nil {
+			t.Fatal(err)
+		}
+		runWriters(t, tb.bus, 4, perRound, 40, func(int) string { return "order.placed" })
+		tb.reopen() // while the subscriber is behind
+	}
+	if _, err := tb.bus.Subscribe(ctx, "restart", recordingHandler("restart"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, tb.db, "restart", rounds*perRound)
+	if n := checkExactlyOnceInOrder(t, tb.db, "restart"); n != rounds*perRound {
+		t.Fatalf("applied %d, want %d", n, rounds*perRound)
+	}
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, maxOutboxSeq(t, tb.db))
+}
+
+// Point 7: SIGKILL a child process running writers and a subscriber, at
+// random instants, several times; then finish in this process. Nothing
+// committed is lost, nothing applied twice, per-key order holds.
+func TestKillMidRunAndRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbPath, natsDir := filepath.Join(dir, "app.db"), filepath.Join(dir, "nats")
+	const kills = 4
+	for i := 0; i < kills; i++ {
+		c := startChild(t, roleWorkload, "BOXCAR_DB="+dbPath, "BOXCAR_DIR="+natsDir, "BOXCAR_KEYS=60")
+		c.expect(t, "ready")
+		time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond)
+		c.kill()
+	}
+	db := openDB(t, dbPath)
+	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
+	tb.open()
+	defer tb.closeBus()
+	var committed int
+	db.QueryRow(`SELECT COALESCE(sum(n), 0) FROM counters`).Scan(&committed)
+	if committed == 0 {
+		t.Fatal("the children committed nothing")
+	}
+	if _, err := tb.bus.Subscribe(context.Background(), "kill-sub", recordingHandler("kill-sub"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, db, "kill-sub", committed)
+	if n := checkExactlyOnceInOrder(t, db, "kill-sub"); n != committed {
+		t.Fatalf("applied %d, want %d", n, committed)
+	}
+	waitRelayed(t, tb.bus, maxOutboxSeq(t, db))
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, maxOutboxSeq(t, db))
+	t.Logf("%d kills, %d events", kills, committed)
+}
+
+// Point 8: a process fetches a key's events 3..6, hangs on 3 and is
+// killed; events 7..12 of the key are published after. The restarted
+// subscriber must handle 3, 4, ... 12 in order, not 7..12 first while 3..6
+// wait out AckWait (an hour here).
+func TestNoOvertakingAfterKill(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbPath, natsDir := filepath.Join(dir, "app.db"), filepath.Join(dir, "nats")
+	db := openDB(t, dbPath)
+	// Events 1..6 exist before the child starts.
+	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
+	tb.open()
+	for i := 0; i < 6; i++ {
+		if err := publishCounted(context.Background(), tb.bus, "job.run", "hot"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRelayed(t, tb.bus, 6)
+	tb.closeBus()
+
+	c := startChild(t, roleHangKey, "BOXCAR_DB="+dbPath, "BOXCAR_DIR="+natsDir)
+	c.expect(t, "hanging")
+	if got := countApplied(t, db, "ordered"); got != 2 {
+		t.Fatalf("the child applied %d events before hanging, want 2", got)
+	}
+	c.kill()
+
+	tb.open()
+	defer tb.closeBus()
+	for i := 0; i < 6; i++ {
+		if err := publishCounted(context.Background(), tb.bus, "job.run", "hot"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRelayed(t, tb.bus, 12)
+	if _, err := tb.bus.Subscribe(context.Background(), "ordered", recordingHandler("ordered"), SubscribeOptions{AckWait: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, db, "ordered", 12)
+	checkExactlyOnceInOrder(t, db, "ordered")
+}
+
+// Point 9: a malformed message put on the stream by a plain NATS client is
+// dead-lettered with its reason; no crash, no redelivery loop, and the
+// subscriber keeps going.
+func TestMalformedMessagesAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	sub, err := tb.bus.Subscribe(ctx, "strict", recordingHandler("strict"), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := []*nats.Msg{
+		{Subject: "boxcar.user.signed_up.alice", Data: []byte("no headers")},
+		{Subject: "boxcar.user.signed_up.~!!notbase64", Header: nats.Header{"Nats-Msg-Id": []string{"x1"}}},
+		{Subject: "boxcar.user.signed_up.bob", Header: nats.Header{"Nats-Msg-Id": []string{"x2"}, bjs.HeaderType: []string{"user.signed_up"}, bjs.HeaderKey: []string{"mallory"}, bjs.HeaderSeq: []string{"1"}, bjs.HeaderTime: []string{"1"}}},
+		{Subject: "boxcar.noKeyToken", Header: nats.Header{"Nats-Msg-Id": []string{"x3"}}},
+		{Subject: "boxcar.user.signed_up.carol", Header: nats.Header{"Nats-Msg-Id": []string{"x4"}, bjs.HeaderType: []string{"user.signed_up"}, bjs.HeaderKey: []string{"carol"}, bjs.HeaderSeq: []string{"-5"}, bjs.HeaderTime: []string{"1"}}, Data: make([]byte, 900<<10)},
+	}
+	for _, m := range foreign {
+		if _, err := tb.bus.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Real events after the junk (the relay resyncs past the foreign
+	// messages that broke its chain).
+	for i := 0; i < 10; i++ {
+		if err := publishCounted(ctx, tb.bus, "user.signed_up", "dave"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, tb.db, "strict", 10)
+	dl := readDeadLetters(t, tb.bus, len(foreign))
+	for _, m := range dl {
+		if m.Header.Get(bjs.HeaderReason) != "malformed" || m.Header.Get(bjs.HeaderError) == "" || m.Header.Get(bjs.HeaderSubscr) != "strict" {
+			t.Errorf("dead letter of %s: headers %v", m.Header.Get(bjs.HeaderOrigSubj), m.Header)
+		}
+	}
+	waitFor(t, "the malformed messages to be acked", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Unacked == 0 && st.Pending == 0, fmt.Sprintf("%+v", st)
+	})
+	st, _ := sub.Stats(ctx)
+	if st.DeadLettered != int64(len(foreign)) || st.Redelivered != 0 {
+		t.Errorf("stats %+v: want %d dead letters, no redelivery", st, len(foreign))
+	}
+	checkExactlyOnceInOrder(t, tb.db, "strict")
+}
+
+// Point 9: subscribe on a closed bus, two subscribers with one name, bad
+// options.
+func TestSubscribeRejects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	h := recordingHandler("x")
+	if _, err := tb.bus.Subscribe(ctx, "dup", h, SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.bus.Subscribe(ctx, "dup", h, SubscribeOptions{}); !errors.Is(err, ErrDuplicateSubscriber) {
+		t.Fatalf("second subscriber of one name: got %v, want ErrDuplicateSubscriber", err)
+	}
+	for name, c := range map[string]struct {
+		name string
+		h    Handler
+		opts SubscribeOptions
+		want string
+	}{
+		"bad name":     {"a.b", h, SubscribeOptions{}, "subscriber name"},
+		"empty name":   {"", h, SubscribeOptions{}, "subscriber name"},
+		"no handler":   {"n", Handler{}, SubscribeOptions{}, "TxHandler or HandlerFunc"},
+		"bad type":     {"n", h, SubscribeOptions{Types: []string{"a.>"}}, "SubscribeOptions.Types"},
+		"bad backoff":  {"n", h, SubscribeOptions{MinBackoff: time.Second, MaxBackoff: time.Millisecond}, "MinBackoff"},
+		"tiny ackwait": {"n", h, SubscribeOptions{AckWait: time.Millisecond}, "AckWait"},
+	} {
+		_, err := tb.bus.Subscribe(ctx, c.name, c.h, c.opts)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want ErrInvalidConfig naming %s", name, err, c.want)
+		}
+	}
+	bus := tb.bus
+	tb.closeBus()
+	if _, err := bus.Subscribe(ctx, "late", h, SubscribeOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("subscribe on a closed bus: got %v, want ErrClosed", err)
+	}
+}
+
+// A non-transactional handler gets every event at least once, in per-key
+// order, with the event ID to use as an idempotency key.
+func TestPlainHandler(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var mu sync.Mutex
+	seen := map[string][]int{}
+	ids := map[string]bool{}
+	h := HandlerFunc(func(ctx context.Context, m Message) error {
+		n, _ := strconv.Atoi(string(m.Data))
+		mu.Lock()
+		defer mu.Unlock()
+		if len(m.ID) != 26 {
+			return Permanent(fmt.Errorf("event ID %q is not a ULID", m.ID))
+		}
+		if !ids[m.ID] {
+			seen[m.Key] = append(seen[m.Key], n)
+			ids[m.ID] = true
+		}
+		return nil
+	})
+	if _, err := tb.bus.Subscribe(ctx, "mailer", h, SubscribeOptions{Workers: 4}); err != nil {
+		t.Fatal(err)
+	}
+	runWriters(t, tb.bus, 4, 2000, 30, func(int) string { return "user.signed_up" })
+	waitFor(t, "2000 events handled", time.Minute, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids) == 2000, fmt.Sprintf("%d handled", len(ids))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for k, ns := range seen {
+		for i, n := range ns {
+			if n != i+1 {
+				t.Fatalf("key %s: handled %v, not in commit order", k, ns)
+			}
+		}
+	}
+}

@@ -1,0 +1,408 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// streamEvents reads the whole event stream and returns the outbox seq of
+// each message, in stream order.
+func streamEvents(t testing.TB, bus *Bus) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bus.js.Stream(ctx, bus.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
+		if err != nil {
+			t.Fatalf("stream message %d has no %s header: %v", seq, bjs.HeaderSeq, err)
+		}
+		seqs = append(seqs, n)
+	}
+	return seqs
+}
+
+// checkStreamIsOutbox checks that the stream holds the outbox seqs
+// first..last each exactly once, in order.
+func checkStreamIsOutbox(t testing.TB, seqs []int64, first, last int64) {
+	t.Helper()
+	if int64(len(seqs)) != last-first+1 {
+		t.Errorf("stream holds %d events, want %d (seq %d..%d)", len(seqs), last-first+1, first, last)
+	}
+	for i, s := range seqs {
+		if want := first + int64(i); s != want {
+			t.Fatalf("stream position %d holds outbox seq %d, want %d (duplicate, gap or reorder); stream: %v", i, s, want, abbreviate(seqs))
+		}
+	}
+}
+
+func abbreviate(s []int64) string {
+	if len(s) <= 40 {
+		return fmt.Sprint(s)
+	}
+	return fmt.Sprint(s[:20], "...", s[len(s)-20:])
+}
+
+// waitRelayed waits until the relay's cursor reaches seq.
+func waitRelayed(t testing.TB, bus *Bus, seq int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("relay cursor to reach %d", seq), time.Minute, func() (bool, string) {
+		c := bus.relay.cursor.Load()
+		return c >= seq, fmt.Sprintf("cursor %d", c)
+	})
+}
+
+func maxOutboxSeq(t testing.TB, db *sql.DB) int64 {
+	t.Helper()
+	_, m, err := sqlite.OutboxBounds(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Point 1: a rolled-back transaction publishes nothing; its app rows and
+// events vanish together.
+func TestRollbackPublishesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if _, err := tb.bus.Subscribe(ctx, "audit", recordingHandler("audit"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	for i := 0; i < 50; i++ {
+		key := "user-" + strconv.Itoa(i)
+		err := tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+			if err := tb.bus.PublishTx(ctx, tx, Event{Type: "user.signed_up", Key: key, Data: []byte("1")}); err != nil {
+				return err
+			}
+			if i%2 == 0 {
+				return boom // roll back
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO counters(key, n) VALUES(?, 1)`, key)
+			return err
+		})
+		if i%2 == 0 && !errors.Is(err, boom) {
+			t.Fatalf("tx %d: got %v, want the handler's error", i, err)
+		}
+		if i%2 == 1 && err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A caller-owned transaction rolled back explicitly.
+	tx, err := tb.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.bus.PublishTx(ctx, tx, Event{Type: "user.signed_up", Key: "ghost", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback()
+
+	waitApplied(t, tb.db, "audit", 25)
+	// A marker published after everything else: once it is applied, any
+	// leaked event would have been applied before it.
+	if err := tb.bus.Publish(ctx, Event{Type: "user.signed_up", Key: "marker", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, tb.db, "audit", 26)
+	var leaked int
+	tb.db.QueryRow(`SELECT count(*) FROM applied a WHERE key <> 'marker' AND NOT EXISTS
+		(SELECT 1 FROM counters c WHERE c.key = a.key)`).Scan(&leaked)
+	if leaked != 0 {
+		t.Fatalf("%d events of rolled-back transactions were handled", leaked)
+	}
+	if got := len(streamEvents(t, tb.bus)); got != 26 {
+		t.Fatalf("stream holds %d events, want 26", got)
+	}
+}
+
+// The invariant the relay's single cursor relies on: seq is commit order.
+// Concurrent writers on their own connections commit while a reader follows
+// the outbox by cursor; a commit with a seq at or below what the reader
+// already saw would be skipped by the relay.
+func TestOutboxSeqIsCommitOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	const writers, perWriter = 6, 300
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWriter; i++ {
+				// Caller-owned transactions, contending in SQLite itself.
+				tx, err := tb.db.BeginTx(ctx, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if err := tb.bus.PublishTx(ctx, tx, Event{Type: "t", Key: "k" + strconv.Itoa(w), Data: []byte("x")}); err != nil {
+					tx.Rollback()
+					errs <- err
+					return
+				}
+				if i%5 == 0 {
+					tx.Rollback() // gaps are allowed, reordering is not
+					continue
+				}
+				if err := tx.Commit(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	reader := openDB(t, tb.dbPath)
+	var cursor int64
+	seen := map[int64]bool{}
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		rows, err := sqlite.ReadOutbox(ctx, reader, 0, 1_000_000, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if !seen[r.Seq] && r.Seq <= cursor {
+				t.Fatalf("seq %d became visible after the reader had seen seq %d", r.Seq, cursor)
+			}
+			seen[r.Seq] = true
+		}
+		if len(rows) > 0 {
+			cursor = rows[len(rows)-1].Seq
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if want := writers * perWriter * 4 / 5; len(seen) != want {
+		t.Fatalf("saw %d committed rows, want %d", len(seen), want)
+	}
+}
+
+// Point 6a: the relay is killed after JetStream acked a batch and before it
+// saved its cursor; it restarts after the duplicate window has passed. The
+// stream must still hold each event once.
+func TestRelayCrashAfterAckBeyondDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbPath, natsDir := filepath.Join(dir, "app.db"), filepath.Join(dir, "nats")
+	const events = 200
+	c := startChild(t, roleRelayKill, "BOXCAR_DB="+dbPath, "BOXCAR_DIR="+natsDir,
+		"BOXCAR_DUP_WINDOW_MS=1000", "BOXCAR_EVENTS="+strconv.Itoa(events))
+	err := c.wait(t)
+	var ee interface{ ExitCode() int }
+	if !errors.As(err, &ee) || ee.ExitCode() != -1 || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("child should have died by SIGKILL at the fault point, got %v", err)
+	}
+	db := openDB(t, dbPath)
+	saved, err := sqlite.Cursor(context.Background(), db, "BOXCAR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved != 0 {
+		t.Fatalf("the cursor was saved (%d) before the kill: the test would not exercise the crash window", saved)
+	}
+	time.Sleep(1500 * time.Millisecond) // let the 1s duplicate window pass
+
+	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir, DuplicateWindow: time.Second}}
+	tb.open()
+	defer tb.closeBus()
+	// More events after the restart, so the relay has to go on from the
+	// right place.
+	for i := 0; i < 20; i++ {
+		if err := tb.bus.Publish(context.Background(), Event{Type: "order.placed", Key: "after", Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRelayed(t, tb.bus, events+20)
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, events+20)
+}
+
+// Point 6b: publishes fail in the middle of pipelined batches (a message is
+// lost on its way, so the chain refuses every later one). The relay resyncs
+// and the stream ends up in outbox order, nothing missing, nothing twice.
+func TestRelayPublishFailureMidBatch(t *testing.T) {
+	// Not parallel: fault points are process-wide.
+	defer faults.Reset()
+	ctx := context.Background()
+	tb := setup(t, Config{RelayBatch: 100})
+	faults.Set(faults.PublishDrop, 0.02, faults.Report, 15)
+	const events = 3000
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < events/4; i++ {
+				if err := publishCounted(ctx, tb.bus, "order.placed", "k"+strconv.Itoa(i%13)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitRelayed(t, tb.bus, events)
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RelayFailures == 0 {
+		t.Fatal("no publish failed: the fault was not exercised")
+	}
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, events)
+	t.Logf("relay failures survived: %d", st.RelayFailures)
+}
+
+// An event that fails validation leaves nothing written and the caller's
+// transaction usable (point 9, publish side).
+func TestPublishRejectsBadEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{MaxEventBytes: 1000})
+	cases := []struct {
+		name  string
+		ev    Event
+		field string
+		is    error
+	}{
+		{"empty type", Event{Key: "k"}, "Event.Type", ErrInvalidType},
+		{"type with space", Event{Type: "user signed", Key: "k"}, "Event.Type", ErrInvalidType},
+		{"type with wildcard", Event{Type: "user.*", Key: "k"}, "Event.Type", ErrInvalidType},
+		{"type with empty token", Event{Type: "user..x", Key: "k"}, "Event.Type", ErrInvalidType},
+		{"empty key", Event{Type: "user.x"}, "Event.Key", ErrInvalidKey},
+		{"key too long", Event{Type: "user.x", Key: strings.Repeat("k", 513)}, "Event.Key", ErrInvalidKey},
+		{"key not utf-8", Event{Type: "user.x", Key: "\xff"}, "Event.Key", ErrInvalidKey},
+		{"payload over limit", Event{Type: "user.x", Key: "k", Data: make([]byte, 1001)}, "Event.Data", ErrPayloadTooLarge},
+		{"reserved header", Event{Type: "user.x", Key: "k", Headers: map[string]string{"Nats-Msg-Id": "x"}}, "Event.Headers", ErrInvalidEvent},
+		{"header with newline", Event{Type: "user.x", Key: "k", Headers: map[string]string{"a": "b\nc"}}, "Event.Headers", ErrInvalidEvent},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tx, err := tb.db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, `INSERT INTO counters(key, n) VALUES(?, 1)`, c.name); err != nil {
+				t.Fatal(err)
+			}
+			good := Event{Type: "user.ok", Key: "k"}
+			err = tb.bus.PublishTx(ctx, tx, good, c.ev)
+			if !errors.Is(err, c.is) || !errors.Is(err, ErrInvalidEvent) {
+				t.Fatalf("got %v, want an error matching %v and ErrInvalidEvent", err, c.is)
+			}
+			if !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), "event 1") {
+				t.Fatalf("error %q does not name %s of event 1", err, c.field)
+			}
+			// Nothing of the call was written, and tx is still usable.
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_outbox`).Scan(&n); err != nil {
+				t.Fatalf("tx unusable after a validation error: %v", err)
+			}
+			if n != 0 {
+				t.Fatalf("%d outbox rows written by a refused call", n)
+			}
+			if err := tb.bus.PublishTx(ctx, tx, good); err != nil {
+				t.Fatalf("tx unusable after a validation error: %v", err)
+			}
+		})
+	}
+	// Keys may hold anything subject-hostile: they are encoded.
+	for _, key := range []string{"a.b", "*", ">", "with space", "ünïcødé", "~tilde", "a\tb"} {
+		if err := tb.bus.Publish(ctx, Event{Type: "user.x", Key: key}); err != nil {
+			t.Errorf("key %q: %v", key, err)
+		}
+	}
+}
+
+// Publish and PublishTx on a closed bus return ErrClosed (point 9).
+func TestPublishOnClosedBus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	bus := tb.bus
+	tb.closeBus()
+	if err := bus.Publish(ctx, Event{Type: "a", Key: "k"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Publish: got %v, want ErrClosed", err)
+	}
+	tx, err := tb.db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := bus.PublishTx(ctx, tx, Event{Type: "a", Key: "k"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("PublishTx: got %v, want ErrClosed", err)
+	}
+	if err := bus.Tx(ctx, func(*sql.Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Tx: got %v, want ErrClosed", err)
+	}
+	if _, err := bus.Stats(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Stats: got %v, want ErrClosed", err)
+	}
+}
+
+// Commits on the caller's own transactions wake the relay through the
+// commit hook; those on a database not opened by sqlite.Open are found by
+// the poll. Either way every event arrives.
+func TestCallerTransactionsAreRelayed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{RelayPollInterval: 50 * time.Millisecond})
+	var published atomic.Int64
+	for i := 0; i < 100; i++ {
+		tx, err := tb.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.bus.PublishTx(ctx, tx, Event{Type: "a", Key: "k", Data: []byte("x")}, Event{Type: "b", Key: "k"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		published.Add(2)
+	}
+	waitRelayed(t, tb.bus, published.Load())
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, published.Load())
+}
