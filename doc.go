@@ -1,0 +1,71 @@
+// Package boxcar is an embedded, broker-free event bus for a single Go
+// binary: a transactional outbox in SQLite, relayed in order and exactly once
+// into an embedded NATS JetStream server, consumed by subscribers that keep
+// per-key order, ack only after processing, and dedupe in the same
+// transaction as their side effects.
+//
+//	db, _ := sqlite.Open("app.db")
+//	bus, _ := boxcar.Open(ctx, db, boxcar.Config{Dir: "data"})
+//	defer bus.Close(ctx)
+//
+//	bus.Tx(ctx, func(tx *sql.Tx) error {
+//		if _, err := tx.ExecContext(ctx, `INSERT INTO users(id, email) VALUES(?, ?)`, id, email); err != nil {
+//			return err
+//		}
+//		return bus.PublishTx(ctx, tx, boxcar.Event{Type: "user.signed_up", Key: id, Data: payload})
+//	})
+//
+//	bus.Subscribe(ctx, "billing", boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
+//		_, err := tx.ExecContext(ctx, `INSERT INTO subscriptions(user_id) VALUES(?)`, m.Key)
+//		return err // commit of tx + dedupe row, then ack
+//	}), boxcar.SubscribeOptions{Types: []string{"user.signed_up"}})
+//
+// # What Boxcar guarantees
+//
+//   - No loss. An event published in a transaction that commits is handled
+//     by every subscriber of its type, across a kill -9 of the process at any
+//     instant, restarts, and publish errors and timeouts. A transaction that
+//     rolls back publishes nothing.
+//   - Exactly once in the stream, in commit order. The relay's publishes are
+//     chained (each names the previous event's ID), so a failure refuses
+//     everything after it; on start and after any error the relay asks the
+//     stream what it holds, so a crash between a publish and the cursor
+//     update never republishes, however long the process stayed down.
+//   - Per-key order. For each subscriber, events of one key are handled in
+//     commit order, across retries, redeliveries and crashes. A failing event
+//     blocks later events of its key only, retried in place with backoff,
+//     until it succeeds or is dead-lettered.
+//   - Effectively once. A TxHandler's writes and the dedupe row of the event
+//     commit together, then the message is acked; a redelivery finds the row
+//     and is acked without running the handler.
+//   - Nothing silent. Bus.Stats reports outbox lag and age, consumer lag,
+//     redeliveries, dead letters and keys stuck in retry.
+//
+// # What it does not guarantee
+//
+//   - A HandlerFunc (an email, a webhook) is at-least-once: a crash between
+//     the side effect and the ack repeats it. Use Message.ID as the external
+//     system's idempotency key.
+//   - Durability is SQLite's and JetStream's. With sqlite.SyncNormal (the
+//     default) a power loss can lose the last commits; use sqlite.SyncFull
+//     where that matters. JetStream's store fsyncs every two minutes unless
+//     Config.SyncAlways; the outbox keeps relayed events for
+//     Config.PruneDelay so that a stream that lost acked writes is refilled
+//     on the next start.
+//   - If the process stays down longer than Config.Retention, events expire
+//     from the stream; a stale saved cursor can then republish up to
+//     Config.CursorSaveInterval worth of events.
+//   - A handler stuck in Go code that ignores its context cannot be stopped:
+//     a HandlerFunc is abandoned at SubscribeOptions.HandlerTimeout (and
+//     retried); a TxHandler holds its transaction until it returns.
+//   - One Bus per database and per Config.Dir. Several live instances of one
+//     subscriber (scale-out) are not the single-binary design.
+//
+// # Errors
+//
+// Bad input is refused before anything is written, with an error that names
+// the field and the rule and matches a sentinel (ErrInvalidEvent,
+// ErrInvalidType, ErrInvalidKey, ErrPayloadTooLarge, ErrInvalidConfig). A
+// closed bus returns ErrClosed. A handler returns Permanent(err) to
+// dead-letter an event at once.
+package boxcar
