@@ -116,6 +116,9 @@ func DecodeKey(tok string) (string, error) {
 		return "", fmt.Errorf("%w: token %q: %v", ErrInvalidKey, tok, err)
 	}
 	k := string(b)
+	if k == "" {
+		return "", fmt.Errorf("%w: token %q encodes an empty key", ErrInvalidKey, tok)
+	}
 	if EncodeKey(k) != tok {
 		// Keys that are plain must be sent plain, so every key has one token.
 		return "", fmt.Errorf("%w: token %q is not the canonical encoding of its key", ErrInvalidKey, tok)

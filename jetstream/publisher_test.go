@@ -1,0 +1,165 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+)
+
+type bundle struct {
+	srv    *Server
+	js     jetstream.JetStream
+	events jetstream.Stream
+	pub    *Publisher
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	srv, err := Start(ServerConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		srv.Shutdown(context.Background())
+	})
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := EnsureStreams(context.Background(), js, StreamConfig{Name: "EV", Prefix: "ev", MaxAge: time.Hour, Duplicates: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{srv: srv, js: js, events: events, pub: NewPublisher(js, events, "ev")}
+}
+
+func outgoing(from, to int64) []Outgoing {
+	var out []Outgoing
+	for s := from; s <= to; s++ {
+		out = append(out, Outgoing{Seq: s, ID: "id-" + strconv.FormatInt(s, 10), Type: "t", Key: "k", Data: []byte("x")})
+	}
+	return out
+}
+
+func (b *bundle) streamSeqs(t *testing.T) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	info, err := b.events.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for s := info.State.FirstSeq; s <= info.State.LastSeq && info.State.Msgs > 0; s++ {
+		m, err := b.events.GetMsg(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
+		seqs = append(seqs, n)
+	}
+	return seqs
+}
+
+// A message lost in the middle of a pipelined batch makes the chain refuse
+// every later one; Resync finds the last stored event and the resend fills
+// the gap in order.
+func TestPublisherChainRefusesAfterGap(t *testing.T) {
+	defer faults.Reset()
+	ctx := context.Background()
+	b := setup(t)
+	if err := b.pub.Publish(ctx, outgoing(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	faults.Set(faults.PublishDrop, 1, faults.Report, 1) // drops seq 6
+	err := b.pub.Publish(ctx, outgoing(6, 10))
+	if err == nil {
+		t.Fatal("a batch with a lost message reported success")
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastMsgID {
+		t.Fatalf("got %v, want the wrong-last-msg-id refusal (10070)", err)
+	}
+	end, err := b.pub.Resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !end.Found || end.OutboxSeq != 5 {
+		t.Fatalf("resync: %+v, want outbox seq 5", end)
+	}
+	if err := b.pub.Publish(ctx, outgoing(6, 10)); err != nil {
+		t.Fatal(err)
+	}
+	got := b.streamSeqs(t)
+	if len(got) != 10 {
+		t.Fatalf("stream %v, want 1..10", got)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("stream %v, want 1..10", got)
+		}
+	}
+}
+
+// Resync steps over foreign messages to the last Boxcar event, and an
+// empty stream reports nothing found.
+func TestResyncSkipsForeignMessages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	end, err := b.pub.Resync(ctx)
+	if err != nil || end.Found || end.LastSeq != 0 {
+		t.Fatalf("empty stream: %+v %v", end, err)
+	}
+	if err := b.pub.Publish(ctx, outgoing(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := b.js.Publish(ctx, "ev.t.k", []byte("foreign")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end, err = b.pub.Resync(ctx)
+	if err != nil || !end.Found || end.OutboxSeq != 3 || end.LastSeq != 6 {
+		t.Fatalf("got %+v %v, want outbox seq 3 at stream seq 6", end, err)
+	}
+	// After a resync the chain restarts: the next publish is accepted
+	// although the stream's last message has no ID.
+	if err := b.pub.Publish(ctx, outgoing(4, 5)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStartLocksDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := Start(ServerConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ServerConfig{Dir: dir}); !errors.Is(err, ErrDirLocked) {
+		t.Fatalf("second Start on one dir: got %v, want ErrDirLocked", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Start(ServerConfig{Dir: dir})
+	if err != nil {
+		t.Fatalf("Start after Shutdown: %v", err)
+	}
+	again.Shutdown(context.Background())
+}
+
+// errCodeWrongLastMsgID is the server's JSStreamWrongLastMsgIDErrF (10070);
+// nats.go has no constant for it.
+const errCodeWrongLastMsgID = 10070
