@@ -321,5 +321,5 @@ type subscriberStats struct {
 	failures     atomic.Int64 // handler errors and panics
 	deadLettered atomic.Int64
 	redelivered  atomic.Int64 // deliveries with NumDelivered > 1
-	ignored      atomic.Int64 // redeliveries of messages still held
+	ignored      atomic.Int64 // redeliveries of messages still held or just acked
 }

@@ -59,6 +59,7 @@ type dispatcher struct {
 	mu       sync.Mutex
 	keys     map[string]*keyQueue
 	held     map[uint64]struct{} // stream seqs fetched and not yet acked
+	acked    recentSet           // stream seqs acked lately
 	waiting  int                 // keys waiting for a retry
 	stopping bool
 
@@ -175,6 +176,14 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		// JetStream redelivered a message we still hold (it waited behind
 		// its key longer than AckWait). The held copy will be acked.
 		d.stats.ignored.Add(1)
+		<-d.slots
+		return
+	}
+	if m.Delivered > 1 && d.acked.has(m.StreamSeq) {
+		// A redelivery sent before our ack arrived: handling it again
+		// would repeat a plain handler's side effect out of order.
+		d.stats.ignored.Add(1)
+		msg.Ack()
 		<-d.slots
 		return
 	}
@@ -380,8 +389,39 @@ func (d *dispatcher) ack(it *item) {
 	}
 	d.mu.Lock()
 	delete(d.held, it.m.StreamSeq)
+	d.acked.add(it.m.StreamSeq)
 	d.mu.Unlock()
 	<-d.slots
+}
+
+// recentSet remembers the last recentSize stream seqs added: a bounded
+// memory of what was acked, to drop redeliveries that crossed our ack.
+type recentSet struct {
+	set  map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+const recentSize = 8192
+
+func (r *recentSet) add(seq uint64) {
+	if r.set == nil {
+		r.set = make(map[uint64]struct{}, recentSize)
+		r.ring = make([]uint64, 0, recentSize)
+	}
+	if len(r.ring) < recentSize {
+		r.ring = append(r.ring, seq)
+	} else {
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = seq
+		r.next = (r.next + 1) % recentSize
+	}
+	r.set[seq] = struct{}{}
+}
+
+func (r *recentSet) has(seq uint64) bool {
+	_, ok := r.set[seq]
+	return ok
 }
 
 // deadLetter copies it to the dead-letter stream with the reason, the last

@@ -52,6 +52,9 @@ type SubscriberStats struct {
 	// Redelivered counts deliveries JetStream made more than once (after a
 	// crash, a timeout or a lost ack).
 	Redelivered int64
+	// Ignored counts redeliveries dropped without handling: of messages this
+	// process still held, or had just acked (the redelivery crossed the ack).
+	Ignored int64
 }
 
 // Stats reads the bus's numbers. The outbox part costs two index lookups.
@@ -103,6 +106,7 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 		Failures:     d.stats.failures.Load(),
 		DeadLettered: d.stats.deadLettered.Load(),
 		Redelivered:  d.stats.redelivered.Load(),
+		Ignored:      d.stats.ignored.Load(),
 	}
 	d.mu.Lock()
 	ss.InFlight = len(d.held)
