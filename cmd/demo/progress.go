@@ -71,9 +71,20 @@ func (p *progress) counters(m map[string]int64) {
 	}
 }
 
+// maxLive keeps the live line on one row of an ordinary terminal: a wrapped
+// line could not be redrawn in place.
+const maxLive = 110
+
 func (p *progress) draw() {
 	p.last = time.Now()
-	fmt.Fprintf(p.w, "\r\033[K%5.1fs %s ·%s", time.Since(p.start).Seconds(), p.label, p.counts)
+	line := fmt.Sprintf("%5.1fs %s", time.Since(p.start).Seconds(), p.label)
+	if p.counts != "" {
+		line += " ·" + p.counts
+	}
+	if r := []rune(line); len(r) > maxLive {
+		line = string(r[:maxLive-1]) + "…"
+	}
+	fmt.Fprint(p.w, "\r\033[K"+line)
 }
 
 // note prints a line that stays (a finished scenario).

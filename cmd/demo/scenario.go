@@ -111,7 +111,7 @@ func (r *runner) crashAndRecover(ctx context.Context, sc *scenario, side string)
 		return sideResult{}, err
 	}
 	p.kill()
-	r.prog.step(sc, side, fmt.Sprintf("SIGKILLed at %s #%d, restarting", point, at))
+	r.prog.step(sc, side, fmt.Sprintf("SIGKILLed at %s #%d; restarted, catching up", point, at))
 
 	spec.Phase, spec.PauseAt = phaseRecover, nil
 	p, err = startProc(r.exe, side+" app (restarted)", spec, r.prog.counters)
