@@ -53,6 +53,7 @@ func (d *dispatcher) runTx(batch []*keyQueue) {
 		}
 	}
 
+	var hung *outcome // a handler that did not return in time
 	err := d.withTx(func(ctx context.Context, tx *sql.Tx) error {
 		for i := range turns {
 			t := &turns[i]
@@ -62,6 +63,9 @@ func (d *dispatcher) runTx(batch []*keyQueue) {
 				}
 				err := d.handleInSavepoint(ctx, tx, it)
 				if ae := (*abortError)(nil); errors.As(err, &ae) {
+					if ae.hung != nil {
+						hung = &outcome{it: ae.hung, err: ae.err}
+					}
 					return ae.err // the transaction is unusable: roll back the batch
 				}
 				if err != nil {
@@ -77,19 +81,30 @@ func (d *dispatcher) runTx(batch []*keyQueue) {
 		// The commit (or BEGIN) failed: nothing of this batch happened. This
 		// is the database's failure, not the handlers': retry without
 		// counting an attempt.
+		// A hung handler is the exception: its event keeps the attempt and
+		// goes through the usual failure path (retry with backoff, dead
+		// letter after MaxAttempts).
 		d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
+		var hungTurn *turn
 		d.mu.Lock()
 		j := 0
 		for i := range turns {
 			for _, it := range turns[i].items {
-				it.attempts = attempts[j]
+				if hung == nil || it != hung.it {
+					it.attempts = attempts[j]
+				} else {
+					hungTurn = &turns[i]
+				}
 				j++
 			}
-			if !d.stopping {
+			if !d.stopping && &turns[i] != hungTurn {
 				d.scheduleRetry(turns[i].kq, 1)
 			}
 		}
 		d.mu.Unlock()
+		if hungTurn != nil {
+			d.finish(hungTurn.kq, 0, hung)
+		}
 		return
 	}
 	faults.Hit(faults.HandlerAfterCommit)
@@ -106,8 +121,12 @@ func (d *dispatcher) runTx(batch []*keyQueue) {
 }
 
 // abortError reports that the transaction itself failed (SQLite rolled it
-// back, as it does on a full disk), not just one event.
-type abortError struct{ err error }
+// back, as it does on a full disk), not just one event; or that hung's
+// handler did not return in time and still holds the transaction.
+type abortError struct {
+	err  error
+	hung *item
+}
 
 func (e *abortError) Error() string { return e.err.Error() }
 func (e *abortError) Unwrap() error { return e.err }
@@ -131,9 +150,7 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	if err == nil {
 		it.attempts++
 		it.m.Attempt = it.attempts
-		hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
-		err = callSafely(func() error { return d.s.h.tx(hctx, tx, it.m) })
-		cancel()
+		err = d.callTx(ctx, tx, it)
 	}
 	if err != nil {
 		if sqlite.IsFull(err) {
@@ -152,6 +169,41 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	d.stats.handled.Add(1)
 	return nil
 }
+
+// callTx runs the transactional handler for it, bounded by HandlerTimeout.
+// A handler that ignores its context must not hold the transaction, SQLite's
+// single writer and its key for ever: at the timeout (and a short grace for
+// a handler that is returning its context's error) the call is abandoned and
+// reported as an abortError, so the whole transaction rolls back and the
+// batch is retried. The abandoned call's later uses of tx fail with
+// sql.ErrTxDone; Close waits for it.
+func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item) error {
+	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
+	defer cancel()
+	m := it.m
+	res := make(chan error, 1)
+	d.abandoned.Add(1)
+	go func() {
+		defer d.abandoned.Done()
+		res <- callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-hctx.Done():
+	}
+	grace := time.NewTimer(handlerGrace)
+	defer grace.Stop()
+	select {
+	case err := <-res:
+		return err
+	case <-grace.C:
+		return &abortError{err: fmt.Errorf("handler did not return within %v: %w", d.s.opts.HandlerTimeout, hctx.Err()), hung: it}
+	}
+}
+
+// handlerGrace is how long a handler whose context ended may take to return.
+const handlerGrace = 100 * time.Millisecond
 
 // withTx runs fn in a transaction under the bus's write lock and commits.
 func (d *dispatcher) withTx(fn func(ctx context.Context, tx *sql.Tx) error) error {

@@ -458,11 +458,24 @@ func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
 	m.Header.Set(bjs.HeaderOrigSubj, it.msg.Subject())
 	m.Header.Set(jetstream.MsgIDHeader, d.s.name+"-"+strconv.FormatUint(it.m.StreamSeq, 10))
 	m.Data = it.msg.Data()
-	// A foreign message may fill the max payload on its own: keep the
-	// reason and as much of the data as fits.
-	if limit := int(d.b.nc.MaxPayload()) - 8<<10; len(m.Data) > limit {
-		m.Data = m.Data[:max(limit, 0)]
+	// A foreign message may fill the server's limits on its own, and the
+	// copy adds headers: a copy over a limit would be refused at every
+	// retry, and the key would never move on. JetStream refuses header
+	// blocks over 64 KiB: past dlqMaxHeader, drop the copied headers and
+	// keep Boxcar's. The max payload counts headers and data: keep as much
+	// of the data as fits beside the headers.
+	if wireHeaderSize(m.Header) > dlqMaxHeader {
+		kept := nats.Header{}
+		for _, k := range []string{bjs.HeaderReason, bjs.HeaderError, bjs.HeaderAttempts, bjs.HeaderSubscr,
+			bjs.HeaderOrigSeq, bjs.HeaderOrigSubj, jetstream.MsgIDHeader} {
+			kept[k] = m.Header[k]
+		}
+		kept.Set("Boxcar-Headers-Dropped", strconv.Itoa(len(m.Header)-len(kept)))
+		m.Header = kept
+	}
+	if limit := int(d.b.nc.MaxPayload()) - wireHeaderSize(m.Header) - 1024; len(m.Data) > limit {
 		m.Header.Set("Boxcar-Truncated", strconv.Itoa(len(it.msg.Data())))
+		m.Data = m.Data[:max(limit-64, 0)] // 64: room for the header just set
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.b.cfg.PublishTimeout)
 	defer cancel()
@@ -472,4 +485,20 @@ func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
 	d.stats.deadLettered.Add(1)
 	d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, "reason", reason, logEventID, it.m.ID, logError, msgErr)
 	return nil
+}
+
+// dlqMaxHeader bounds the header block of a dead letter: JetStream refuses
+// blocks over 64 KiB.
+const dlqMaxHeader = 60 << 10
+
+// wireHeaderSize is the size of h's block on the wire ("NATS/1.0", one
+// "name: value" line per value, a blank line).
+func wireHeaderSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 
@@ -29,8 +30,10 @@ type Event struct {
 	// order to keep, and an empty key would silently serialize everything.
 	// Any UTF-8 up to 512 bytes.
 	Key string
-	// Headers are optional metadata; names may not start with "Boxcar-" or
-	// "Nats-", and neither names nor values may contain CR or LF.
+	// Headers are optional metadata. Names are printable ASCII without
+	// spaces or any of "()/,:;<=>?@[\]{} and may not start with "Boxcar-"
+	// or "Nats-". Values are valid UTF-8 without CR or LF, and do not start
+	// or end with a space or tab (NATS headers would drop it).
 	Headers map[string]string
 	// Data is the payload, opaque to Boxcar.
 	Data []byte
@@ -58,6 +61,10 @@ func (e *Event) validate(i, maxBytes int) error {
 	return nil
 }
 
+// headerNameForbidden are the printable ASCII characters nats.go refuses in
+// a header name.
+const headerNameForbidden = `"()/,:;<=>?@[\]{}`
+
 func validateHeader(k, v string) error {
 	if k == "" {
 		return fmt.Errorf("empty header name")
@@ -66,13 +73,26 @@ func validateHeader(k, v string) error {
 	if strings.HasPrefix(lk, "boxcar-") || strings.HasPrefix(lk, "nats-") {
 		return fmt.Errorf("header %q: names starting with Boxcar- or Nats- are reserved", k)
 	}
+	// NATS (ADR-4, and nats.go more strictly) allows printable ASCII
+	// without these in a header name. A name it refuses would make the
+	// relay's publish of the event fail at every retry, and hold every later
+	// event behind it: refuse it here, before it is written.
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return fmt.Errorf("header name %q: use printable ASCII without spaces or ':'", k)
+		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(headerNameForbidden, c) >= 0 {
+			return fmt.Errorf("header name %q: use printable ASCII without spaces or any of %s", k, headerNameForbidden)
 		}
 	}
 	if strings.ContainsAny(v, "\r\n") {
 		return fmt.Errorf("header %q: value contains CR or LF", k)
+	}
+	// The value must arrive as it was sent: the NATS header block drops
+	// spaces and tabs around a value, and the outbox keeps headers as JSON,
+	// which turns invalid UTF-8 into U+FFFD.
+	if v != strings.Trim(v, " \t") {
+		return fmt.Errorf("header %q: value starts or ends with a space or tab, which NATS headers drop", k)
+	}
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("header %q: value is not valid UTF-8", k)
 	}
 	return nil
 }
@@ -213,6 +233,7 @@ func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 		pub:    bjs.NewPublisher(b.js, b.events, b.cfg.SubjectPrefix),
 		wakeCh: make(chan struct{}, 1),
 	}
+	r.pub.Owns = r.owns
 	saved, err := sqlite.Cursor(ctx, b.db, b.cfg.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)
@@ -258,6 +279,29 @@ func (r *relay) resync(ctx context.Context) error {
 		r.capCheckpoints(from)
 	}
 	return nil
+}
+
+// owns reports whether a stream message claiming outbox seq and event ID id
+// is an event of this outbox, for Resync. The outbox row of seq, while it is
+// kept, must have that ID. A seq above the largest in the outbox, or between
+// kept rows (a rolled-back insert), was never published by this relay. A seq
+// below the smallest kept row was pruned (relayed more than PruneDelay ago)
+// and cannot be checked: it is trusted, so a foreign message dressed with an
+// old seq can still mislead the relay; the stream must have no other writer
+// on its subjects.
+func (r *relay) owns(ctx context.Context, seq int64, id string) (bool, error) {
+	rowID, found, err := sqlite.OutboxID(ctx, r.b.db, seq)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		return rowID == id, nil
+	}
+	minSeq, maxSeq, err := sqlite.OutboxBounds(ctx, r.b.db)
+	if err != nil {
+		return false, err
+	}
+	return maxSeq > 0 && seq < minSeq, nil
 }
 
 // capCheckpoints forgets that rows above cursor were relayed: the stream

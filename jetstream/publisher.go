@@ -49,6 +49,15 @@ type Publisher struct {
 	// writer).
 	prevID  string
 	pending []pendingAck
+
+	// Owns, if set, tells Resync whether a message carrying an outbox seq
+	// and an ID is really an event of this relay's outbox. Anyone who can
+	// publish on the stream's subjects can send such headers (a second Bus
+	// on another database sharing the stream, a forwarder, an attacker);
+	// trusting one would move the relay's cursor to a seq that is not the
+	// stream's real end: back (and publish events twice) or forward (and
+	// never publish the events in between). Nil trusts the headers.
+	Owns func(ctx context.Context, outboxSeq int64, id string) (bool, error)
 }
 
 type pendingAck struct {
@@ -96,6 +105,9 @@ func (p *Publisher) Publish(ctx context.Context, msgs []Outgoing) error {
 			break
 		}
 		p.pending = append(p.pending, pendingAck{f: f, seq: o.Seq})
+		if i == len(msgs)/2 && len(msgs) > 1 {
+			faults.Hit(faults.RelayMidBatch) // test fault: half the batch is in flight
+		}
 	}
 	// Wait for every ack, even after a failure: a Resync must not race
 	// messages still in flight.
@@ -166,8 +178,18 @@ func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
 			return StreamEnd{}, fmt.Errorf("resync: get message %d: %w", seq, err)
 		}
 		s, err := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
-		if err != nil || s <= 0 || m.Header.Get(jetstream.MsgIDHeader) == "" {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if err != nil || s <= 0 || id == "" {
 			continue // not ours
+		}
+		if p.Owns != nil {
+			ours, err := p.Owns(ctx, s, id)
+			if err != nil {
+				return StreamEnd{}, fmt.Errorf("resync: check message %d: %w", seq, err)
+			}
+			if !ours {
+				continue // a foreign message dressed as an event
+			}
 		}
 		end.OutboxSeq, end.Found = s, true
 		return end, nil

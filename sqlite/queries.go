@@ -131,3 +131,14 @@ func Handled(ctx context.Context, q Querier, subscriber, eventID string) (bool, 
 	err := q.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_dedupe WHERE subscriber = ? AND event_id = ?`, subscriber, eventID).Scan(&n)
 	return n > 0, err
 }
+
+// OutboxID returns the event ID of the outbox row seq, and false if there is
+// no such row (never written, rolled back or pruned).
+func OutboxID(ctx context.Context, q Querier, seq int64) (string, bool, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT id FROM boxcar_outbox WHERE seq = ?`, seq).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return id, err == nil, err
+}
