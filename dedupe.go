@@ -36,7 +36,9 @@ import (
 // is its own savepoint (a failing event rolls back alone), nothing is acked
 // before the commit, and events of one key stay in order because a key's
 // events are taken from its head and the key stops at its first failure.
-func (d *dispatcher) runTx(batch []*keyQueue) {
+//
+// locked says the caller holds the bus's write lock; runTx releases it.
+func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 	perKey := max(d.s.opts.BatchSize/len(batch), 1)
 	type turn struct {
 		kq     *keyQueue
@@ -54,7 +56,7 @@ func (d *dispatcher) runTx(batch []*keyQueue) {
 	}
 
 	var hung *outcome // a handler that did not return in time
-	err := d.withTx(func(ctx context.Context, tx *sql.Tx) error {
+	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
 		for i := range turns {
 			t := &turns[i]
 			for _, it := range t.items {
@@ -207,9 +209,17 @@ const handlerGrace = 100 * time.Millisecond
 
 // withTx runs fn in a transaction under the bus's write lock and commits.
 func (d *dispatcher) withTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return d.withTxLocked(false, fn)
+}
+
+// withTxLocked is withTx for a caller that may already hold the write lock
+// (locked); the lock is released on return either way.
+func (d *dispatcher) withTxLocked(locked bool, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	ctx := d.ctx
-	if err := d.b.acquireWrite(ctx); err != nil {
-		return err
+	if !locked {
+		if err := d.b.acquireWrite(ctx); err != nil {
+			return err
+		}
 	}
 	defer d.b.releaseWrite()
 	tx, err := d.b.db.BeginTx(ctx, nil)

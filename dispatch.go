@@ -50,7 +50,10 @@ type dispatcher struct {
 	iter  jetstream.MessagesContext
 	slots chan struct{}
 	ready chan *keyQueue
-	quit  chan struct{} // closed by stop
+	// txTurn is held by the one transactional worker that is waiting for
+	// keys and the write lock (see txWorker).
+	txTurn chan struct{}
+	quit   chan struct{} // closed by stop
 
 	// ctx is given to handlers; canceled when stop runs out of time.
 	ctx    context.Context
@@ -70,13 +73,14 @@ type dispatcher struct {
 
 func newDispatcher(s *Subscription) *dispatcher {
 	d := &dispatcher{
-		s:     s,
-		b:     s.b,
-		slots: make(chan struct{}, s.opts.MaxInFlight),
-		ready: make(chan *keyQueue, s.opts.MaxInFlight+1),
-		quit:  make(chan struct{}),
-		keys:  map[string]*keyQueue{},
-		held:  map[uint64]struct{}{},
+		s:      s,
+		b:      s.b,
+		slots:  make(chan struct{}, s.opts.MaxInFlight),
+		ready:  make(chan *keyQueue, s.opts.MaxInFlight+1),
+		txTurn: make(chan struct{}, 1),
+		quit:   make(chan struct{}),
+		keys:   map[string]*keyQueue{},
+		held:   map[uint64]struct{}{},
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d
@@ -210,30 +214,58 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 // worker takes ready keys and handles the messages at their heads.
 func (d *dispatcher) worker() {
 	defer d.wg.Done()
+	if d.s.h.tx != nil {
+		d.txWorker()
+		return
+	}
+	for {
+		select {
+		case kq := <-d.ready:
+			d.runPlain(kq)
+		case <-d.quit:
+			return
+		}
+	}
+}
+
+// txWorker handles ready keys with the transactional handler, many keys per
+// SQLite transaction.
+//
+// Transactions of all workers share SQLite's single writer, so the worker
+// takes the write lock first and only then groups every key that became
+// ready meanwhile: under load keys pile up while the lock is busy, and the
+// groups grow with the load. And only one worker of the subscriber at a time
+// waits for keys and the lock (txTurn): if each worker took a key and queued
+// for the lock with it, every one of them would commit a transaction of one
+// key.
+func (d *dispatcher) txWorker() {
 	var batch []*keyQueue
 	for {
+		select {
+		case d.txTurn <- struct{}{}:
+		case <-d.quit:
+			return
+		}
 		batch = batch[:0]
 		select {
 		case kq := <-d.ready:
 			batch = append(batch, kq)
 		case <-d.quit:
+			<-d.txTurn
 			return
 		}
-		if d.s.h.tx != nil {
-			// Group more ready keys into the same transaction.
-		more:
-			for len(batch) < d.s.opts.BatchSize {
-				select {
-				case kq := <-d.ready:
-					batch = append(batch, kq)
-				default:
-					break more
-				}
+		locked := d.b.acquireWrite(d.ctx) == nil
+	more:
+		for len(batch) < d.s.opts.BatchSize {
+			select {
+			case kq := <-d.ready:
+				batch = append(batch, kq)
+			default:
+				break more
 			}
-			d.runTx(batch)
-		} else {
-			d.runPlain(batch[0])
 		}
+		<-d.txTurn // the next worker may wait for the lock while this one runs
+		d.runTx(batch, locked)
 	}
 }
 

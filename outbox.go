@@ -187,10 +187,11 @@ func (b *Bus) Publish(ctx context.Context, events ...Event) error {
 // relay moves outbox rows into the event stream, in seq order, exactly once.
 //
 // Its cursor is the largest seq known to be in the stream. It reads rows
-// above the cursor in batches, publishes a batch pipelined (see
-// jetstream.Publisher), and moves the cursor when every message of the batch
-// is acked. It never holds a transaction while publishing, so producers are
-// never throttled to its pace.
+// above the cursor in batches, publishes them pipelined (see
+// jetstream.Publisher; the next batch is read and sent while the previous
+// one is acked), and moves the cursor past a batch when every message of it,
+// and of the batches before it, is acked. It never holds a transaction
+// while publishing, so producers are never throttled to its pace.
 //
 // The saved cursor is not the truth: on start and after any publish error
 // the relay asks the stream for the outbox seq of its last event and moves
@@ -386,47 +387,69 @@ func (r *relay) run() {
 	r.maintain(sctx, false)
 }
 
+// relayDepth is how many batches the relay keeps in flight: it reads and
+// sends the next batch while the server is still storing and acking the
+// previous one, so neither SQLite reads nor the wait for acks leave the
+// server idle. Two are enough to overlap them; the async publish window
+// (2 × RelayBatch) bounds the messages in flight.
+const relayDepth = 2
+
 // drain publishes until the outbox has nothing above the cursor; it returns
-// how many events it published.
+// how many events it published. The cursor moves only past batches whose
+// every message was acked, oldest first; batches still in flight when it
+// returns with an error are awaited by the Resync that follows.
 func (r *relay) drain(ctx context.Context) (int, error) {
 	b := r.b
 	total := 0
+	sent := r.cursor.Load() // the last seq sent: acked or in flight
 	for {
-		var err error
-		r.rows, err = sqlite.ReadOutbox(ctx, b.db, r.cursor.Load(), b.cfg.RelayBatch, r.rows[:0])
-		if err != nil {
-			return total, fmt.Errorf("read outbox: %w", err)
+		read := 0
+		if r.pub.InFlight() < relayDepth {
+			var err error
+			r.rows, err = sqlite.ReadOutbox(ctx, b.db, sent, b.cfg.RelayBatch, r.rows[:0])
+			if err != nil {
+				return total, fmt.Errorf("read outbox: %w", err)
+			}
+			read = len(r.rows)
 		}
-		if len(r.rows) == 0 {
+		if read > 0 {
+			r.out = r.out[:0]
+			for _, row := range r.rows {
+				o := bjs.Outgoing{Seq: row.Seq, ID: row.ID, Type: row.Type, Key: row.Key, Data: row.Data, CreatedNS: row.CreatedNS}
+				if len(row.Headers) > 0 {
+					if err := json.Unmarshal(row.Headers, &o.Headers); err != nil {
+						// PublishTx wrote it; a bad value means the row was
+						// edited by hand. Send the event without them rather
+						// than block the outbox.
+						b.log.Error("boxcar: outbox row has unreadable headers; publishing without them", "seq", row.Seq, logError, err)
+					}
+				}
+				r.out = append(r.out, o)
+			}
+			sent = r.rows[read-1].Seq
+			clear(r.rows)
+			if faults.Hit(faults.PublishFail) {
+				clear(r.out)
+				return total, fmt.Errorf("publish: injected failure")
+			}
+			r.pub.Send(r.out)
+			clear(r.out)
+			if r.pub.InFlight() < relayDepth {
+				continue // read the next batch while this one is acked
+			}
+		}
+		if r.pub.InFlight() == 0 {
 			return total, nil
 		}
-		r.out = r.out[:0]
-		for _, row := range r.rows {
-			o := bjs.Outgoing{Seq: row.Seq, ID: row.ID, Type: row.Type, Key: row.Key, Data: row.Data, CreatedNS: row.CreatedNS}
-			if len(row.Headers) > 0 {
-				if err := json.Unmarshal(row.Headers, &o.Headers); err != nil {
-					// PublishTx wrote it; a bad value means the row was
-					// edited by hand. Send the event without them rather
-					// than block the outbox.
-					b.log.Error("boxcar: outbox row has unreadable headers; publishing without them", "seq", row.Seq, logError, err)
-				}
-			}
-			r.out = append(r.out, o)
-		}
-		if faults.Hit(faults.PublishFail) {
-			return total, fmt.Errorf("publish: injected failure")
-		}
-		if err := r.pub.Publish(ctx, r.out); err != nil {
+		last, n, err := r.pub.Await(ctx)
+		if err != nil {
 			return total, err
 		}
 		faults.Hit(faults.RelayAfterAck)
-		last := r.rows[len(r.rows)-1].Seq
 		r.cursor.Store(last)
-		r.published.Add(int64(len(r.rows)))
-		total += len(r.rows)
+		r.published.Add(int64(n))
+		total += n
 		r.noteCheckpoint(last)
-		clear(r.out)
-		clear(r.rows)
 		if time.Since(r.savedAt) >= b.cfg.CursorSaveInterval {
 			r.maintain(ctx, false)
 		}

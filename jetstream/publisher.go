@@ -29,13 +29,15 @@ type Outgoing struct {
 //
 // Why chained async publishes and not atomic batches: every message carries
 // Nats-Msg-Id = event ID and Nats-Expected-Last-Msg-Id = the previous event's
-// ID. Publishes are pipelined (one batch in flight, no round trip per
-// message), and the chain makes the server refuse every message after a gap,
-// so a failure in the middle of a batch can never leave a later event stored
-// before an earlier one. Atomic batch publish (server 2.12+) would give the
-// same order but refuses a whole batch on any duplicate, which is exactly the
-// case after a crash between a publish and the cursor update, and it stages
-// the batch in the server before committing it; the chain costs one header.
+// ID. Publishes are pipelined (no round trip per message, and the next batch
+// may be sent while the previous one is still being acked), and the chain
+// makes the server refuse every message after a gap, so a failure in the
+// middle of a batch can never leave a later event stored before an earlier
+// one, in its batch or in a later one. Atomic batch publish (server 2.12+)
+// would give the same order but refuses a whole batch on any duplicate,
+// which is exactly the case after a crash between a publish and the cursor
+// update, and it stages the batch in the server before committing it; the
+// chain costs one header.
 //
 // After any error the caller must call Resync, which learns from the stream
 // itself what it holds; the chain restarts from there.
@@ -43,12 +45,13 @@ type Publisher struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	prefix string
-	// prevID is the ID of the last event known to be the stream's last
-	// message; "" means the next publish carries no expectation (right after
-	// Resync, when the stream's end was just read and the relay is its only
-	// writer).
-	prevID  string
-	pending []pendingAck
+	// prevID is the ID of the last event sent (stored, or in flight and
+	// stored unless the chain breaks); "" means the next publish carries no
+	// expectation (right after Resync, when the stream's end was just read
+	// and the relay is its only writer).
+	prevID   string
+	inflight []*inflightBatch // sent, not yet awaited; oldest first
+	free     []*inflightBatch
 
 	// Owns, if set, tells Resync whether a message carrying an outbox seq
 	// and an ID is really an event of this relay's outbox. Anyone who can
@@ -71,13 +74,35 @@ func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, prefix string
 	return &Publisher{js: js, stream: stream, prefix: prefix}
 }
 
-// Publish sends msgs in order, pipelined, and waits for every ack. It
-// returns nil only if all of them are in the stream (newly or as duplicates).
-// On error some prefix of msgs may be stored: call Resync before publishing
-// again.
+// Publish sends msgs in order, pipelined, and waits for every ack (also of
+// batches sent before it). It returns nil only if all of them are in the
+// stream (newly or as duplicates). On error some prefix of msgs may be
+// stored: call Resync before publishing again.
 func (p *Publisher) Publish(ctx context.Context, msgs []Outgoing) error {
-	p.pending = p.pending[:0]
-	var sendErr error
+	p.Send(msgs)
+	var firstErr error
+	for p.InFlight() > 0 {
+		if _, _, err := p.Await(ctx); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// Send starts publishing msgs, in order, after every message sent before,
+// and returns without waiting for the acks: the caller may read and Send the
+// next batch while the server stores this one. Each message names the
+// previous one sent (also of an earlier batch still in flight) in
+// Nats-Expected-Last-Msg-Id, so if any message fails, the server refuses
+// every later one, whichever batch it is in: a later event can never be
+// stored before an earlier one. Call Await once per Send, in order; after an
+// error from Await, call Resync before sending again.
+func (p *Publisher) Send(msgs []Outgoing) {
+	b := p.newBatch()
+	b.count = len(msgs)
+	if len(msgs) > 0 {
+		b.lastSeq = msgs[len(msgs)-1].Seq
+	}
 	prev := p.prevID
 	for i := range msgs {
 		o := &msgs[i]
@@ -101,18 +126,39 @@ func (p *Publisher) Publish(ctx context.Context, msgs []Outgoing) error {
 		}
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
-			sendErr = fmt.Errorf("publish seq %d: %w", o.Seq, err)
+			b.sendErr = fmt.Errorf("publish seq %d: %w", o.Seq, err)
 			break
 		}
-		p.pending = append(p.pending, pendingAck{f: f, seq: o.Seq})
+		b.pending = append(b.pending, pendingAck{f: f, seq: o.Seq})
 		if i == len(msgs)/2 && len(msgs) > 1 {
 			faults.Hit(faults.RelayMidBatch) // test fault: half the batch is in flight
 		}
 	}
+	// The chain goes on from the last message of this batch. If the batch
+	// fails, Await reports it and the caller must Resync, which restarts the
+	// chain from what the stream really holds.
+	p.prevID = prev
+	p.inflight = append(p.inflight, b)
+}
+
+// InFlight is how many sent batches have not been awaited.
+func (p *Publisher) InFlight() int { return len(p.inflight) }
+
+// Await waits for every ack of the oldest batch not yet awaited and returns
+// its last outbox seq and size. It returns nil only if every message of the
+// batch is in the stream (newly or as a duplicate), and so are those of all
+// batches before it.
+func (p *Publisher) Await(ctx context.Context) (lastSeq int64, n int, err error) {
+	if len(p.inflight) == 0 {
+		return 0, 0, errors.New("publisher: await with no batch in flight")
+	}
+	b := p.inflight[0]
+	p.inflight = p.inflight[1:]
+	defer p.release(b)
 	// Wait for every ack, even after a failure: a Resync must not race
 	// messages still in flight.
 	var firstErr error
-	for _, pa := range p.pending {
+	for _, pa := range b.pending {
 		select {
 		case <-pa.f.Ok():
 		case err := <-pa.f.Err():
@@ -125,21 +171,40 @@ func (p *Publisher) Publish(ctx context.Context, msgs []Outgoing) error {
 			}
 		}
 	}
-	sent := len(p.pending)
-	clear(p.pending) // drop references to the messages
+	sent := len(b.pending)
 	if firstErr == nil {
-		firstErr = sendErr
+		firstErr = b.sendErr
 	}
-	if firstErr == nil && sent < len(msgs) {
-		firstErr = fmt.Errorf("publish: %d of %d messages were not sent", len(msgs)-sent, len(msgs))
+	if firstErr == nil && sent < b.count {
+		firstErr = fmt.Errorf("publish: %d of %d messages were not sent", b.count-sent, b.count)
 	}
 	if firstErr != nil {
-		return firstErr
+		return 0, 0, firstErr
 	}
-	if len(msgs) > 0 {
-		p.prevID = msgs[len(msgs)-1].ID
+	return b.lastSeq, b.count, nil
+}
+
+// inflightBatch is one Send's messages awaiting their acks.
+type inflightBatch struct {
+	pending []pendingAck
+	count   int   // messages in the batch, sent or not
+	lastSeq int64 // outbox seq of the batch's last message
+	sendErr error
+}
+
+func (p *Publisher) newBatch() *inflightBatch {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
 	}
-	return nil
+	return &inflightBatch{}
+}
+
+func (p *Publisher) release(b *inflightBatch) {
+	clear(b.pending) // drop references to the messages
+	*b = inflightBatch{pending: b.pending[:0]}
+	p.free = append(p.free, b)
 }
 
 // StreamEnd is what the event stream holds at its end.
@@ -159,10 +224,14 @@ type StreamEnd struct {
 // while looking for the stream's last Boxcar event.
 const maxResyncScan = 10_000
 
-// Resync reads the end of the stream and restarts the chain from it: the
-// next Publish carries no expectation. The caller moves its cursor to
+// Resync waits for the batches still in flight (their results no longer
+// matter), reads the end of the stream and restarts the chain from it: the
+// next Send carries no expectation. The caller moves its cursor to
 // OutboxSeq when Found.
 func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
+	for p.InFlight() > 0 {
+		p.Await(ctx)
+	}
 	p.prevID = ""
 	info, err := p.stream.Info(ctx)
 	if err != nil {

@@ -85,9 +85,13 @@ func SaveCursor(ctx context.Context, e Execer, stream string, cursor, nowNS int6
 }
 
 // OutboxBounds returns the smallest and largest seq in the outbox (0, 0 when
-// empty). Both are lookups at the ends of the primary key, O(log n).
+// empty). Both are lookups at the ends of the primary key, O(log n): each
+// aggregate is in a subquery of its own because SQLite's min/max
+// optimization only applies to a query with a single min() or max(); with
+// both in one SELECT it scans the whole table.
 func OutboxBounds(ctx context.Context, q Querier) (minSeq, maxSeq int64, err error) {
-	err = q.QueryRowContext(ctx, `SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM boxcar_outbox`).Scan(&minSeq, &maxSeq)
+	err = q.QueryRowContext(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM boxcar_outbox), 0),
+		COALESCE((SELECT MAX(seq) FROM boxcar_outbox), 0)`).Scan(&minSeq, &maxSeq)
 	return minSeq, maxSeq, err
 }
 
@@ -104,9 +108,19 @@ func OldestAfter(ctx context.Context, q Querier, after int64) (int64, bool, erro
 
 // PruneOutbox deletes up to limit rows with seq <= upTo, oldest first, and
 // returns how many it deleted. Small chunks keep the write lock short.
+//
+// It never deletes the row with the largest seq, even when upTo covers it:
+// seq is a plain rowid, and SQLite gives a new row max(rowid)+1, so deleting
+// the newest row would hand its seq out again, below the relay's cursor,
+// and that event would never be published. Keeping it is what makes seq
+// strictly increasing across commits for ever: inserts only raise the max,
+// pruning never lowers it (the subquery runs in the pruning transaction,
+// which holds the write lock), and a rolled-back insert leaves the max
+// where it was.
 func PruneOutbox(ctx context.Context, e Execer, upTo int64, limit int) (int64, error) {
 	res, err := e.ExecContext(ctx, `DELETE FROM boxcar_outbox WHERE seq IN
-		(SELECT seq FROM boxcar_outbox WHERE seq <= ? ORDER BY seq LIMIT ?)`, upTo, limit)
+		(SELECT seq FROM boxcar_outbox WHERE seq <= ? AND seq < (SELECT MAX(seq) FROM boxcar_outbox)
+		ORDER BY seq LIMIT ?)`, upTo, limit)
 	if err != nil {
 		return 0, fmt.Errorf("prune outbox: %w", err)
 	}

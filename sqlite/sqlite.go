@@ -3,11 +3,13 @@
 //
 // # Why seq is commit order
 //
-// The outbox key is `seq INTEGER PRIMARY KEY AUTOINCREMENT`. SQLite allows one
+// The outbox key is `seq INTEGER PRIMARY KEY` (the rowid). SQLite allows one
 // writer at a time: a transaction takes the write lock at its first write (at
 // BEGIN, with the immediate transactions this package opens) and keeps it
 // until COMMIT or ROLLBACK. A seq is assigned while the lock is held, as
-// max(seq)+1, so every transaction that commits later gets a larger seq.
+// max(seq)+1, so every transaction that commits later gets a larger seq. The
+// row with the largest seq is never pruned (see PruneOutbox), so max(seq)
+// never goes down and no seq is handed out twice.
 // Therefore a reader that has seen seq = n committed never later sees a
 // commit with seq < n, and the relay can keep one cursor (the last published
 // seq) instead of a flag per row. A rolled-back transaction may leave a gap;
@@ -77,6 +79,11 @@ func (o Options) validate() error {
 	return nil
 }
 
+// stmtCacheSize is how many prepared statements each connection keeps, by
+// SQL text, least recently used out. Boxcar runs about ten distinct
+// statements; the rest is for the application's.
+const stmtCacheSize = 64
+
 // driverSeq names the driver registered by each Open: every database gets
 // its own driver so that its connections report commits to its own watchers.
 var driverSeq atomic.Int64
@@ -116,6 +123,11 @@ func Open(path string) (*sql.DB, error) {
 //     would otherwise fail with SQLITE_BUSY when it upgrades its lock, which
 //     the busy timeout cannot cure.
 //   - foreign_keys=on, as most applications expect.
+//   - a cache of prepared statements per connection (the driver's
+//     _stmt_cache_size): a statement run by its SQL text, as applications and
+//     Boxcar's own handlers do in every transaction, is compiled once per
+//     connection instead of at every call. Compiling costs about as much as
+//     running a small INSERT, and it is done while holding the write lock.
 //
 // Connections opened here report commits that wrote the outbox, which wakes
 // the relay at once (see WatchOutboxCommits); databases opened otherwise are
@@ -156,6 +168,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	q.Set("_synchronous", strings.ToUpper(o.Synchronous))
 	q.Set("_txlock", "immediate")
 	q.Set("_foreign_keys", "on")
+	q.Set("_stmt_cache_size", strconv.Itoa(stmtCacheSize))
 	db, err := sql.Open(name, "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

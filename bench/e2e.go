@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/nats-io/nats.go"
+
+	"github.com/boxcar-bus/boxcar"
+)
+
+// How latency is measured. "Commit" is when the app's Bus.Tx returned;
+// "handled" is when the subscriber's ack of the event reaches the server,
+// which the dispatcher sends only after the handler's transaction (with the
+// dedupe row) committed. The bench sees acks by subscribing to the consumers'
+// ack subjects on the bus's connection: a copy of each ack comes back to it.
+// The handler maps the message's stream sequence to the event's index (the
+// first 8 bytes of the payload), so the ack can be matched with the commit.
+// This is conservative: it includes the ack's trip, after the commit.
+
+// seqMap maps a subscriber's stream sequences to event indexes, from the
+// handler to the ack observer.
+type seqMap struct {
+	mu sync.Mutex
+	m  map[uint64]int
+}
+
+func (s *seqMap) put(seq uint64, idx int) {
+	s.mu.Lock()
+	s.m[seq] = idx
+	s.mu.Unlock()
+}
+
+func (s *seqMap) take(seq uint64) (int, bool) {
+	s.mu.Lock()
+	idx, ok := s.m[seq]
+	delete(s.m, seq)
+	s.mu.Unlock()
+	return idx, ok
+}
+
+// tracker follows one run's events, indexes base..base+n-1, through every
+// subscriber.
+type tracker struct {
+	base, n, subs int
+	commitNS      []atomic.Int64
+	ackNS         [][]atomic.Int64 // [subscriber][event]
+	pending       [][]atomic.Int32 // both stamps present when it reaches 2
+	handled       atomic.Int64
+	lastAckNS     atomic.Int64
+
+	mu   sync.Mutex
+	hist *hdrhistogram.Histogram // microseconds
+}
+
+func newTracker(base, n, subs int) *tracker {
+	t := &tracker{base: base, n: n, subs: subs,
+		commitNS: make([]atomic.Int64, n),
+		hist:     hdrhistogram.New(1, 600_000_000, 3)}
+	for range subs {
+		t.ackNS = append(t.ackNS, make([]atomic.Int64, n))
+		t.pending = append(t.pending, make([]atomic.Int32, n))
+	}
+	return t
+}
+
+func (t *tracker) record(commit, ack int64) {
+	us := max((ack-commit)/1000, 1)
+	t.mu.Lock()
+	t.hist.RecordValue(us)
+	t.mu.Unlock()
+}
+
+func (t *tracker) committed(idx int, at time.Time) {
+	i := idx - t.base
+	ns := at.UnixNano()
+	t.commitNS[i].Store(ns)
+	for s := range t.subs {
+		if t.pending[s][i].Add(1) == 2 {
+			t.record(ns, t.ackNS[s][i].Load())
+		}
+	}
+}
+
+func (t *tracker) acked(sub, idx int, at time.Time) {
+	i := idx - t.base
+	if i < 0 || i >= t.n {
+		return
+	}
+	ns := at.UnixNano()
+	t.ackNS[sub][i].Store(ns)
+	if t.pending[sub][i].Add(1) == 2 {
+		t.record(t.commitNS[i].Load(), ns)
+	}
+	t.handled.Add(1)
+	for {
+		last := t.lastAckNS.Load()
+		if ns <= last || t.lastAckNS.CompareAndSwap(last, ns) {
+			break
+		}
+	}
+}
+
+// wait waits until every subscriber acked every event of the run.
+func (t *tracker) wait(limit time.Duration) error {
+	want := int64(t.n * t.subs)
+	deadline := time.Now().Add(limit)
+	for t.handled.Load() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d events handled after %v", t.handled.Load(), want, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+type quantiles struct{ p50, p99, p999, max time.Duration }
+
+func (t *tracker) quantiles() quantiles {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	return quantiles{us(t.hist.ValueAtQuantile(50)), us(t.hist.ValueAtQuantile(99)),
+		us(t.hist.ValueAtQuantile(99.9)), us(t.hist.Max())}
+}
+
+// pipeline is a bus with o.subscribers transactional subscribers and the
+// ack observer.
+type pipeline struct {
+	*env
+	w    *workload
+	maps []*seqMap
+	cur  atomic.Pointer[tracker]
+	sub  *nats.Subscription
+}
+
+func subscriberName(i int) string { return "bench" + strconv.Itoa(i) }
+
+func openPipeline(ctx context.Context, dir string, w *workload) (*pipeline, error) {
+	e, err := openEnv(ctx, dir, w.o)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline{env: e, w: w}
+	p.sub, err = e.bus.Conn().Subscribe("$JS.ACK.>", p.observe)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	p.sub.SetPendingLimits(-1, -1)
+	for i := range w.o.subscribers {
+		name := subscriberName(i)
+		sm := &seqMap{m: map[uint64]int{}}
+		p.maps = append(p.maps, sm)
+		h := boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
+			if _, err := tx.ExecContext(ctx, upsertHandled, name, m.Key, m.Seq); err != nil {
+				return err
+			}
+			sm.put(m.StreamSeq, eventIndex(m.Data))
+			return nil
+		})
+		if _, err := e.bus.Subscribe(ctx, name, h, boxcar.SubscribeOptions{Workers: w.o.workers}); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// observe receives a copy of every ack on the bus's connection. Ack subjects
+// are $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+// seq>.<time>.<pending>, or with a domain and account hash after ACK.
+func (p *pipeline) observe(m *nats.Msg) {
+	now := time.Now()
+	if string(m.Data) != "+ACK" {
+		return
+	}
+	tok := strings.Split(m.Subject, ".")
+	var consumer, sseq string
+	switch {
+	case len(tok) == 9:
+		consumer, sseq = tok[3], tok[5]
+	case len(tok) >= 11:
+		consumer, sseq = tok[5], tok[7]
+	default:
+		return
+	}
+	sub, err := strconv.Atoi(strings.TrimPrefix(consumer, "bench"))
+	if err != nil || sub < 0 || sub >= len(p.maps) {
+		return
+	}
+	seq, err := strconv.ParseUint(sseq, 10, 64)
+	if err != nil {
+		return
+	}
+	idx, ok := p.maps[sub].take(seq)
+	if !ok {
+		return // a redelivery absorbed by the dedupe table, or a repeated ack
+	}
+	if t := p.cur.Load(); t != nil {
+		t.acked(sub, idx, now)
+	}
+}
+
+// runLoad writes n events at the given interval (0: flat out) and waits until
+// every subscriber handled them.
+func (p *pipeline) runLoad(ctx context.Context, base, n int, interval time.Duration) (*tracker, writeResult, error) {
+	t := newTracker(base, n, p.w.o.subscribers)
+	p.cur.Store(t)
+	defer p.cur.Store(nil)
+	res, err := p.w.write(ctx, p.bus, writeSpec{n: n, publish: true, interval: interval, firstIdx: base, onCommit: t.committed})
+	if err != nil {
+		return nil, res, err
+	}
+	if err := t.wait(5 * time.Minute); err != nil {
+		return nil, res, err
+	}
+	return t, res, nil
+}
+
+// benchEndToEnd measures the sustained throughput from the app's commit to
+// the subscribers' commits, then latency at fixed offered loads.
+func benchEndToEnd(ctx context.Context, dir string, w *workload, rep *report) error {
+	o := w.o
+	p, err := openPipeline(ctx, dir, w)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	base := 0
+	// Warm up.
+	if _, _, err := p.runLoad(ctx, base, 5000, 0); err != nil {
+		return err
+	}
+	base += 5000
+
+	start := time.Now()
+	t, wres, err := p.runLoad(ctx, base, o.events, 0)
+	if err != nil {
+		return err
+	}
+	base += o.events
+	elapsed := time.Unix(0, t.lastAckNS.Load()).Sub(start)
+	maxRate := float64(o.events) / elapsed.Seconds()
+	produced := float64(o.events) / wres.elapsed.Seconds()
+	log.Printf("end to end: %8.0f events/s handled (writers committed %.0f tx/s)", maxRate, produced)
+	q := t.quantiles()
+	detail := fmt.Sprintf("%s events, %d keys, %d B, %d subscriber(s) × %d workers; writers committed %s tx/s",
+		num(float64(o.events)), o.keys, o.payload, o.subscribers, o.workers, num(produced))
+	r := row{stage: "end to end", what: "commit → handled, flat out", value: fmt.Sprintf("%s events/s", num(maxRate)), detail: detail}
+	if rep.bareTx > 0 {
+		ratio := maxRate / rep.bareTx
+		r.baseline, r.target, r.met, r.hasTgt = fmt.Sprintf("%.2f× bare tx", ratio), "≥ 0.6×", ratio >= 0.6, true
+	}
+	rep.add(r)
+	rep.points = append(rep.points, point{label: "max", offered: 0, achieved: maxRate, q: q})
+
+	type level struct {
+		label string
+		rate  float64
+	}
+	var levels []level
+	pcts, _ := o.loadPercents()
+	for _, pct := range pcts {
+		levels = append(levels, level{fmt.Sprintf("%d%% of max", pct), maxRate * float64(pct) / 100})
+	}
+	if o.fixedRate > 0 {
+		levels = append(levels, level{fmt.Sprintf("%s/s fixed", num(float64(o.fixedRate))), float64(o.fixedRate)})
+	}
+	for _, l := range levels {
+		time.Sleep(500 * time.Millisecond) // let the previous level's tail settle
+		n := int(l.rate * o.levelDur.Seconds())
+		interval := time.Duration(float64(time.Second) / l.rate)
+		t, wres, err := p.runLoad(ctx, base, n, interval)
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.label, err)
+		}
+		base += n
+		achieved := float64(n) / wres.elapsed.Seconds()
+		q := t.quantiles()
+		log.Printf("latency at %-14s offered %7.0f/s achieved %7.0f/s: p50 %v p99 %v p99.9 %v max %v (writers up to %v late)",
+			l.label, l.rate, achieved, q.p50, q.p99, q.p999, q.max, wres.behind.Round(time.Millisecond))
+		r := row{
+			stage:  "latency",
+			what:   fmt.Sprintf("%s (%s/s offered)", l.label, num(l.rate)),
+			value:  fmt.Sprintf("p50 %s · p99 %s · p99.9 %s", ms(q.p50), ms(q.p99), ms(q.p999)),
+			detail: fmt.Sprintf("achieved %s/s; max %s; %s events", num(achieved), ms(q.max), num(float64(n))),
+		}
+		if o.fixedRate > 0 && l.rate == float64(o.fixedRate) && o.fixedRate == 3000 {
+			r.target, r.hasTgt = "p50 ≤ 1 ms, p99 ≤ 5 ms", true
+			r.met = q.p50 <= time.Millisecond && q.p99 <= 5*time.Millisecond
+		}
+		rep.add(r)
+		rep.points = append(rep.points, point{label: l.label, offered: l.rate, achieved: achieved, q: q})
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+// Command bench measures Boxcar on this machine, each stage beside the bare
+// baseline it has to be compared with, in one run and with the same writers
+// and payloads:
+//
+//   - produce: the app's transaction (one row) alone, and the same
+//     transaction plus PublishTx: the produce-cost ratio;
+//   - relay: draining a backlog of outbox rows into JetStream, and a raw
+//     async publish of the same messages into an embedded server;
+//   - end to end: sustained throughput from the app's commit to the commit of
+//     a transactional subscriber (TxHandler);
+//   - latency: commit → handled at fixed offered loads, from an HDR histogram.
+//
+// Everything is real: SQLite files in a temporary directory, the embedded
+// nats-server, the bus as an application would open it.
+//
+//	go run ./bench                 # the default run, a few minutes on 2 cores
+//	go run ./bench -out bench/out  # also writes results.md and latency.png
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// options are the command's flags.
+type options struct {
+	events      int    // events of the produce and end-to-end runs
+	backlog     int    // outbox rows the relay drains
+	keys        int    // distinct event keys
+	payload     int    // bytes of payload per event (and per app row)
+	subscribers int    // transactional subscribers, each handles every event
+	workers     int    // SubscribeOptions.Workers
+	writers     int    // goroutines running app transactions
+	sync        string // SQLite synchronous mode
+	rounds      int    // produce rounds (bare and with PublishTx alternate)
+	loads       string // offered loads, % of the measured maximum
+	fixedRate   int    // an extra offered load, events/s
+	levelDur    time.Duration
+	out         string
+	only        string
+	cpuProfile  string
+	keep        bool
+	verbose     bool
+}
+
+// logger is Boxcar's logger: warnings to stderr with -v, else nothing.
+func (o *options) logger() *slog.Logger {
+	if !o.verbose {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.events, "events", 100_000, "events per produce run and for the end-to-end run")
+	flag.IntVar(&o.backlog, "backlog", 200_000, "outbox rows in the relay's backlog")
+	flag.IntVar(&o.keys, "keys", 10_000, "distinct event keys")
+	flag.IntVar(&o.payload, "payload", 200, "payload bytes per event (the app row carries the same)")
+	flag.IntVar(&o.subscribers, "subscribers", 1, "transactional subscribers (each handles every event)")
+	flag.IntVar(&o.workers, "workers", 8, "workers per subscriber (SubscribeOptions.Workers)")
+	flag.IntVar(&o.writers, "writers", 4, "goroutines running app transactions through Bus.Tx")
+	flag.StringVar(&o.sync, "sync", sqlite.SyncNormal, "SQLite synchronous mode: NORMAL or FULL")
+	flag.IntVar(&o.rounds, "rounds", 3, "produce rounds; bare and with-PublishTx runs alternate, the median is reported")
+	flag.StringVar(&o.loads, "loads", "25,50,75", "offered loads for the latency runs, in % of the measured end-to-end maximum")
+	flag.IntVar(&o.fixedRate, "rate", 3000, "one more offered load for the latency runs, events/s (0: none)")
+	flag.DurationVar(&o.levelDur, "level-duration", 5*time.Second, "how long each offered load runs")
+	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e (latency needs e2e)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
+	flag.BoolVar(&o.verbose, "v", false, "log Boxcar's warnings to stderr")
+	flag.Parse()
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	if err := run(o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func (o *options) validate() error {
+	o.sync = strings.ToUpper(o.sync)
+	switch {
+	case o.events < 1000:
+		return fmt.Errorf("-events %d: use at least 1000", o.events)
+	case o.backlog < 1000:
+		return fmt.Errorf("-backlog %d: use at least 1000", o.backlog)
+	case o.keys < 1:
+		return fmt.Errorf("-keys %d: use at least 1", o.keys)
+	case o.payload < 16 || o.payload > 512<<10:
+		return fmt.Errorf("-payload %d: use 16 to 524288 bytes", o.payload)
+	case o.subscribers < 1 || o.subscribers > 16:
+		return fmt.Errorf("-subscribers %d: use 1 to 16", o.subscribers)
+	case o.workers < 1 || o.workers > 1024:
+		return fmt.Errorf("-workers %d: use 1 to 1024", o.workers)
+	case o.writers < 1 || o.writers > 256:
+		return fmt.Errorf("-writers %d: use 1 to 256", o.writers)
+	case o.sync != sqlite.SyncNormal && o.sync != sqlite.SyncFull:
+		return fmt.Errorf("-sync %q: use NORMAL or FULL", o.sync)
+	case o.rounds < 1:
+		return fmt.Errorf("-rounds %d: use at least 1", o.rounds)
+	case o.levelDur < time.Second:
+		return fmt.Errorf("-level-duration %v: use at least 1s", o.levelDur)
+	}
+	if _, err := o.loadPercents(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (o *options) loadPercents() ([]int, error) {
+	var ps []int
+	for f := range strings.SplitSeq(o.loads, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil || p < 1 || p > 100 {
+			return nil, fmt.Errorf("-loads %q: use percentages from 1 to 100, comma-separated", o.loads)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+func (o *options) runs(stage string) bool {
+	if o.only == "" {
+		return true
+	}
+	for s := range strings.SplitSeq(o.only, ",") {
+		if strings.TrimSpace(s) == stage {
+			return true
+		}
+	}
+	return false
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	tmp, err := os.MkdirTemp("", "boxcar-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		log.Printf("keeping %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	w := newWorkload(o)
+	rep := &report{opts: o, start: time.Now(), loadBefore: loadAverage()}
+	log.Printf("%d CPUs, %s, SQLite synchronous=%s, %d writers, %d keys, %d-byte payloads",
+		runtime.NumCPU(), runtime.Version(), o.sync, o.writers, o.keys, o.payload)
+
+	if o.runs("produce") {
+		if err := benchProduce(ctx, filepath.Join(tmp, "produce"), w, rep); err != nil {
+			return fmt.Errorf("produce: %w", err)
+		}
+	}
+	if o.runs("relay") {
+		if err := benchRelay(ctx, filepath.Join(tmp, "relay"), w, rep); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	if o.runs("e2e") {
+		if err := benchEndToEnd(ctx, filepath.Join(tmp, "e2e"), w, rep); err != nil {
+			return fmt.Errorf("end to end: %w", err)
+		}
+	}
+	rep.elapsed = time.Since(rep.start)
+	rep.loadAfter = loadAverage()
+	fmt.Println()
+	fmt.Print(rep.text())
+	if o.out != "" {
+		if err := rep.write(o.out); err != nil {
+			return err
+		}
+		log.Printf("wrote %s and %s", filepath.Join(o.out, "results.md"), filepath.Join(o.out, "latency.png"))
+	}
+	return nil
+}
