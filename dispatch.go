@@ -91,6 +91,12 @@ func (d *dispatcher) start() error {
 	if err != nil {
 		return fmt.Errorf("start fetching: %w", err)
 	}
+	d.run(iter)
+	return nil
+}
+
+// run starts the fetch loop on iter, the workers and the pruner.
+func (d *dispatcher) run(iter jetstream.MessagesContext) {
 	d.iter = iter
 	d.wg.Add(1)
 	go d.fetchLoop()
@@ -102,7 +108,6 @@ func (d *dispatcher) start() error {
 		d.wg.Add(1)
 		go d.pruneLoop()
 	}
-	return nil
 }
 
 // stop stops fetching and the workers, waiting up to ctx for batches in
@@ -144,6 +149,15 @@ func (d *dispatcher) stop(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// nextMaxWait bounds each wait in the fetch loop. nats.go's Messages
+// iterator (v1.55.0) decides to pull more from the server only at the start
+// of a Next call, and skips it when its previous pull request is still being
+// sent; if that happens as the last requested message is taken, Next then
+// waits with nothing requested until the missing heartbeat ends it, 30s later,
+// while events wait on the server (seen after restarts with a backlog, and
+// without Boxcar). A Next that returns on time and is called again pulls.
+const nextMaxWait = time.Second
+
 func (d *dispatcher) fetchLoop() {
 	defer d.wg.Done()
 	for {
@@ -152,11 +166,14 @@ func (d *dispatcher) fetchLoop() {
 		case <-d.quit:
 			return
 		}
-		msg, err := d.iter.Next()
+		msg, err := d.iter.Next(jetstream.NextMaxWait(nextMaxWait))
 		if err != nil {
 			<-d.slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return
+			}
+			if errors.Is(err, nats.ErrTimeout) {
+				continue // nothing arrived: call Next again, which pulls if it should
 			}
 			d.b.log.Warn("boxcar: fetch", logSub, d.s.name, logError, err)
 			select {
