@@ -289,7 +289,9 @@ func decode(prefix string, msg jetstream.Msg) (Message, error) {
 	if got := h.Get(bjs.HeaderType); got != typ {
 		return m, fmt.Errorf("header %s %q does not match the subject's type %q", bjs.HeaderType, got, typ)
 	}
-	if got := h.Get(bjs.HeaderKey); got != key {
+	// The subject carries the key exactly; the header as NATS carries
+	// header values (a key " 1" arrives as "1").
+	if got := h.Get(bjs.HeaderKey); got != bjs.HeaderForm(key) {
 		return m, fmt.Errorf("header %s %q does not match the subject's key %q", bjs.HeaderKey, got, key)
 	}
 	m.Type, m.Key = typ, key

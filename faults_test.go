@@ -727,3 +727,46 @@ func TestHostileEventsRefusedAtTheEdge(t *testing.T) {
 	waitApplied(t, tb.db, "ledger", 3)
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }
+
+// Regression (found by FuzzEventRoundTrip): a key with spaces, tabs, CR or
+// LF around or inside it is valid, and the subject carries it exactly, but
+// its Boxcar-Key header arrives trimmed: decode found the header and subject
+// "contradicting" and every subscriber dead-lettered the event as malformed.
+func TestKeysWithWhitespaceArrive(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	sub, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{" 1", "k\t", "a\r\nb", " ", "\t x \t"}
+	for _, k := range keys {
+		publishN(t, tb.bus, k, 2)
+	}
+	waitApplied(t, tb.db, "ledger", 2*len(keys))
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+	st, err := sub.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeadLettered != 0 {
+		t.Fatalf("%d events dead-lettered", st.DeadLettered)
+	}
+	rows, err := tb.db.Query(`SELECT DISTINCT key FROM applied`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]bool{}
+	for rows.Next() {
+		var k string
+		rows.Scan(&k)
+		got[k] = true
+	}
+	for _, k := range keys {
+		if !got[k] {
+			t.Errorf("key %q arrived changed (applied keys: %v)", k, got)
+		}
+	}
+}

@@ -111,6 +111,13 @@ func FuzzEventRoundTrip(f *testing.F) {
 	f.Add("order.placed", strings.Repeat("k", 513), "K", "v", []byte("x"))
 	f.Add("order.placed", "k", "", "v", []byte("x"))
 	f.Add("order.placed", "k", "K", "v\x00nul", []byte("x"))
+	// Regression: keys with spaces, tabs, CR or LF around or in them lost
+	// them in the Boxcar-Key header, and every subscriber dead-lettered the
+	// event as malformed.
+	f.Add("order.placed", " 1", "K", "v", []byte("x"))
+	f.Add("order.placed", "k\t", "K", "v", []byte("x"))
+	f.Add("order.placed", "a\r\nb", "K", "v", []byte("x"))
+	f.Add("order.placed", " ", "K", "v", []byte("x"))
 
 	tb := setup(f, Config{})
 	got := make(chan Message, 1)

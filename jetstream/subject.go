@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"strings"
 	"unicode/utf8"
 )
@@ -170,4 +171,15 @@ func ValidateToken(what, s string) error {
 		}
 	}
 	return nil
+}
+
+// headerNewlines turns CR and LF into spaces, as nats.go does in header values.
+var headerNewlines = strings.NewReplacer("\r", " ", "\n", " ")
+
+// HeaderForm is how s arrives as a NATS header value: nats.go trims spaces,
+// tabs, CR and LF around it and turns CR and LF inside it into spaces. A key
+// may hold any of them: the subject carries it exactly, its Boxcar-Key
+// header only in this form.
+func HeaderForm(s string) string {
+	return headerNewlines.Replace(textproto.TrimString(s))
 }
