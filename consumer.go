@@ -238,11 +238,15 @@ func (s *Subscription) start(ctx context.Context) error {
 	// AckWait while newer ones of their keys are delivered: a reset to the
 	// ack floor redelivers them now, in order. Dedupe skips those already
 	// handled.
+	// What the consumer had delivered before: the reset starts delivery
+	// counts over, so these count as redeliveries in Stats by sequence.
+	deliveredBefore := cons.CachedInfo().Delivered.Stream
 	if _, err := b.events.ResetConsumer(ctx, s.name); err != nil {
 		return fmt.Errorf("reset consumer to its ack floor: %w", err)
 	}
 	s.cons = cons
 	s.d = newDispatcher(s)
+	s.d.deliveredBefore = deliveredBefore
 	return s.d.start()
 }
 

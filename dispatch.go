@@ -59,12 +59,16 @@ type dispatcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	keys     map[string]*keyQueue
-	held     map[uint64]struct{} // stream seqs fetched and not yet acked
-	acked    recentSet           // stream seqs acked lately
-	waiting  int                 // keys waiting for a retry
-	stopping bool
+	mu    sync.Mutex
+	keys  map[string]*keyQueue
+	held  map[uint64]struct{} // stream seqs fetched and not yet acked
+	acked recentSet           // stream seqs acked lately
+
+	// deliveredBefore is the last stream seq the consumer had delivered
+	// before this subscription reset it to its ack floor.
+	deliveredBefore uint64
+	waiting         int // keys waiting for a retry
+	stopping        bool
 
 	wg        sync.WaitGroup // fetch loop, workers, pruner
 	abandoned sync.WaitGroup // handler calls that outlived their timeout
@@ -209,7 +213,7 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		return
 	}
 	d.held[m.StreamSeq] = struct{}{}
-	if m.Delivered > 1 {
+	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
 		d.stats.redelivered.Add(1)
 	}
 	key := m.Key

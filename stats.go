@@ -49,8 +49,9 @@ type SubscriberStats struct {
 	// dead-lettered); DeadLettered those sent to the dead-letter stream.
 	Failures     int64
 	DeadLettered int64
-	// Redelivered counts deliveries JetStream made more than once (after a
-	// crash, a timeout or a lost ack).
+	// Redelivered counts deliveries of messages delivered before: after a
+	// crash or restart (the consumer's reset to its ack floor), a timeout or
+	// a lost ack.
 	Redelivered int64
 	// Ignored counts redeliveries dropped without handling: of messages this
 	// process still held, or had just acked (the redelivery crossed the ack).
