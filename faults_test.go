@@ -462,12 +462,19 @@ func TestFaultHungTxHandler(t *testing.T) {
 	ctx := context.Background()
 	tb := setup(t, Config{})
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	lateErr := make(chan error, 1)
 	var calls atomic.Int32
 	rec := recordingHandler("ledger")
 	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
 		if m.Key == "stuck" && string(m.Data) == "3" && calls.Add(1) == 1 {
 			<-release // ignores ctx
+			// Woken long after its transaction was abandoned: its writes
+			// must go nowhere.
+			_, err := tx.ExecContext(context.Background(), `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('ghost', ?, '', '', 0)`, m.ID)
+			lateErr <- err
 			return nil
 		}
 		return rec.tx(ctx, tx, m)
@@ -496,6 +503,18 @@ func TestFaultHungTxHandler(t *testing.T) {
 	}
 	if calls.Load() < 2 || st.DeadLettered != 0 {
 		t.Fatalf("event 3 of the stuck key: %d calls, stats %+v; want a retry after the timeout and no dead letter", calls.Load(), st)
+	}
+	unblock()
+	select {
+	case err := <-lateErr:
+		if !errors.Is(err, sql.ErrTxDone) {
+			t.Fatalf("the abandoned handler wrote into its transaction after the timeout: err %v, want sql.ErrTxDone", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the abandoned handler did not return after it was released")
+	}
+	if n := countApplied(t, tb.db, "ghost"); n != 0 {
+		t.Fatalf("the abandoned handler's write was committed (%d rows)", n)
 	}
 }
 
