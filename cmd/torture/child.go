@@ -34,6 +34,8 @@ const (
 	envRollback = "BOXCAR_TORTURE_ROLLBACK"
 	envFail     = "BOXCAR_TORTURE_FAIL"
 	envDrainFor = "BOXCAR_TORTURE_DRAIN_TIMEOUT"
+	envAckWait  = "BOXCAR_TORTURE_ACK_WAIT"    // SubscribeOptions.AckWait, "" for the default
+	envPrune    = "BOXCAR_TORTURE_PRUNE_DELAY" // Config.PruneDelay, "" for the default
 )
 
 // Subscriber names.
@@ -125,6 +127,8 @@ type childConfig struct {
 	rollbackRate float64
 	failRate     float64
 	drainTimeout time.Duration
+	ackWait      time.Duration
+	pruneDelay   time.Duration
 }
 
 func childConfigFromEnv() (childConfig, error) {
@@ -154,6 +158,16 @@ func childConfigFromEnv() (childConfig, error) {
 	num(envRollback, func(s string) (e error) { c.rollbackRate, e = strconv.ParseFloat(s, 64); return })
 	num(envFail, func(s string) (e error) { c.failRate, e = strconv.ParseFloat(s, 64); return })
 	num(envDrainFor, func(s string) (e error) { c.drainTimeout, e = time.ParseDuration(s); return })
+	optDuration := func(d *time.Duration) func(string) error {
+		return func(s string) (e error) {
+			if s != "" {
+				*d, e = time.ParseDuration(s)
+			}
+			return
+		}
+	}
+	num(envAckWait, optDuration(&c.ackWait))
+	num(envPrune, optDuration(&c.pruneDelay))
 	if err != nil {
 		return c, err
 	}
@@ -214,12 +228,12 @@ func openChild(ctx context.Context, cfg childConfig, log *slog.Logger) (*child, 
 	if _, err := db.ExecContext(ctx, appSchema); err != nil {
 		return nil, fmt.Errorf("app schema: %w", err)
 	}
-	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(cfg.dir, "nats"), Logger: log})
+	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(cfg.dir, "nats"), Logger: log, PruneDelay: cfg.pruneDelay})
 	if err != nil {
 		return nil, err
 	}
 	c := &child{cfg: cfg, db: db, bus: bus, log: log}
-	opts := boxcar.SubscribeOptions{MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 1000}
+	opts := boxcar.SubscribeOptions{MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 1000, AckWait: cfg.ackWait}
 	txOpts := opts
 	txOpts.Types = eventTypes
 	if _, err := bus.Subscribe(ctx, subTx, boxcar.TxHandler(c.handleTx), txOpts); err != nil {

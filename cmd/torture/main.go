@@ -53,6 +53,8 @@ func main() {
 	flag.StringVar(&cfg.Dir, "dir", "", "work directory (default: a new temporary directory, removed after a passing run)")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the work directory after a passing run")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long the final drain may take")
+	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "subscribers' AckWait (0: Boxcar's default, 30s; 1s makes JetStream redeliver messages still held)")
+	flag.DurationVar(&cfg.PruneDelay, "prune-delay", 0, "Config.PruneDelay (0: Boxcar's default; small values prune relayed outbox rows at once)")
 	flag.Parse()
 	if cfg.Seed == 0 {
 		cfg.Seed = time.Now().UnixNano()

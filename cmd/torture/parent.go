@@ -33,10 +33,12 @@ type parentConfig struct {
 	Dir            string
 	Keep           bool
 	DrainTimeout   time.Duration
-	Exe            string    // the binary to run as the child (this one)
-	Out            io.Writer // progress lines
-	ProgressEvery  int       // print a progress line every so many lives (0: 25)
-	ChildExtraEnvs []string  // extra environment for the child (tests)
+	AckWait        time.Duration // 0: Boxcar's default
+	PruneDelay     time.Duration // 0: Boxcar's default
+	Exe            string        // the binary to run as the child (this one)
+	Out            io.Writer     // progress lines
+	ProgressEvery  int           // print a progress line every so many lives (0: 25)
+	ChildExtraEnvs []string      // extra environment for the child (tests)
 }
 
 func defaultParentConfig() parentConfig {
@@ -208,6 +210,12 @@ func childEnv(cfg parentConfig, dir, mode string, life, write int64) []string {
 		envFail+"="+strconv.FormatFloat(cfg.FailRate, 'g', -1, 64),
 		envDrainFor+"="+cfg.DrainTimeout.String(),
 	)
+	if cfg.AckWait > 0 {
+		env = append(env, envAckWait+"="+cfg.AckWait.String())
+	}
+	if cfg.PruneDelay > 0 {
+		env = append(env, envPrune+"="+cfg.PruneDelay.String())
+	}
 	return append(env, cfg.ChildExtraEnvs...)
 }
 
