@@ -292,7 +292,7 @@ func benchEndToEnd(ctx context.Context, dir string, w *workload, rep *report) er
 			stage:  "latency",
 			what:   fmt.Sprintf("%s (%s/s offered)", l.label, num(l.rate)),
 			value:  fmt.Sprintf("p50 %s · p99 %s · p99.9 %s", ms(q.p50), ms(q.p99), ms(q.p999)),
-			detail: fmt.Sprintf("achieved %s/s; max %s; %s events", num(achieved), ms(q.max), num(float64(n))),
+			detail: fmt.Sprintf("achieved %s/s; max %s; %s events; writers up to %s behind schedule", num(achieved), ms(q.max), num(float64(n)), ms(wres.behind)),
 		}
 		if o.fixedRate > 0 && l.rate == float64(o.fixedRate) && o.fixedRate == 3000 {
 			r.target, r.hasTgt = "p50 ≤ 1 ms, p99 ≤ 5 ms", true
