@@ -54,6 +54,8 @@ func main() {
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the work directory after a passing run")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long the final drain may take")
 	flag.DurationVar(&cfg.AckWait, "ack-wait", 0, "subscribers' AckWait (0: Boxcar's default, 30s; 1s makes JetStream redeliver messages still held)")
+	flag.Float64Var(&cfg.LoseWrites, "lose-writes", 0, "probability, after a kill, of restoring the JetStream store from an older copy (lost acked writes)")
+	flag.IntVar(&cfg.SnapshotEvery, "snapshot-every", 10, "with -lose-writes: copy the store every so many lives")
 	flag.DurationVar(&cfg.PruneDelay, "prune-delay", 0, "Config.PruneDelay (0: Boxcar's default; small values prune relayed outbox rows at once)")
 	flag.Parse()
 	if cfg.Seed == 0 {

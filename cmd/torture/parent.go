@@ -22,23 +22,28 @@ import (
 
 // parentConfig is what the flags set.
 type parentConfig struct {
-	Kills, Events  int
-	Keys, Writers  int
-	MinLife        time.Duration
-	MaxLife        time.Duration
-	Targeted       float64
-	RollbackRate   float64
-	FailRate       float64
-	Seed           int64
-	Dir            string
-	Keep           bool
-	DrainTimeout   time.Duration
-	AckWait        time.Duration // 0: Boxcar's default
-	PruneDelay     time.Duration // 0: Boxcar's default
-	Exe            string        // the binary to run as the child (this one)
-	Out            io.Writer     // progress lines
-	ProgressEvery  int           // print a progress line every so many lives (0: 25)
-	ChildExtraEnvs []string      // extra environment for the child (tests)
+	Kills, Events int
+	Keys, Writers int
+	MinLife       time.Duration
+	MaxLife       time.Duration
+	Targeted      float64
+	RollbackRate  float64
+	FailRate      float64
+	Seed          int64
+	Dir           string
+	Keep          bool
+	DrainTimeout  time.Duration
+	AckWait       time.Duration // 0: Boxcar's default
+	PruneDelay    time.Duration // 0: Boxcar's default
+	// LoseWrites is the probability, after each kill, of putting the
+	// JetStream store back to a copy taken up to SnapshotEvery lives ago:
+	// acked writes lost, as in a power loss with lazy fsync.
+	LoseWrites     float64
+	SnapshotEvery  int
+	Exe            string    // the binary to run as the child (this one)
+	Out            io.Writer // progress lines
+	ProgressEvery  int       // print a progress line every so many lives (0: 25)
+	ChildExtraEnvs []string  // extra environment for the child (tests)
 }
 
 func defaultParentConfig() parentConfig {
@@ -167,6 +172,11 @@ func runParent(ctx context.Context, cfg parentConfig) (res result, err error) {
 		}
 		res.Kills++
 		res.KillsAt[how+":"+string(tg.point)]++
+		if cfg.LoseWrites > 0 {
+			if err := loseWrites(dir, rng, cfg, life, &res); err != nil {
+				return res, err
+			}
+		}
 		if committed, err = counter.count(ctx); err != nil {
 			return res, err
 		}
@@ -176,7 +186,7 @@ func runParent(ctx context.Context, cfg parentConfig) (res result, err error) {
 	}
 	res.Events = committed
 	fmt.Fprintf(cfg.Out, "torture: %d kills, %d events committed in %s; draining\n", res.Kills, committed, time.Since(start).Round(time.Second))
-	fmt.Fprintf(cfg.Out, "torture: kills by cause:point: %s\n", formatCounts(res.KillsAt))
+	fmt.Fprintf(cfg.Out, "torture: kills by cause:point (and store restores): %s\n", formatCounts(res.KillsAt))
 
 	drainStart := time.Now()
 	drainErr := runDrain(ctx, cfg.Exe, childEnv(cfg, dir, "drain", 0, 0), logf, cfg.DrainTimeout+time.Minute)
@@ -316,4 +326,36 @@ func formatCounts(m map[string]int) string {
 		fmt.Fprintf(&b, "%s=%d", k, m[k])
 	}
 	return b.String()
+}
+
+// loseWrites, with the child dead, takes a copy of the JetStream store every
+// SnapshotEvery lives, and with probability LoseWrites puts the store back to
+// the last copy: the stream and the consumers lose what they acked since, as
+// after a power loss with lazy fsync. The outbox still holds those events
+// (PruneDelay), and the next life must notice and republish them.
+func loseWrites(dir string, rng *rand.Rand, cfg parentConfig, life int64, res *result) error {
+	store, snap := filepath.Join(dir, "nats"), filepath.Join(dir, "nats-snapshot")
+	if _, err := os.Stat(store); err != nil {
+		return nil // not created yet
+	}
+	every := int64(max(cfg.SnapshotEvery, 1))
+	if _, err := os.Stat(snap); err == nil && rng.Float64() < cfg.LoseWrites {
+		if err := os.RemoveAll(store); err != nil {
+			return err
+		}
+		if err := os.CopyFS(store, os.DirFS(snap)); err != nil {
+			return fmt.Errorf("restore the store copy: %w", err)
+		}
+		res.KillsAt["lost-writes:store-restored"]++
+		return nil
+	}
+	if life%every == 0 {
+		if err := os.RemoveAll(snap); err != nil {
+			return err
+		}
+		if err := os.CopyFS(snap, os.DirFS(store)); err != nil {
+			return fmt.Errorf("copy the store: %w", err)
+		}
+	}
+	return nil
 }
