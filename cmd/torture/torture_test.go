@@ -22,7 +22,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestTortureSmall runs a small torture: real child processes, real SIGKILLs
-// (at random instants and at fault points), the full check at the end.
+// (at random instants and at fault points), lost JetStream writes between
+// lives, the full check at the end.
 func TestTortureSmall(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -36,6 +37,8 @@ func TestTortureSmall(t *testing.T) {
 	cfg.MaxLife = 1500 * time.Millisecond
 	cfg.Targeted = 0.7
 	cfg.FailRate = 0.05
+	cfg.LoseWrites = 0.3 // and put the JetStream store back now and then
+	cfg.SnapshotEvery = 2
 	cfg.Seed = time.Now().UnixNano()
 	cfg.Dir = t.TempDir()
 	cfg.Exe = exe
