@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -57,27 +58,26 @@ func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 
 	var hung *outcome // a handler that did not return in time
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
-		for i := range turns {
-			t := &turns[i]
-			for _, it := range t.items {
-				if it.bad != nil || d.isStopping() {
-					break
-				}
-				err := d.handleInSavepoint(ctx, tx, it)
-				if ae := (*abortError)(nil); errors.As(err, &ae) {
-					if ae.hung != nil {
-						hung = &outcome{it: ae.hung, err: ae.err}
+		return d.supervise(&hung, func(w *handlerWatch) error {
+			for i := range turns {
+				t := &turns[i]
+				for _, it := range t.items {
+					if it.bad != nil || d.isStopping() {
+						break
 					}
-					return ae.err // the transaction is unusable: roll back the batch
+					err := d.handleInSavepoint(ctx, tx, it, w)
+					if ae := (*abortError)(nil); errors.As(err, &ae) {
+						return ae.err // the transaction is unusable: roll back the batch
+					}
+					if err != nil {
+						t.failed = &outcome{it: it, err: err}
+						break
+					}
+					t.done++
 				}
-				if err != nil {
-					t.failed = &outcome{it: it, err: err}
-					break
-				}
-				t.done++
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		// The commit (or BEGIN) failed: nothing of this batch happened. This
@@ -136,7 +136,7 @@ func (e *abortError) Unwrap() error { return e.err }
 // handleInSavepoint records it in the dedupe table and runs the handler,
 // inside a savepoint that is rolled back if the handler fails. A row already
 // there means the event was handled before: the handler is skipped.
-func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item) error {
+func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT boxcar_event`); err != nil {
 		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
 	}
@@ -152,7 +152,7 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	if err == nil {
 		it.attempts++
 		it.m.Attempt = it.attempts
-		err = d.callTx(ctx, tx, it)
+		err = d.callTx(ctx, tx, it, w)
 	}
 	if err != nil {
 		if sqlite.IsFull(err) {
@@ -172,36 +172,85 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	return nil
 }
 
-// callTx runs the transactional handler for it, bounded by HandlerTimeout.
-// A handler that ignores its context must not hold the transaction, SQLite's
-// single writer and its key for ever: at the timeout (and a short grace for
-// a handler that is returning its context's error) the call is abandoned and
-// reported as an abortError, so the whole transaction rolls back and the
-// batch is retried. The abandoned call's later uses of tx fail with
-// sql.ErrTxDone; Close waits for it.
-func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item) error {
-	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
-	defer cancel()
-	m := it.m
-	res := make(chan error, 1)
+// A handler that ignores its context must not hold the transaction,
+// SQLite's single writer and its key for ever. The batch runs on a goroutine
+// of its own and the worker supervises it (one goroutine and one timer per
+// transaction, not per event): when a handler has run for HandlerTimeout and
+// a short grace (for a handler that is returning its context's error), the
+// worker abandons the batch, the transaction rolls back and the batch is
+// retried, the hung event with its attempt counted. The abandoned call's
+// later uses of tx fail with sql.ErrTxDone; Close waits for it.
+
+// handlerWatch tells the supervisor which handler call is running, since when.
+type handlerWatch struct {
+	mu        sync.Mutex
+	cur       *item
+	start     time.Time
+	abandoned bool
+}
+
+func (w *handlerWatch) begin(it *item) {
+	w.mu.Lock()
+	w.cur, w.start = it, time.Now()
+	w.mu.Unlock()
+}
+
+// end reports false if the supervisor gave up on the call meanwhile.
+func (w *handlerWatch) end() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cur = nil
+	return !w.abandoned
+}
+
+// supervise runs the batch on its own goroutine and waits for it, or gives
+// up on it when one handler call overruns (setting *hung).
+func (d *dispatcher) supervise(hung **outcome, run func(w *handlerWatch) error) error {
+	w := &handlerWatch{}
+	done := make(chan error, 1)
 	d.abandoned.Add(1)
 	go func() {
 		defer d.abandoned.Done()
-		res <- callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
+		done <- run(w)
 	}()
-	select {
-	case err := <-res:
-		return err
-	case <-hctx.Done():
+	limit := d.s.opts.HandlerTimeout + handlerGrace
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-timer.C:
+		}
+		w.mu.Lock()
+		next := limit
+		if w.cur != nil {
+			ran := time.Since(w.start)
+			if ran >= limit {
+				w.abandoned = true
+				err := fmt.Errorf("handler did not return within %v: %w", d.s.opts.HandlerTimeout, context.DeadlineExceeded)
+				*hung = &outcome{it: w.cur, err: err}
+				w.mu.Unlock()
+				return err
+			}
+			next = limit - ran
+		}
+		w.mu.Unlock()
+		timer.Reset(next)
 	}
-	grace := time.NewTimer(handlerGrace)
-	defer grace.Stop()
-	select {
-	case err := <-res:
-		return err
-	case <-grace.C:
-		return &abortError{err: fmt.Errorf("handler did not return within %v: %w", d.s.opts.HandlerTimeout, hctx.Err()), hung: it}
+}
+
+// callTx runs the transactional handler for it with HandlerTimeout on its
+// context, under the watch of supervise.
+func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
+	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
+	defer cancel()
+	w.begin(it)
+	err := callSafely(func() error { return d.s.h.tx(hctx, tx, it.m) })
+	if !w.end() {
+		return &abortError{err: errors.New("handler abandoned after its timeout"), hung: it}
 	}
+	return err
 }
 
 // handlerGrace is how long a handler whose context ended may take to return.
