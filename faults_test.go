@@ -789,3 +789,44 @@ func TestKeysWithWhitespaceArrive(t *testing.T) {
 		}
 	}
 }
+
+// Lost JetStream writes where the loss is uneven: the stream's message
+// blocks go back to an earlier state while the consumers' state files keep
+// what they acknowledged since (their files were flushed, the blocks were
+// not). The relay republishes the missing events under new stream
+// sequences; the subscriber must still see each of them.
+func TestFaultLostStreamWritesConsumerAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	subscribe := func() {
+		if _, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subscribe()
+	publishN(t, tb.bus, "a", 50)
+	waitApplied(t, tb.db, "ledger", 50)
+	tb.closeBus()
+	msgs := filepath.Join(tb.cfg.Dir, "jetstream", "jetstream", "$G", "streams", "BOXCAR", "msgs")
+	if _, err := os.Stat(msgs); err != nil {
+		t.Fatalf("store layout changed: %v", err)
+	}
+	snapshot := filepath.Join(tb.dir, "msgs-snapshot")
+	copyDir(t, msgs, snapshot)
+
+	tb.open()
+	subscribe()
+	publishN(t, tb.bus, "b", 50)
+	waitApplied(t, tb.db, "ledger", 100)
+	tb.closeBus()
+	restoreDir(t, snapshot, msgs) // the stream loses 51..100; the consumer remembers acking them
+
+	tb.open()
+	subscribe()
+	publishN(t, tb.bus, "c", 10)
+	waitRelayed(t, tb.bus, 110)
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 110)
+	waitApplied(t, tb.db, "ledger", 110)
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+}
