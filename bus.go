@@ -376,6 +376,30 @@ func (b *Bus) acquireWrite(ctx context.Context) error {
 
 func (b *Bus) releaseWrite() { <-b.writeLock }
 
+// writeTx runs fn in a transaction under the bus's write lock and commits
+// it; fn's error rolls it back. locked says the caller already holds the
+// lock; it is released on return either way. For Boxcar's own writes.
+func (b *Bus) writeTx(ctx context.Context, locked bool, fn func(tx *sql.Tx) error) error {
+	if !locked {
+		if err := b.acquireWrite(ctx); err != nil {
+			return err
+		}
+	}
+	defer b.releaseWrite()
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // Tx runs fn in a new SQLite transaction and commits it if fn returns nil,
 // then wakes the relay; if fn returns an error or panics, the transaction is
 // rolled back and nothing fn published is sent. Use it for the app's writes

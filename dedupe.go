@@ -264,25 +264,7 @@ func (d *dispatcher) withTx(fn func(ctx context.Context, tx *sql.Tx) error) erro
 // withTxLocked is withTx for a caller that may already hold the write lock
 // (locked); the lock is released on return either way.
 func (d *dispatcher) withTxLocked(locked bool, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	ctx := d.ctx
-	if !locked {
-		if err := d.b.acquireWrite(ctx); err != nil {
-			return err
-		}
-	}
-	defer d.b.releaseWrite()
-	tx, err := d.b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	if err := fn(ctx, tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return d.b.writeTx(d.ctx, locked, func(tx *sql.Tx) error { return fn(d.ctx, tx) })
 }
 
 // pruneLoop deletes dedupe rows older than Config.DedupeRetention, a chunk

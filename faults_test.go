@@ -642,24 +642,8 @@ func testLogger() *slog.Logger {
 // Boxcar-Seq header or whose seq header is not a positive integer.
 func checkStreamOrderIgnoringForeign(t testing.TB, bus *Bus, last int64) {
 	t.Helper()
-	ctx := context.Background()
-	s, err := bus.js.Stream(ctx, bus.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var seqs []int64
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				continue
-			}
-			t.Fatal(err)
-		}
+	for _, m := range streamMessages(t, bus) {
 		if id := m.Header.Get("Nats-Msg-Id"); id == "" || strings.HasPrefix(id, "forged-") {
 			continue
 		}

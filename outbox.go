@@ -515,19 +515,7 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 
 // write runs fn in a transaction under the bus's write lock.
 func (r *relay) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if err := r.b.acquireWrite(ctx); err != nil {
-		return err
-	}
-	defer r.b.releaseWrite()
-	tx, err := r.b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return r.b.writeTx(ctx, false, fn)
 }
 
 // Log keys.

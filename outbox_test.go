@@ -20,9 +20,8 @@ import (
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
-// streamEvents reads the whole event stream and returns the outbox seq of
-// each message, in stream order.
-func streamEvents(t testing.TB, bus *Bus) []int64 {
+// streamMessages reads the whole event stream, in order.
+func streamMessages(t testing.TB, bus *Bus) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx := context.Background()
 	s, err := bus.js.Stream(ctx, bus.StreamName())
@@ -33,7 +32,7 @@ func streamEvents(t testing.TB, bus *Bus) []int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seqs []int64
+	var msgs []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -42,9 +41,20 @@ func streamEvents(t testing.TB, bus *Bus) []int64 {
 		if err != nil {
 			t.Fatal(err)
 		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// streamEvents returns the outbox seq of each message of the event stream,
+// in stream order; every message must carry one.
+func streamEvents(t testing.TB, bus *Bus) []int64 {
+	t.Helper()
+	var seqs []int64
+	for _, m := range streamMessages(t, bus) {
 		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
 		if err != nil {
-			t.Fatalf("stream message %d has no %s header: %v", seq, bjs.HeaderSeq, err)
+			t.Fatalf("stream message %d has no %s header: %v", m.Sequence, bjs.HeaderSeq, err)
 		}
 		seqs = append(seqs, n)
 	}
