@@ -58,6 +58,22 @@
 //   - A handler stuck in Go code that ignores its context cannot be stopped:
 //     a HandlerFunc is abandoned at SubscribeOptions.HandlerTimeout (and
 //     retried); a TxHandler holds its transaction until it returns.
+//   - A HandlerFunc abandoned at its timeout keeps running on its own: its
+//     side effect can land after those of later events of its key. A
+//     TxHandler that overruns rolls back its whole group transaction; the
+//     other events in it are retried without counting an attempt.
+//   - Back-pressure is per subscriber, not per key: a key whose head keeps
+//     failing holds its queued events (at most MaxInFlight); once they fill
+//     the window, fetching stops for every key until it moves.
+//   - The relay must be the stream's only writer. Foreign messages are
+//     dead-lettered by subscribers and checked against the outbox when the
+//     relay resyncs, but a forged event claiming an outbox seq that was
+//     already pruned, or more than 10,000 foreign messages at the stream's
+//     end, can make the relay publish events a second time.
+//   - Acked JetStream writes lost further back than Config.PruneDelay cannot
+//     be republished (the rows are gone); after a power loss with
+//     sqlite.SyncNormal the stream can hold events whose transactions the
+//     database lost.
 //   - One Bus per database and per Config.Dir. Several live instances of one
 //     subscriber (scale-out) are not the single-binary design.
 //
