@@ -416,3 +416,60 @@ func TestCallerTransactionsAreRelayed(t *testing.T) {
 	waitRelayed(t, tb.bus, published.Load())
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, published.Load())
 }
+
+// Nothing silent (guarantee 5): while the relay cannot publish, Stats shows
+// the outbox lag and age growing; once it can, both go back to zero. And an
+// idle relay writes nothing: no commit reaches the database while the bus
+// sits idle, however often the relay polls.
+func TestOutboxLagAndIdleRelay(t *testing.T) {
+	// Not parallel: fault points are process-wide.
+	defer faults.Reset()
+	ctx := context.Background()
+	tb := setup(t, Config{RelayPollInterval: 20 * time.Millisecond, CursorSaveInterval: time.Millisecond})
+	faults.Set(faults.PublishFail, 1, faults.Report, -1)
+	for i := 0; i < 7; i++ {
+		if err := publishCounted(ctx, tb.bus, "order.placed", "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OutboxLag != 7 || st.OutboxAge < 50*time.Millisecond || st.RelayFailures == 0 {
+		t.Fatalf("stats while the relay cannot publish: %+v, want lag 7, age >= 50ms, failures > 0", st)
+	}
+	faults.Reset()
+	waitFor(t, "the outbox lag to drain", time.Minute, func() (bool, string) {
+		st, err = tb.bus.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.OutboxLag == 0 && st.OutboxAge == 0, fmt.Sprintf("%+v", st)
+	})
+	waitFor(t, "the cursor to be saved", time.Minute, func() (bool, string) {
+		saved, err := sqlite.Cursor(ctx, tb.db, tb.bus.StreamName())
+		return err == nil && saved == 7, fmt.Sprintf("saved cursor %d, %v", saved, err)
+	})
+
+	// Idle: data_version on a connection of its own changes when any other
+	// connection commits.
+	conn, err := tb.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	version := func() int64 {
+		var v int64
+		if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := version()
+	time.Sleep(500 * time.Millisecond) // 25 polls
+	if after := version(); after != before {
+		t.Fatalf("the idle bus committed to the database (data_version %d -> %d)", before, after)
+	}
+}
