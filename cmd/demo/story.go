@@ -127,36 +127,15 @@ func check(ctx context.Context, dir string) (outcome, error) {
 		return o, err
 	}
 	defer db.Close()
-	users := map[string]string{}
-	rows, err := db.QueryContext(ctx, `SELECT id, email FROM users`)
+	users, err := queryPairs(ctx, db, `SELECT id, email FROM users`)
 	if err != nil {
 		return o, fmt.Errorf("check: %w", err)
 	}
-	for rows.Next() {
-		var id, email string
-		if err := rows.Scan(&id, &email); err != nil {
-			rows.Close()
-			return o, err
-		}
-		users[id] = email
-	}
-	rows.Close()
 	o.Users = len(users)
-
-	billed := map[string]string{}
-	rows, err = db.QueryContext(ctx, `SELECT user_id, email FROM subscriptions`)
+	billed, err := queryPairs(ctx, db, `SELECT user_id, email FROM subscriptions`)
 	if err != nil {
 		return o, fmt.Errorf("check: %w", err)
 	}
-	for rows.Next() {
-		var id, email string
-		if err := rows.Scan(&id, &email); err != nil {
-			rows.Close()
-			return o, err
-		}
-		billed[id] = email
-	}
-	rows.Close()
 	if err := db.QueryRowContext(ctx, `SELECT n FROM counters WHERE name = 'signups'`).Scan(&o.Counted); err != nil {
 		return o, fmt.Errorf("check: counter: %w", err)
 	}
@@ -208,4 +187,23 @@ func readMail(path string) (welcomed map[string]bool, resent int, err error) {
 		}
 	}
 	return welcomed, resent, sc.Err()
+}
+
+// queryPairs reads a two-column query of strings into a map, first column
+// to second.
+func queryPairs(ctx context.Context, db *sql.DB, query string) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		m[k] = v
+	}
+	return m, rows.Err()
 }
