@@ -137,15 +137,19 @@ func (e *abortError) Unwrap() error { return e.err }
 // inside a savepoint that is rolled back if the handler fails. A row already
 // there means the event was handled before: the handler is skipped.
 func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT boxcar_event`); err != nil {
+	// Boxcar's own statements run with a context that cannot be canceled:
+	// the driver then runs them on this goroutine instead of starting one
+	// per statement. The transaction's context still ends it at Close.
+	qctx := context.WithoutCancel(ctx)
+	if _, err := tx.ExecContext(qctx, `SAVEPOINT boxcar_event`); err != nil {
 		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
 	}
-	res, err := tx.ExecContext(ctx, sqlite.InsertDedupe, d.s.name, it.m.ID, time.Now().UnixNano())
+	res, err := tx.ExecContext(qctx, sqlite.InsertDedupe, d.s.name, it.m.ID, time.Now().UnixNano())
 	if err == nil {
 		var n int64
 		if n, err = res.RowsAffected(); err == nil && n == 0 {
 			d.stats.skipped.Add(1)
-			_, err = tx.ExecContext(ctx, `RELEASE boxcar_event`)
+			_, err = tx.ExecContext(qctx, `RELEASE boxcar_event`)
 			return err
 		}
 	}
@@ -158,14 +162,14 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 		if sqlite.IsFull(err) {
 			return &abortError{err: err}
 		}
-		if _, rbErr := tx.ExecContext(ctx, `ROLLBACK TO boxcar_event`); rbErr != nil {
+		if _, rbErr := tx.ExecContext(qctx, `ROLLBACK TO boxcar_event`); rbErr != nil {
 			// The savepoint is gone: SQLite rolled the transaction back.
 			return &abortError{err: fmt.Errorf("%w (and rollback to savepoint: %v)", err, rbErr)}
 		}
-		tx.ExecContext(ctx, `RELEASE boxcar_event`)
+		tx.ExecContext(qctx, `RELEASE boxcar_event`)
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `RELEASE boxcar_event`); err != nil {
+	if _, err := tx.ExecContext(qctx, `RELEASE boxcar_event`); err != nil {
 		return &abortError{err: fmt.Errorf("release savepoint: %w", err)}
 	}
 	d.stats.handled.Add(1)
@@ -245,8 +249,12 @@ func (d *dispatcher) supervise(hung **outcome, run func(w *handlerWatch) error) 
 func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
 	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
 	defer cancel()
+	// Copy the message before begin: once the supervisor (under the
+	// watch's lock) abandons this call, a retry may update it.m while the
+	// abandoned handler still runs.
+	m := it.m
 	w.begin(it)
-	err := callSafely(func() error { return d.s.h.tx(hctx, tx, it.m) })
+	err := callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
 	if !w.end() {
 		return &abortError{err: errors.New("handler abandoned after its timeout"), hung: it}
 	}
