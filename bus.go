@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
@@ -206,14 +205,24 @@ type Bus struct {
 	events jetstream.Stream
 	dlq    jetstream.Stream
 
-	insertOutbox *sql.Stmt
-	ids          *idSource
+	ids *idSource
 	// writeLock serializes Boxcar's own SQLite write transactions (Tx,
 	// Publish, the relay's cursor, subscriber transactions) in Go, where
 	// waiters queue, instead of in SQLite's busy handler, which sleeps and
 	// retries (1, 2, 5, 10 ms ...) and turns microsecond commits into
 	// millisecond tails. SQLite admits one writer anyway.
 	writeLock chan struct{}
+	// wconn is the connection of every write under writeLock. One
+	// connection keeps its page cache: SQLite drops a connection's whole
+	// cache when it starts a transaction after another connection committed,
+	// so writes that hop between the pool's connections each start by
+	// reading the pages they change again.
+	wconn *sql.Conn
+	txq   txQueue // Tx calls waiting for a group (txgroup.go)
+	ckpt  *checkpointer
+
+	txCommits atomic.Int64 // Tx groups committed
+	txCalls   atomic.Int64 // Tx calls in them
 
 	relay   *relay
 	unwatch func()
@@ -259,13 +268,21 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		}
 	}()
 
+	if n := db.Stats().MaxOpenConnections; n == 1 {
+		return nil, fmt.Errorf("%w: db allows one open connection (SetMaxOpenConns(1)): the bus writes on a connection of its own and the relay reads on another; allow at least 2", ErrInvalidConfig)
+	}
 	if err := sqlite.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
-	if b.insertOutbox, err = db.PrepareContext(ctx, sqlite.InsertOutbox); err != nil {
-		return nil, fmt.Errorf("boxcar: open: prepare outbox insert: %w", err)
+	if b.wconn, err = db.Conn(ctx); err != nil {
+		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
-	undo = append(undo, func() { b.insertOutbox.Close() })
+	undo = append(undo, func() { b.wconn.Close() })
+	if _, err := b.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walAutoCheckpoint)); err != nil {
+		return nil, fmt.Errorf("boxcar: open: %w", err)
+	}
+	b.ckpt = newCheckpointer(db, cfg.Logger)
+	undo = append(undo, b.ckpt.stop)
 
 	if cfg.NATSURL == "" {
 		b.srv, err = bjs.Start(bjs.ServerConfig{
@@ -351,6 +368,12 @@ func (b *Bus) Close(ctx context.Context) error {
 	b.relay.stop()
 	b.wg.Wait()
 	b.unwatch()
+	// The last Tx group (groups that start from now on see closed) and
+	// then the write connection, back to the pool.
+	b.writeLock <- struct{}{}
+	b.wconn.Close()
+	b.releaseWrite()
+	b.ckpt.stop()
 	// Subscribers and relay are stopped and every publish was awaited:
 	// nothing is left to flush.
 	b.nc.Close()
@@ -359,7 +382,6 @@ func (b *Bus) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	b.insertOutbox.Close()
 	b.closeErr = errors.Join(errs...)
 	return b.closeErr
 }
@@ -386,7 +408,7 @@ func (b *Bus) writeTx(ctx context.Context, locked bool, fn func(tx *sql.Tx) erro
 		}
 	}
 	defer b.releaseWrite()
-	tx, err := b.db.BeginTx(ctx, nil)
+	tx, err := b.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -397,46 +419,12 @@ func (b *Bus) writeTx(ctx context.Context, locked bool, fn func(tx *sql.Tx) erro
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	b.committed()
 	return nil
 }
 
-// Tx runs fn in a new SQLite transaction and commits it if fn returns nil,
-// then wakes the relay; if fn returns an error or panics, the transaction is
-// rolled back and nothing fn published is sent. Use it for the app's writes
-// together with PublishTx: Boxcar queues Tx calls with its own writes instead
-// of letting them spin in SQLite's busy handler. fn must not call Tx or
-// Publish (they would wait for the lock fn holds).
-func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
-	if b.closed.Load() {
-		return ErrClosed
-	}
-	if err := b.acquireWrite(ctx); err != nil {
-		return err
-	}
-	defer b.releaseWrite()
-	tx, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("boxcar: begin: %w", err)
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			tx.Rollback()
-			panic(p)
-		}
-	}()
-	if err := fn(tx); err != nil {
-		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("boxcar: rollback: %w", rbErr))
-		}
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("boxcar: commit: %w", err)
-	}
-	faults.Hit(faults.AfterCommit)
-	b.relay.wake()
-	return nil
-}
+// committed tells the checkpointer that the write connection committed.
+func (b *Bus) committed() { b.ckpt.poke() }
 
 // DB returns the database the bus was opened on.
 func (b *Bus) DB() *sql.DB { return b.db }

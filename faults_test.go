@@ -247,27 +247,17 @@ func TestFaultLostJetStreamStore(t *testing.T) {
 }
 
 // poolConns is the size of the database pool in the disk-full test: every
-// connection of the pool gets the page limit.
+// connection of the pool gets the page limit, the bus's write connection
+// (one of them) included.
 const poolConns = 4
 
-// limitPages sets PRAGMA max_page_count on every connection of db's pool
-// (max_page_count is per connection): 0 means "no room beyond what the file
-// has now".
-func limitPages(t testing.TB, db *sql.DB, pages int64) {
+// limitPages sets PRAGMA max_page_count on every connection of the pool of
+// tb.db (max_page_count is per connection): 0 means "no room beyond what the
+// file has now".
+func limitPages(t testing.TB, tb *testBundle, pages int64) {
 	t.Helper()
 	ctx := context.Background()
-	conns := make([]*sql.Conn, 0, poolConns)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range poolConns {
-		c, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
+	set := func(c *sql.Conn) {
 		limit := pages
 		if limit == 0 {
 			if err := c.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&limit); err != nil {
@@ -278,6 +268,25 @@ func limitPages(t testing.TB, db *sql.DB, pages int64) {
 		if err := c.QueryRowContext(ctx, `PRAGMA max_page_count = `+strconv.FormatInt(limit, 10)).Scan(&got); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := tb.bus.acquireWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set(tb.bus.wconn)
+	tb.bus.releaseWrite()
+	conns := make([]*sql.Conn, 0, poolConns-1)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range poolConns - 1 {
+		c, err := tb.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		set(c)
 	}
 }
 
@@ -298,7 +307,7 @@ func TestFaultSQLiteDiskFull(t *testing.T) {
 	waitApplied(t, tb.db, "ledger", 20)
 	maxSeq := maxOutboxSeq(t, tb.db)
 
-	limitPages(t, tb.db, 0)
+	limitPages(t, tb, 0)
 	big := make([]byte, 900<<10)
 	// Bus.Tx: the app row and the event go together.
 	err := tb.bus.Tx(ctx, func(tx *sql.Tx) error {
@@ -348,7 +357,7 @@ func TestFaultSQLiteDiskFull(t *testing.T) {
 		}
 	}
 
-	limitPages(t, tb.db, 1<<30) // space returns
+	limitPages(t, tb, 1<<30) // space returns
 	publishN(t, tb.bus, "k", 10)
 	publishN(t, tb.bus, "m", 10)
 	waitRelayed(t, tb.bus, maxOutboxSeq(t, tb.db))
@@ -371,7 +380,7 @@ func TestFaultSQLiteDiskFullWhileHandling(t *testing.T) {
 	tb.db.SetMaxIdleConns(poolConns)
 	publishN(t, tb.bus, "k", 30)
 	waitRelayed(t, tb.bus, 30)
-	limitPages(t, tb.db, 0)
+	limitPages(t, tb, 0)
 	var full atomic.Int64
 	rec := recordingHandler("ledger")
 	sub, err := tb.bus.Subscribe(ctx, "ledger", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
@@ -392,7 +401,7 @@ func TestFaultSQLiteDiskFullWhileHandling(t *testing.T) {
 	waitFor(t, "the subscriber to hit the full disk a few times", time.Minute, func() (bool, string) {
 		return full.Load() >= 5, fmt.Sprint(full.Load())
 	})
-	limitPages(t, tb.db, 1<<30) // space returns
+	limitPages(t, tb, 1<<30) // space returns
 	waitApplied(t, tb.db, "ledger", 30)
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 	st, err := sub.Stats(ctx)

@@ -139,8 +139,15 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 			return err
 		}
 	}
-	stmt := tx.StmtContext(ctx, b.insertOutbox)
-	defer stmt.Close()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The statements run with a context that cannot be canceled: the
+	// driver runs them on this goroutine (for a cancelable one it starts a
+	// goroutine per statement), and a cancel cannot interrupt them, which
+	// would make SQLite roll back the caller's whole transaction. Each takes
+	// microseconds; ctx was checked above.
+	qctx := context.WithoutCancel(ctx)
 	insert := func() error {
 		now := time.Now()
 		for i := range events {
@@ -153,7 +160,8 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 			if data == nil {
 				data = []byte{}
 			}
-			if _, err := stmt.ExecContext(ctx, b.ids.next(now), e.Type, e.Key, headers, data, now.UnixNano()); err != nil {
+			// By its SQL text: the connection's statement cache has it.
+			if _, err := tx.ExecContext(qctx, sqlite.InsertOutbox, b.ids.next(now), e.Type, e.Key, headers, data, now.UnixNano()); err != nil {
 				return fmt.Errorf("boxcar: publish: insert outbox row: %w", err)
 			}
 		}
@@ -162,15 +170,15 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 	if len(events) == 1 {
 		return insert() // one statement is atomic by itself
 	}
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT boxcar_publish`); err != nil {
+	if _, err := tx.ExecContext(qctx, `SAVEPOINT boxcar_publish`); err != nil {
 		return fmt.Errorf("boxcar: publish: %w", err)
 	}
 	if err := insert(); err != nil {
-		tx.ExecContext(ctx, `ROLLBACK TO boxcar_publish`)
-		tx.ExecContext(ctx, `RELEASE boxcar_publish`)
+		tx.ExecContext(qctx, `ROLLBACK TO boxcar_publish`)
+		tx.ExecContext(qctx, `RELEASE boxcar_publish`)
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `RELEASE boxcar_publish`); err != nil {
+	if _, err := tx.ExecContext(qctx, `RELEASE boxcar_publish`); err != nil {
 		return fmt.Errorf("boxcar: publish: %w", err)
 	}
 	return nil

@@ -14,8 +14,8 @@ const (
 	DedupeTable = "boxcar_dedupe"
 )
 
-// InsertOutbox adds one event to the outbox. Prepare it once per database
-// (the bus does) and use it through tx.StmtContext.
+// InsertOutbox adds one event to the outbox. Run it by its text: the
+// connection's statement cache (see OpenOptions) keeps it compiled.
 const InsertOutbox = `INSERT INTO boxcar_outbox(id, type, key, headers, data, created_ns) VALUES(?, ?, ?, ?, ?, ?)`
 
 // InsertDedupe records that a subscriber handled an event. No row affected

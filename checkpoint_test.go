@@ -1,0 +1,76 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func writeBlobs(t *testing.T, b *Bus, n, size int) {
+	t.Helper()
+	ctx := context.Background()
+	blob := make([]byte, size)
+	for i := range n {
+		blob[0] = byte(i)
+		if err := b.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO blobs(b) VALUES(?)`, blob)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The checkpointer copies commits into the database file in the background,
+// long before the write connection's own checkpoint threshold: the file
+// grows by what was written while the WAL is far below walAutoCheckpoint.
+func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSize(t, tb.dbPath)
+	const n, size = 100, 4000 // about 100 pages: far below walAutoCheckpoint frames
+	writeBlobs(t, tb.bus, n, size)
+	want := before + n*size
+	waitFor(t, "the database file to take the commits", 10*time.Second, func() (bool, string) {
+		s := fileSize(t, tb.dbPath)
+		return s >= want, fmt.Sprintf("file %d bytes, want >= %d", s, want)
+	})
+}
+
+// Under sustained writes the WAL stays bounded: the write connection's own
+// checkpoint at walAutoCheckpoint pages completes what the background one
+// left, and the WAL starts over.
+func TestWALStaysBoundedUnderLoad(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 3000, 8000 // about 3 pages per commit: 9,000 frames and more
+	writeBlobs(t, tb.bus, n, size)
+	const frame = 4096 + 24
+	const limit = 2 * walAutoCheckpoint * frame
+	wal := fileSize(t, tb.dbPath+"-wal")
+	if wal > limit {
+		t.Fatalf("WAL is %d bytes after %d commits of %d bytes, want <= %d", wal, n, size, limit)
+	}
+	// What the WAL cannot hold is in the database file.
+	if db := fileSize(t, tb.dbPath); db < n*size-limit {
+		t.Fatalf("database file %d bytes, want >= %d", db, n*size-limit)
+	}
+}

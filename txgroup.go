@@ -1,0 +1,292 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/boxcar-bus/boxcar/internal/faults"
+)
+
+// Group commit. SQLite has one writer, and a commit costs more than the
+// statements of a small transaction: it writes every page the transaction
+// changed to the WAL and updates the WAL index. Tx calls that arrive while
+// the write lock is taken queue up; whichever of them gets the lock next
+// runs every queued call in one SQLite transaction, each in a savepoint of
+// its own and in arrival order, commits once and hands each caller its
+// result. Under load the commits (and the pages they write) are shared by
+// many calls; alone, a call runs in a transaction of its own as before.
+//
+// Nothing is weakened:
+//   - a call's error or panic rolls back its savepoint only;
+//   - Tx returns only after the transaction holding the call committed (or
+//     failed), so a nil error still means the writes are committed;
+//   - calls run one after the other, so the group is serializable: a call
+//     sees the writes of the calls before it, which commit with it.
+//
+// What a group shares is its fate in the rare failures that end the whole
+// SQLite transaction (a full disk, an I/O error, a statement interrupted
+// because its context was canceled): every call that ran in it returns an
+// error and none of its writes are committed.
+
+// maxTxGroup bounds the calls of one group, and so how long the group holds
+// the write lock.
+const maxTxGroup = 128
+
+// txCall is one Tx call waiting for a group.
+type txCall struct {
+	ctx  context.Context
+	fn   func(tx *sql.Tx) error
+	done chan txResult // buffered; receives exactly one result
+}
+
+// txResult is a call's outcome: its error, or the panic of its fn, to be
+// raised again on the caller's goroutine.
+type txResult struct {
+	err      error
+	panicked bool
+	panicVal any
+}
+
+// txQueue holds the Tx calls waiting for the write lock.
+type txQueue struct {
+	mu    sync.Mutex
+	calls []*txCall
+}
+
+func (q *txQueue) push(c *txCall) {
+	q.mu.Lock()
+	q.calls = append(q.calls, c)
+	q.mu.Unlock()
+}
+
+// take removes and returns up to n calls from the head of the queue.
+func (q *txQueue) take(n int) []*txCall {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n = min(n, len(q.calls))
+	calls := make([]*txCall, n)
+	copy(calls, q.calls)
+	rest := copy(q.calls, q.calls[n:])
+	clear(q.calls[rest:])
+	q.calls = q.calls[:rest]
+	return calls
+}
+
+// remove takes c out of the queue, reporting false if a group already took
+// it.
+func (q *txQueue) remove(c *txCall) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, x := range q.calls {
+		if x == c {
+			q.calls = append(q.calls[:i], q.calls[i+1:]...)
+			q.calls = q.calls[:len(q.calls):len(q.calls)]
+			return true
+		}
+	}
+	return false
+}
+
+// Tx runs fn in an SQLite transaction and commits it if fn returns nil,
+// then wakes the relay; if fn returns an error or panics, fn's writes are
+// rolled back, nothing fn published is sent, and the error is returned (or
+// the panic raised again). Use it for the app's writes together with
+// PublishTx.
+//
+// Tx calls that arrive while another transaction is committing share the
+// next SQLite transaction (group commit): each fn runs in a savepoint of its
+// own, in arrival order, so one fn's error rolls back only its own writes, and
+// a fn sees the writes of the fns before it in its group, which commit with
+// it. Tx returns after that transaction committed. If SQLite ends the whole
+// transaction instead (a full disk, an I/O error, or a statement of some fn
+// interrupted because its context was canceled), every fn that ran in it
+// returns an error and none of their writes are committed.
+//
+// fn must not keep tx after it returns, call tx.Commit or tx.Rollback, or
+// call Tx or Publish (they would wait for the lock fn's group holds). ctx
+// bounds the wait for a place in a group; once fn has run, Tx waits for the
+// commit, whatever ctx does, and reports its outcome.
+func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c := &txCall{ctx: ctx, fn: fn, done: make(chan txResult, 1)}
+	b.txq.push(c)
+	// Let the goroutines that are ready to run (other writers, about to
+	// call Tx) queue before this one tries to lead a group. With few CPUs a
+	// writer that just got its result would otherwise take the lock again at
+	// once, alone, while the others wait for a CPU: measured with 4 writers
+	// on 2 CPUs, groups of 1.02 calls without this, 3.9 with it.
+	runtime.Gosched()
+	select {
+	case r := <-c.done:
+		return r.raise()
+	case b.writeLock <- struct{}{}:
+		b.runTxGroups(c)
+		b.releaseWrite()
+	case <-ctx.Done():
+		if b.txq.remove(c) {
+			return ctx.Err()
+		}
+		// A group took the call: its outcome follows.
+	}
+	return (<-c.done).raise()
+}
+
+func (r txResult) raise() error {
+	if r.panicked {
+		panic(r.panicVal)
+	}
+	return r.err
+}
+
+// runTxGroups runs groups of queued calls, holding the write lock, until own
+// has its result. Usually one group does it; own can only miss a group that
+// started before it was queued, or be left over when the queue holds more
+// than maxTxGroup calls.
+func (b *Bus) runTxGroups(own *txCall) {
+	for len(own.done) == 0 {
+		calls := b.txq.take(maxTxGroup)
+		if len(calls) == 0 {
+			return // own was taken by the group that just released the lock
+		}
+		if b.closed.Load() {
+			// Close is waiting for the lock to return the write connection.
+			for _, c := range calls {
+				c.done <- txResult{err: ErrClosed}
+			}
+			continue
+		}
+		b.runTxGroup(calls)
+	}
+}
+
+// runTxGroup runs calls in as few SQLite transactions as it can and sends
+// each its result.
+func (b *Bus) runTxGroup(calls []*txCall) {
+	for len(calls) > 0 {
+		calls = b.runTxGroupOnce(calls)
+	}
+}
+
+// groupError is the error of a call that ran in a transaction that ended
+// before its commit: SQLite rolled it back (cause is SQLite's error), or a
+// fn of the group called tx.Commit or tx.Rollback (cause is sql.ErrTxDone),
+// which leaves the outcome unknown.
+func groupError(cause error) error {
+	if errors.Is(cause, sql.ErrTxDone) {
+		return fmt.Errorf("boxcar: tx: a Tx function of the same group ended the shared transaction (called tx.Commit or tx.Rollback), so whether this call's writes were committed is unknown: %w", cause)
+	}
+	return fmt.Errorf("boxcar: tx: SQLite rolled back the transaction this call shared with other Tx calls; nothing of it was committed: %w", cause)
+}
+
+// runTxGroupOnce runs calls in one SQLite transaction and returns those left
+// for another one: after the first call, if it failed (its transaction was
+// rolled back whole, as it had no savepoint), or after a call that ended the
+// transaction.
+func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
+	// Boxcar's own statements run with a context that is never canceled:
+	// the driver then runs them on the calling goroutine (with a cancelable
+	// one it starts a goroutine per statement), and no canceled caller can
+	// interrupt, and so roll back, a transaction shared with others.
+	bg := context.Background()
+	tx, err := b.wconn.BeginTx(bg, nil)
+	if err != nil {
+		for _, c := range calls {
+			c.done <- txResult{err: fmt.Errorf("boxcar: begin: %w", err)}
+		}
+		return nil
+	}
+	var ran []*txCall // calls whose fn succeeded: they commit or fail together
+	fail := func(cause error) {
+		for _, c := range ran {
+			c.done <- txResult{err: groupError(cause)}
+		}
+		ran = nil
+	}
+	for i, c := range calls {
+		if err := c.ctx.Err(); err != nil {
+			c.done <- txResult{err: err}
+			continue
+		}
+		// The first call to run needs no savepoint: if it fails, the whole
+		// transaction is rolled back and the rest start a new one.
+		first := len(ran) == 0
+		if !first {
+			if _, err := tx.ExecContext(bg, `SAVEPOINT boxcar_tx`); err != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("savepoint: %w", err))
+				return calls[i:]
+			}
+		}
+		r := callTxFn(c.fn, tx)
+		if r.err == nil && !r.panicked {
+			if !first {
+				if _, err := tx.ExecContext(bg, `RELEASE boxcar_tx`); err != nil {
+					// The transaction is gone: fn ended it, or SQLite rolled it
+					// back under fn (an error fn did not return).
+					tx.Rollback()
+					cause := fmt.Errorf("release savepoint: %w", err)
+					fail(cause)
+					c.done <- txResult{err: groupError(cause)}
+					return calls[i+1:]
+				}
+			}
+			ran = append(ran, c)
+			continue
+		}
+		// fn failed: undo its writes.
+		if first {
+			if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+				r.err = errors.Join(r.err, fmt.Errorf("boxcar: rollback: %w", err))
+			}
+			c.done <- r
+			return calls[i+1:]
+		}
+		if _, err := tx.ExecContext(bg, `ROLLBACK TO boxcar_tx`); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("rollback to savepoint: %w", err))
+			c.done <- r
+			return calls[i+1:]
+		}
+		tx.ExecContext(bg, `RELEASE boxcar_tx`)
+		c.done <- r
+	}
+	if len(ran) == 0 {
+		tx.Rollback()
+		return nil
+	}
+	if err := tx.Commit(); err != nil {
+		err = fmt.Errorf("boxcar: commit: %w", err)
+		for _, c := range ran {
+			c.done <- txResult{err: err}
+		}
+		return nil
+	}
+	faults.Hit(faults.AfterCommit)
+	b.relay.wake()
+	b.txCommits.Add(1)
+	b.txCalls.Add(int64(len(ran)))
+	b.committed()
+	for _, c := range ran {
+		c.done <- txResult{}
+	}
+	return nil
+}
+
+// callTxFn runs fn, turning a panic into a result.
+func callTxFn(fn func(tx *sql.Tx) error, tx *sql.Tx) (r txResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = txResult{panicked: true, panicVal: p}
+		}
+	}()
+	return txResult{err: fn(tx)}
+}

@@ -1,0 +1,291 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// txOutcome is what one Tx call of a group returned, or its panic.
+type txOutcome struct {
+	err      error
+	panicVal any
+}
+
+// runGroup makes fns one group commit: it holds the write lock, starts one Tx
+// call per fn, each queued before the next starts (so the group runs them in
+// this order), then lets go of the lock and returns what each call returned.
+func runGroup(t *testing.T, b *Bus, fns ...func(tx *sql.Tx) error) []txOutcome {
+	t.Helper()
+	ctx := context.Background()
+	if err := b.acquireWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]txOutcome, len(fns))
+	done := make(chan int, len(fns))
+	for i, fn := range fns {
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					out[i].panicVal = p
+				}
+				done <- i
+			}()
+			out[i].err = b.Tx(ctx, fn)
+		}()
+		waitFor(t, fmt.Sprintf("call %d queued", i), 10*time.Second, func() (bool, string) {
+			b.txq.mu.Lock()
+			defer b.txq.mu.Unlock()
+			return len(b.txq.calls) == i+1, fmt.Sprintf("%d queued", len(b.txq.calls))
+		})
+	}
+	b.releaseWrite()
+	for range fns {
+		<-done
+	}
+	return out
+}
+
+func insertCounter(key string) func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, key)
+		return err
+	}
+}
+
+func counterKeys(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	rows, err := db.Query(`SELECT key FROM counters ORDER BY key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(keys, ",")
+}
+
+// Calls of one group commit in one SQLite transaction, in arrival order, and
+// each call's failure or panic undoes its own writes only.
+func TestTxGroupCommitIsolatesEachCall(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	ctx := context.Background()
+	boom := errors.New("boom")
+	commits, calls := tb.bus.txCommits.Load(), tb.bus.txCalls.Load()
+	var sawA int
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error {
+			if err := insertCounter("b")(tx); err != nil {
+				return err
+			}
+			return boom
+		},
+		func(tx *sql.Tx) error {
+			if err := insertCounter("c")(tx); err != nil {
+				return err
+			}
+			panic("handler bug")
+		},
+		func(tx *sql.Tx) error {
+			// Serializable in arrival order: the first call's write is visible.
+			if err := tx.QueryRow(`SELECT count(*) FROM counters WHERE key = 'a'`).Scan(&sawA); err != nil {
+				return err
+			}
+			return insertCounter("d")(tx)
+		},
+		func(tx *sql.Tx) error {
+			if err := insertCounter("e")(tx); err != nil {
+				return err
+			}
+			return tb.bus.PublishTx(ctx, tx, Event{Type: "group.done", Key: "e", Data: []byte("e")})
+		},
+		func(tx *sql.Tx) error {
+			// Publishes, then fails: the event must not be sent.
+			if err := tb.bus.PublishTx(ctx, tx, Event{Type: "group.rolled_back", Key: "f"}); err != nil {
+				return err
+			}
+			return boom
+		},
+	)
+	if out[0].err != nil || out[3].err != nil || out[4].err != nil {
+		t.Fatalf("calls 0, 3, 4 returned %v, %v, %v; want nil", out[0].err, out[3].err, out[4].err)
+	}
+	if !errors.Is(out[1].err, boom) || !errors.Is(out[5].err, boom) {
+		t.Fatalf("calls 1 and 5 returned %v and %v, want their own error", out[1].err, out[5].err)
+	}
+	if out[2].panicVal != "handler bug" {
+		t.Fatalf("call 2: panic %v, error %v; want its panic raised again in its caller", out[2].panicVal, out[2].err)
+	}
+	if sawA != 1 {
+		t.Fatalf("call 3 saw %d rows of call 0, want 1", sawA)
+	}
+	if got := counterKeys(t, tb.db); got != "a,d,e" {
+		t.Fatalf("committed keys %q, want a,d,e", got)
+	}
+	if c, n := tb.bus.txCommits.Load()-commits, tb.bus.txCalls.Load()-calls; c != 1 || n != 3 {
+		t.Fatalf("%d commits for %d calls, want the three successful calls in one commit", c, n)
+	}
+	// A marker published after the group: once it is in the stream, so is
+	// everything committed before it.
+	if err := tb.bus.Publish(ctx, Event{Type: "group.marker", Key: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	waitRelayed(t, tb.bus, maxOutboxSeq(t, tb.db))
+	msgs := streamMessages(t, tb.bus)
+	if len(msgs) != 2 || msgs[0].Subject != "boxcar.group.done.e" || msgs[1].Subject != "boxcar.group.marker.m" {
+		var subjects []string
+		for _, m := range msgs {
+			subjects = append(subjects, m.Subject)
+		}
+		t.Fatalf("stream holds %v, want the committed event and the marker", subjects)
+	}
+}
+
+// When SQLite ends the whole transaction under a call (as it does on a full
+// disk or an interrupted statement; here the call runs ROLLBACK itself), the
+// calls that ran before it in the group fail with it and nothing of them is
+// committed; the calls after it run in a new transaction.
+func TestTxGroupSharesTheFateOfItsTransaction(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error {
+			if err := insertCounter("b")(tx); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`ROLLBACK`)
+			return err // nil: the call does not know what it did
+		},
+		insertCounter("c"),
+	)
+	for i := range 2 {
+		if out[i].err == nil || !strings.Contains(out[i].err.Error(), "nothing of it was committed") {
+			t.Fatalf("call %d returned %v, want the shared transaction's failure", i, out[i].err)
+		}
+	}
+	if out[2].err != nil {
+		t.Fatalf("call 2 returned %v, want nil (a new transaction)", out[2].err)
+	}
+	if got := counterKeys(t, tb.db); got != "c" {
+		t.Fatalf("committed keys %q, want only c", got)
+	}
+	// The write connection is healthy afterwards.
+	if err := tb.bus.Tx(context.Background(), insertCounter("d")); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterKeys(t, tb.db); got != "c,d" {
+		t.Fatalf("committed keys %q, want c,d", got)
+	}
+}
+
+// A call whose fn ends the shared transaction itself (tx.Commit inside fn, a
+// misuse) leaves the other calls' outcome unknown, and they are told so
+// instead of being told "committed" or "nothing committed".
+func TestTxGroupCallThatCommitsTheTransaction(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error { return tx.Commit() },
+		insertCounter("c"),
+	)
+	for i := range 2 {
+		if out[i].err == nil || !strings.Contains(out[i].err.Error(), "unknown") || !errors.Is(out[i].err, sql.ErrTxDone) {
+			t.Fatalf("call %d returned %v, want an unknown outcome (sql.ErrTxDone)", i, out[i].err)
+		}
+	}
+	if out[2].err != nil {
+		t.Fatalf("call 2 returned %v, want nil", out[2].err)
+	}
+	if got := counterKeys(t, tb.db); got != "a,c" {
+		t.Fatalf("committed keys %q, want a,c (the misused Commit did commit a)", got)
+	}
+}
+
+// A call whose context ends while it waits for a group returns the
+// context's error, and its fn never runs.
+func TestTxCanceledWhileQueued(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	if err := tb.bus.acquireWrite(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{}, 1)
+	res := make(chan error, 1)
+	go func() {
+		res <- tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+			ran <- struct{}{}
+			return nil
+		})
+	}()
+	waitFor(t, "call queued", 10*time.Second, func() (bool, string) {
+		tb.bus.txq.mu.Lock()
+		defer tb.bus.txq.mu.Unlock()
+		return len(tb.bus.txq.calls) == 1, ""
+	})
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Tx returned %v, want context.Canceled", err)
+	}
+	tb.bus.releaseWrite()
+	if err := tb.bus.Tx(context.Background(), insertCounter("after")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+		t.Fatal("the canceled call's fn ran")
+	default:
+	}
+	if n := len(tb.bus.txq.calls); n != 0 {
+		t.Fatalf("%d calls left in the queue", n)
+	}
+}
+
+// Calls still queued when Close starts return ErrClosed without running.
+func TestTxQueuedAtClose(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	b := tb.bus
+	if err := b.acquireWrite(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		res <- b.Tx(context.Background(), func(tx *sql.Tx) error {
+			return errors.New("fn ran after Close")
+		})
+	}()
+	waitFor(t, "call queued", 10*time.Second, func() (bool, string) {
+		b.txq.mu.Lock()
+		defer b.txq.mu.Unlock()
+		return len(b.txq.calls) == 1, ""
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close(context.Background()) }()
+	waitFor(t, "Close started", 10*time.Second, func() (bool, string) { return b.closed.Load(), "" })
+	b.releaseWrite()
+	if err := <-res; !errors.Is(err, ErrClosed) {
+		t.Fatalf("queued Tx returned %v, want ErrClosed", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	tb.bus = nil // closed here
+}
