@@ -25,6 +25,11 @@ type Stats struct {
 	RelayPublished int64
 	// RelayFailures counts publish rounds that failed (each is retried).
 	RelayFailures int64
+	// TxCommits counts the SQLite transactions Bus.Tx committed since Open,
+	// TxCalls the Tx calls committed in them: TxCalls/TxCommits is the mean
+	// size of a group commit.
+	TxCommits int64
+	TxCalls   int64
 	// Subscribers, by name.
 	Subscribers []SubscriberStats
 }
@@ -67,6 +72,8 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		RelayCursor:    b.relay.cursor.Load(),
 		RelayPublished: b.relay.published.Load(),
 		RelayFailures:  b.relay.failures.Load(),
+		TxCommits:      b.txCommits.Load(),
+		TxCalls:        b.txCalls.Load(),
 	}
 	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
 	if err != nil {

@@ -151,6 +151,19 @@ func (o *options) runs(stage string) bool {
 	return false
 }
 
+// settle keeps a stage's tail out of the next stage's measurements: it
+// removes the stage's files (unless -keep), flushes the page cache's dirty
+// pages to disk (a stage leaves hundreds of megabytes that the kernel
+// would otherwise write back during the next one, slowing its fsyncs), and
+// collects the garbage.
+func settle(dir string, keep bool) {
+	if !keep {
+		os.RemoveAll(dir)
+	}
+	syncDisks()
+	runtime.GC()
+}
+
 func run(o options) error {
 	ctx := context.Background()
 	tmp, err := os.MkdirTemp("", "boxcar-bench-")
@@ -178,20 +191,23 @@ func run(o options) error {
 	log.Printf("%d CPUs, %s, SQLite synchronous=%s, %d writers, %d keys, %d-byte payloads",
 		runtime.NumCPU(), runtime.Version(), o.sync, o.writers, o.keys, o.payload)
 
-	if o.runs("produce") {
-		if err := benchProduce(ctx, filepath.Join(tmp, "produce"), w, rep); err != nil {
-			return fmt.Errorf("produce: %w", err)
-		}
+	stages := []struct {
+		name string
+		run  func(ctx context.Context, dir string, w *workload, rep *report) error
+	}{
+		{"produce", benchProduce},
+		{"relay", benchRelay},
+		{"e2e", benchEndToEnd},
 	}
-	if o.runs("relay") {
-		if err := benchRelay(ctx, filepath.Join(tmp, "relay"), w, rep); err != nil {
-			return fmt.Errorf("relay: %w", err)
+	for _, st := range stages {
+		if !o.runs(st.name) {
+			continue
 		}
-	}
-	if o.runs("e2e") {
-		if err := benchEndToEnd(ctx, filepath.Join(tmp, "e2e"), w, rep); err != nil {
-			return fmt.Errorf("end to end: %w", err)
+		dir := filepath.Join(tmp, st.name)
+		if err := st.run(ctx, dir, w, rep); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
 		}
+		settle(dir, o.keep)
 	}
 	rep.elapsed = time.Since(rep.start)
 	rep.loadAfter = loadAverage()

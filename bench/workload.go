@@ -139,7 +139,8 @@ func (e *env) waitRelayed(ctx context.Context, limit time.Duration) error {
 // writeSpec says what the writers do.
 type writeSpec struct {
 	n        int           // transactions in all
-	publish  bool          // PublishTx one event in each
+	plain    bool          // the app without Boxcar: db.BeginTx, not Bus.Tx
+	publish  bool          // PublishTx one event in each (not with plain)
 	interval time.Duration // 0: as fast as possible; else tx i starts at start + i*interval
 	onCommit func(idx int, at time.Time)
 	firstIdx int // index of the first event (so runs on one bus do not reuse indexes)
@@ -154,8 +155,26 @@ type writeResult struct {
 
 // write runs spec.n app transactions on o.writers goroutines through Bus.Tx,
 // each inserting one app row and, with spec.publish, publishing one event of
-// a random key carrying the same payload.
+// a random key carrying the same payload. With spec.plain the transactions
+// are the app's own, without Boxcar: db.BeginTx, the insert, Commit, one row
+// per SQLite transaction, the writers taking turns on a mutex (SQLite admits
+// one writer; without the mutex they would sleep in its busy handler, which
+// is slower).
 func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (writeResult, error) {
+	var plainMu sync.Mutex
+	plainTx := func(key string, data []byte) error {
+		plainMu.Lock()
+		defer plainMu.Unlock()
+		tx, err := bus.DB().BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, insertOrder, key, data); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, w.o.writers)
@@ -193,6 +212,14 @@ func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (
 				idx := spec.firstIdx + i
 				key := w.keys[r.IntN(len(w.keys))]
 				data := w.payload(idx, r)
+				if spec.plain {
+					if err := plainTx(key, data); err != nil {
+						errs <- err
+						return
+					}
+					last = time.Now()
+					continue
+				}
 				err := bus.Tx(ctx, func(tx *sql.Tx) error {
 					if _, err := tx.ExecContext(ctx, insertOrder, key, data); err != nil {
 						return err
