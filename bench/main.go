@@ -51,6 +51,7 @@ type options struct {
 	out         string
 	only        string
 	cpuProfile  string
+	memProfile  string
 	keep        bool
 	verbose     bool
 }
@@ -80,6 +81,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
 	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.BoolVar(&o.verbose, "v", false, "log Boxcar's warnings to stderr")
 	flag.Parse()
@@ -175,6 +177,19 @@ func run(o options) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
+	if o.memProfile != "" {
+		defer func() {
+			f, err := os.Create(o.memProfile)
+			if err != nil {
+				log.Print(err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				log.Print(err)
+			}
+		}()
+	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -186,6 +201,7 @@ func run(o options) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	syncDisks() // the page cache's dirty pages from before (an earlier run) are not this run's to write
 	w := newWorkload(o)
 	rep := &report{opts: o, start: time.Now(), loadBefore: loadAverage()}
 	log.Printf("%d CPUs, %s, SQLite synchronous=%s, %d writers, %d keys, %d-byte payloads",

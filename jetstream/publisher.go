@@ -106,18 +106,21 @@ func (p *Publisher) Send(msgs []Outgoing) {
 	prev := p.prevID
 	for i := range msgs {
 		o := &msgs[i]
-		m := nats.NewMsg(Subject(p.prefix, o.Type, o.Key))
+		// The header map is sized once, and Boxcar's own names, already in
+		// canonical form, are stored directly; Set canonicalizes each name.
+		h := make(nats.Header, len(o.Headers)+6)
 		for k, v := range o.Headers {
-			m.Header.Set(k, v)
+			h.Set(k, v)
 		}
-		m.Header.Set(HeaderSeq, strconv.FormatInt(o.Seq, 10))
-		m.Header.Set(HeaderType, o.Type)
-		m.Header.Set(HeaderKey, o.Key)
-		m.Header.Set(HeaderTime, strconv.FormatInt(o.CreatedNS, 10))
-		m.Header.Set(jetstream.MsgIDHeader, o.ID)
+		h[HeaderSeq] = []string{strconv.FormatInt(o.Seq, 10)}
+		h[HeaderType] = []string{o.Type}
+		h[HeaderKey] = []string{o.Key}
+		h[HeaderTime] = []string{strconv.FormatInt(o.CreatedNS, 10)}
+		h[jetstream.MsgIDHeader] = []string{o.ID}
 		if prev != "" {
-			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, prev)
+			h[jetstream.ExpectedLastMsgIDHeader] = []string{prev}
 		}
+		m := &nats.Msg{Subject: Subject(p.prefix, o.Type, o.Key), Header: h}
 		m.Data = o.Data
 		prev = o.ID
 		if faults.Hit(faults.PublishDrop) {

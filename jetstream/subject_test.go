@@ -2,8 +2,11 @@ package jetstream
 
 import (
 	"errors"
+	"net/textproto"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestKeyEncodingRoundTrip(t *testing.T) {
@@ -65,6 +68,17 @@ func TestParseSubject(t *testing.T) {
 	for _, bad := range []string{"other.user.k", "boxcar.k", "boxcar..k", "boxcar.user.a b", "boxcar"} {
 		if _, _, err := ParseSubject("boxcar", bad); err == nil {
 			t.Errorf("ParseSubject(%q) accepted", bad)
+		}
+	}
+}
+
+// Publisher.Send stores Boxcar's header names directly, without Set's
+// canonicalization: they must already be canonical, or a reader's Get would
+// miss them.
+func TestHeaderNamesAreCanonical(t *testing.T) {
+	for _, h := range []string{HeaderSeq, HeaderType, HeaderKey, HeaderTime, jetstream.MsgIDHeader, jetstream.ExpectedLastMsgIDHeader} {
+		if c := textproto.CanonicalMIMEHeaderKey(h); c != h {
+			t.Errorf("header %q is not canonical (%q)", h, c)
 		}
 	}
 }
