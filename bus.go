@@ -218,8 +218,13 @@ type Bus struct {
 	// so writes that hop between the pool's connections each start by
 	// reading the pages they change again.
 	wconn *sql.Conn
-	txq   txQueue // Tx calls waiting for a group (txgroup.go)
-	ckpt  *checkpointer
+	// shield is on while wconn runs Tx groups (see sqlite.Shield): a
+	// caller's canceled context must not interrupt, and so roll back, a
+	// transaction it shares with others. Subscriber transactions run with
+	// it off, so that a handler's timeout interrupts its statement.
+	shield *sqlite.Shield
+	txq    txQueue // Tx calls waiting for a group (txgroup.go)
+	ckpt   *checkpointer
 
 	txCommits atomic.Int64 // Tx groups committed
 	txCalls   atomic.Int64 // Tx calls in them
@@ -278,6 +283,7 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
 	undo = append(undo, func() { b.wconn.Close() })
+	b.shield, _ = sqlite.ShieldOf(b.wconn) // nil for a db not from sqlite.Open
 	if _, err := b.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walAutoCheckpoint)); err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
@@ -408,6 +414,7 @@ func (b *Bus) writeTx(ctx context.Context, locked bool, fn func(tx *sql.Tx) erro
 		}
 	}
 	defer b.releaseWrite()
+	b.shield.Set(false)
 	tx, err := b.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

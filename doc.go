@@ -74,6 +74,12 @@
 //     be republished (the rows are gone); after a power loss with
 //     sqlite.SyncNormal the stream can hold events whose transactions the
 //     database lost.
+//   - Bus.Tx calls that share a group commit share its fate when SQLite
+//     ends the whole transaction (a full disk, an I/O error): every call in
+//     it returns an error and none of them committed. A call's own error or
+//     panic undoes only its savepoint, and its canceled context never
+//     interrupts a running statement (on a database from sqlite.Open; on
+//     others an interrupted write statement rolls back the whole group).
 //   - One Bus per database and per Config.Dir. Several live instances of one
 //     subscriber (scale-out) are not the single-binary design.
 //

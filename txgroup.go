@@ -28,9 +28,12 @@ import (
 //     sees the writes of the calls before it, which commit with it.
 //
 // What a group shares is its fate in the rare failures that end the whole
-// SQLite transaction (a full disk, an I/O error, a statement interrupted
-// because its context was canceled): every call that ran in it returns an
-// error and none of its writes are committed.
+// SQLite transaction (a full disk, an I/O error): every call that ran in it
+// returns an error and none of its writes are committed. A caller's canceled
+// context is not one of them on a database from sqlite.Open: the write
+// connection is shielded (see sqlite.Shield), so the cancel stops the
+// caller's next statement, never one running, which SQLite would answer by
+// rolling back the whole transaction. On other databases it is.
 
 // maxTxGroup bounds the calls of one group, and so how long the group holds
 // the write lock.
@@ -102,14 +105,16 @@ func (q *txQueue) remove(c *txCall) bool {
 // own, in arrival order, so one fn's error rolls back only its own writes, and
 // a fn sees the writes of the fns before it in its group, which commit with
 // it. Tx returns after that transaction committed. If SQLite ends the whole
-// transaction instead (a full disk, an I/O error, or a statement of some fn
-// interrupted because its context was canceled), every fn that ran in it
+// transaction instead (a full disk, an I/O error), every fn that ran in it
 // returns an error and none of their writes are committed.
 //
 // fn must not keep tx after it returns, call tx.Commit or tx.Rollback, or
 // call Tx or Publish (they would wait for the lock fn's group holds). ctx
-// bounds the wait for a place in a group; once fn has run, Tx waits for the
-// commit, whatever ctx does, and reports its outcome.
+// bounds the wait for a place in a group. Inside fn, a canceled context
+// fails the next statement run with it, but does not interrupt one already
+// running (on a database from sqlite.Open; on others it does, and SQLite then
+// rolls back the whole group). Once fn has run, Tx waits for the commit,
+// whatever ctx does, and reports its outcome.
 func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if b.closed.Load() {
 		return ErrClosed
@@ -197,6 +202,7 @@ func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 	// one it starts a goroutine per statement), and no canceled caller can
 	// interrupt, and so roll back, a transaction shared with others.
 	bg := context.Background()
+	b.shield.Set(true)
 	tx, err := b.wconn.BeginTx(bg, nil)
 	if err != nil {
 		for _, c := range calls {

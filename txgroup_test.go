@@ -289,3 +289,46 @@ func TestTxQueuedAtClose(t *testing.T) {
 	}
 	tb.bus = nil // closed here
 }
+
+// A caller's context canceled while its statement runs does not interrupt
+// the statement (which would make SQLite roll back the transaction the
+// whole group shares): the other calls commit, and so does the statement.
+func TestTxGroupCallCanceledMidStatement(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`CREATE TABLE big(n INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 1_000_000 // a statement long enough to be canceled mid-run
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error {
+			time.AfterFunc(20*time.Millisecond, cancel)
+			start := time.Now()
+			_, err := tx.ExecContext(ctx, `WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < ?)
+				INSERT INTO big SELECT n FROM c`, rows)
+			if ctx.Err() == nil {
+				t.Errorf("the statement ended after %v, before its context was canceled: make it longer", time.Since(start))
+			}
+			return err
+		},
+		insertCounter("c"),
+	)
+	for i, o := range out {
+		if o.err != nil || o.panicVal != nil {
+			t.Fatalf("call %d returned %v (panic %v), want nil", i, o.err, o.panicVal)
+		}
+	}
+	if got := counterKeys(t, tb.db); got != "a,c" {
+		t.Fatalf("committed keys %q, want a,c", got)
+	}
+	var n int
+	if err := tb.db.QueryRow(`SELECT count(*) FROM big`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != rows {
+		t.Fatalf("big has %d rows, want %d: the statement was interrupted", n, rows)
+	}
+}

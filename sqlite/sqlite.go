@@ -142,7 +142,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	}
 	w := &commitWatchers{fns: map[int]func(){}}
 	name := fmt.Sprintf("boxcar-sqlite3-%d", driverSeq.Add(1))
-	sql.Register(name, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+	sql.Register(name, driverWrap{&sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
 		// outboxWritten is per connection, and SQLite runs the hooks on the
 		// goroutine using the connection, so it needs no lock.
 		outboxWritten := false
@@ -160,7 +160,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 		})
 		c.RegisterRollbackHook(func() { outboxWritten = false })
 		return nil
-	}})
+	}}})
 
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
