@@ -75,6 +75,14 @@ func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Published before anyone subscribes, so that the handler in flight when
+	// Close starts is the first: the publishes do not wait for the write
+	// lock behind the slow handler's transaction.
+	for i := 0; i < 5; i++ {
+		if err := bus.Publish(ctx, Event{Type: "a", Key: "k", Data: []byte("1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	started := make(chan struct{})
 	var once sync.Once
 	var finished bool
@@ -88,11 +96,6 @@ func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 	}
 	if _, err := bus.Subscribe(ctx, "plain", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{}); err != nil {
 		t.Fatal(err)
-	}
-	for i := 0; i < 5; i++ {
-		if err := bus.Publish(ctx, Event{Type: "a", Key: "k", Data: []byte("1")}); err != nil {
-			t.Fatal(err)
-		}
 	}
 	<-started
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

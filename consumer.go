@@ -53,11 +53,19 @@ type Handler struct {
 // is acked without running fn again (effectively once). If fn returns an
 // error or panics, its writes are rolled back and the event is retried.
 //
-// Boxcar may run several events (of different keys, or consecutive events
-// of one key) in one transaction, each inside its own savepoint. So fn must
-// not call tx.Commit or tx.Rollback, must not keep tx after returning, and
-// must not call Bus.Tx or Bus.Publish (use Bus.PublishTx with tx to publish
-// follow-up events atomically with the handling).
+// Boxcar runs several events (of different keys, or consecutive events of
+// one key) in one transaction. So fn must not call tx.Commit or
+// tx.Rollback, must not keep tx after returning, and must not call Bus.Tx
+// or Bus.Publish (use Bus.PublishTx with tx to publish follow-up events
+// atomically with the handling).
+//
+// fn's effects are its writes in tx: only a committed run counts. fn can run
+// more than once for an event without an attempt counted (Message.Attempt
+// unchanged) when the transaction it ran in is rolled back for another
+// reason: a transaction first runs its events without savepoints and, if
+// one handler fails, runs them again with one savepoint each; a handler
+// that hangs, a full disk or a crash roll back the whole transaction too.
+// The failing event's fn runs once per attempt.
 func TxHandler(fn func(ctx context.Context, tx *sql.Tx, m Message) error) Handler {
 	return Handler{tx: fn}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,26 +147,31 @@ func TestFanOutByType(t *testing.T) {
 // event of its key runs and other keys go on; after MaxAttempts it is
 // dead-lettered with the error, attempts, subscriber and original sequence,
 // and the key moves on.
+//
+// The checks are on attempts (Message.Attempt) and committed effects, not on
+// raw handler calls: a handler whose group transaction is rolled back (here,
+// because another event in it failed) runs again, without an attempt
+// counted.
 func TestRetryInPlaceThenDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tb := setup(t, Config{})
 	var mu sync.Mutex
-	var log []string // key:n in handling order, attempts included
-	var attemptsAt []time.Time
-	failUntil := 3 // "bad" event 2 fails its first 3 attempts, then succeeds
-	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+	firstCall := map[string]time.Time{} // "key:n#attempt" -> first call
+	call := func(m Message) {
 		mu.Lock()
-		log = append(log, m.Key+":"+string(m.Data))
-		mu.Unlock()
+		defer mu.Unlock()
+		k := fmt.Sprintf("%s:%s#%d", m.Key, m.Data, m.Attempt)
+		if _, ok := firstCall[k]; !ok {
+			firstCall[k] = time.Now()
+		}
+	}
+	failUntil := 3 // "flaky" event 2 fails its first 3 attempts, then succeeds
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		call(m)
 		switch {
-		case m.Key == "flaky" && string(m.Data) == "2":
-			mu.Lock()
-			attemptsAt = append(attemptsAt, time.Now())
-			mu.Unlock()
-			if m.Attempt <= failUntil {
-				return fmt.Errorf("flaky failure %d", m.Attempt)
-			}
+		case m.Key == "flaky" && string(m.Data) == "2" && m.Attempt <= failUntil:
+			return fmt.Errorf("flaky failure %d", m.Attempt)
 		case m.Key == "doomed" && string(m.Data) == "2":
 			return errors.New("always fails")
 		}
@@ -187,47 +193,52 @@ func TestRetryInPlaceThenDeadLetter(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	// No later event of a blocked key ran before its blocked event was done.
-	pos := map[string]int{}
-	for i, e := range log {
-		pos[e] = i // last occurrence
-	}
-	first := func(e string) int {
-		for i, x := range log {
-			if x == e {
-				return i
-			}
+	at := func(k string) time.Time {
+		ts, ok := firstCall[k]
+		if !ok {
+			t.Fatalf("%s never ran; calls: %v", k, firstCall)
 		}
-		return -1
+		return ts
 	}
-	if first("flaky:3") < pos["flaky:2"] {
-		t.Errorf("flaky:3 ran before flaky:2 succeeded: %v", log)
+	// flaky:2 had attempts 1 to 4 exactly, spaced by the backoff.
+	for a := 1; a <= failUntil+1; a++ {
+		at(fmt.Sprintf("flaky:2#%d", a))
 	}
-	if first("doomed:3") < pos["doomed:2"] {
-		t.Errorf("doomed:3 ran before doomed:2 was dead-lettered: %v", log)
+	if _, ok := firstCall[fmt.Sprintf("flaky:2#%d", failUntil+2)]; ok {
+		t.Errorf("flaky:2 had an attempt %d, want %d attempts", failUntil+2, failUntil+1)
+	}
+	for a := 2; a <= failUntil+1; a++ {
+		if gap := at(fmt.Sprintf("flaky:2#%d", a)).Sub(at(fmt.Sprintf("flaky:2#%d", a-1))); gap < 20*time.Millisecond {
+			t.Errorf("attempt %d of flaky:2 came %v after the one before: no backoff", a, gap)
+		}
+	}
+	// No later event of a blocked key ran before its blocked event was done.
+	if at("flaky:3#1").Before(at(fmt.Sprintf("flaky:2#%d", failUntil+1))) {
+		t.Errorf("flaky:3 ran before flaky:2's successful attempt")
+	}
+	if at("doomed:3#1").Before(at("doomed:2#5")) {
+		t.Errorf("doomed:3 ran before doomed:2's last attempt")
 	}
 	// Other keys went on meanwhile: calm finished before flaky:2's last try.
-	if pos["calm:4"] > pos["flaky:2"] {
-		t.Errorf("key calm waited for key flaky: %v", log)
+	if at("calm:4#1").After(at(fmt.Sprintf("flaky:2#%d", failUntil+1))) {
+		t.Errorf("key calm waited for key flaky")
 	}
-	if got := len(attemptsAt); got != failUntil+1 {
-		t.Errorf("flaky:2 tried %d times, want %d", got, failUntil+1)
-	}
-	for i := 1; i < len(attemptsAt); i++ {
-		if gap := attemptsAt[i].Sub(attemptsAt[i-1]); gap < 20*time.Millisecond {
-			t.Errorf("retry %d came after %v: no backoff", i, gap)
+	// Committed effects, in commit order: each once, in order.
+	for key, want := range map[string]string{"flaky": "1,2,3,4", "doomed": "1,3,4", "calm": "1,2,3,4"} {
+		var got []string
+		rows, err := tb.db.Query(`SELECT n FROM applied WHERE subscriber = 'retry' AND key = ? ORDER BY id`, key)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	var doomed []string
-	rows, _ := tb.db.Query(`SELECT n FROM applied WHERE subscriber = 'retry' AND key = 'doomed' ORDER BY id`)
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		doomed = append(doomed, n)
-	}
-	rows.Close()
-	if strings.Join(doomed, ",") != "1,3,4" {
-		t.Errorf("doomed applied %v, want 1,3,4 (2 dead-lettered, then the key moved on)", doomed)
+		for rows.Next() {
+			var n string
+			rows.Scan(&n)
+			got = append(got, n)
+		}
+		rows.Close()
+		if strings.Join(got, ",") != want {
+			t.Errorf("%s applied %v, want %s (doomed:2 dead-lettered, then the key moved on)", key, got, want)
+		}
 	}
 	dl := readDeadLetters(t, tb.bus, 1)
 	h0 := dl[0].Header
@@ -684,4 +695,80 @@ func TestBlockedKeyBackPressure(t *testing.T) {
 	close(release)
 	waitApplied(t, tb.db, "bp", 520)
 	checkExactlyOnceInOrder(t, tb.db, "bp")
+}
+
+// A batch runs without savepoints until a handler fails; then it is rolled
+// back and runs again with a savepoint per event. The failing event's
+// handler runs once per attempt; the events that ran before it in the batch
+// run again without an attempt counted; every effect commits once.
+func TestFailureInBatchRerunsTheOthersWithoutAnAttempt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	const good = 20
+	var evs []Event
+	for i := range good {
+		evs = append(evs, Event{Type: "job.run", Key: fmt.Sprintf("good-%d", i), Data: []byte("1")})
+	}
+	evs = append(evs, Event{Type: "job.run", Key: "bad", Data: []byte("1")})
+	if err := tb.bus.Publish(ctx, evs...); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := map[string][]int{} // key -> the Attempt of each call
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		mu.Lock()
+		calls[m.Key] = append(calls[m.Key], m.Attempt)
+		mu.Unlock()
+		if m.Key == "bad" && m.Attempt == 1 {
+			return errors.New("first attempt fails")
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('batch', ?, ?, ?, 1)`, m.ID, m.Type, m.Key)
+		return err
+	})
+	// Hold the write lock until all 21 events are fetched, so that the
+	// worker takes them in one batch, the failing one last.
+	if err := tb.bus.acquireWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{MinBackoff: time.Millisecond})
+	if err != nil {
+		tb.bus.releaseWrite()
+		t.Fatal(err)
+	}
+	waitFor(t, "all events fetched", 10*time.Second, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.InFlight == good+1, fmt.Sprintf("%+v %v", st, err)
+	})
+	tb.bus.releaseWrite()
+	waitApplied(t, tb.db, "batch", good+1)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if got := calls["bad"]; !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("bad was called with attempts %v, want [1 2]: once per attempt", got)
+	}
+	reruns := 0
+	for i := range good {
+		got := calls[fmt.Sprintf("good-%d", i)]
+		for _, a := range got {
+			if a != 1 {
+				t.Errorf("good-%d called with attempts %v, want 1 each time", i, got)
+			}
+		}
+		if len(got) > 1 {
+			reruns++
+		}
+	}
+	if reruns == 0 {
+		t.Errorf("no good event ran twice: the batch did not run without savepoints first (calls %v)", calls)
+	}
+	checkExactlyOnceInOrder(t, tb.db, "batch")
+	st, err := sub.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Handled != good+1 || st.Failures != 1 {
+		t.Errorf("stats: handled %d, failures %d; want %d and 1", st.Handled, st.Failures, good+1)
+	}
 }

@@ -29,24 +29,26 @@ import (
 // retry of a failed handler).
 
 // runTx handles the heads of the keys in batch inside one SQLite
-// transaction, one savepoint per event, then acks what committed.
+// transaction, then acks what committed.
 //
 // Grouping is what makes transactional subscribers fast: SQLite has one
 // writer and a commit costs far more than a statement, so N events in one
-// commit cost little more than one. It does not weaken anything: each event
-// is its own savepoint (a failing event rolls back alone), nothing is acked
-// before the commit, and events of one key stay in order because a key's
-// events are taken from its head and the key stops at its first failure.
+// commit cost little more than one. It does not weaken anything: a failing
+// event rolls back alone, nothing is acked before the commit, and events of
+// one key stay in order because a key's events are taken from its head and
+// the key stops at its first failure.
+//
+// A batch first runs without savepoints (the fast path: two statements per
+// event fewer). If a handler fails there, the whole transaction is rolled
+// back and the batch runs again with a savepoint per event; the failed
+// event is not run again but fails with its error (its attempt counted
+// once), so its key stops there. Handlers of the events that ran before it
+// run twice, their first run rolled back: a TxHandler's effects are its
+// writes in tx, and a crash before the commit does the same.
 //
 // locked says the caller holds the bus's write lock; runTx releases it.
 func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 	perKey := max(d.s.opts.BatchSize/len(batch), 1)
-	type turn struct {
-		kq     *keyQueue
-		items  []*item
-		done   int
-		failed *outcome
-	}
 	turns := make([]turn, len(batch))
 	var attempts []int // to undo the count if the transaction fails
 	for i, kq := range batch {
@@ -55,7 +57,101 @@ func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 			attempts = append(attempts, it.attempts)
 		}
 	}
+	failed := d.runTxFast(turns, attempts, locked)
+	if failed == nil {
+		return
+	}
+	d.runTxSafe(turns, attempts, false, failed)
+}
 
+// turn is one key's part of a transactional batch.
+type turn struct {
+	kq     *keyQueue
+	items  []*item
+	done   int
+	failed *outcome
+}
+
+// errFastFailed rolls back the fast path: a handler failed.
+var errFastFailed = errors.New("boxcar: a handler failed in a batch without savepoints")
+
+// runTxFast runs the batch without savepoints. If a handler failed, it
+// returns that failure, with the lock released and every other attempt
+// count as it was, for runTxSafe. On any other outcome (committed, or the
+// transaction failed) it has done all runTxSafe would, and returns nil.
+func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outcome {
+	var hung, failed *outcome
+	var skipped int64
+	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
+		return d.supervise(&hung, func(w *handlerWatch) error {
+			qctx := context.WithoutCancel(ctx)
+			for i := range turns {
+				t := &turns[i]
+				for _, it := range t.items {
+					if it.bad != nil || d.isStopping() {
+						break
+					}
+					res, err := tx.ExecContext(qctx, sqlite.InsertDedupe, d.s.name, it.m.ID, time.Now().UnixNano())
+					if err != nil {
+						return &abortError{err: fmt.Errorf("dedupe row: %w", err)}
+					}
+					if n, err := res.RowsAffected(); err != nil {
+						return &abortError{err: err}
+					} else if n == 0 {
+						skipped++
+						t.done++
+						continue
+					}
+					it.attempts++
+					it.m.Attempt = it.attempts
+					err = d.callTx(ctx, tx, it, w)
+					if ae := (*abortError)(nil); errors.As(err, &ae) {
+						return ae.err
+					}
+					if sqlite.IsFull(err) {
+						return err // the database failed, not the handler
+					}
+					if err != nil {
+						failed = &outcome{it: it, err: err}
+						return errFastFailed
+					}
+					t.done++
+				}
+			}
+			return nil
+		})
+	})
+	if failed != nil && hung == nil && errors.Is(err, errFastFailed) {
+		j := 0
+		for i := range turns {
+			for _, it := range turns[i].items {
+				if it != failed.it {
+					it.attempts = attempts[j]
+				}
+				j++
+			}
+			turns[i].done = 0
+		}
+		return failed
+	}
+	if err != nil {
+		d.txFailed(turns, attempts, hung, err)
+		return nil
+	}
+	var done int64
+	for i := range turns {
+		done += int64(turns[i].done)
+	}
+	d.stats.skipped.Add(skipped)
+	d.stats.handled.Add(done - skipped)
+	d.committed(turns)
+	return nil
+}
+
+// runTxSafe runs the batch with a savepoint per event. pre, if not nil, is
+// a handler failure of the fast path: that event is not run again but fails
+// with its error.
+func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
 	var hung *outcome // a handler that did not return in time
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
 		return d.supervise(&hung, func(w *handlerWatch) error {
@@ -63,6 +159,10 @@ func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 				t := &turns[i]
 				for _, it := range t.items {
 					if it.bad != nil || d.isStopping() {
+						break
+					}
+					if pre != nil && it == pre.it {
+						t.failed = pre
 						break
 					}
 					err := d.handleInSavepoint(ctx, tx, it, w)
@@ -80,35 +180,44 @@ func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 		})
 	})
 	if err != nil {
-		// The commit (or BEGIN) failed: nothing of this batch happened. This
-		// is the database's failure, not the handlers': retry without
-		// counting an attempt.
-		// A hung handler is the exception: its event keeps the attempt and
-		// goes through the usual failure path (retry with backoff, dead
-		// letter after MaxAttempts).
-		d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
-		var hungTurn *turn
-		d.mu.Lock()
-		j := 0
-		for i := range turns {
-			for _, it := range turns[i].items {
-				if hung == nil || it != hung.it {
-					it.attempts = attempts[j]
-				} else {
-					hungTurn = &turns[i]
-				}
-				j++
-			}
-			if !d.stopping && &turns[i] != hungTurn {
-				d.scheduleRetry(turns[i].kq, 1)
-			}
-		}
-		d.mu.Unlock()
-		if hungTurn != nil {
-			d.finish(hungTurn.kq, 0, hung)
-		}
+		d.txFailed(turns, attempts, hung, err)
 		return
 	}
+	d.committed(turns)
+}
+
+// txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
+// disk, or a hung handler): nothing of it happened. This is the database's
+// failure, not the handlers': the keys retry without an attempt counted. A
+// hung handler is the exception: its event keeps the attempt and goes
+// through the usual failure path (retry with backoff, dead letter after
+// MaxAttempts).
+func (d *dispatcher) txFailed(turns []turn, attempts []int, hung *outcome, err error) {
+	d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
+	var hungTurn *turn
+	d.mu.Lock()
+	j := 0
+	for i := range turns {
+		for _, it := range turns[i].items {
+			if hung == nil || it != hung.it {
+				it.attempts = attempts[j]
+			} else {
+				hungTurn = &turns[i]
+			}
+			j++
+		}
+		if !d.stopping && &turns[i] != hungTurn {
+			d.scheduleRetry(turns[i].kq, 1)
+		}
+	}
+	d.mu.Unlock()
+	if hungTurn != nil {
+		d.finish(hungTurn.kq, 0, hung)
+	}
+}
+
+// committed acks what a batch's transaction committed and moves each key on.
+func (d *dispatcher) committed(turns []turn) {
 	faults.Hit(faults.HandlerAfterCommit)
 	for i := range turns {
 		t := &turns[i]

@@ -62,6 +62,11 @@
 //     side effect can land after those of later events of its key. A
 //     TxHandler that overruns rolls back its whole group transaction; the
 //     other events in it are retried without counting an attempt.
+//   - A TxHandler can run more than once for an event, without an attempt
+//     counted, when its group transaction rolls back for another event's
+//     sake (a group runs without savepoints until a handler fails, then
+//     again with them). Only the committed run's writes count; effects
+//     outside tx (logs, metrics) can repeat.
 //   - Back-pressure is per subscriber, not per key: a key whose head keeps
 //     failing holds its queued events (at most MaxInFlight); once they fill
 //     the window, fetching stops for every key until it moves.
