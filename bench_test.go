@@ -159,3 +159,41 @@ func BenchmarkSubscriberTx(b *testing.B) {
 		b.Fatalf("handled %d events, want %d", n, b.N)
 	}
 }
+
+// BenchmarkPublishTxParallel is BenchmarkPublishTx with four writers per
+// CPU, where Bus.Tx group-commits: ns/op is per transaction, across writers.
+func BenchmarkPublishTxParallel(b *testing.B) {
+	payload := benchPayload()
+	for _, events := range []int{0, 1} {
+		b.Run(fmt.Sprintf("events-%d", events), func(b *testing.B) {
+			bus := benchBus(b)
+			ctx := context.Background()
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					key := fmt.Sprintf("customer-%d", n.Add(1)%10_000)
+					err := bus.Tx(ctx, func(tx *sql.Tx) error {
+						if _, err := tx.ExecContext(ctx, `INSERT INTO bench_orders(key, payload) VALUES(?, ?)`, key, payload); err != nil {
+							return err
+						}
+						if events == 0 {
+							return nil
+						}
+						return bus.PublishTx(ctx, tx, Event{Type: "order.placed", Key: key, Data: payload})
+					})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			st, err := bus.Stats(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(st.TxCalls)/float64(max(st.TxCommits, 1)), "calls/commit")
+		})
+	}
+}
