@@ -284,10 +284,10 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	}
 	undo = append(undo, func() { b.wconn.Close() })
 	b.shield, _ = sqlite.ShieldOf(b.wconn) // nil for a db not from sqlite.Open
-	if _, err := b.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walAutoCheckpoint)); err != nil {
+	if _, err := b.wconn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages)); err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
-	b.ckpt = newCheckpointer(db, cfg.Logger)
+	b.ckpt = newCheckpointer(db, cfg.Logger, b.acquireWrite, b.releaseWrite)
 	undo = append(undo, b.ckpt.stop)
 
 	if cfg.NATSURL == "" {

@@ -34,8 +34,8 @@ func writeBlobs(t *testing.T, b *Bus, n, size int) {
 }
 
 // The checkpointer copies commits into the database file in the background,
-// long before the write connection's own checkpoint threshold: the file
-// grows by what was written while the WAL is far below walAutoCheckpoint.
+// before the WAL is long: the file grows by what was written while the WAL
+// is far below walRestartPages.
 func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
@@ -43,7 +43,7 @@ func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := fileSize(t, tb.dbPath)
-	const n, size = 100, 4000 // about 100 pages: far below walAutoCheckpoint frames
+	const n, size = 100, 4000 // about 100 pages: far below walRestartPages
 	writeBlobs(t, tb.bus, n, size)
 	want := before + n*size
 	waitFor(t, "the database file to take the commits", 10*time.Second, func() (bool, string) {
@@ -52,19 +52,19 @@ func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
 	})
 }
 
-// Under sustained writes the WAL stays bounded: the write connection's own
-// checkpoint at walAutoCheckpoint pages completes what the background one
-// left, and the WAL starts over.
+// Under sustained writes the WAL stays bounded: past walRestartPages the
+// checkpointer completes a checkpoint under the write lock, and the WAL
+// starts over (the write connection's backstop is four times further).
 func TestWALStaysBoundedUnderLoad(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
 	if _, err := tb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
 		t.Fatal(err)
 	}
-	const n, size = 3000, 8000 // about 3 pages per commit: 9,000 frames and more
+	const n, size = 8000, 8000 // about 3 pages per commit: 24,000 frames and more
 	writeBlobs(t, tb.bus, n, size)
 	const frame = 4096 + 24
-	const limit = 2 * walAutoCheckpoint * frame
+	const limit = 2 * walRestartPages * frame
 	wal := fileSize(t, tb.dbPath+"-wal")
 	if wal > limit {
 		t.Fatalf("WAL is %d bytes after %d commits of %d bytes, want <= %d", wal, n, size, limit)
