@@ -153,6 +153,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 // with its error.
 func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
 	var hung *outcome // a handler that did not return in time
+	preReached := false
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
 		return d.supervise(&hung, func(w *handlerWatch) error {
 			for i := range turns {
@@ -163,6 +164,7 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 					}
 					if pre != nil && it == pre.it {
 						t.failed = pre
+						preReached = true
 						break
 					}
 					err := d.handleInSavepoint(ctx, tx, it, w)
@@ -182,6 +184,11 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 	if err != nil {
 		d.txFailed(turns, attempts, hung, err)
 		return
+	}
+	if pre != nil && !preReached {
+		// An event before it in its key failed this time, or the subscriber
+		// is stopping: its failed run in the fast path does not count.
+		pre.it.attempts--
 	}
 	d.committed(turns)
 }
