@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -94,6 +95,11 @@ func runChild(role string) int {
 		}
 		select {}
 	case roleSignal:
+		if signal.Ignored(syscall.SIGHUP) {
+			// Inherited (nohup): the test cannot tell a handler from that.
+			fmt.Println("SIGHUP ignored at start")
+			return 5
+		}
 		syscall.Kill(os.Getpid(), syscall.SIGHUP)
 		time.Sleep(5 * time.Second)
 		fmt.Println("survived SIGHUP")
