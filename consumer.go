@@ -87,7 +87,11 @@ type SubscribeOptions struct {
 	// shared transactions (see BatchSize) rather than run side by side.
 	Workers int
 	// BatchSize is the most events one transactional worker commits in one
-	// SQLite transaction. Default 64.
+	// SQLite transaction. Default 256: at a few microseconds per event that
+	// holds SQLite's writer for a few milliseconds at most, and a batch is
+	// only as large as what is ready, so it grows with the load. Measured
+	// end to end on the bench: 34-36k events/s at 64, 37-41k at 256,
+	// 41k at 512.
 	BatchSize int
 	// MaxInFlight bounds the messages fetched and not yet acked, across all
 	// keys: memory stays bounded however far behind the subscriber is.
@@ -114,7 +118,7 @@ func (o SubscribeOptions) withDefaults() SubscribeOptions {
 		o.Workers = 8
 	}
 	if o.BatchSize == 0 {
-		o.BatchSize = 64
+		o.BatchSize = 256
 	}
 	if o.MaxInFlight == 0 {
 		o.MaxInFlight = 1024
