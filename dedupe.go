@@ -121,7 +121,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 			return nil
 		})
 	})
-	if failed != nil && hung == nil && errors.Is(err, errFastFailed) {
+	if hung == nil && errors.Is(err, errFastFailed) {
 		j := 0
 		for i := range turns {
 			for _, it := range turns[i].items {
