@@ -37,17 +37,23 @@ func runGroup(t *testing.T, b *Bus, fns ...func(tx *sql.Tx) error) []txOutcome {
 			}()
 			out[i].err = b.Tx(ctx, fn)
 		}()
-		waitFor(t, fmt.Sprintf("call %d queued", i), 10*time.Second, func() (bool, string) {
-			b.txq.mu.Lock()
-			defer b.txq.mu.Unlock()
-			return len(b.txq.calls) == i+1, fmt.Sprintf("%d queued", len(b.txq.calls))
-		})
+		waitQueued(t, b, i+1)
 	}
 	b.releaseWrite()
 	for range fns {
 		<-done
 	}
 	return out
+}
+
+// waitQueued waits until n Tx calls wait in b's queue.
+func waitQueued(t *testing.T, b *Bus, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d Tx calls queued", n), 10*time.Second, func() (bool, string) {
+		b.txq.mu.Lock()
+		defer b.txq.mu.Unlock()
+		return len(b.txq.calls) == n, fmt.Sprintf("%d queued", len(b.txq.calls))
+	})
 }
 
 func insertCounter(key string) func(tx *sql.Tx) error {
@@ -235,11 +241,7 @@ func TestTxCanceledWhileQueued(t *testing.T) {
 			return nil
 		})
 	}()
-	waitFor(t, "call queued", 10*time.Second, func() (bool, string) {
-		tb.bus.txq.mu.Lock()
-		defer tb.bus.txq.mu.Unlock()
-		return len(tb.bus.txq.calls) == 1, ""
-	})
+	waitQueued(t, tb.bus, 1)
 	cancel()
 	if err := <-res; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Tx returned %v, want context.Canceled", err)
@@ -253,9 +255,7 @@ func TestTxCanceledWhileQueued(t *testing.T) {
 		t.Fatal("the canceled call's fn ran")
 	default:
 	}
-	if n := len(tb.bus.txq.calls); n != 0 {
-		t.Fatalf("%d calls left in the queue", n)
-	}
+	waitQueued(t, tb.bus, 0) // the canceled call left the queue
 }
 
 // Calls still queued when Close starts return ErrClosed without running.
@@ -272,11 +272,7 @@ func TestTxQueuedAtClose(t *testing.T) {
 			return errors.New("fn ran after Close")
 		})
 	}()
-	waitFor(t, "call queued", 10*time.Second, func() (bool, string) {
-		b.txq.mu.Lock()
-		defer b.txq.mu.Unlock()
-		return len(b.txq.calls) == 1, ""
-	})
+	waitQueued(t, b, 1)
 	closed := make(chan error, 1)
 	go func() { closed <- b.Close(context.Background()) }()
 	waitFor(t, "Close started", 10*time.Second, func() (bool, string) { return b.closed.Load(), "" })

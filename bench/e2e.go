@@ -55,7 +55,6 @@ type tracker struct {
 	ackNS         [][]atomic.Int64 // [subscriber][event]
 	pending       [][]atomic.Int32 // both stamps present when it reaches 2
 	handled       atomic.Int64
-	lastAckNS     atomic.Int64
 
 	mu   sync.Mutex
 	hist *hdrhistogram.Histogram // microseconds
@@ -101,12 +100,6 @@ func (t *tracker) acked(sub, idx int, at time.Time) {
 		t.record(t.commitNS[i].Load(), ns)
 	}
 	t.handled.Add(1)
-	for {
-		last := t.lastAckNS.Load()
-		if ns <= last || t.lastAckNS.CompareAndSwap(last, ns) {
-			break
-		}
-	}
 }
 
 // wait waits until every subscriber acked every event of the run.

@@ -20,7 +20,7 @@ type row struct {
 // point is one latency run, for the chart.
 type point struct {
 	label    string
-	offered  float64 // 0 for the flat-out run
+	offered  float64 // events/s
 	achieved float64
 	q        quantiles
 }
