@@ -44,7 +44,7 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// Point 9: a second Open on a Dir that another process holds fails with
+// Misuse: a second Open on a Dir that another process holds fails with
 // ErrDirLocked, and works once that process is gone.
 func TestSecondOpenOnLockedDir(t *testing.T) {
 	t.Parallel()
@@ -63,7 +63,7 @@ func TestSecondOpenOnLockedDir(t *testing.T) {
 	tb.closeBus()
 }
 
-// Point 10: Close waits for a handler in flight, leaves it to finish its
+// Lifecycle: Close waits for a handler in flight, leaves it to finish its
 // event, and leaves no goroutine behind.
 func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 	// Not parallel: goleak looks at every goroutine of the process.
@@ -115,7 +115,7 @@ func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
-// Point 10: when Close's context runs out, handlers' contexts are canceled.
+// Lifecycle: when Close's context runs out, handlers' contexts are canceled.
 func TestCloseCancelsHandlersAtDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -149,7 +149,7 @@ func TestCloseCancelsHandlersAtDeadline(t *testing.T) {
 	tb.bus = nil
 }
 
-// Point 11: the embedded server opens no TCP listener unless configured,
+// Embedding: the embedded server opens no TCP listener unless configured,
 // and its fatal log lines do not exit the process.
 func TestEmbeddedServerDefaults(t *testing.T) {
 	t.Parallel()
@@ -187,7 +187,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Point 11: the embedded server installs no signal handlers: a process
+// Embedding: the embedded server installs no signal handlers: a process
 // with an open bus that receives SIGHUP dies of it, as it would without
 // Boxcar (a handler would swallow it).
 func TestEmbeddedServerInstallsNoSignalHandlers(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -51,6 +50,14 @@ func runChild(role string) int {
 	if w := envInt("BOXCAR_DUP_WINDOW_MS", 0); w > 0 {
 		cfg.DuplicateWindow = time.Duration(w) * time.Millisecond
 	}
+	if role == roleRelayKill {
+		cfg.Probe = func(p Probe) {
+			if p == ProbeRelayAfterAck {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
 	bus, err := Open(ctx, db, cfg)
 	if err != nil {
 		fmt.Println("open-error:", err)
@@ -61,7 +68,6 @@ func runChild(role string) int {
 	case roleHold:
 		select {}
 	case roleRelayKill:
-		faults.Set(faults.RelayAfterAck, 1, faults.Kill, 1)
 		n := envInt("BOXCAR_EVENTS", 100)
 		err := bus.Tx(ctx, func(tx *sql.Tx) error {
 			for i := 1; i <= n; i++ {

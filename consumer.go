@@ -3,10 +3,7 @@ package boxcar
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +75,8 @@ func HandlerFunc(fn func(ctx context.Context, m Message) error) Handler {
 	return Handler{plain: fn}
 }
 
-// SubscribeOptions configures a subscriber. Every field has a default.
+// SubscribeOptions configures a subscriber. Every field has a default (the
+// Default* constants).
 type SubscribeOptions struct {
 	// Types are the event types to receive. Default: all.
 	Types []string
@@ -89,9 +87,8 @@ type SubscribeOptions struct {
 	// BatchSize is the most events one transactional worker commits in one
 	// SQLite transaction. Default 256: at a few microseconds per event that
 	// holds SQLite's writer for a few milliseconds at most, and a batch is
-	// only as large as what is ready, so it grows with the load. Measured
-	// end to end on the bench: 34-36k events/s at 64, 37-41k at 256,
-	// 41k at 512.
+	// only as large as what is ready, so it grows with the load (the
+	// figures for other sizes are in bench/RESULTS.md).
 	BatchSize int
 	// MaxInFlight bounds the messages fetched and not yet acked, across all
 	// keys: memory stays bounded however far behind the subscriber is.
@@ -113,30 +110,31 @@ type SubscribeOptions struct {
 	AckWait time.Duration
 }
 
+// withDefaults returns o with every zero field set to its default.
 func (o SubscribeOptions) withDefaults() SubscribeOptions {
 	if o.Workers == 0 {
-		o.Workers = 8
+		o.Workers = DefaultWorkers
 	}
 	if o.BatchSize == 0 {
-		o.BatchSize = 256
+		o.BatchSize = DefaultBatchSize
 	}
 	if o.MaxInFlight == 0 {
-		o.MaxInFlight = 1024
+		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.MaxAttempts == 0 {
-		o.MaxAttempts = 5
+		o.MaxAttempts = DefaultMaxAttempts
 	}
 	if o.MinBackoff == 0 {
-		o.MinBackoff = 100 * time.Millisecond
+		o.MinBackoff = DefaultMinBackoff
 	}
 	if o.MaxBackoff == 0 {
-		o.MaxBackoff = 10 * time.Second
+		o.MaxBackoff = DefaultMaxBackoff
 	}
 	if o.HandlerTimeout == 0 {
-		o.HandlerTimeout = 30 * time.Second
+		o.HandlerTimeout = DefaultHandlerTimeout
 	}
 	if o.AckWait == 0 {
-		o.AckWait = 30 * time.Second
+		o.AckWait = DefaultAckWait
 	}
 	return o
 }
@@ -282,53 +280,22 @@ func (s *Subscription) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// decode turns a stream message into a Message. An error means the message
-// is malformed (not written by a Boxcar relay): it is dead-lettered.
-func decode(prefix string, msg jetstream.Msg) (Message, error) {
+// messageOf reads a stream message: its metadata, then the event. An error
+// means the message is malformed (not written by a Boxcar relay): it is
+// dead-lettered, and the Message still carries its stream seq and
+// deliveries.
+func messageOf(prefix string, msg jetstream.Msg) (Message, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return Message{}, fmt.Errorf("metadata: %w", err)
 	}
 	m := Message{StreamSeq: meta.Sequence.Stream, Delivered: meta.NumDelivered, Data: msg.Data()}
-	h := msg.Headers()
-	if h == nil {
-		return m, errors.New("no headers: not published by a Boxcar relay")
-	}
-	typ, key, err := bjs.ParseSubject(prefix, msg.Subject())
+	in, err := bjs.Decode(prefix, msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		return m, err
 	}
-	m.ID = h.Get(jetstream.MsgIDHeader)
-	if m.ID == "" {
-		return m, fmt.Errorf("header %s is missing", jetstream.MsgIDHeader)
-	}
-	if got := h.Get(bjs.HeaderType); got != typ {
-		return m, fmt.Errorf("header %s %q does not match the subject's type %q", bjs.HeaderType, got, typ)
-	}
-	// The subject carries the key exactly; the header as NATS carries
-	// header values (a key " 1" arrives as "1").
-	if got := h.Get(bjs.HeaderKey); got != bjs.HeaderForm(key) {
-		return m, fmt.Errorf("header %s %q does not match the subject's key %q", bjs.HeaderKey, got, key)
-	}
-	m.Type, m.Key = typ, key
-	if m.Seq, err = strconv.ParseInt(h.Get(bjs.HeaderSeq), 10, 64); err != nil || m.Seq <= 0 {
-		return m, fmt.Errorf("header %s %q is not a positive integer", bjs.HeaderSeq, h.Get(bjs.HeaderSeq))
-	}
-	ns, err := strconv.ParseInt(h.Get(bjs.HeaderTime), 10, 64)
-	if err != nil {
-		return m, fmt.Errorf("header %s %q is not an integer", bjs.HeaderTime, h.Get(bjs.HeaderTime))
-	}
-	m.Time = time.Unix(0, ns)
-	for k, vs := range h {
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "boxcar-") || strings.HasPrefix(lk, "nats-") || len(vs) == 0 {
-			continue
-		}
-		if m.Headers == nil {
-			m.Headers = make(map[string]string)
-		}
-		m.Headers[k] = vs[0]
-	}
+	m.ID, m.Type, m.Key, m.Headers, m.Seq = in.ID, in.Type, in.Key, in.Headers, in.Seq
+	m.Time = time.Unix(0, in.CreatedNS)
 	return m, nil
 }
 

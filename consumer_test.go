@@ -16,40 +16,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 )
 
-// runWriters commits total events over keys from writers goroutines, each
-// event bumping its key's counter in the same transaction.
-func runWriters(t testing.TB, bus *Bus, writers, total, keys int, typeOf func(i int) string) {
-	t.Helper()
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1))
-				if i > total {
-					return
-				}
-				key := "key-" + strconv.Itoa(rand.IntN(keys))
-				if err := publishCounted(ctx, bus, typeOf(i), key); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// Point 1 and 3: with 8 workers, 1,000 keys and 50,000 events from 4
+// Exactly once and per-key order at scale: with 8 workers, 1,000 keys and 50,000 events from 4
 // concurrent writers, every transactional subscriber applies every event
 // exactly once, and each key's events in commit order.
 func TestPerKeyOrderWithParallelism(t *testing.T) {
@@ -76,7 +47,7 @@ func TestPerKeyOrderWithParallelism(t *testing.T) {
 	}
 }
 
-// Point 2: three subscribers with different type filters each get exactly
+// Fan-out by type: three subscribers with different type filters each get exactly
 // their events.
 func TestFanOutByType(t *testing.T) {
 	t.Parallel()
@@ -143,7 +114,7 @@ func TestFanOutByType(t *testing.T) {
 	}
 }
 
-// Point 4: a failing event is retried in place with backoff while no later
+// Retry in place: a failing event is retried in place with backoff while no later
 // event of its key runs and other keys go on; after MaxAttempts it is
 // dead-lettered with the error, attempts, subscriber and original sequence,
 // and the key moves on.
@@ -258,34 +229,7 @@ func TestRetryInPlaceThenDeadLetter(t *testing.T) {
 	}
 }
 
-// readDeadLetters waits for want messages in the dead-letter stream and
-// returns them.
-func readDeadLetters(t testing.TB, bus *Bus, want int) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx := context.Background()
-	s, err := bus.js.Stream(ctx, bus.DLQStreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, fmt.Sprintf("%d dead letters", want), time.Minute, func() (bool, string) {
-		info, err := s.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs >= uint64(want), fmt.Sprintf("%d dead letters", info.State.Msgs)
-	})
-	var out []*jetstream.RawStreamMsg
-	for seq := uint64(1); len(out) < want; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// Point 4: Permanent dead-letters at once; a panic is an error, retried
+// Permanent dead-letters at once; a panic is an error, retried
 // like any other, not a crash.
 func TestPermanentAndPanic(t *testing.T) {
 	t.Parallel()
@@ -334,16 +278,16 @@ func TestPermanentAndPanic(t *testing.T) {
 	}
 }
 
-// Point 5: acks are lost, JetStream redelivers the messages, and the
+// Effectively once: acks are lost, JetStream redelivers the messages, and the
 // transactional handler does not run twice. In a live process the
 // redelivery is recognised as just acked and dropped; after a restart (the
 // consumer is reset to its ack floor) the dedupe row committed with the side
 // effect answers it.
 func TestLostAckIsDeduped(t *testing.T) {
-	// Not parallel: fault points are process-wide.
-	defer faults.Reset()
+	t.Parallel()
 	ctx := context.Background()
-	tb := setup(t, Config{})
+	cfg, lostAcks := dropAcks(Config{})
+	tb := setup(t, cfg)
 	var runs atomic.Int64
 	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
 		runs.Add(1)
@@ -363,7 +307,7 @@ func TestLostAckIsDeduped(t *testing.T) {
 	}
 
 	// In a live process.
-	faults.Set(faults.AckDrop, 1, faults.Report, 5) // the next 5 acks are lost
+	lostAcks.Store(5) // the next 5 acks are lost
 	publish(20)
 	waitApplied(t, tb.db, "dedupe", 20)
 	waitFor(t, "the 5 lost acks to be redelivered and dropped", time.Minute, func() (bool, string) {
@@ -375,11 +319,11 @@ func TestLostAckIsDeduped(t *testing.T) {
 	})
 
 	// Across a restart.
-	faults.Set(faults.AckDrop, 1, faults.Report, 5)
+	lostAcks.Store(5)
 	publish(20)
 	waitApplied(t, tb.db, "dedupe", 40)
 	tb.reopen()
-	faults.Reset()
+	lostAcks.Store(0)
 	sub, err = tb.bus.Subscribe(ctx, "dedupe", h, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +345,7 @@ func TestLostAckIsDeduped(t *testing.T) {
 	checkExactlyOnceInOrder(t, tb.db, "dedupe")
 }
 
-// Point 7: close and reopen the bus on the same files in the middle of a
+// Restarts: close and reopen the bus on the same files in the middle of a
 // run: nothing lost, nothing applied twice, per-key order holds.
 func TestCloseAndReopenMidRun(t *testing.T) {
 	t.Parallel()
@@ -425,7 +369,7 @@ func TestCloseAndReopenMidRun(t *testing.T) {
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, maxOutboxSeq(t, tb.db))
 }
 
-// Point 7: SIGKILL a child process running writers and a subscriber, at
+// Crashes: SIGKILL a child process running writers and a subscriber, at
 // random instants, several times; then finish in this process. Nothing
 // committed is lost, nothing applied twice, per-key order holds.
 func TestKillMidRunAndRestart(t *testing.T) {
@@ -460,7 +404,7 @@ func TestKillMidRunAndRestart(t *testing.T) {
 	t.Logf("%d kills, %d events", kills, committed)
 }
 
-// Point 8: a process fetches a key's events 3..6, hangs on 3 and is
+// No overtaking after a crash: a process fetches a key's events 3..6, hangs on 3 and is
 // killed; events 7..12 of the key are published after. The restarted
 // subscriber must handle 3, 4, ... 12 in order, not 7..12 first while 3..6
 // wait out their AckWait.
@@ -504,7 +448,7 @@ func TestNoOvertakingAfterKill(t *testing.T) {
 	checkExactlyOnceInOrder(t, db, "ordered")
 }
 
-// Point 9: a malformed message put on the stream by a plain NATS client is
+// Hostile input: a malformed message put on the stream by a plain NATS client is
 // dead-lettered with its reason; no crash, no redelivery loop, and the
 // subscriber keeps going.
 func TestMalformedMessagesAreDeadLettered(t *testing.T) {
@@ -555,7 +499,7 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 	checkExactlyOnceInOrder(t, tb.db, "strict")
 }
 
-// Point 9: subscribe on a closed bus, two subscribers with one name, bad
+// Misuse: subscribe on a closed bus, two subscribers with one name, bad
 // options.
 func TestSubscribeRejects(t *testing.T) {
 	t.Parallel()
@@ -728,19 +672,19 @@ func TestFailureInBatchRerunsTheOthersWithoutAnAttempt(t *testing.T) {
 	})
 	// Hold the write lock until all 21 events are fetched, so that the
 	// worker takes them in one batch, the failing one last.
-	if err := tb.bus.acquireWrite(ctx); err != nil {
+	if err := tb.bus.w.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
 	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{MinBackoff: time.Millisecond})
 	if err != nil {
-		tb.bus.releaseWrite()
+		tb.bus.w.Unlock()
 		t.Fatal(err)
 	}
 	waitFor(t, "all events fetched", 10*time.Second, func() (bool, string) {
 		st, err := sub.Stats(ctx)
 		return err == nil && st.InFlight == good+1, fmt.Sprintf("%+v %v", st, err)
 	})
-	tb.bus.releaseWrite()
+	tb.bus.w.Unlock()
 	waitApplied(t, tb.db, "batch", good+1)
 
 	mu.Lock()

@@ -5,15 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
+	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 )
 
@@ -53,11 +51,15 @@ type dispatcher struct {
 	// txTurn is held by the one transactional worker that is waiting for
 	// keys and the write lock (see txWorker).
 	txTurn chan struct{}
-	quit   chan struct{} // closed by stop
 
-	// ctx is given to handlers; canceled when stop runs out of time.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// loops owns the fetch loop, the workers and the pruner; stop cancels
+	// it first. handlers owns the handler calls (and a transactional
+	// batch's goroutine); its context is the handlers' and the subscriber
+	// transactions', canceled only when stop runs out of time.
+	loops    *lifecycle.Group
+	handlers *lifecycle.Group
+	stopOnce sync.Once
+	stopErr  error
 
 	mu    sync.Mutex
 	keys  map[string]*keyQueue
@@ -69,25 +71,20 @@ type dispatcher struct {
 	deliveredBefore uint64
 	waiting         int // keys waiting for a retry
 	stopping        bool
-
-	wg        sync.WaitGroup // fetch loop, workers, pruner
-	abandoned sync.WaitGroup // handler calls that outlived their timeout
-	stopped   atomic.Bool
 }
 
 func newDispatcher(s *Subscription) *dispatcher {
-	d := &dispatcher{
-		s:      s,
-		b:      s.b,
-		slots:  make(chan struct{}, s.opts.MaxInFlight),
-		ready:  make(chan *keyQueue, s.opts.MaxInFlight+1),
-		txTurn: make(chan struct{}, 1),
-		quit:   make(chan struct{}),
-		keys:   map[string]*keyQueue{},
-		held:   map[uint64]struct{}{},
+	return &dispatcher{
+		s:        s,
+		b:        s.b,
+		slots:    make(chan struct{}, s.opts.MaxInFlight),
+		ready:    make(chan *keyQueue, s.opts.MaxInFlight+1),
+		txTurn:   make(chan struct{}, 1),
+		loops:    lifecycle.New(),
+		handlers: lifecycle.New(),
+		keys:     map[string]*keyQueue{},
+		held:     map[uint64]struct{}{},
 	}
-	d.ctx, d.cancel = context.WithCancel(context.Background())
-	return d
 }
 
 func (d *dispatcher) start() error {
@@ -102,24 +99,24 @@ func (d *dispatcher) start() error {
 // run starts the fetch loop on iter, the workers and the pruner.
 func (d *dispatcher) run(iter jetstream.MessagesContext) {
 	d.iter = iter
-	d.wg.Add(1)
-	go d.fetchLoop()
+	d.loops.Go(d.fetchLoop)
 	for range d.s.opts.Workers {
-		d.wg.Add(1)
-		go d.worker()
+		d.loops.Go(d.worker)
 	}
 	if d.s.h.tx != nil {
-		d.wg.Add(1)
-		go d.pruneLoop()
+		d.loops.Go(d.pruneLoop)
 	}
 }
 
 // stop stops fetching and the workers, waiting up to ctx for batches in
 // flight; then it cancels the handlers' context and waits for them briefly.
+// Calling it again returns the first call's result.
 func (d *dispatcher) stop(ctx context.Context) error {
-	if !d.stopped.CompareAndSwap(false, true) {
-		return nil
-	}
+	d.stopOnce.Do(func() { d.stopErr = d.shutdown(ctx) })
+	return d.stopErr
+}
+
+func (d *dispatcher) shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopping = true
 	for _, kq := range d.keys {
@@ -128,26 +125,21 @@ func (d *dispatcher) stop(ctx context.Context) error {
 		}
 	}
 	d.mu.Unlock()
-	close(d.quit)
 	if d.iter != nil {
 		d.iter.Stop()
 	}
-	done := make(chan struct{})
-	go func() {
-		d.wg.Wait()
-		d.abandoned.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		d.cancel()
-		return nil
-	case <-ctx.Done():
+	err := d.loops.Stop(ctx)
+	if err == nil {
+		err = d.handlers.Wait(ctx)
 	}
-	d.cancel()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
+	if err == nil {
+		d.handlers.Stop(ctx) // nothing runs: this only cancels the context
+		return nil
+	}
+	// Out of time: cancel the handlers and give them a moment.
+	grace, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if d.handlers.Stop(grace) != nil || d.loops.Wait(grace) != nil {
 		return fmt.Errorf("boxcar: subscriber %s: handlers still running after cancel: %w", d.s.name, ctx.Err())
 	}
 	return ctx.Err()
@@ -165,12 +157,11 @@ func (d *dispatcher) stop(ctx context.Context) error {
 // a second for it, and writes nothing.
 const nextMaxWait = 100 * time.Millisecond
 
-func (d *dispatcher) fetchLoop() {
-	defer d.wg.Done()
+func (d *dispatcher) fetchLoop(ctx context.Context) {
 	for {
 		select {
 		case d.slots <- struct{}{}:
-		case <-d.quit:
+		case <-ctx.Done():
 			return
 		}
 		msg, err := d.iter.Next(jetstream.NextMaxWait(nextMaxWait))
@@ -184,7 +175,7 @@ func (d *dispatcher) fetchLoop() {
 			}
 			d.b.log.Warn("boxcar: fetch", logSub, d.s.name, logError, err)
 			select {
-			case <-d.quit:
+			case <-ctx.Done():
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
@@ -197,7 +188,7 @@ func (d *dispatcher) fetchLoop() {
 // enqueue files msg under its key. It holds the slot taken for msg until
 // the message is acked; a redelivery of a message still held is dropped.
 func (d *dispatcher) enqueue(msg jetstream.Msg) {
-	m, bad := decode(d.b.cfg.SubjectPrefix, msg)
+	m, bad := messageOf(d.b.cfg.SubjectPrefix, msg)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, held := d.held[m.StreamSeq]; held {
@@ -236,17 +227,16 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 }
 
 // worker takes ready keys and handles the messages at their heads.
-func (d *dispatcher) worker() {
-	defer d.wg.Done()
+func (d *dispatcher) worker(ctx context.Context) {
 	if d.s.h.tx != nil {
-		d.txWorker()
+		d.txWorker(ctx)
 		return
 	}
 	for {
 		select {
 		case kq := <-d.ready:
 			d.runPlain(kq)
-		case <-d.quit:
+		case <-ctx.Done():
 			return
 		}
 	}
@@ -262,23 +252,23 @@ func (d *dispatcher) worker() {
 // waits for keys and the lock (txTurn): if each worker took a key and queued
 // for the lock with it, every one of them would commit a transaction of one
 // key.
-func (d *dispatcher) txWorker() {
+func (d *dispatcher) txWorker(ctx context.Context) {
 	var batch []*keyQueue
 	for {
 		select {
 		case d.txTurn <- struct{}{}:
-		case <-d.quit:
+		case <-ctx.Done():
 			return
 		}
 		batch = batch[:0]
 		select {
 		case kq := <-d.ready:
 			batch = append(batch, kq)
-		case <-d.quit:
+		case <-ctx.Done():
 			<-d.txTurn
 			return
 		}
-		locked := d.b.acquireWrite(d.ctx) == nil
+		locked := d.b.w.Lock(d.handlers.Context()) == nil
 	more:
 		for len(batch) < d.s.opts.BatchSize {
 			select {
@@ -337,17 +327,15 @@ func (d *dispatcher) runPlain(kq *keyQueue) {
 }
 
 // callPlain runs the plain handler with a timeout. A handler that ignores
-// its context is abandoned at the timeout (its goroutine is waited for by
-// Close) so the key can retry.
+// its context is abandoned at the timeout (its goroutine belongs to the
+// handlers group: Close waits for it) so the key can retry.
 func (d *dispatcher) callPlain(m Message) error {
-	ctx, cancel := context.WithTimeout(d.ctx, d.s.opts.HandlerTimeout)
+	ctx, cancel := context.WithTimeout(d.handlers.Context(), d.s.opts.HandlerTimeout)
 	defer cancel()
 	res := make(chan error, 1)
-	d.abandoned.Add(1)
-	go func() {
-		defer d.abandoned.Done()
+	d.handlers.Go(func(context.Context) {
 		res <- callSafely(func() error { return d.s.h.plain(ctx, m) })
-	}()
+	})
 	select {
 	case err := <-res:
 		return err
@@ -391,7 +379,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 			}
 		} else {
 			d.b.log.Warn("boxcar: handler failed; retrying", logSub, d.s.name, logKey, kq.key,
-				logEventID, it.m.ID, "attempt", it.attempts, logError, failed.err)
+				logEventID, it.m.ID, logAttempt, it.attempts, logError, failed.err)
 		}
 	}
 	d.mu.Lock()
@@ -423,25 +411,20 @@ func (d *dispatcher) scheduleRetry(kq *keyQueue, attempts int) {
 			d.ready <- kq
 		}
 	})
-	faults.Hit(faults.Retrying)
+	d.b.probe(ProbeRetrying)
 }
 
-func (d *dispatcher) isStopping() bool {
-	select {
-	case <-d.quit:
-		return true
-	default:
-		return false
-	}
-}
+func (d *dispatcher) isStopping() bool { return d.loops.Stopping() }
 
 // ack acknowledges it and frees its slot. A lost ack (the ack is not
 // confirmed) only means a redelivery, which the dedupe table absorbs.
 func (d *dispatcher) ack(it *item) {
-	if !faults.Hit(faults.AckDrop) {
-		if err := it.msg.Ack(); err != nil {
-			d.b.log.Debug("boxcar: ack", logSub, d.s.name, logError, err)
-		}
+	ack := it.msg.Ack
+	if seam := d.b.cfg.seams.ack; seam != nil {
+		ack = func() error { return seam(it.msg) }
+	}
+	if err := ack(); err != nil {
+		d.b.log.Debug("boxcar: ack", logSub, d.s.name, logError, err)
 	}
 	d.mu.Lock()
 	delete(d.held, it.m.StreamSeq)
@@ -482,79 +465,28 @@ func (r *recentSet) has(seq uint64) bool {
 
 // deadLetter copies it to the dead-letter stream with the reason, the last
 // error, the attempts, the subscriber and the original sequence and subject
-// in headers. The copy's message ID makes a repeat within the duplicate
-// window harmless.
+// (see bjs.EncodeDeadLetter).
 func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
-	prefix := bjs.DLQPrefix(d.b.cfg.SubjectPrefix)
-	subject := prefix + "." + d.s.name + ".malformed"
+	dl := &bjs.DeadLetter{
+		Subscriber: d.s.name,
+		Reason:     reason,
+		Err:        cause,
+		Attempts:   it.attempts,
+		Subject:    it.msg.Subject(),
+		StreamSeq:  it.m.StreamSeq,
+		Header:     it.msg.Headers(),
+		Data:       it.msg.Data(),
+	}
 	if it.bad == nil {
-		subject = prefix + "." + d.s.name + "." + it.m.Type + "." + bjs.EncodeKey(it.m.Key)
+		dl.Type, dl.Key = it.m.Type, it.m.Key
 	}
-	m := nats.NewMsg(subject)
-	for k, vs := range it.msg.Headers() {
-		if strings.HasPrefix(strings.ToLower(k), "nats-") {
-			continue
-		}
-		for _, v := range vs {
-			m.Header.Add(k, v)
-		}
-	}
-	if id := it.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
-		m.Header.Set("Boxcar-Id", id)
-	}
-	msgErr := strings.NewReplacer("\r", " ", "\n", " ").Replace(cause.Error())
-	if len(msgErr) > 1024 {
-		msgErr = msgErr[:1024]
-	}
-	m.Header.Set(bjs.HeaderReason, reason)
-	m.Header.Set(bjs.HeaderError, msgErr)
-	m.Header.Set(bjs.HeaderAttempts, strconv.Itoa(it.attempts))
-	m.Header.Set(bjs.HeaderSubscr, d.s.name)
-	m.Header.Set(bjs.HeaderOrigSeq, strconv.FormatUint(it.m.StreamSeq, 10))
-	m.Header.Set(bjs.HeaderOrigSubj, it.msg.Subject())
-	m.Header.Set(jetstream.MsgIDHeader, d.s.name+"-"+strconv.FormatUint(it.m.StreamSeq, 10))
-	m.Data = it.msg.Data()
-	// A foreign message may fill the server's limits on its own, and the
-	// copy adds headers: a copy over a limit would be refused at every
-	// retry, and the key would never move on. JetStream refuses header
-	// blocks over 64 KiB: past dlqMaxHeader, drop the copied headers and
-	// keep Boxcar's. The max payload counts headers and data: keep as much
-	// of the data as fits beside the headers.
-	if wireHeaderSize(m.Header) > dlqMaxHeader {
-		kept := nats.Header{}
-		for _, k := range []string{bjs.HeaderReason, bjs.HeaderError, bjs.HeaderAttempts, bjs.HeaderSubscr,
-			bjs.HeaderOrigSeq, bjs.HeaderOrigSubj, jetstream.MsgIDHeader} {
-			kept[k] = m.Header[k]
-		}
-		kept.Set("Boxcar-Headers-Dropped", strconv.Itoa(len(m.Header)-len(kept)))
-		m.Header = kept
-	}
-	if limit := int(d.b.nc.MaxPayload()) - wireHeaderSize(m.Header) - 1024; len(m.Data) > limit {
-		m.Header.Set("Boxcar-Truncated", strconv.Itoa(len(it.msg.Data())))
-		m.Data = m.Data[:max(limit-64, 0)] // 64: room for the header just set
-	}
-	ctx, cancel := context.WithTimeout(d.ctx, d.b.cfg.PublishTimeout)
+	m := bjs.EncodeDeadLetter(bjs.DLQPrefix(d.b.cfg.SubjectPrefix), dl, int(d.b.nc.MaxPayload()))
+	ctx, cancel := context.WithTimeout(d.handlers.Context(), d.b.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := d.b.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("dead-letter stream seq %d: %w", it.m.StreamSeq, err)
 	}
 	d.stats.deadLettered.Add(1)
-	d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, "reason", reason, logEventID, it.m.ID, logError, msgErr)
+	d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, logReason, reason, logEventID, it.m.ID, logError, m.Header.Get(bjs.HeaderError))
 	return nil
-}
-
-// dlqMaxHeader bounds the header block of a dead letter: JetStream refuses
-// blocks over 64 KiB.
-const dlqMaxHeader = 60 << 10
-
-// wireHeaderSize is the size of h's block on the wire ("NATS/1.0", one
-// "name: value" line per value, a blank line).
-func wireHeaderSize(h nats.Header) int {
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + len(": \r\n") + len(v)
-		}
-	}
-	return n
 }

@@ -5,9 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,35 +24,6 @@ import (
 // Faults beyond kills: publish errors and timeouts, lost JetStream writes, a
 // full disk, hung handlers, hostile messages. Each test drives the fault
 // through the real embedded server and a real SQLite file.
-
-// publishN commits n counted events of key, one transaction each.
-func publishN(t testing.TB, bus *Bus, key string, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		if err := publishCounted(context.Background(), bus, "order.placed", key); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// updateStream edits the event stream's configuration in place.
-func updateStream(t testing.TB, bus *Bus, edit func(*jetstream.StreamConfig)) {
-	t.Helper()
-	ctx := context.Background()
-	s, err := bus.js.Stream(ctx, bus.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	edit(&cfg)
-	if _, err := bus.js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatalf("update stream: %v", err)
-	}
-}
 
 // A stream limit refuses new messages (MaxMsgs with DiscardNew) for a while,
 // in the middle of a run: the relay backs off, keeps the order, and resumes by
@@ -135,50 +103,6 @@ func TestFaultPublishTimeouts(t *testing.T) {
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }
 
-// copyDir copies the tree at src to dst (which must not exist).
-func copyDir(t testing.TB, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(target)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatalf("copy %s to %s: %v", src, dst, err)
-	}
-}
-
-// restoreDir replaces dir by the copy at from.
-func restoreDir(t testing.TB, from, dir string) {
-	t.Helper()
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	copyDir(t, from, dir)
-}
-
 // JetStream writes acked and then lost, as after a power loss with lazy
 // fsync: the store directory is put back to an earlier copy while the bus is
 // down. On start the relay sees the stream is behind its outbox and
@@ -244,50 +168,6 @@ func TestFaultLostJetStreamStore(t *testing.T) {
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 75)
 	waitApplied(t, tb.db, "ledger", 75)
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
-}
-
-// poolConns is the size of the database pool in the disk-full test: every
-// connection of the pool gets the page limit, the bus's write connection
-// (one of them) included.
-const poolConns = 4
-
-// limitPages sets PRAGMA max_page_count on every connection of the pool of
-// tb.db (max_page_count is per connection): 0 means "no room beyond what the
-// file has now".
-func limitPages(t testing.TB, tb *testBundle, pages int64) {
-	t.Helper()
-	ctx := context.Background()
-	set := func(c *sql.Conn) {
-		limit := pages
-		if limit == 0 {
-			if err := c.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&limit); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var got int64
-		if err := c.QueryRowContext(ctx, `PRAGMA max_page_count = `+strconv.FormatInt(limit, 10)).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tb.bus.acquireWrite(ctx); err != nil {
-		t.Fatal(err)
-	}
-	set(tb.bus.wconn)
-	tb.bus.releaseWrite()
-	conns := make([]*sql.Conn, 0, poolConns-1)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range poolConns - 1 {
-		c, err := tb.db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		set(c)
-	}
 }
 
 // The disk fills up: PublishTx returns the error, the application's
@@ -626,43 +506,6 @@ func TestFaultHostileMessagesFromPlainClient(t *testing.T) {
 	}
 	// The relay's chain was broken by every foreign message; it resynced.
 	checkStreamOrderIgnoringForeign(t, tb.bus, int64(real))
-}
-
-// headerBytes is the size of h on the wire.
-func headerBytes(h nats.Header) int {
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + len(": ") + len(v) + len("\r\n")
-		}
-	}
-	return n
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("BOXCAR_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// checkStreamOrderIgnoringForeign checks that the Boxcar events in the
-// stream are outbox seqs 1..last in order, skipping messages without the
-// Boxcar-Seq header or whose seq header is not a positive integer.
-func checkStreamOrderIgnoringForeign(t testing.TB, bus *Bus, last int64) {
-	t.Helper()
-	var seqs []int64
-	for _, m := range streamMessages(t, bus) {
-		if id := m.Header.Get("Nats-Msg-Id"); id == "" || strings.HasPrefix(id, "forged-") {
-			continue
-		}
-		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
-		if err != nil || n <= 0 {
-			continue
-		}
-		seqs = append(seqs, n)
-	}
-	checkStreamIsOutbox(t, seqs, 1, last)
 }
 
 // Regression: Resync trusted any stream message carrying a Boxcar-Seq and a

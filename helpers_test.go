@@ -4,19 +4,28 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/boxcar-bus/boxcar/internal/lossyjs"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -117,6 +126,46 @@ func (tb *testBundle) closeBus() {
 		tb.t.Fatalf("close bus: %v", err)
 	}
 	tb.bus = nil
+}
+
+// withLossyJetStream makes cfg's bus publish through a lossyjs wrapper of
+// its real JetStream context, so that a test can lose or refuse publishes;
+// the func returned gives the wrapper of the bus opened last.
+func withLossyJetStream(cfg Config) (Config, func() *lossyjs.JetStream) {
+	var mu sync.Mutex
+	var lossy *lossyjs.JetStream
+	cfg.seams = &testSeams{wrapJetStream: func(js jetstream.JetStream) jetstream.JetStream {
+		mu.Lock()
+		defer mu.Unlock()
+		lossy = lossyjs.Wrap(js)
+		return lossy
+	}}
+	return cfg, func() *lossyjs.JetStream {
+		mu.Lock()
+		defer mu.Unlock()
+		return lossy
+	}
+}
+
+// dropAcks makes cfg's bus lose the acks of its subscribers while the
+// counter it returns is above zero (each lost ack takes one).
+func dropAcks(cfg Config) (Config, *atomic.Int64) {
+	var left atomic.Int64
+	if cfg.seams == nil {
+		cfg.seams = &testSeams{}
+	}
+	cfg.seams.ack = func(m jetstream.Msg) error {
+		for {
+			n := left.Load()
+			if n <= 0 {
+				return m.Ack()
+			}
+			if left.CompareAndSwap(n, n-1) {
+				return nil // lost on its way
+			}
+		}
+	}
+	return cfg, &left
 }
 
 // publishCounted commits one event of key in a transaction that also bumps
@@ -321,4 +370,290 @@ func (c *child) exitErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
+}
+
+// publishN commits n counted events of key, one transaction each.
+func publishN(t testing.TB, bus *Bus, key string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if err := publishCounted(context.Background(), bus, "order.placed", key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// updateStream edits the event stream's configuration in place.
+func updateStream(t testing.TB, bus *Bus, edit func(*jetstream.StreamConfig)) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bus.js.Stream(ctx, bus.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	edit(&cfg)
+	if _, err := bus.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("update stream: %v", err)
+	}
+}
+
+// copyDir copies the tree at src to dst (which must not exist).
+func copyDir(t testing.TB, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(target)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+	if err != nil {
+		t.Fatalf("copy %s to %s: %v", src, dst, err)
+	}
+}
+
+// restoreDir replaces dir by the copy at from.
+func restoreDir(t testing.TB, from, dir string) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	copyDir(t, from, dir)
+}
+
+// poolConns is the size of the database pool in the disk-full test: every
+// connection of the pool gets the page limit, the bus's write connection
+// (one of them) included.
+const poolConns = 4
+
+// limitPages sets PRAGMA max_page_count on every connection of the pool of
+// tb.db (max_page_count is per connection): 0 means "no room beyond what the
+// file has now".
+func limitPages(t testing.TB, tb *testBundle, pages int64) {
+	t.Helper()
+	ctx := context.Background()
+	set := func(c *sql.Conn) {
+		limit := pages
+		if limit == 0 {
+			if err := c.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got int64
+		if err := c.QueryRowContext(ctx, `PRAGMA max_page_count = `+strconv.FormatInt(limit, 10)).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tb.bus.w.(*sqlite.Writer).Conn(ctx, func(c *sql.Conn) error { set(c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*sql.Conn, 0, poolConns-1)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range poolConns - 1 {
+		c, err := tb.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		set(c)
+	}
+}
+
+// headerBytes is the size of h on the wire.
+func headerBytes(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("BOXCAR_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// checkStreamOrderIgnoringForeign checks that the Boxcar events in the
+// stream are outbox seqs 1..last in order, skipping messages without the
+// Boxcar-Seq header or whose seq header is not a positive integer.
+func checkStreamOrderIgnoringForeign(t testing.TB, bus *Bus, last int64) {
+	t.Helper()
+	var seqs []int64
+	for _, m := range streamMessages(t, bus) {
+		if id := m.Header.Get("Nats-Msg-Id"); id == "" || strings.HasPrefix(id, "forged-") {
+			continue
+		}
+		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
+		if err != nil || n <= 0 {
+			continue
+		}
+		seqs = append(seqs, n)
+	}
+	checkStreamIsOutbox(t, seqs, 1, last)
+}
+
+// streamMessages reads the whole event stream, in order.
+func streamMessages(t testing.TB, bus *Bus) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bus.js.Stream(ctx, bus.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// streamEvents returns the outbox seq of each message of the event stream,
+// in stream order; every message must carry one.
+func streamEvents(t testing.TB, bus *Bus) []int64 {
+	t.Helper()
+	var seqs []int64
+	for _, m := range streamMessages(t, bus) {
+		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
+		if err != nil {
+			t.Fatalf("stream message %d has no %s header: %v", m.Sequence, bjs.HeaderSeq, err)
+		}
+		seqs = append(seqs, n)
+	}
+	return seqs
+}
+
+// checkStreamIsOutbox checks that the stream holds the outbox seqs
+// first..last each exactly once, in order.
+func checkStreamIsOutbox(t testing.TB, seqs []int64, first, last int64) {
+	t.Helper()
+	if int64(len(seqs)) != last-first+1 {
+		t.Errorf("stream holds %d events, want %d (seq %d..%d)", len(seqs), last-first+1, first, last)
+	}
+	for i, s := range seqs {
+		if want := first + int64(i); s != want {
+			t.Fatalf("stream position %d holds outbox seq %d, want %d (duplicate, gap or reorder); stream: %v", i, s, want, abbreviate(seqs))
+		}
+	}
+}
+
+func abbreviate(s []int64) string {
+	if len(s) <= 40 {
+		return fmt.Sprint(s)
+	}
+	return fmt.Sprint(s[:20], "...", s[len(s)-20:])
+}
+
+// waitRelayed waits until the relay's cursor reaches seq.
+func waitRelayed(t testing.TB, bus *Bus, seq int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("relay cursor to reach %d", seq), time.Minute, func() (bool, string) {
+		c := bus.relay.cursor.Load()
+		return c >= seq, fmt.Sprintf("cursor %d", c)
+	})
+}
+
+func maxOutboxSeq(t testing.TB, db *sql.DB) int64 {
+	t.Helper()
+	_, m, err := sqlite.OutboxBounds(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// runWriters commits total events over keys from writers goroutines, each
+// event bumping its key's counter in the same transaction.
+func runWriters(t testing.TB, bus *Bus, writers, total, keys int, typeOf func(i int) string) {
+	t.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1))
+				if i > total {
+					return
+				}
+				key := "key-" + strconv.Itoa(rand.IntN(keys))
+				if err := publishCounted(ctx, bus, typeOf(i), key); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// readDeadLetters waits for want messages in the dead-letter stream and
+// returns them.
+func readDeadLetters(t testing.TB, bus *Bus, want int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bus.js.Stream(ctx, bus.DLQStreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("%d dead letters", want), time.Minute, func() (bool, string) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs >= uint64(want), fmt.Sprintf("%d dead letters", info.State.Msgs)
+	})
+	var out []*jetstream.RawStreamMsg
+	for seq := uint64(1); len(out) < want; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,94 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
-	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/internal/lossyjs"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
-// streamMessages reads the whole event stream, in order.
-func streamMessages(t testing.TB, bus *Bus) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx := context.Background()
-	s, err := bus.js.Stream(ctx, bus.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs
-}
-
-// streamEvents returns the outbox seq of each message of the event stream,
-// in stream order; every message must carry one.
-func streamEvents(t testing.TB, bus *Bus) []int64 {
-	t.Helper()
-	var seqs []int64
-	for _, m := range streamMessages(t, bus) {
-		n, err := strconv.ParseInt(m.Header.Get(bjs.HeaderSeq), 10, 64)
-		if err != nil {
-			t.Fatalf("stream message %d has no %s header: %v", m.Sequence, bjs.HeaderSeq, err)
-		}
-		seqs = append(seqs, n)
-	}
-	return seqs
-}
-
-// checkStreamIsOutbox checks that the stream holds the outbox seqs
-// first..last each exactly once, in order.
-func checkStreamIsOutbox(t testing.TB, seqs []int64, first, last int64) {
-	t.Helper()
-	if int64(len(seqs)) != last-first+1 {
-		t.Errorf("stream holds %d events, want %d (seq %d..%d)", len(seqs), last-first+1, first, last)
-	}
-	for i, s := range seqs {
-		if want := first + int64(i); s != want {
-			t.Fatalf("stream position %d holds outbox seq %d, want %d (duplicate, gap or reorder); stream: %v", i, s, want, abbreviate(seqs))
-		}
-	}
-}
-
-func abbreviate(s []int64) string {
-	if len(s) <= 40 {
-		return fmt.Sprint(s)
-	}
-	return fmt.Sprint(s[:20], "...", s[len(s)-20:])
-}
-
-// waitRelayed waits until the relay's cursor reaches seq.
-func waitRelayed(t testing.TB, bus *Bus, seq int64) {
-	t.Helper()
-	waitFor(t, fmt.Sprintf("relay cursor to reach %d", seq), time.Minute, func() (bool, string) {
-		c := bus.relay.cursor.Load()
-		return c >= seq, fmt.Sprintf("cursor %d", c)
-	})
-}
-
-func maxOutboxSeq(t testing.TB, db *sql.DB) int64 {
-	t.Helper()
-	_, m, err := sqlite.OutboxBounds(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// Point 1: a rolled-back transaction publishes nothing; its app rows and
+// No loss, publish side: a rolled-back transaction publishes nothing; its app rows and
 // events vanish together.
 func TestRollbackPublishesNothing(t *testing.T) {
 	t.Parallel()
@@ -229,9 +149,9 @@ func TestOutboxSeqIsCommitOrder(t *testing.T) {
 	}
 }
 
-// Point 6a: the relay is killed after JetStream acked a batch and before it
-// saved its cursor; it restarts after the duplicate window has passed. The
-// stream must still hold each event once.
+// The relay is killed after JetStream acked a batch and before it saved its
+// cursor; it restarts after the duplicate window has passed. The stream must
+// still hold each event once.
 func TestRelayCrashAfterAckBeyondDuplicateWindow(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -268,15 +188,15 @@ func TestRelayCrashAfterAckBeyondDuplicateWindow(t *testing.T) {
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, events+20)
 }
 
-// Point 6b: publishes fail in the middle of pipelined batches (a message is
-// lost on its way, so the chain refuses every later one). The relay resyncs
-// and the stream ends up in outbox order, nothing missing, nothing twice.
+// Publishes fail in the middle of pipelined batches (a message is lost on
+// its way, so the chain refuses every later one). The relay resyncs and the
+// stream ends up in outbox order, nothing missing, nothing twice.
 func TestRelayPublishFailureMidBatch(t *testing.T) {
-	// Not parallel: fault points are process-wide.
-	defer faults.Reset()
+	t.Parallel()
 	ctx := context.Background()
-	tb := setup(t, Config{RelayBatch: 100})
-	faults.Set(faults.PublishDrop, 0.02, faults.Report, 15)
+	cfg, lossy := withLossyJetStream(Config{RelayBatch: 100})
+	tb := setup(t, cfg)
+	lossy().SetDrop(lossyjs.DropTimes(15, func() bool { return rand.Float64() < 0.02 }))
 	const events = 3000
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
@@ -305,7 +225,7 @@ func TestRelayPublishFailureMidBatch(t *testing.T) {
 }
 
 // An event that fails validation leaves nothing written and the caller's
-// transaction usable (point 9, publish side).
+// transaction usable.
 func TestPublishRejectsBadEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -366,7 +286,7 @@ func TestPublishRejectsBadEvents(t *testing.T) {
 	}
 }
 
-// Publish and PublishTx on a closed bus return ErrClosed (point 9).
+// Publish and PublishTx on a closed bus return ErrClosed.
 func TestPublishOnClosedBus(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -422,11 +342,11 @@ func TestCallerTransactionsAreRelayed(t *testing.T) {
 // idle relay writes nothing: no commit reaches the database while the bus
 // sits idle, however often the relay polls.
 func TestOutboxLagAndIdleRelay(t *testing.T) {
-	// Not parallel: fault points are process-wide.
-	defer faults.Reset()
+	t.Parallel()
 	ctx := context.Background()
-	tb := setup(t, Config{RelayPollInterval: 20 * time.Millisecond, CursorSaveInterval: time.Millisecond})
-	faults.Set(faults.PublishFail, 1, faults.Report, -1)
+	cfg, lossy := withLossyJetStream(Config{RelayPollInterval: 20 * time.Millisecond, CursorSaveInterval: time.Millisecond})
+	tb := setup(t, cfg)
+	lossy().SetRefuse(func(*nats.Msg) bool { return true })
 	for i := 0; i < 7; i++ {
 		if err := publishCounted(ctx, tb.bus, "order.placed", "k"); err != nil {
 			t.Fatal(err)
@@ -440,7 +360,7 @@ func TestOutboxLagAndIdleRelay(t *testing.T) {
 	if st.OutboxLag != 7 || st.OutboxAge < 50*time.Millisecond || st.RelayFailures == 0 {
 		t.Fatalf("stats while the relay cannot publish: %+v, want lag 7, age >= 50ms, failures > 0", st)
 	}
-	faults.Reset()
+	lossy().SetRefuse(nil)
 	waitFor(t, "the outbox lag to drain", time.Minute, func() (bool, string) {
 		st, err = tb.bus.Stats(ctx)
 		if err != nil {

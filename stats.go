@@ -68,12 +68,13 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 	if b.closed.Load() {
 		return Stats{}, ErrClosed
 	}
+	ws := b.w.Stats()
 	st := Stats{
 		RelayCursor:    b.relay.cursor.Load(),
 		RelayPublished: b.relay.published.Load(),
 		RelayFailures:  b.relay.failures.Load(),
-		TxCommits:      b.txCommits.Load(),
-		TxCalls:        b.txCalls.Load(),
+		TxCommits:      ws.TxCommits,
+		TxCalls:        ws.TxCalls,
 	}
 	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
 	if err != nil {

@@ -22,7 +22,7 @@ type txOutcome struct {
 func runGroup(t *testing.T, b *Bus, fns ...func(tx *sql.Tx) error) []txOutcome {
 	t.Helper()
 	ctx := context.Background()
-	if err := b.acquireWrite(ctx); err != nil {
+	if err := b.w.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
 	out := make([]txOutcome, len(fns))
@@ -39,7 +39,7 @@ func runGroup(t *testing.T, b *Bus, fns ...func(tx *sql.Tx) error) []txOutcome {
 		}()
 		waitQueued(t, b, i+1)
 	}
-	b.releaseWrite()
+	b.w.Unlock()
 	for range fns {
 		<-done
 	}
@@ -50,9 +50,8 @@ func runGroup(t *testing.T, b *Bus, fns ...func(tx *sql.Tx) error) []txOutcome {
 func waitQueued(t *testing.T, b *Bus, n int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d Tx calls queued", n), 10*time.Second, func() (bool, string) {
-		b.txq.mu.Lock()
-		defer b.txq.mu.Unlock()
-		return len(b.txq.calls) == n, fmt.Sprintf("%d queued", len(b.txq.calls))
+		q := b.w.Stats().TxQueued
+		return q == n, fmt.Sprintf("%d queued", q)
 	})
 }
 
@@ -91,7 +90,7 @@ func TestTxGroupCommitIsolatesEachCall(t *testing.T) {
 	tb := setup(t, Config{})
 	ctx := context.Background()
 	boom := errors.New("boom")
-	commits, calls := tb.bus.txCommits.Load(), tb.bus.txCalls.Load()
+	before := tb.bus.w.Stats()
 	var sawA int
 	out := runGroup(t, tb.bus,
 		insertCounter("a"),
@@ -143,7 +142,8 @@ func TestTxGroupCommitIsolatesEachCall(t *testing.T) {
 	if got := counterKeys(t, tb.db); got != "a,d,e" {
 		t.Fatalf("committed keys %q, want a,d,e", got)
 	}
-	if c, n := tb.bus.txCommits.Load()-commits, tb.bus.txCalls.Load()-calls; c != 1 || n != 3 {
+	after := tb.bus.w.Stats()
+	if c, n := after.TxCommits-before.TxCommits, after.TxCalls-before.TxCalls; c != 1 || n != 3 {
 		t.Fatalf("%d commits for %d calls, want the three successful calls in one commit", c, n)
 	}
 	// A marker published after the group: once it is in the stream, so is
@@ -229,7 +229,7 @@ func TestTxGroupCallThatCommitsTheTransaction(t *testing.T) {
 func TestTxCanceledWhileQueued(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	if err := tb.bus.acquireWrite(context.Background()); err != nil {
+	if err := tb.bus.w.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -246,7 +246,7 @@ func TestTxCanceledWhileQueued(t *testing.T) {
 	if err := <-res; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Tx returned %v, want context.Canceled", err)
 	}
-	tb.bus.releaseWrite()
+	tb.bus.w.Unlock()
 	if err := tb.bus.Tx(context.Background(), insertCounter("after")); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestTxQueuedAtClose(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
 	b := tb.bus
-	if err := b.acquireWrite(context.Background()); err != nil {
+	if err := b.w.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
@@ -276,7 +276,7 @@ func TestTxQueuedAtClose(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- b.Close(context.Background()) }()
 	waitFor(t, "Close started", 10*time.Second, func() (bool, string) { return b.closed.Load(), "" })
-	b.releaseWrite()
+	b.w.Unlock()
 	if err := <-res; !errors.Is(err, ErrClosed) {
 		t.Fatalf("queued Tx returned %v, want ErrClosed", err)
 	}

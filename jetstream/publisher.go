@@ -4,24 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/boxcar-bus/boxcar/internal/faults"
 )
-
-// Outgoing is one outbox event on its way into the stream.
-type Outgoing struct {
-	Seq       int64
-	ID        string
-	Type      string
-	Key       string
-	Headers   map[string]string
-	Data      []byte
-	CreatedNS int64
-}
 
 // Publisher puts outbox events into the event stream in outbox order, each
 // exactly once. It is the stream's only writer and is not safe for
@@ -61,6 +46,11 @@ type Publisher struct {
 	// stream's real end: back (and publish events twice) or forward (and
 	// never publish the events in between). Nil trusts the headers.
 	Owns func(ctx context.Context, outboxSeq int64, id string) (bool, error)
+
+	// MidBatch, if set, is called when half of a Send of two or more
+	// messages is on its way: a probe for crash tests (a kill there leaves
+	// a batch half stored). It must return at once or never.
+	MidBatch func()
 }
 
 type pendingAck struct {
@@ -106,35 +96,16 @@ func (p *Publisher) Send(msgs []Outgoing) {
 	prev := p.prevID
 	for i := range msgs {
 		o := &msgs[i]
-		// The header map is sized once, and Boxcar's own names, already in
-		// canonical form, are stored directly; Set canonicalizes each name.
-		h := make(nats.Header, len(o.Headers)+6)
-		for k, v := range o.Headers {
-			h.Set(k, v)
-		}
-		h[HeaderSeq] = []string{strconv.FormatInt(o.Seq, 10)}
-		h[HeaderType] = []string{o.Type}
-		h[HeaderKey] = []string{o.Key}
-		h[HeaderTime] = []string{strconv.FormatInt(o.CreatedNS, 10)}
-		h[jetstream.MsgIDHeader] = []string{o.ID}
-		if prev != "" {
-			h[jetstream.ExpectedLastMsgIDHeader] = []string{prev}
-		}
-		m := &nats.Msg{Subject: Subject(p.prefix, o.Type, o.Key), Header: h}
-		m.Data = o.Data
+		m := Encode(p.prefix, o, prev)
 		prev = o.ID
-		if faults.Hit(faults.PublishDrop) {
-			// Test fault: the message is lost on its way to the server.
-			continue
-		}
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
 			b.sendErr = fmt.Errorf("publish seq %d: %w", o.Seq, err)
 			break
 		}
 		b.pending = append(b.pending, pendingAck{f: f, seq: o.Seq})
-		if i == len(msgs)/2 && len(msgs) > 1 {
-			faults.Hit(faults.RelayMidBatch) // test fault: half the batch is in flight
+		if i == len(msgs)/2 && len(msgs) > 1 && p.MidBatch != nil {
+			p.MidBatch()
 		}
 	}
 	// The chain goes on from the last message of this batch. If the batch
@@ -249,9 +220,8 @@ func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
 		if err != nil {
 			return StreamEnd{}, fmt.Errorf("resync: get message %d: %w", seq, err)
 		}
-		s, err := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
-		id := m.Header.Get(jetstream.MsgIDHeader)
-		if err != nil || s <= 0 || id == "" {
+		s, id, ok := OutboxSeqOf(m.Header)
+		if !ok {
 			continue // not ours
 		}
 		if p.Owns != nil {

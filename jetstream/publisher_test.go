@@ -7,14 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
+	"github.com/boxcar-bus/boxcar/internal/lossyjs"
 )
 
 type bundle struct {
 	srv    *Server
-	js     jetstream.JetStream
+	js     *lossyjs.JetStream // the real JetStream, with faults off until a test sets one
 	events jetstream.Stream
 	pub    *Publisher
 }
@@ -41,7 +42,8 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bundle{srv: srv, js: js, events: events, pub: NewPublisher(js, events, "ev")}
+	lossy := lossyjs.Wrap(js)
+	return &bundle{srv: srv, js: lossy, events: events, pub: NewPublisher(lossy, events, "ev")}
 }
 
 func outgoing(from, to int64) []Outgoing {
@@ -75,20 +77,30 @@ func (b *bundle) streamSeqs(t *testing.T) []int64 {
 // every later one; Resync finds the last stored event and the resend fills
 // the gap in order.
 func TestPublisherChainRefusesAfterGap(t *testing.T) {
-	defer faults.Reset()
+	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
 	if err := b.pub.Publish(ctx, outgoing(1, 5)); err != nil {
 		t.Fatal(err)
 	}
-	faults.Set(faults.PublishDrop, 1, faults.Report, 1) // drops seq 6
-	err := b.pub.Publish(ctx, outgoing(6, 10))
-	if err == nil {
-		t.Fatal("a batch with a lost message reported success")
+	b.js.SetDrop(func(m *nats.Msg) bool { return m.Header.Get(HeaderSeq) == "6" }) // seq 6 never arrives
+	// 6..10 pipelined, one Send each so that each one's outcome is seen.
+	for _, o := range outgoing(6, 10) {
+		b.pub.Send([]Outgoing{o})
 	}
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastMsgID {
-		t.Fatalf("got %v, want the wrong-last-msg-id refusal (10070)", err)
+	if _, _, err := b.pub.Await(ctx); !errors.Is(err, lossyjs.ErrLost) {
+		t.Fatalf("seq 6: got %v, want it lost", err)
+	}
+	for seq := 7; seq <= 10; seq++ {
+		_, _, err := b.pub.Await(ctx)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastMsgID {
+			t.Fatalf("seq %d, after the gap: got %v, want the wrong-last-msg-id refusal (10070)", seq, err)
+		}
+	}
+	b.js.SetDrop(nil)
+	if got := b.streamSeqs(t); len(got) != 5 {
+		t.Fatalf("after the gap the stream holds %v, want 1..5", got)
 	}
 	end, err := b.pub.Resync(ctx)
 	if err != nil {

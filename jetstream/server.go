@@ -155,23 +155,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// logComponent is the log attribute that marks nats-server's own lines.
+const logComponent = "component"
+
 // serverLogger forwards nats-server logs to slog. Fatalf logs at error level
 // and returns: an embedded library must never exit its host process.
 type serverLogger struct{ l *slog.Logger }
 
 func (s *serverLogger) Noticef(format string, v ...any) {
-	s.l.Debug(fmt.Sprintf(format, v...), "component", "nats-server")
+	s.l.Debug(fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Warnf(format string, v ...any) {
-	s.l.Warn(fmt.Sprintf(format, v...), "component", "nats-server")
+	s.l.Warn(fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Fatalf(format string, v ...any) {
-	s.l.Error("fatal: "+fmt.Sprintf(format, v...), "component", "nats-server")
+	s.l.Error("fatal: "+fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Errorf(format string, v ...any) {
-	s.l.Error(fmt.Sprintf(format, v...), "component", "nats-server")
+	s.l.Error(fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Debugf(format string, v ...any) {
-	s.l.Debug(fmt.Sprintf(format, v...), "component", "nats-server")
+	s.l.Debug(fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Tracef(format string, v ...any) {}

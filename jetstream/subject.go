@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/textproto"
 	"strings"
 	"unicode/utf8"
 )
@@ -13,21 +12,6 @@ import (
 const (
 	MaxTypeLen = 255 // bytes of an event type
 	MaxKeyLen  = 512 // bytes of a raw key
-)
-
-// Header names Boxcar sets on every message it publishes. User headers may
-// not use the Boxcar- or Nats- prefixes.
-const (
-	HeaderSeq      = "Boxcar-Seq"      // outbox seq, decimal
-	HeaderType     = "Boxcar-Type"     // event type
-	HeaderKey      = "Boxcar-Key"      // raw key (the subject carries it encoded)
-	HeaderTime     = "Boxcar-Time"     // commit-side creation time, unix ns, decimal
-	HeaderError    = "Boxcar-Error"    // dead letters: the last error
-	HeaderAttempts = "Boxcar-Attempts" // dead letters: attempts made
-	HeaderSubscr   = "Boxcar-Subscriber"
-	HeaderOrigSeq  = "Boxcar-Stream-Seq"  // dead letters: sequence in the event stream
-	HeaderOrigSubj = "Boxcar-Subject"     // dead letters: subject in the event stream
-	HeaderReason   = "Boxcar-Dead-Reason" // dead letters: failed, permanent or malformed
 )
 
 // ErrInvalidType and ErrInvalidKey are wrapped by the validation errors below.
@@ -171,15 +155,4 @@ func ValidateToken(what, s string) error {
 		}
 	}
 	return nil
-}
-
-// headerNewlines turns CR and LF into spaces, as nats.go does in header values.
-var headerNewlines = strings.NewReplacer("\r", " ", "\n", " ")
-
-// HeaderForm is how s arrives as a NATS header value: nats.go trims spaces,
-// tabs, CR and LF around it and turns CR and LF inside it into spaces. A key
-// may hold any of them: the subject carries it exactly, its Boxcar-Key
-// header only in this form.
-func HeaderForm(s string) string {
-	return headerNewlines.Replace(textproto.TrimString(s))
 }

@@ -18,9 +18,11 @@ const (
 // connection's statement cache (see OpenOptions) keeps it compiled.
 const InsertOutbox = `INSERT INTO boxcar_outbox(id, type, key, headers, data, created_ns) VALUES(?, ?, ?, ?, ?, ?)`
 
-// InsertDedupe records that a subscriber handled an event. No row affected
+// insertDedupe records that a subscriber handled an event. No row affected
 // means it was handled before.
-const InsertDedupe = `INSERT INTO boxcar_dedupe(subscriber, event_id, handled_ns) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
+const insertDedupe = `INSERT INTO boxcar_dedupe(subscriber, event_id, handled_ns) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
+
+const walCheckpointPassive = `PRAGMA wal_checkpoint(PASSIVE)`
 
 const selectOutboxAfter = `SELECT seq, id, type, key, headers, data, created_ns
 FROM boxcar_outbox WHERE seq > ? ORDER BY seq LIMIT ?`
@@ -45,6 +47,80 @@ type OutboxRow struct {
 	Headers   []byte // JSON object of string to string, or nil
 	Data      []byte
 	CreatedNS int64
+}
+
+// publishSavepoint makes the rows of one InsertEvents call all or nothing.
+var publishSavepoint = NewSavepoint("boxcar_publish")
+
+// InsertEvents adds rows to the outbox in tx (their Seq is ignored: SQLite
+// assigns it) and returns the first error. The rows of one call are written
+// all or none: several rows are inserted in a savepoint, undone together
+// on a failure.
+func InsertEvents(ctx context.Context, tx Execer, rows []OutboxRow) error {
+	insert := func() error {
+		for i := range rows {
+			r := &rows[i]
+			if _, err := tx.ExecContext(ctx, InsertOutbox, r.ID, r.Type, r.Key, r.Headers, r.Data, r.CreatedNS); err != nil {
+				return fmt.Errorf("insert outbox row: %w", err)
+			}
+		}
+		return nil
+	}
+	if len(rows) == 1 {
+		return insert() // one statement is atomic by itself
+	}
+	if err := publishSavepoint.Begin(ctx, tx); err != nil {
+		return err
+	}
+	if err := insert(); err != nil {
+		publishSavepoint.Rollback(ctx, tx)
+		return err
+	}
+	return publishSavepoint.Release(ctx, tx)
+}
+
+// RecordHandled writes the dedupe row of (subscriber, eventID) in tx and
+// reports whether it is new: false means the event was handled before.
+func RecordHandled(ctx context.Context, tx Execer, subscriber, eventID string, nowNS int64) (bool, error) {
+	res, err := tx.ExecContext(ctx, insertDedupe, subscriber, eventID, nowNS)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// Savepoint is a named SQLite savepoint: a nested unit of work inside a
+// transaction, undone alone.
+type Savepoint struct{ begin, release, rollbackTo string }
+
+// NewSavepoint names a savepoint (an SQL identifier).
+func NewSavepoint(name string) Savepoint {
+	return Savepoint{begin: "SAVEPOINT " + name, release: "RELEASE " + name, rollbackTo: "ROLLBACK TO " + name}
+}
+
+// Begin starts the savepoint.
+func (s Savepoint) Begin(ctx context.Context, e Execer) error {
+	_, err := e.ExecContext(ctx, s.begin)
+	return err
+}
+
+// Release keeps the savepoint's writes in the enclosing transaction. It
+// fails when the savepoint is gone: SQLite rolled back the whole
+// transaction, or something ended it.
+func (s Savepoint) Release(ctx context.Context, e Execer) error {
+	_, err := e.ExecContext(ctx, s.release)
+	return err
+}
+
+// Rollback undoes the savepoint's writes and ends it. Its error is that of
+// the undo: it fails when the savepoint is gone.
+func (s Savepoint) Rollback(ctx context.Context, e Execer) error {
+	if _, err := e.ExecContext(ctx, s.rollbackTo); err != nil {
+		return err
+	}
+	_, err := e.ExecContext(ctx, s.release)
+	return err
 }
 
 // ReadOutbox appends to buf the rows with seq > after, in seq order, at most

@@ -42,7 +42,8 @@ import (
 const (
 	// SyncNormal fsyncs the WAL at checkpoints only. A committed transaction
 	// survives a process crash; the last few may be lost in a power loss or
-	// an OS crash. This is the default: it is ~10× faster than SyncFull.
+	// an OS crash. This is the default: it is several times faster than
+	// SyncFull (bench/RESULTS.md has the figures).
 	SyncNormal = "NORMAL"
 	// SyncFull fsyncs the WAL at every commit: committed means durable.
 	SyncFull = "FULL"

@@ -14,10 +14,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/boxcar-bus/boxcar"
-	"github.com/boxcar-bus/boxcar/internal/faults"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -25,7 +25,7 @@ import (
 const (
 	envChild    = "BOXCAR_TORTURE_CHILD" // "run" or "drain"
 	envDir      = "BOXCAR_TORTURE_DIR"
-	envFault    = "BOXCAR_TORTURE_FAULT" // a faults.Point armed with faults.Kill, or ""
+	envFault    = "BOXCAR_TORTURE_FAULT" // a boxcar.Probe to die at, or ""
 	envFaultP   = "BOXCAR_TORTURE_FAULT_P"
 	envWrite    = "BOXCAR_TORTURE_WRITE" // events to commit in this life
 	envLife     = "BOXCAR_TORTURE_LIFE"  // index of this life
@@ -118,7 +118,7 @@ func failsFirst(sub, id string, rate float64) bool {
 type childConfig struct {
 	mode         string
 	dir          string
-	fault        faults.Point
+	fault        boxcar.Probe
 	faultP       float64
 	write        int64
 	life         int64
@@ -135,7 +135,7 @@ func childConfigFromEnv() (childConfig, error) {
 	c := childConfig{
 		mode:  os.Getenv(envChild),
 		dir:   os.Getenv(envDir),
-		fault: faults.Point(os.Getenv(envFault)),
+		fault: boxcar.Probe(os.Getenv(envFault)),
 	}
 	var err error
 	num := func(name string, parse func(string) error) {
@@ -186,11 +186,6 @@ func childMain() int {
 		return 3
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	if cfg.mode == "run" && cfg.fault != "" {
-		// Armed before Open: the point may fire as soon as the relay or a
-		// subscriber runs, including while catching up after the last kill.
-		faults.Set(cfg.fault, cfg.faultP, faults.Kill, 1)
-	}
 	ctx := context.Background()
 	c, err := openChild(ctx, cfg, log)
 	if err != nil {
@@ -228,7 +223,13 @@ func openChild(ctx context.Context, cfg childConfig, log *slog.Logger) (*child, 
 	if _, err := db.ExecContext(ctx, appSchema); err != nil {
 		return nil, fmt.Errorf("app schema: %w", err)
 	}
-	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(cfg.dir, "nats"), Logger: log, PruneDelay: cfg.pruneDelay})
+	bcfg := boxcar.Config{Dir: filepath.Join(cfg.dir, "nats"), Logger: log, PruneDelay: cfg.pruneDelay}
+	if cfg.mode == "run" && cfg.fault != "" {
+		// Armed from Open: the point may fire as soon as the relay or a
+		// subscriber runs, including while catching up after the last kill.
+		bcfg.Probe = killAt(cfg.fault, cfg.faultP)
+	}
+	bus, err := boxcar.Open(ctx, db, bcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +244,18 @@ func openChild(ctx context.Context, cfg childConfig, log *slog.Logger) (*child, 
 		return nil, err
 	}
 	return c, nil
+}
+
+// killAt returns a probe that SIGKILLs this process at point, with
+// probability p each time the point is reached: a real crash at that
+// instant.
+func killAt(point boxcar.Probe, p float64) func(boxcar.Probe) {
+	return func(at boxcar.Probe) {
+		if at == point && rand.Float64() < p {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
 
 const insertHandled = `(key, n, tag, doomed, event_id, seq, life) VALUES (?, ?, ?, ?, ?, ?, ?)`

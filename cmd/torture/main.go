@@ -5,7 +5,7 @@
 // transactions are rolled back on purpose, a transactional subscriber and a
 // plain (at-least-once) subscriber record in SQLite every event they handle.
 // The parent kills the child with SIGKILL at random instants and, through
-// internal/faults (enabled only in the child), at targeted points: after an
+// Config.Probe (a probe set only in the child), at targeted points: after an
 // outbox commit before the relay wakes, after a publish ack before the cursor
 // is saved, in the middle of a pipelined batch, after a handler commit before
 // the ack, while a key waits to retry. It restarts the child again and again.

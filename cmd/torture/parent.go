@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/boxcar-bus/boxcar/internal/faults"
+	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -61,22 +61,22 @@ func defaultParentConfig() parentConfig {
 	}
 }
 
-// target is a fault point the parent arms in a child, with the probability
-// per hit that makes it fire within a typical life.
+// target is a probe at which the parent makes a child die, with the
+// probability per hit that makes it fire within a typical life.
 type target struct {
-	point faults.Point
+	point boxcar.Probe
 	prob  float64
 }
 
 var targets = []target{
-	{faults.AfterCommit, 0.005},         // per Bus.Tx commit
-	{faults.RelayAfterAck, 0.2},         // per acked batch
-	{faults.RelayMidBatch, 0.1},         // per batch of two or more
-	{faults.HandlerAfterCommit, 0.03},   // per subscriber transaction
-	{faults.Retrying, 0.2},              // per key that starts waiting to retry
-	{faults.Point("random"), 0},         // no point: a kill at a random instant
-	{faults.Point("random-early"), 0},   // a kill while the child is still opening
-	{faults.Point("random-backlog"), 0}, // no writes: kill while catching up
+	{boxcar.ProbeAfterCommit, 0.005},       // per Bus.Tx commit
+	{boxcar.ProbeRelayAfterAck, 0.2},       // per acked batch
+	{boxcar.ProbeRelayMidBatch, 0.1},       // per batch of two or more
+	{boxcar.ProbeHandlerAfterCommit, 0.03}, // per subscriber transaction
+	{boxcar.ProbeRetrying, 0.2},            // per key that starts waiting to retry
+	{boxcar.Probe("random"), 0},            // no point: a kill at a random instant
+	{boxcar.Probe("random-early"), 0},      // a kill while the child is still opening
+	{boxcar.Probe("random-backlog"), 0},    // no writes: kill while catching up
 }
 
 // result is the figure of a run.

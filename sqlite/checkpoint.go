@@ -1,11 +1,12 @@
-package boxcar
+package sqlite
 
 import (
 	"context"
 	"database/sql"
 	"log/slog"
-	"sync"
 	"time"
+
+	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 )
 
 // WAL checkpoints. A checkpoint copies the pages committed to the WAL back
@@ -27,41 +28,38 @@ import (
 // of up to ~33 MB) it comes every ~8,000 frames instead of every ~1,000.
 // The write connection's own threshold, walBackstopPages, only acts if the
 // checkpointer falls far behind.
+// logError is the log attribute of an error, as in the root package.
+const logError = "err"
+
 const (
 	walRestartPages  = 8000
 	walBackstopPages = 4 * walRestartPages
 	checkpointDelay  = 25 * time.Millisecond
 )
 
-// checkpointer runs background checkpoints after commits. Its goroutine
-// lives from newCheckpointer to stop.
+// checkpointer runs background checkpoints after commits, on a goroutine
+// of its own group, from startCheckpointer to stop.
 type checkpointer struct {
 	db     *sql.DB
 	log    *slog.Logger
-	lock   func(context.Context) error // the bus's write lock
+	lock   func(context.Context) error // the writer's lock
 	unlock func()
 	kick   chan struct{} // a commit happened; capacity 1
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	group  *lifecycle.Group
 
 	lastLog time.Time // of a failure; the goroutine's own
 }
 
-func newCheckpointer(db *sql.DB, log *slog.Logger, lock func(context.Context) error, unlock func()) *checkpointer {
-	ctx, cancel := context.WithCancel(context.Background())
+func startCheckpointer(db *sql.DB, log *slog.Logger, lock func(context.Context) error, unlock func()) *checkpointer {
 	c := &checkpointer{
 		db:     db,
 		log:    log,
 		lock:   lock,
 		unlock: unlock,
 		kick:   make(chan struct{}, 1),
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		group:  lifecycle.New(),
 	}
-	go c.run()
+	c.group.Go(c.run)
 	return c
 }
 
@@ -73,21 +71,17 @@ func (c *checkpointer) poke() {
 	}
 }
 
-// stop ends the goroutine, waiting for a checkpoint in progress. It may be
-// called more than once.
-func (c *checkpointer) stop() {
-	c.once.Do(c.cancel)
-	<-c.done
-}
+// stop ends the goroutine, waiting for a checkpoint in progress (it is
+// canceled). It may be called more than once.
+func (c *checkpointer) stop() { c.group.Stop(context.Background()) }
 
-func (c *checkpointer) run() {
-	defer close(c.done)
+func (c *checkpointer) run(ctx context.Context) {
 	delay := time.NewTimer(checkpointDelay)
 	delay.Stop()
 	for {
 		select {
 		case <-c.kick:
-		case <-c.ctx.Done():
+		case <-ctx.Done():
 			return
 		}
 		// Let commits accumulate: one checkpoint copies each page once,
@@ -95,11 +89,11 @@ func (c *checkpointer) run() {
 		delay.Reset(checkpointDelay)
 		select {
 		case <-delay.C:
-		case <-c.ctx.Done():
+		case <-ctx.Done():
 			delay.Stop()
 			return
 		}
-		c.checkpoint()
+		c.checkpoint(ctx)
 	}
 }
 
@@ -107,25 +101,25 @@ func (c *checkpointer) run() {
 // completes the copy under the write lock. A failure (a full disk) is
 // logged, at most every 10 seconds: the data is safe in the WAL, and the
 // next round, or the write connection's backstop, tries again.
-func (c *checkpointer) checkpoint() {
-	walPages, err := c.passive()
+func (c *checkpointer) checkpoint(ctx context.Context) {
+	walPages, err := c.passive(ctx)
 	if err == nil && walPages >= walRestartPages {
-		if err = c.lock(c.ctx); err == nil {
-			_, err = c.passive()
+		if err = c.lock(ctx); err == nil {
+			_, err = c.passive(ctx)
 			c.unlock()
 		}
 	}
-	if err != nil && c.ctx.Err() == nil && time.Since(c.lastLog) >= 10*time.Second {
+	if err != nil && ctx.Err() == nil && time.Since(c.lastLog) >= 10*time.Second {
 		c.lastLog = time.Now()
 		c.log.Warn("boxcar: background WAL checkpoint failed; retrying after the next commits", logError, err)
 	}
 }
 
 // passive runs a PASSIVE checkpoint and returns the WAL's length in pages.
-func (c *checkpointer) passive() (walPages int, err error) {
-	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+func (c *checkpointer) passive(ctx context.Context) (walPages int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var busy, copied int
-	err = c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &walPages, &copied)
+	err = c.db.QueryRowContext(ctx, walCheckpointPassive).Scan(&busy, &walPages, &copied)
 	return walPages, err
 }

@@ -1,4 +1,4 @@
-package boxcar
+package sqlite
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-
-	"github.com/boxcar-bus/boxcar/internal/faults"
 )
 
 // Group commit. SQLite has one writer, and a commit costs more than the
@@ -18,7 +16,7 @@ import (
 // runs every queued call in one SQLite transaction, each in a savepoint of
 // its own and in arrival order, commits once and hands each caller its
 // result. Under load the commits (and the pages they write) are shared by
-// many calls; alone, a call runs in a transaction of its own as before.
+// many calls; alone, a call runs in a transaction of its own.
 //
 // Nothing is weakened:
 //   - a call's error or panic rolls back its savepoint only;
@@ -30,14 +28,17 @@ import (
 // What a group shares is its fate in the rare failures that end the whole
 // SQLite transaction (a full disk, an I/O error): every call that ran in it
 // returns an error and none of its writes are committed. A caller's canceled
-// context is not one of them on a database from sqlite.Open: the write
-// connection is shielded (see sqlite.Shield), so the cancel stops the
-// caller's next statement, never one running, which SQLite would answer by
-// rolling back the whole transaction. On other databases it is.
+// context is not one of them on a database from Open: the write connection
+// is shielded (see Shield), so the cancel stops the caller's next statement,
+// never one running, which SQLite would answer by rolling back the whole
+// transaction. On other databases it is.
 
 // maxTxGroup bounds the calls of one group, and so how long the group holds
 // the write lock.
 const maxTxGroup = 128
+
+// txSavepoint isolates each call of a group but the first.
+var txSavepoint = NewSavepoint("boxcar_tx")
 
 // txCall is one Tx call waiting for a group.
 type txCall struct {
@@ -64,6 +65,12 @@ func (q *txQueue) push(c *txCall) {
 	q.mu.Lock()
 	q.calls = append(q.calls, c)
 	q.mu.Unlock()
+}
+
+func (q *txQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.calls)
 }
 
 // take removes and returns up to n calls from the head of the queue.
@@ -94,50 +101,40 @@ func (q *txQueue) remove(c *txCall) bool {
 	return false
 }
 
-// Tx runs fn in an SQLite transaction and commits it if fn returns nil,
-// then wakes the relay; if fn returns an error or panics, fn's writes are
-// rolled back, nothing fn published is sent, and the error is returned (or
-// the panic raised again). Use it for the app's writes together with
-// PublishTx.
+// Tx runs fn in a savepoint of a group commit (see above) and returns after
+// the transaction holding it committed: nil means fn's writes are
+// committed. If fn returns an error or panics, its writes are rolled back
+// and the error returned (or the panic raised again). If SQLite ends the
+// whole transaction, every fn that ran in it gets an error and none of their
+// writes are committed.
 //
-// Tx calls that arrive while another transaction is committing share the
-// next SQLite transaction (group commit): each fn runs in a savepoint of its
-// own, in arrival order, so one fn's error rolls back only its own writes, and
-// a fn sees the writes of the fns before it in its group, which commit with
-// it. Tx returns after that transaction committed. If SQLite ends the whole
-// transaction instead (a full disk, an I/O error), every fn that ran in it
-// returns an error and none of their writes are committed.
-//
-// fn must not keep tx after it returns, call tx.Commit or tx.Rollback, or
-// call Tx or Publish (they would wait for the lock fn's group holds). ctx
-// bounds the wait for a place in a group. Inside fn, a canceled context
+// ctx bounds the wait for a place in a group. Inside fn, a canceled context
 // fails the next statement run with it, but does not interrupt one already
-// running (on a database from sqlite.Open; on others it does, and SQLite then
-// rolls back the whole group). Once fn has run, Tx waits for the commit,
-// whatever ctx does, and reports its outcome.
-func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if b.closed.Load() {
+// running (on a database from Open). Once fn has run, Tx waits for the
+// commit, whatever ctx does, and reports its outcome.
+func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if w.refuseTx.Load() {
 		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	c := &txCall{ctx: ctx, fn: fn, done: make(chan txResult, 1)}
-	b.txq.push(c)
+	w.txq.push(c)
 	// Let the goroutines that are ready to run (other writers, about to
 	// call Tx) queue before this one tries to lead a group. With few CPUs a
 	// writer that just got its result would otherwise take the lock again at
-	// once, alone, while the others wait for a CPU: measured with 4 writers
-	// on 2 CPUs, groups of 1.02 calls without this, 3.9 with it.
+	// once, alone, while the others wait for a CPU (bench/RESULTS.md has the
+	// group sizes with and without this).
 	runtime.Gosched()
 	select {
 	case r := <-c.done:
 		return r.raise()
-	case b.writeLock <- struct{}{}:
-		b.runTxGroups(c)
-		b.releaseWrite()
+	case w.lock <- struct{}{}:
+		w.runTxGroups(c)
+		w.Unlock()
 	case <-ctx.Done():
-		if b.txq.remove(c) {
+		if w.txq.remove(c) {
 			return ctx.Err()
 		}
 		// A group took the call: its outcome follows.
@@ -156,28 +153,21 @@ func (r txResult) raise() error {
 // has its result. Usually one group does it; own can only miss a group that
 // started before it was queued, or be left over when the queue holds more
 // than maxTxGroup calls.
-func (b *Bus) runTxGroups(own *txCall) {
+func (w *Writer) runTxGroups(own *txCall) {
 	for len(own.done) == 0 {
-		calls := b.txq.take(maxTxGroup)
+		calls := w.txq.take(maxTxGroup)
 		if len(calls) == 0 {
 			return // own was taken by the group that just released the lock
 		}
-		if b.closed.Load() {
-			// Close is waiting for the lock to return the write connection.
+		if w.refuseTx.Load() {
 			for _, c := range calls {
 				c.done <- txResult{err: ErrClosed}
 			}
 			continue
 		}
-		b.runTxGroup(calls)
-	}
-}
-
-// runTxGroup runs calls in as few SQLite transactions as it can and sends
-// each its result.
-func (b *Bus) runTxGroup(calls []*txCall) {
-	for len(calls) > 0 {
-		calls = b.runTxGroupOnce(calls)
+		for len(calls) > 0 {
+			calls = w.runTxGroupOnce(calls)
+		}
 	}
 }
 
@@ -196,14 +186,14 @@ func groupError(cause error) error {
 // for another one: after the first call, if it failed (its transaction was
 // rolled back whole, as it had no savepoint), or after a call that ended the
 // transaction.
-func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
-	// Boxcar's own statements run with a context that is never canceled:
+func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
+	// The group's own statements run with a context that is never canceled:
 	// the driver then runs them on the calling goroutine (with a cancelable
 	// one it starts a goroutine per statement), and no canceled caller can
 	// interrupt, and so roll back, a transaction shared with others.
 	bg := context.Background()
-	b.shield.Set(true)
-	tx, err := b.wconn.BeginTx(bg, nil)
+	w.shield.Set(true)
+	tx, err := w.conn.BeginTx(bg, nil)
 	if err != nil {
 		for _, c := range calls {
 			c.done <- txResult{err: fmt.Errorf("boxcar: begin: %w", err)}
@@ -226,7 +216,7 @@ func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		// transaction is rolled back and the rest start a new one.
 		first := len(ran) == 0
 		if !first {
-			if _, err := tx.ExecContext(bg, `SAVEPOINT boxcar_tx`); err != nil {
+			if err := txSavepoint.Begin(bg, tx); err != nil {
 				tx.Rollback()
 				fail(fmt.Errorf("savepoint: %w", err))
 				return calls[i:]
@@ -235,7 +225,7 @@ func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		r := callTxFn(c.fn, tx)
 		if r.err == nil && !r.panicked {
 			if !first {
-				if _, err := tx.ExecContext(bg, `RELEASE boxcar_tx`); err != nil {
+				if err := txSavepoint.Release(bg, tx); err != nil {
 					// The transaction is gone: fn ended it, or SQLite rolled it
 					// back under fn (an error fn did not return).
 					tx.Rollback()
@@ -256,13 +246,12 @@ func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 			c.done <- r
 			return calls[i+1:]
 		}
-		if _, err := tx.ExecContext(bg, `ROLLBACK TO boxcar_tx`); err != nil {
+		if err := txSavepoint.Rollback(bg, tx); err != nil {
 			tx.Rollback()
 			fail(fmt.Errorf("rollback to savepoint: %w", err))
 			c.done <- r
 			return calls[i+1:]
 		}
-		tx.ExecContext(bg, `RELEASE boxcar_tx`)
 		c.done <- r
 	}
 	if len(ran) == 0 {
@@ -276,11 +265,12 @@ func (b *Bus) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		}
 		return nil
 	}
-	faults.Hit(faults.AfterCommit)
-	b.relay.wake()
-	b.txCommits.Add(1)
-	b.txCalls.Add(int64(len(ran)))
-	b.committed()
+	if w.cfg.AfterTxCommit != nil {
+		w.cfg.AfterTxCommit()
+	}
+	w.txCommits.Add(1)
+	w.txCalls.Add(int64(len(ran)))
+	w.ckpt.poke()
 	for _, c := range ran {
 		c.done <- txResult{}
 	}

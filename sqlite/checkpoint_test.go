@@ -1,9 +1,8 @@
-package boxcar
+package sqlite
 
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -18,13 +17,13 @@ func fileSize(t *testing.T, path string) int64 {
 	return fi.Size()
 }
 
-func writeBlobs(t *testing.T, b *Bus, n, size int) {
+func writeBlobs(t *testing.T, w *Writer, n, size int) {
 	t.Helper()
 	ctx := context.Background()
 	blob := make([]byte, size)
 	for i := range n {
 		blob[0] = byte(i)
-		if err := b.Tx(ctx, func(tx *sql.Tx) error {
+		if err := w.Tx(ctx, func(tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO blobs(b) VALUES(?)`, blob)
 			return err
 		}); err != nil {
@@ -38,18 +37,21 @@ func writeBlobs(t *testing.T, b *Bus, n, size int) {
 // is far below walRestartPages.
 func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{})
-	if _, err := tb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
+	wb := setupWriter(t)
+	if _, err := wb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
 		t.Fatal(err)
 	}
-	before := fileSize(t, tb.dbPath)
+	before := fileSize(t, wb.path)
 	const n, size = 100, 4000 // about 100 pages: far below walRestartPages
-	writeBlobs(t, tb.bus, n, size)
+	writeBlobs(t, wb.w, n, size)
 	want := before + n*size
-	waitFor(t, "the database file to take the commits", 10*time.Second, func() (bool, string) {
-		s := fileSize(t, tb.dbPath)
-		return s >= want, fmt.Sprintf("file %d bytes, want >= %d", s, want)
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for s := fileSize(t, wb.path); s < want; s = fileSize(t, wb.path) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for the database file to take the commits: file %d bytes, want >= %d", s, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Under sustained writes the WAL stays bounded: past walRestartPages the
@@ -57,20 +59,20 @@ func TestBackgroundCheckpointCopiesCommits(t *testing.T) {
 // starts over (the write connection's backstop is four times further).
 func TestWALStaysBoundedUnderLoad(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{})
-	if _, err := tb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
+	wb := setupWriter(t)
+	if _, err := wb.db.Exec(`CREATE TABLE blobs(b BLOB)`); err != nil {
 		t.Fatal(err)
 	}
 	const n, size = 8000, 8000 // about 3 pages per commit: 24,000 frames and more
-	writeBlobs(t, tb.bus, n, size)
+	writeBlobs(t, wb.w, n, size)
 	const frame = 4096 + 24
 	const limit = 2 * walRestartPages * frame
-	wal := fileSize(t, tb.dbPath+"-wal")
+	wal := fileSize(t, wb.path+"-wal")
 	if wal > limit {
 		t.Fatalf("WAL is %d bytes after %d commits of %d bytes, want <= %d", wal, n, size, limit)
 	}
 	// What the WAL cannot hold is in the database file.
-	if db := fileSize(t, tb.dbPath); db < n*size-limit {
+	if db := fileSize(t, wb.path); db < n*size-limit {
 		t.Fatalf("database file %d bytes, want >= %d", db, n*size-limit)
 	}
 }

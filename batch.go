@@ -1,0 +1,382 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// The transactional batch runner: a worker's keys, handled in one SQLite
+// transaction of the writer, their dedupe rows with them (see dedupe.go),
+// acked after the commit.
+
+// eventSavepoint isolates one event of a batch on the safe path.
+var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
+
+// runTx handles the heads of the keys in batch inside one SQLite
+// transaction, then acks what committed.
+//
+// Grouping is what makes transactional subscribers fast: SQLite has one
+// writer and a commit costs far more than a statement, so N events in one
+// commit cost little more than one. It does not weaken anything: a failing
+// event rolls back alone, nothing is acked before the commit, and events of
+// one key stay in order because a key's events are taken from its head and
+// the key stops at its first failure.
+//
+// A batch first runs without savepoints (the fast path: two statements per
+// event fewer). If a handler fails there, the whole transaction is rolled
+// back and the batch runs again with a savepoint per event; the failed
+// event is not run again but fails with its error (its attempt counted
+// once), so its key stops there. Handlers of the events that ran before it
+// run twice, their first run rolled back: a TxHandler's effects are its
+// writes in tx, and a crash before the commit does the same.
+//
+// locked says the caller holds the bus's write lock; runTx releases it.
+func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
+	perKey := max(d.s.opts.BatchSize/len(batch), 1)
+	turns := make([]turn, len(batch))
+	var attempts []int // to undo the count if the transaction fails
+	for i, kq := range batch {
+		turns[i] = turn{kq: kq, items: d.takeHeads(kq, perKey)}
+		for _, it := range turns[i].items {
+			attempts = append(attempts, it.attempts)
+		}
+	}
+	failed := d.runTxFast(turns, attempts, locked)
+	if failed == nil {
+		return
+	}
+	d.runTxSafe(turns, attempts, false, failed)
+}
+
+// turn is one key's part of a transactional batch.
+type turn struct {
+	kq     *keyQueue
+	items  []*item
+	done   int
+	failed *outcome
+}
+
+// errFastFailed rolls back the fast path: a handler failed.
+var errFastFailed = errors.New("boxcar: a handler failed in a batch without savepoints")
+
+// runTxFast runs the batch without savepoints. If a handler failed, it
+// returns that failure, with the lock released and every other attempt
+// count as it was, for runTxSafe. On any other outcome (committed, or the
+// transaction failed) it has done all runTxSafe would, and returns nil.
+func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outcome {
+	var hung, failed *outcome
+	var skipped int64
+	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
+		return d.supervise(&hung, func(w *handlerWatch) error {
+			var err error
+			skipped, failed, err = d.runFastTurns(ctx, tx, turns, w)
+			return err
+		})
+	})
+	if hung == nil && errors.Is(err, errFastFailed) {
+		j := 0
+		for i := range turns {
+			for _, it := range turns[i].items {
+				if it != failed.it {
+					it.attempts = attempts[j]
+				}
+				j++
+			}
+			turns[i].done = 0
+		}
+		return failed
+	}
+	if err != nil {
+		d.txFailed(turns, attempts, hung, err)
+		return nil
+	}
+	var done int64
+	for i := range turns {
+		done += int64(turns[i].done)
+	}
+	d.stats.skipped.Add(skipped)
+	d.stats.handled.Add(done - skipped)
+	d.committed(turns)
+	return nil
+}
+
+// runFastTurns is the fast path's loop: each turn's items in order, a dedupe
+// row and a handler call each, no savepoints. It returns how many were
+// found handled before, and the first handler failure (with errFastFailed),
+// or an error that ends the transaction.
+func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn, w *handlerWatch) (skipped int64, failed *outcome, err error) {
+	qctx := context.WithoutCancel(ctx)
+	for i := range turns {
+		t := &turns[i]
+		for _, it := range t.items {
+			if it.bad != nil || d.isStopping() {
+				break
+			}
+			fresh, err := d.recordHandled(qctx, tx, it)
+			if err != nil {
+				return skipped, nil, &abortError{err: fmt.Errorf("dedupe row: %w", err)}
+			}
+			if !fresh {
+				skipped++
+				t.done++
+				continue
+			}
+			it.attempts++
+			it.m.Attempt = it.attempts
+			err = d.callTx(ctx, tx, it, w)
+			if ae := (*abortError)(nil); errors.As(err, &ae) {
+				return skipped, nil, ae.err
+			}
+			if sqlite.IsFull(err) {
+				return skipped, nil, err // the database failed, not the handler
+			}
+			if err != nil {
+				return skipped, &outcome{it: it, err: err}, errFastFailed
+			}
+			t.done++
+		}
+	}
+	return skipped, nil, nil
+}
+
+// runTxSafe runs the batch with a savepoint per event. pre, if not nil, is
+// a handler failure of the fast path: that event is not run again but fails
+// with its error.
+func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
+	var hung *outcome // a handler that did not return in time
+	preReached := false
+	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
+		return d.supervise(&hung, func(w *handlerWatch) error {
+			for i := range turns {
+				t := &turns[i]
+				for _, it := range t.items {
+					if it.bad != nil || d.isStopping() {
+						break
+					}
+					if pre != nil && it == pre.it {
+						t.failed = pre
+						preReached = true
+						break
+					}
+					err := d.handleInSavepoint(ctx, tx, it, w)
+					if ae := (*abortError)(nil); errors.As(err, &ae) {
+						return ae.err // the transaction is unusable: roll back the batch
+					}
+					if err != nil {
+						t.failed = &outcome{it: it, err: err}
+						break
+					}
+					t.done++
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		d.txFailed(turns, attempts, hung, err)
+		return
+	}
+	if pre != nil && !preReached {
+		// An event before it in its key failed this time, or the subscriber
+		// is stopping: its failed run in the fast path does not count.
+		pre.it.attempts--
+	}
+	d.committed(turns)
+}
+
+// txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
+// disk, or a hung handler): nothing of it happened. This is the database's
+// failure, not the handlers': the keys retry without an attempt counted. A
+// hung handler is the exception: its event keeps the attempt and goes
+// through the usual failure path (retry with backoff, dead letter after
+// MaxAttempts).
+func (d *dispatcher) txFailed(turns []turn, attempts []int, hung *outcome, err error) {
+	d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
+	var hungTurn *turn
+	d.mu.Lock()
+	j := 0
+	for i := range turns {
+		for _, it := range turns[i].items {
+			if hung == nil || it != hung.it {
+				it.attempts = attempts[j]
+			} else {
+				hungTurn = &turns[i]
+			}
+			j++
+		}
+		if !d.stopping && &turns[i] != hungTurn {
+			d.scheduleRetry(turns[i].kq, 1)
+		}
+	}
+	d.mu.Unlock()
+	if hungTurn != nil {
+		d.finish(hungTurn.kq, 0, hung)
+	}
+}
+
+// committed acks what a batch's transaction committed and moves each key on.
+func (d *dispatcher) committed(turns []turn) {
+	d.b.probe(ProbeHandlerAfterCommit)
+	for i := range turns {
+		t := &turns[i]
+		for _, it := range t.items[:t.done] {
+			d.ack(it)
+		}
+		if t.failed == nil && len(t.items) > 0 && t.items[0].bad != nil {
+			t.failed = &outcome{it: t.items[0], err: t.items[0].bad}
+		}
+		d.finish(t.kq, t.done, t.failed)
+	}
+}
+
+// abortError reports that the transaction itself failed (SQLite rolled it
+// back, as it does on a full disk), not just one event; or that hung's
+// handler did not return in time and still holds the transaction.
+type abortError struct {
+	err  error
+	hung *item
+}
+
+func (e *abortError) Error() string { return e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// handleInSavepoint records it in the dedupe table and runs the handler,
+// inside a savepoint that is rolled back if the handler fails. A row already
+// there means the event was handled before: the handler is skipped.
+func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
+	// Boxcar's own statements run with a context that cannot be canceled:
+	// the driver then runs them on this goroutine instead of starting one
+	// per statement. The transaction's context still ends it at Close.
+	qctx := context.WithoutCancel(ctx)
+	if err := eventSavepoint.Begin(qctx, tx); err != nil {
+		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
+	}
+	fresh, err := d.recordHandled(qctx, tx, it)
+	if err == nil && !fresh {
+		d.stats.skipped.Add(1)
+		return eventSavepoint.Release(qctx, tx)
+	}
+	if err == nil {
+		it.attempts++
+		it.m.Attempt = it.attempts
+		err = d.callTx(ctx, tx, it, w)
+	}
+	if err != nil {
+		if sqlite.IsFull(err) {
+			return &abortError{err: err}
+		}
+		if rbErr := eventSavepoint.Rollback(qctx, tx); rbErr != nil {
+			// The savepoint is gone: SQLite rolled the transaction back.
+			return &abortError{err: fmt.Errorf("%w (and rollback to savepoint: %v)", err, rbErr)}
+		}
+		return err
+	}
+	if err := eventSavepoint.Release(qctx, tx); err != nil {
+		return &abortError{err: fmt.Errorf("release savepoint: %w", err)}
+	}
+	d.stats.handled.Add(1)
+	return nil
+}
+
+// A handler that ignores its context must not hold the transaction,
+// SQLite's single writer and its key for ever. The batch runs on a goroutine
+// of its own (of the handlers group) and the worker supervises it (one
+// goroutine and one timer per transaction, not per event): when a handler
+// has run for HandlerTimeout and a short grace (for a handler that is
+// returning its context's error), the worker abandons the batch, the
+// transaction rolls back and the batch is retried, the hung event with its
+// attempt counted. The abandoned call's later uses of tx fail with
+// sql.ErrTxDone; Close waits for it.
+
+// handlerWatch tells the supervisor which handler call is running, since when.
+type handlerWatch struct {
+	mu        sync.Mutex
+	cur       *item
+	start     time.Time
+	abandoned bool
+}
+
+func (w *handlerWatch) begin(it *item) {
+	w.mu.Lock()
+	w.cur, w.start = it, time.Now()
+	w.mu.Unlock()
+}
+
+// end reports false if the supervisor gave up on the call meanwhile.
+func (w *handlerWatch) end() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cur = nil
+	return !w.abandoned
+}
+
+// supervise runs the batch on its own goroutine and waits for it, or gives
+// up on it when one handler call overruns (setting *hung).
+func (d *dispatcher) supervise(hung **outcome, run func(w *handlerWatch) error) error {
+	w := &handlerWatch{}
+	done := make(chan error, 1)
+	d.handlers.Go(func(context.Context) { done <- run(w) })
+	limit := d.s.opts.HandlerTimeout + handlerGrace
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-timer.C:
+		}
+		w.mu.Lock()
+		next := limit
+		if w.cur != nil {
+			ran := time.Since(w.start)
+			if ran >= limit {
+				w.abandoned = true
+				err := fmt.Errorf("handler did not return within %v: %w", d.s.opts.HandlerTimeout, context.DeadlineExceeded)
+				*hung = &outcome{it: w.cur, err: err}
+				w.mu.Unlock()
+				return err
+			}
+			next = limit - ran
+		}
+		w.mu.Unlock()
+		timer.Reset(next)
+	}
+}
+
+// callTx runs the transactional handler for it with HandlerTimeout on its
+// context, under the watch of supervise.
+func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
+	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
+	defer cancel()
+	// Copy the message before begin: once the supervisor (under the
+	// watch's lock) abandons this call, a retry may update it.m while the
+	// abandoned handler still runs.
+	m := it.m
+	w.begin(it)
+	err := callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
+	if !w.end() {
+		return &abortError{err: errors.New("handler abandoned after its timeout"), hung: it}
+	}
+	return err
+}
+
+// handlerGrace is how long a handler whose context ended may take to return.
+const handlerGrace = 100 * time.Millisecond
+
+// withTxLocked runs fn in a transaction of the writer, with the handlers'
+// context, and commits. locked says the caller holds the write lock; it is
+// released on return either way.
+func (d *dispatcher) withTxLocked(locked bool, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	ctx := d.handlers.Context()
+	run := func(tx *sql.Tx) error { return fn(ctx, tx) }
+	if locked {
+		return d.b.w.WriteLocked(ctx, run)
+	}
+	return d.b.w.Write(ctx, run)
+}

@@ -1,0 +1,227 @@
+package boxcar
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// Defaults of Config and SubscribeOptions. A zero field means its default.
+const (
+	DefaultStream             = "BOXCAR"
+	DefaultSubjectPrefix      = "boxcar"
+	DefaultReplicas           = 1
+	DefaultRetention          = 7 * 24 * time.Hour
+	DefaultDuplicateWindow    = 2 * time.Minute
+	DefaultMaxEventBytes      = 1<<20 - 16<<10
+	DefaultRelayBatch         = 1000
+	DefaultRelayPollInterval  = time.Second
+	DefaultCursorSaveInterval = 100 * time.Millisecond
+	DefaultPruneDelay         = 3 * time.Minute
+	DefaultPublishTimeout     = 5 * time.Second
+
+	DefaultWorkers        = 8
+	DefaultBatchSize      = 256
+	DefaultMaxInFlight    = 1024
+	DefaultMaxAttempts    = 5
+	DefaultMinBackoff     = 100 * time.Millisecond
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultHandlerTimeout = 30 * time.Second
+	DefaultAckWait        = 30 * time.Second
+)
+
+// Config configures a Bus. Every field has a default (the Default*
+// constants); the comment of each field states it.
+type Config struct {
+	// Dir is the directory of the embedded NATS server's store and its lock
+	// file. Required unless NATSURL is set. Only one process (and one Bus)
+	// can hold a Dir at a time.
+	Dir string
+
+	// NATSURL, if set, connects to an external NATS server or cluster
+	// instead of embedding one. Default "" (embedded).
+	NATSURL string
+	// NATSOptions are extra options for the connection to NATSURL
+	// (credentials, TLS). Default none.
+	NATSOptions []nats.Option
+	// Replicas of the streams on an external cluster. Default 1.
+	Replicas int
+
+	// Listen, if set, makes the embedded server accept NATS clients on this
+	// loopback host:port (for the nats CLI). Default "": no listener at all,
+	// clients connect in-process.
+	Listen string
+	// ListenToken is the token clients must present on Listen. Required with
+	// Listen.
+	ListenToken string
+
+	// Stream is the JetStream stream of the events. Default "BOXCAR"; dead
+	// letters go to Stream+"_DLQ".
+	Stream string
+	// SubjectPrefix starts every event subject (prefix.type.key). Default
+	// "boxcar"; dead letters use SubjectPrefix+"_dlq".
+	SubjectPrefix string
+	// Retention is how long the streams keep events: the replay window.
+	// Default 7 days.
+	Retention time.Duration
+	// DuplicateWindow is JetStream's duplicate window. Default 2 minutes.
+	// Boxcar's exactly-once does not depend on it (see the relay).
+	DuplicateWindow time.Duration
+	// SyncAlways makes the embedded store fsync every message. Default false:
+	// the store fsyncs every 2 minutes, and the outbox keeps relayed rows for
+	// PruneDelay so that a power loss cannot lose them.
+	SyncAlways bool
+
+	// MaxEventBytes caps len(Event.Data) plus the size of Event.Headers.
+	// Default 1 MiB minus 16 KiB, so that with Boxcar's own headers an event
+	// fits the server's default 1 MiB max payload.
+	MaxEventBytes int
+
+	// RelayBatch is how many outbox rows the relay reads and publishes at
+	// once. Default 1000.
+	RelayBatch int
+	// RelayPollInterval is how often the relay looks for commits it was not
+	// told about (transactions on connections not opened by sqlite.Open).
+	// Default 1s; reads only, so an idle poll writes nothing.
+	RelayPollInterval time.Duration
+	// CursorSaveInterval is how often a busy relay saves its cursor. Default
+	// 100ms. The stream, not the saved cursor, is the truth on restart.
+	CursorSaveInterval time.Duration
+	// PruneDelay is how long relayed rows stay in the outbox, so that events
+	// JetStream acked but had not yet fsynced can be republished after a
+	// power loss. Default 3 minutes (the store syncs every 2), 0 with
+	// SyncAlways.
+	PruneDelay time.Duration
+	// PublishTimeout bounds the wait for JetStream's ack of a publish.
+	// Default 5s.
+	PublishTimeout time.Duration
+
+	// DedupeRetention is how long dedupe rows are kept. Default Retention:
+	// a replay within the stream's window still finds them.
+	DedupeRetention time.Duration
+
+	// Logger receives Boxcar's logs. Default: discard.
+	Logger *slog.Logger
+
+	// Probe, if set, is called at the instants of the data path where a
+	// crash is hardest to survive (see Probe). It is for crash tests: a
+	// probe that kills the process there shows that the guarantees hold
+	// across that instant. It runs on Boxcar's hot paths, so it must return
+	// at once (or never). It cannot change what Boxcar does. Default nil.
+	Probe func(Probe)
+
+	// seams are where the package's own tests reach into the data path;
+	// nil everywhere else.
+	seams *testSeams
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if c.RelayBatch == 0 {
+		c.RelayBatch = DefaultRelayBatch
+	}
+	if c.RelayPollInterval == 0 {
+		c.RelayPollInterval = DefaultRelayPollInterval
+	}
+	if c.CursorSaveInterval == 0 {
+		c.CursorSaveInterval = DefaultCursorSaveInterval
+	}
+	if c.PruneDelay == 0 && !c.SyncAlways {
+		c.PruneDelay = DefaultPruneDelay
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.DedupeRetention == 0 {
+		c.DedupeRetention = c.Retention
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.seams == nil {
+		c.seams = &testSeams{}
+	}
+	return c
+}
+
+// validate checks a Config with its defaults filled in; its errors say how
+// to fix it.
+func (c Config) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	if c.Dir == "" && c.NATSURL == "" {
+		return bad("Config.Dir is empty: set it to a writable directory for the embedded NATS store (or set Config.NATSURL)")
+	}
+	if c.Listen != "" {
+		if c.NATSURL != "" {
+			return bad("Config.Listen is set with Config.NATSURL: Listen is for the embedded server only")
+		}
+		host, _, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return bad("Config.Listen %q is not host:port: %v", c.Listen, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return bad("Config.Listen %q is not a loopback address: use 127.0.0.1:PORT", c.Listen)
+		}
+		if c.ListenToken == "" {
+			return bad("Config.ListenToken is empty: a listener needs authentication")
+		}
+	}
+	if err := bjs.ValidateToken("Config.Stream", c.Stream); err != nil {
+		return bad("%v", err)
+	}
+	if err := bjs.ValidateToken("Config.SubjectPrefix", c.SubjectPrefix); err != nil {
+		return bad("%v", err)
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"Retention", c.Retention}, {"DuplicateWindow", c.DuplicateWindow}, {"RelayPollInterval", c.RelayPollInterval},
+		{"CursorSaveInterval", c.CursorSaveInterval}, {"PublishTimeout", c.PublishTimeout}, {"DedupeRetention", c.DedupeRetention},
+	} {
+		if f.d < 0 {
+			return bad("Config.%s is negative: use 0 for the default", f.name)
+		}
+	}
+	if c.PruneDelay < 0 {
+		return bad("Config.PruneDelay is negative")
+	}
+	if c.DuplicateWindow > c.Retention {
+		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)
+	}
+	if c.MaxEventBytes < 0 || c.MaxEventBytes > 64<<20 {
+		return bad("Config.MaxEventBytes %d: use 1 to 64 MiB (0 for the default)", c.MaxEventBytes)
+	}
+	if c.RelayBatch < 0 || c.RelayBatch > 10_000 {
+		return bad("Config.RelayBatch %d: use 1 to 10000 (0 for the default)", c.RelayBatch)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package jetstream
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The wire codec: how an event looks in the stream, how a subscriber reads
+// it back, and the dead-letter envelope. Everything Boxcar writes into or
+// reads from a message is here, with one set of header names.
+//
+// An event message: subject prefix.type.encodedKey (see Subject), the
+// payload as data, and these headers:
+//
+//	Nats-Msg-Id                the event ID (JetStream's duplicate window)
+//	Nats-Expected-Last-Msg-Id  the previous event's ID (the relay's chain)
+//	Boxcar-Seq                 outbox seq, decimal
+//	Boxcar-Type                event type
+//	Boxcar-Key                 raw key, as NATS carries header values (see HeaderForm)
+//	Boxcar-Time                creation time, unix ns, decimal
+//	...                        the event's own headers
+//
+// A dead letter: the failed message's headers (without Nats-*), its data,
+// and Boxcar-Id, Boxcar-Dead-Reason, Boxcar-Error, Boxcar-Attempts,
+// Boxcar-Subscriber, Boxcar-Stream-Seq, Boxcar-Subject, on the subject
+// dlqPrefix.subscriber.type.encodedKey (dlqPrefix.subscriber.malformed when
+// the message was not a well-formed event).
+
+// Header names Boxcar sets. Event headers may not use the Boxcar- or Nats-
+// prefixes.
+const (
+	HeaderSeq            = "Boxcar-Seq"             // outbox seq, decimal
+	HeaderType           = "Boxcar-Type"            // event type
+	HeaderKey            = "Boxcar-Key"             // raw key (the subject carries it encoded)
+	HeaderTime           = "Boxcar-Time"            // commit-side creation time, unix ns, decimal
+	HeaderEventID        = "Boxcar-Id"              // dead letters: the event ID (Nats-Msg-Id is the copy's own)
+	HeaderError          = "Boxcar-Error"           // dead letters: the last error
+	HeaderAttempts       = "Boxcar-Attempts"        // dead letters: attempts made
+	HeaderSubscr         = "Boxcar-Subscriber"      // dead letters: the subscriber that gave up
+	HeaderOrigSeq        = "Boxcar-Stream-Seq"      // dead letters: sequence in the event stream
+	HeaderOrigSubj       = "Boxcar-Subject"         // dead letters: subject in the event stream
+	HeaderReason         = "Boxcar-Dead-Reason"     // dead letters: failed, permanent or malformed
+	HeaderHeadersDropped = "Boxcar-Headers-Dropped" // dead letters: copied headers dropped to fit
+	HeaderTruncated      = "Boxcar-Truncated"       // dead letters: original data size, when cut to fit
+)
+
+// Outgoing is one outbox event on its way into the stream.
+type Outgoing struct {
+	Seq       int64
+	ID        string
+	Type      string
+	Key       string
+	Headers   map[string]string
+	Data      []byte
+	CreatedNS int64
+}
+
+// Encode builds the stream message of o. prevID is the ID of the event
+// published just before it ("" for none): the server refuses the message
+// unless that is the stream's last message ID.
+func Encode(prefix string, o *Outgoing, prevID string) *nats.Msg {
+	// The header map is sized once, and Boxcar's own names, already in
+	// canonical form, are stored directly; Set canonicalizes each name.
+	h := make(nats.Header, len(o.Headers)+6)
+	for k, v := range o.Headers {
+		h.Set(k, v)
+	}
+	h[HeaderSeq] = []string{strconv.FormatInt(o.Seq, 10)}
+	h[HeaderType] = []string{o.Type}
+	h[HeaderKey] = []string{o.Key}
+	h[HeaderTime] = []string{strconv.FormatInt(o.CreatedNS, 10)}
+	h[jetstream.MsgIDHeader] = []string{o.ID}
+	if prevID != "" {
+		h[jetstream.ExpectedLastMsgIDHeader] = []string{prevID}
+	}
+	return &nats.Msg{Subject: Subject(prefix, o.Type, o.Key), Header: h, Data: o.Data}
+}
+
+// Incoming is an event decoded from a stream message.
+type Incoming struct {
+	ID        string
+	Type      string
+	Key       string
+	Headers   map[string]string // the event's own headers, nil if none
+	Data      []byte
+	Seq       int64 // outbox seq
+	CreatedNS int64
+}
+
+// Decode reads an event message. An error means the message is not a
+// well-formed Boxcar event (a foreign or hand-made message): the subject
+// must be one Encode builds, and the headers must agree with it.
+func Decode(prefix, subject string, h nats.Header, data []byte) (Incoming, error) {
+	in := Incoming{Data: data}
+	if h == nil {
+		return in, errors.New("no headers: not published by a Boxcar relay")
+	}
+	typ, key, err := ParseSubject(prefix, subject)
+	if err != nil {
+		return in, err
+	}
+	in.ID = h.Get(jetstream.MsgIDHeader)
+	if in.ID == "" {
+		return in, fmt.Errorf("header %s is missing", jetstream.MsgIDHeader)
+	}
+	if got := h.Get(HeaderType); got != typ {
+		return in, fmt.Errorf("header %s %q does not match the subject's type %q", HeaderType, got, typ)
+	}
+	// The subject carries the key exactly; the header as NATS carries
+	// header values (a key " 1" arrives as "1").
+	if got := h.Get(HeaderKey); got != HeaderForm(key) {
+		return in, fmt.Errorf("header %s %q does not match the subject's key %q", HeaderKey, got, key)
+	}
+	in.Type, in.Key = typ, key
+	if in.Seq, err = strconv.ParseInt(h.Get(HeaderSeq), 10, 64); err != nil || in.Seq <= 0 {
+		return in, fmt.Errorf("header %s %q is not a positive integer", HeaderSeq, h.Get(HeaderSeq))
+	}
+	if in.CreatedNS, err = strconv.ParseInt(h.Get(HeaderTime), 10, 64); err != nil {
+		return in, fmt.Errorf("header %s %q is not an integer", HeaderTime, h.Get(HeaderTime))
+	}
+	for k, vs := range h {
+		if reservedHeader(k) || len(vs) == 0 {
+			continue
+		}
+		if in.Headers == nil {
+			in.Headers = make(map[string]string)
+		}
+		in.Headers[k] = vs[0]
+	}
+	return in, nil
+}
+
+// OutboxSeqOf reads the outbox seq and event ID a stream message claims,
+// reporting false when it claims none (not a Boxcar event).
+func OutboxSeqOf(h nats.Header) (seq int64, id string, ok bool) {
+	seq, err := strconv.ParseInt(h.Get(HeaderSeq), 10, 64)
+	id = h.Get(jetstream.MsgIDHeader)
+	if err != nil || seq <= 0 || id == "" {
+		return 0, "", false
+	}
+	return seq, id, true
+}
+
+func reservedHeader(k string) bool {
+	return hasPrefixFold(k, "boxcar-") || hasPrefixFold(k, "nats-")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// headerNameForbidden are the printable ASCII characters nats.go refuses in
+// a header name.
+const headerNameForbidden = `"()/,:;<=>?@[\]{}`
+
+// ValidateHeader checks one event header: it must arrive as it was sent.
+func ValidateHeader(k, v string) error {
+	if k == "" {
+		return fmt.Errorf("empty header name")
+	}
+	if reservedHeader(k) {
+		return fmt.Errorf("header %q: names starting with Boxcar- or Nats- are reserved", k)
+	}
+	// NATS (ADR-4, and nats.go more strictly) allows printable ASCII
+	// without these in a header name. A name it refuses would make the
+	// relay's publish of the event fail at every retry, and hold every later
+	// event behind it: refuse it here, before it is written.
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(headerNameForbidden, c) >= 0 {
+			return fmt.Errorf("header name %q: use printable ASCII without spaces or any of %s", k, headerNameForbidden)
+		}
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		return fmt.Errorf("header %q: value contains CR or LF", k)
+	}
+	// The value must arrive as it was sent: the NATS header block drops
+	// spaces and tabs around a value, and the outbox keeps headers as JSON,
+	// which turns invalid UTF-8 into U+FFFD.
+	if v != strings.Trim(v, " \t") {
+		return fmt.Errorf("header %q: value starts or ends with a space or tab, which NATS headers drop", k)
+	}
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("header %q: value is not valid UTF-8", k)
+	}
+	return nil
+}
+
+// DeadLetter is what a subscriber knows of an event it gives up on.
+type DeadLetter struct {
+	Subscriber string
+	Reason     string // "failed", "permanent" or "malformed"
+	Err        error  // the last error
+	Attempts   int
+	// The failed message as it was in the event stream.
+	Subject   string
+	StreamSeq uint64
+	Header    nats.Header
+	Data      []byte
+	// Type and Key of the event; empty for a malformed message.
+	Type, Key string
+}
+
+// dlqMaxHeader bounds the header block of a dead letter: JetStream refuses
+// blocks over 64 KiB.
+const dlqMaxHeader = 60 << 10
+
+// maxErrorText bounds the error text a dead letter carries.
+const maxErrorText = 1024
+
+// EncodeDeadLetter builds the dead-letter message of dl, to fit maxPayload
+// (the server's limit on headers plus data). The copy's message ID makes a
+// repeat within the duplicate window harmless.
+func EncodeDeadLetter(dlqPrefix string, dl *DeadLetter, maxPayload int) *nats.Msg {
+	subject := dlqPrefix + "." + dl.Subscriber + ".malformed"
+	if dl.Type != "" {
+		subject = dlqPrefix + "." + dl.Subscriber + "." + dl.Type + "." + EncodeKey(dl.Key)
+	}
+	m := nats.NewMsg(subject)
+	for k, vs := range dl.Header {
+		if hasPrefixFold(k, "nats-") {
+			continue
+		}
+		for _, v := range vs {
+			m.Header.Add(k, v)
+		}
+	}
+	if id := dl.Header.Get(jetstream.MsgIDHeader); id != "" {
+		m.Header.Set(HeaderEventID, id)
+	}
+	msgErr := headerNewlines.Replace(dl.Err.Error())
+	if len(msgErr) > maxErrorText {
+		msgErr = msgErr[:maxErrorText]
+	}
+	m.Header.Set(HeaderReason, dl.Reason)
+	m.Header.Set(HeaderError, msgErr)
+	m.Header.Set(HeaderAttempts, strconv.Itoa(dl.Attempts))
+	m.Header.Set(HeaderSubscr, dl.Subscriber)
+	m.Header.Set(HeaderOrigSeq, strconv.FormatUint(dl.StreamSeq, 10))
+	m.Header.Set(HeaderOrigSubj, dl.Subject)
+	m.Header.Set(jetstream.MsgIDHeader, dl.Subscriber+"-"+strconv.FormatUint(dl.StreamSeq, 10))
+	m.Data = dl.Data
+	// A foreign message may fill the server's limits on its own, and the
+	// copy adds headers: a copy over a limit would be refused at every
+	// retry, and the key would never move on. JetStream refuses header
+	// blocks over 64 KiB: past dlqMaxHeader, drop the copied headers and
+	// keep Boxcar's. The max payload counts headers and data: keep as much
+	// of the data as fits beside the headers.
+	if WireHeaderSize(m.Header) > dlqMaxHeader {
+		kept := nats.Header{}
+		for _, k := range []string{HeaderReason, HeaderError, HeaderAttempts, HeaderSubscr,
+			HeaderOrigSeq, HeaderOrigSubj, jetstream.MsgIDHeader} {
+			kept[k] = m.Header[k]
+		}
+		kept.Set(HeaderHeadersDropped, strconv.Itoa(len(m.Header)-len(kept)))
+		m.Header = kept
+	}
+	if limit := maxPayload - WireHeaderSize(m.Header) - 1024; len(m.Data) > limit {
+		m.Header.Set(HeaderTruncated, strconv.Itoa(len(dl.Data)))
+		m.Data = m.Data[:max(limit-64, 0)] // 64: room for the header just set
+	}
+	return m
+}
+
+// WireHeaderSize is the size of h's block on the wire ("NATS/1.0", one
+// "name: value" line per value, a blank line).
+func WireHeaderSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
+}
+
+// headerNewlines turns CR and LF into spaces, as nats.go does in header values.
+var headerNewlines = strings.NewReplacer("\r", " ", "\n", " ")
+
+// HeaderForm is how s arrives as a NATS header value: nats.go trims spaces,
+// tabs, CR and LF around it and turns CR and LF inside it into spaces. A key
+// may hold any of them: the subject carries it exactly, its Boxcar-Key
+// header only in this form.
+func HeaderForm(s string) string {
+	return headerNewlines.Replace(textproto.TrimString(s))
+}

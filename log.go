@@ -1,0 +1,17 @@
+package boxcar
+
+// Log keys: every attribute Boxcar logs has one of these names.
+const (
+	logError     = "err"
+	logStream    = "stream"
+	logCursor    = "cursor"
+	logStreamSeq = "stream_outbox_seq"
+	logSeq       = "seq"
+	logFromSeq   = "from_seq"
+	logSub       = "subscriber"
+	logKey       = "key"
+	logEventID   = "event_id"
+	logAttempt   = "attempt"
+	logReason    = "reason"
+	logRetryIn   = "retry_in"
+)

@@ -1,0 +1,47 @@
+package boxcar
+
+import (
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Probe names an instant of the data path where a crash is hardest to
+// survive. Config.Probe is called with it there; cmd/torture kills the
+// process at these instants to prove that nothing is lost, duplicated or
+// reordered across them.
+type Probe string
+
+// The probes.
+const (
+	// ProbeAfterCommit: a Bus.Tx group committed its outbox rows; the relay
+	// has not been woken.
+	ProbeAfterCommit Probe = "outbox.after-commit"
+	// ProbeRelayMidBatch: half of a pipelined batch of two or more events is
+	// on its way to the stream.
+	ProbeRelayMidBatch Probe = "relay.mid-batch"
+	// ProbeRelayAfterAck: the stream acked a batch; the relay's cursor has
+	// not moved.
+	ProbeRelayAfterAck Probe = "relay.after-ack"
+	// ProbeHandlerAfterCommit: a subscriber transaction committed its
+	// handlers' writes and dedupe rows; nothing of it is acked.
+	ProbeHandlerAfterCommit Probe = "handler.after-commit"
+	// ProbeRetrying: a key starts waiting to retry a failed event.
+	ProbeRetrying Probe = "handler.retrying"
+)
+
+// probe calls the configured probe at p.
+func (b *Bus) probe(p Probe) {
+	if b.cfg.Probe != nil {
+		b.cfg.Probe(p)
+	}
+}
+
+// testSeams are where the package's tests reach into the data path, to lose
+// what a network or a failing server would lose. Every field is nil outside
+// the tests.
+type testSeams struct {
+	// wrapJetStream wraps the JetStream context of the bus's publishes
+	// (the relay's and the dead letters').
+	wrapJetStream func(jetstream.JetStream) jetstream.JetStream
+	// ack replaces a subscriber's msg.Ack.
+	ack func(jetstream.Msg) error
+}

@@ -1,0 +1,354 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/boxcar-bus/boxcar/internal/lifecycle"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// relay moves outbox rows into the event stream, in seq order, exactly once.
+//
+// Its cursor is the largest seq known to be in the stream. It reads rows
+// above the cursor in batches, publishes them pipelined (see
+// jetstream.Publisher; the next batch is read and sent while the previous
+// one is acked), and moves the cursor past a batch when every message of it,
+// and of the batches before it, is acked. It never holds a transaction
+// while publishing, so producers are never throttled to its pace.
+//
+// The saved cursor is not the truth: on start and after any publish error
+// the relay asks the stream for the outbox seq of its last event and moves
+// the cursor there (forward after a crash between a publish and the cursor
+// save, however long ago, so nothing is published twice even outside the
+// duplicate window; backward if the stream lost acked writes, so they are
+// published again). That lets the cursor be saved lazily.
+type relay struct {
+	b   *Bus
+	pub *bjs.Publisher
+
+	group  *lifecycle.Group // the relay's goroutine
+	wakeCh chan struct{}
+	hinted atomic.Bool // woken by a commit hook: the commit may not be visible yet
+
+	cursor    atomic.Int64 // in memory; see above
+	saved     int64        // last saved cursor
+	savedAt   time.Time
+	published atomic.Int64 // events published since Open
+	failures  atomic.Int64 // publish rounds that failed
+
+	// checkpoints remember when the cursor passed a seq, so rows are pruned
+	// only PruneDelay after they were relayed. At most one per second.
+	checkpoints []checkpoint
+	lastPrune   time.Time
+
+	rows []sqlite.OutboxRow
+	out  []bjs.Outgoing
+}
+
+type checkpoint struct {
+	seq int64
+	at  time.Time
+}
+
+func newRelay(ctx context.Context, b *Bus) (*relay, error) {
+	r := &relay{
+		b:      b,
+		pub:    bjs.NewPublisher(b.js, b.events, b.cfg.SubjectPrefix),
+		group:  lifecycle.New(),
+		wakeCh: make(chan struct{}, 1),
+	}
+	r.pub.Owns = r.owns
+	if b.cfg.Probe != nil {
+		r.pub.MidBatch = func() { b.probe(ProbeRelayMidBatch) }
+	}
+	saved, err := sqlite.Cursor(ctx, b.db, b.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("relay: read cursor: %w", err)
+	}
+	r.cursor.Store(saved)
+	r.saved, r.savedAt = saved, time.Now()
+	if err := r.resync(ctx); err != nil {
+		return nil, err
+	}
+	// Rows below the saved cursor were relayed before this start: let them
+	// age a full PruneDelay from now.
+	r.checkpoints = append(r.checkpoints, checkpoint{seq: min(saved, r.cursor.Load()), at: time.Now()})
+	return r, nil
+}
+
+// resync moves the cursor to what the stream holds.
+func (r *relay) resync(ctx context.Context) error {
+	end, err := r.pub.Resync(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	cur := r.cursor.Load()
+	switch {
+	case end.Found && end.OutboxSeq != cur:
+		if end.OutboxSeq < cur {
+			r.b.log.Warn("boxcar: the stream is behind the outbox cursor (lost writes?): republishing",
+				logStream, r.b.cfg.Stream, logCursor, cur, logStreamSeq, end.OutboxSeq)
+		}
+		r.cursor.Store(end.OutboxSeq)
+		r.capCheckpoints(end.OutboxSeq)
+	case !end.Found && end.LastSeq == 0 && cur > 0:
+		// The stream never held a message: its store was lost or replaced.
+		// Republish whatever the outbox still has.
+		minSeq, _, err := sqlite.OutboxBounds(ctx, r.b.db)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		from := max(minSeq-1, 0)
+		r.b.log.Warn("boxcar: the event stream is empty but the cursor is not: republishing the outbox",
+			logStream, r.b.cfg.Stream, logCursor, cur, logFromSeq, from+1)
+		r.cursor.Store(from)
+		r.capCheckpoints(from)
+	}
+	return nil
+}
+
+// owns reports whether a stream message claiming outbox seq and event ID id
+// is an event of this outbox, for Resync. The outbox row of seq, while it is
+// kept, must have that ID. A seq above the largest in the outbox, or between
+// kept rows (a rolled-back insert), was never published by this relay. A seq
+// below the smallest kept row was pruned (relayed more than PruneDelay ago)
+// and cannot be checked: it is trusted, so a foreign message dressed with an
+// old seq can still mislead the relay; the stream must have no other writer
+// on its subjects.
+func (r *relay) owns(ctx context.Context, seq int64, id string) (bool, error) {
+	rowID, found, err := sqlite.OutboxID(ctx, r.b.db, seq)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		return rowID == id, nil
+	}
+	minSeq, maxSeq, err := sqlite.OutboxBounds(ctx, r.b.db)
+	if err != nil {
+		return false, err
+	}
+	return maxSeq > 0 && seq < minSeq, nil
+}
+
+// capCheckpoints forgets that rows above cursor were relayed: the stream
+// lost them and they must not be pruned before they are published again.
+func (r *relay) capCheckpoints(cursor int64) {
+	for i := range r.checkpoints {
+		r.checkpoints[i].seq = min(r.checkpoints[i].seq, cursor)
+	}
+	r.saved = -1 // force a save of the moved cursor
+}
+
+// hint is called from SQLite's commit hook: it must not block.
+func (r *relay) hint() {
+	r.hinted.Store(true)
+	r.wake()
+}
+
+func (r *relay) wake() {
+	select {
+	case r.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// start runs the relay on a goroutine of its group.
+func (r *relay) start() { r.group.Go(r.run) }
+
+// stop stops the relay and waits (up to ctx) for it to save its cursor.
+func (r *relay) stop(ctx context.Context) error {
+	if err := r.group.Stop(ctx); err != nil {
+		return fmt.Errorf("boxcar: relay: stop: %w", err)
+	}
+	return nil
+}
+
+func (r *relay) run(ctx context.Context) {
+	b := r.b
+	poll := time.NewTimer(b.cfg.RelayPollInterval)
+	defer poll.Stop()
+	backoff := time.Duration(0)
+	emptyAfterHint := 0
+	for {
+		n, err := r.drain(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			r.failures.Add(1)
+			backoff = min(max(backoff*2, 10*time.Millisecond), 5*time.Second)
+			b.log.Warn("boxcar: relay publish failed; resyncing with the stream", logError, err, logCursor, r.cursor.Load(), logRetryIn, backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			if err := r.resync(ctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("boxcar: relay resync failed", logError, err)
+			}
+			continue
+		}
+		backoff = 0
+		r.maintain(ctx, true)
+
+		// A commit hook fires just before the commit becomes visible: if
+		// the read after a hint found nothing, look again shortly.
+		wait := b.cfg.RelayPollInterval
+		if n > 0 {
+			emptyAfterHint = 0
+		} else if r.hinted.Swap(false) || (emptyAfterHint > 0 && emptyAfterHint < 6) {
+			emptyAfterHint++
+			wait = time.Duration(50<<emptyAfterHint) * time.Microsecond
+		} else {
+			emptyAfterHint = 0
+		}
+		poll.Reset(wait)
+		select {
+		case <-ctx.Done():
+		case <-r.wakeCh:
+		case <-poll.C:
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	// Stopped: save the cursor with a fresh context, bounded.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.maintain(sctx, false)
+}
+
+// relayDepth is how many batches the relay keeps in flight: it reads and
+// sends the next batch while the server is still storing and acking the
+// previous one, so neither SQLite reads nor the wait for acks leave the
+// server idle. Two are enough to overlap them; the async publish window
+// (2 × RelayBatch) bounds the messages in flight.
+const relayDepth = 2
+
+// drain publishes until the outbox has nothing above the cursor; it returns
+// how many events it published. The cursor moves only past batches whose
+// every message was acked, oldest first; batches still in flight when it
+// returns with an error are awaited by the Resync that follows.
+func (r *relay) drain(ctx context.Context) (int, error) {
+	b := r.b
+	total := 0
+	sent := r.cursor.Load() // the last seq sent: acked or in flight
+	for {
+		read := 0
+		if r.pub.InFlight() < relayDepth {
+			var err error
+			r.rows, err = sqlite.ReadOutbox(ctx, b.db, sent, b.cfg.RelayBatch, r.rows[:0])
+			if err != nil {
+				return total, fmt.Errorf("read outbox: %w", err)
+			}
+			read = len(r.rows)
+		}
+		if read > 0 {
+			r.out = r.out[:0]
+			for _, row := range r.rows {
+				o := bjs.Outgoing{Seq: row.Seq, ID: row.ID, Type: row.Type, Key: row.Key, Data: row.Data, CreatedNS: row.CreatedNS}
+				if len(row.Headers) > 0 {
+					if err := json.Unmarshal(row.Headers, &o.Headers); err != nil {
+						// PublishTx wrote it; a bad value means the row was
+						// edited by hand. Send the event without them rather
+						// than block the outbox.
+						b.log.Error("boxcar: outbox row has unreadable headers; publishing without them", logSeq, row.Seq, logError, err)
+					}
+				}
+				r.out = append(r.out, o)
+			}
+			sent = r.rows[read-1].Seq
+			clear(r.rows)
+			r.pub.Send(r.out)
+			clear(r.out)
+			if r.pub.InFlight() < relayDepth {
+				continue // read the next batch while this one is acked
+			}
+		}
+		if r.pub.InFlight() == 0 {
+			return total, nil
+		}
+		last, n, err := r.pub.Await(ctx)
+		if err != nil {
+			return total, err
+		}
+		b.probe(ProbeRelayAfterAck)
+		r.cursor.Store(last)
+		r.published.Add(int64(n))
+		total += n
+		r.noteCheckpoint(last)
+		if time.Since(r.savedAt) >= b.cfg.CursorSaveInterval {
+			r.maintain(ctx, false)
+		}
+	}
+}
+
+func (r *relay) noteCheckpoint(seq int64) {
+	now := time.Now()
+	if n := len(r.checkpoints); n > 0 && now.Sub(r.checkpoints[n-1].at) < time.Second {
+		r.checkpoints[n-1].seq = seq
+		return
+	}
+	r.checkpoints = append(r.checkpoints, checkpoint{seq: seq, at: now})
+}
+
+// maintain saves the cursor if it moved and, when prune is set, deletes
+// rows relayed more than PruneDelay ago (at most once a second). When
+// nothing moved it writes nothing.
+func (r *relay) maintain(ctx context.Context, prune bool) {
+	b := r.b
+	cur := r.cursor.Load()
+	if cur != r.saved {
+		if err := r.write(ctx, func(tx *sql.Tx) error {
+			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, time.Now().UnixNano())
+		}); err != nil {
+			b.log.Warn("boxcar: relay could not save its cursor", logError, err)
+			return
+		}
+		r.saved, r.savedAt = cur, time.Now()
+	}
+	if !prune || time.Since(r.lastPrune) < time.Second {
+		return
+	}
+	// Prune up to the newest checkpoint old enough, never past the saved cursor.
+	upTo := int64(0)
+	i := 0
+	for ; i < len(r.checkpoints) && time.Since(r.checkpoints[i].at) >= b.cfg.PruneDelay; i++ {
+		upTo = r.checkpoints[i].seq
+	}
+	upTo = min(upTo, r.saved, cur)
+	if upTo <= 0 {
+		return
+	}
+	r.lastPrune = time.Now()
+	for {
+		var n int64
+		err := r.write(ctx, func(tx *sql.Tx) error {
+			var err error
+			n, err = sqlite.PruneOutbox(ctx, tx, upTo, 2000)
+			return err
+		})
+		if err != nil {
+			b.log.Warn("boxcar: relay could not prune the outbox", logError, err)
+			return
+		}
+		if n < 2000 {
+			break
+		}
+	}
+	// Keep the checkpoint we pruned to out of the list: its rows are gone.
+	r.checkpoints = append(r.checkpoints[:0], r.checkpoints[i:]...)
+}
+
+// write runs fn in a transaction of the writer.
+func (r *relay) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return r.b.w.Write(ctx, fn)
+}
