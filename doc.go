@@ -88,6 +88,20 @@
 //   - One Bus per database and per Config.Dir. Several live instances of one
 //     subscriber (scale-out) are not the single-binary design.
 //
+// # Packages
+//
+// The root package is the API (Open, Tx, PublishTx, Subscribe, Stats), the
+// relay, the dispatcher and the dedupe store; it holds no SQLite or NATS
+// mechanics of its own. Package sqlite opens databases correctly, migrates
+// them, holds every SQL statement and the single writer (sqlite.Writer);
+// package jetstream runs the embedded server, provisions streams and
+// consumers, publishes the outbox in order exactly once and holds the wire
+// codec. Operations (cmd/boxcar, admin, metrics) and the schema registry
+// (schema) are built on the root package's public API; adapters with heavy
+// dependencies (watermill, otel) have modules of their own.
+//
+// A complete program is in examples/quickstart.
+//
 // # Errors
 //
 // Bad input is refused before anything is written, with an error that names

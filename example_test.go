@@ -7,6 +7,8 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/boxcar-bus/boxcar"
@@ -114,4 +116,22 @@ func ExampleBus_Publish_invalid() {
 	// Output:
 	// boxcar: event 0: Event.Key: invalid event key: key is empty: set it to the entity the event is about (e.g. the user ID); events of one key are handled in order
 	// boxcar: event 0: Event.Type: invalid event type: type "user.*" has '*': use ASCII letters, digits, '_' and '-' between dots
+}
+
+// The README's quick start is examples/quickstart/main.go, word for word:
+// the program compiles with the module (go vet ./... builds it), so the
+// README's copy does too.
+func TestReadmeQuickStartIsTheExample(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	program, err := os.ReadFile("examples/quickstart/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```go\n"+string(program)+"```\n") {
+		t.Fatal("README.md's quick start differs from examples/quickstart/main.go: copy the file into the README's go block")
+	}
 }
