@@ -70,16 +70,17 @@ var errFastFailed = errors.New("boxcar: a handler failed in a batch without save
 // count as it was, for runTxSafe. On any other outcome (committed, or the
 // transaction failed) it has done all runTxSafe would, and returns nil.
 func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outcome {
-	var hung, failed *outcome
+	var culprit, failed *outcome
 	var skipped int64
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
-		return d.supervise(&hung, func(w *handlerWatch) error {
+		return d.supervise(&culprit, func(w *handlerWatch) error {
 			var err error
 			skipped, failed, err = d.runFastTurns(ctx, tx, turns, w)
 			return err
 		})
 	})
-	if hung == nil && errors.Is(err, errFastFailed) {
+	culprit = culpritOf(culprit, err)
+	if culprit == nil && errors.Is(err, errFastFailed) {
 		j := 0
 		for i := range turns {
 			for _, it := range turns[i].items {
@@ -93,7 +94,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 		return failed
 	}
 	if err != nil {
-		d.txFailed(turns, attempts, hung, err)
+		d.txFailed(turns, attempts, culprit, err)
 		return nil
 	}
 	var done int64
@@ -115,7 +116,7 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 	for i := range turns {
 		t := &turns[i]
 		for _, it := range t.items {
-			if it.bad != nil || d.isStopping() {
+			if it.bad != nil || d.isStopping() || w.overTime() {
 				break
 			}
 			fresh, err := d.recordHandled(qctx, tx, it)
@@ -131,7 +132,7 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			it.m.Attempt = it.attempts
 			err = d.callTx(ctx, tx, it, w)
 			if ae := (*abortError)(nil); errors.As(err, &ae) {
-				return skipped, nil, ae.err
+				return skipped, nil, ae
 			}
 			if sqlite.IsFull(err) {
 				return skipped, nil, err // the database failed, not the handler
@@ -149,14 +150,14 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 // a handler failure of the fast path: that event is not run again but fails
 // with its error.
 func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
-	var hung *outcome // a handler that did not return in time
+	var culprit *outcome // a handler that did not return in time, or ended the transaction
 	preReached := false
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
-		return d.supervise(&hung, func(w *handlerWatch) error {
+		return d.supervise(&culprit, func(w *handlerWatch) error {
 			for i := range turns {
 				t := &turns[i]
 				for _, it := range t.items {
-					if it.bad != nil || d.isStopping() {
+					if it.bad != nil || d.isStopping() || w.overTime() {
 						break
 					}
 					if pre != nil && it == pre.it {
@@ -166,7 +167,7 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 					}
 					err := d.handleInSavepoint(ctx, tx, it, w)
 					if ae := (*abortError)(nil); errors.As(err, &ae) {
-						return ae.err // the transaction is unusable: roll back the batch
+						return ae // the transaction is unusable: roll back the batch
 					}
 					if err != nil {
 						t.failed = &outcome{it: it, err: err}
@@ -178,8 +179,9 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 			return nil
 		})
 	})
+	culprit = culpritOf(culprit, err)
 	if err != nil {
-		d.txFailed(turns, attempts, hung, err)
+		d.txFailed(turns, attempts, culprit, err)
 		return
 	}
 	if pre != nil && !preReached {
@@ -191,32 +193,33 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 }
 
 // txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
-// disk, or a hung handler): nothing of it happened. This is the database's
-// failure, not the handlers': the keys retry without an attempt counted. A
-// hung handler is the exception: its event keeps the attempt and goes
-// through the usual failure path (retry with backoff, dead letter after
-// MaxAttempts).
-func (d *dispatcher) txFailed(turns []turn, attempts []int, hung *outcome, err error) {
+// disk, a hung handler, a handler that ended the transaction): nothing of it
+// happened. This is the database's failure, not the handlers': the keys
+// retry without an attempt counted. The culprit, if any (a handler that hung,
+// or ended the transaction), is the exception: its event keeps the attempt
+// and goes through the usual failure path (retry with backoff, dead letter
+// after MaxAttempts).
+func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, err error) {
 	d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
-	var hungTurn *turn
+	var culpritTurn *turn
 	d.mu.Lock()
 	j := 0
 	for i := range turns {
 		for _, it := range turns[i].items {
-			if hung == nil || it != hung.it {
+			if culprit == nil || it != culprit.it {
 				it.attempts = attempts[j]
 			} else {
-				hungTurn = &turns[i]
+				culpritTurn = &turns[i]
 			}
 			j++
 		}
-		if !d.stopping && &turns[i] != hungTurn {
+		if !d.stopping && &turns[i] != culpritTurn {
 			d.scheduleRetry(turns[i].kq, 1)
 		}
 	}
 	d.mu.Unlock()
-	if hungTurn != nil {
-		d.finish(hungTurn.kq, 0, hung)
+	if culpritTurn != nil {
+		d.finish(culpritTurn.kq, 0, culprit)
 	}
 }
 
@@ -236,15 +239,27 @@ func (d *dispatcher) committed(turns []turn) {
 }
 
 // abortError reports that the transaction itself failed (SQLite rolled it
-// back, as it does on a full disk), not just one event; or that hung's
-// handler did not return in time and still holds the transaction.
+// back, as it does on a full disk), not just one event. culprit, if set, is
+// the event whose handler caused it (ended the transaction).
 type abortError struct {
-	err  error
-	hung *item
+	err     error
+	culprit *outcome
 }
 
 func (e *abortError) Error() string { return e.err.Error() }
 func (e *abortError) Unwrap() error { return e.err }
+
+// culpritOf returns the event to blame for a failed batch: the hung
+// handler's (found by supervise), else the one err names.
+func culpritOf(hung *outcome, err error) *outcome {
+	if hung != nil {
+		return hung
+	}
+	if ae := (*abortError)(nil); errors.As(err, &ae) {
+		return ae.culprit
+	}
+	return nil
+}
 
 // handleInSavepoint records it in the dedupe table and runs the handler,
 // inside a savepoint that is rolled back if the handler fails. A row already
@@ -266,6 +281,9 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 		it.attempts++
 		it.m.Attempt = it.attempts
 		err = d.callTx(ctx, tx, it, w)
+	}
+	if ae := (*abortError)(nil); errors.As(err, &ae) {
+		return ae
 	}
 	if err != nil {
 		if sqlite.IsFull(err) {
@@ -294,12 +312,24 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 // attempt counted. The abandoned call's later uses of tx fail with
 // sql.ErrTxDone; Close waits for it.
 
-// handlerWatch tells the supervisor which handler call is running, since when.
+// handlerWatch tells the supervisor which handler call is running, since
+// when; and the batch when it has held the writer long enough.
 type handlerWatch struct {
 	mu        sync.Mutex
 	cur       *item
 	start     time.Time
 	abandoned bool
+
+	began   time.Time     // the batch's start (its goroutine's own)
+	maxTime time.Duration // SubscribeOptions.MaxBatchTime
+	calls   int           // handler calls so far (its goroutine's own)
+}
+
+// overTime reports whether the batch should commit now rather than take
+// its next event: it has held the writer for MaxBatchTime (after at least
+// one handler call), so that the app's writes queued meanwhile go next.
+func (w *handlerWatch) overTime() bool {
+	return w.calls > 0 && time.Since(w.began) >= w.maxTime
 }
 
 func (w *handlerWatch) begin(it *item) {
@@ -319,9 +349,14 @@ func (w *handlerWatch) end() bool {
 // supervise runs the batch on its own goroutine and waits for it, or gives
 // up on it when one handler call overruns (setting *hung).
 func (d *dispatcher) supervise(hung **outcome, run func(w *handlerWatch) error) error {
-	w := &handlerWatch{}
+	w := &handlerWatch{began: time.Now(), maxTime: d.s.opts.MaxBatchTime}
 	done := make(chan error, 1)
-	d.handlers.Go(func(context.Context) { done <- run(w) })
+	d.handlers.Go(func(context.Context) {
+		// The handlers run on this goroutine while the worker holds the
+		// writer: a call back into the writer from one fails at once.
+		defer d.b.w.Own()()
+		done <- run(w)
+	})
 	limit := d.s.opts.HandlerTimeout + handlerGrace
 	timer := time.NewTimer(limit)
 	defer timer.Stop()
@@ -359,9 +394,26 @@ func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handle
 	// abandoned handler still runs.
 	m := it.m
 	w.begin(it)
+	w.calls++
 	err := callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
 	if !w.end() {
-		return &abortError{err: errors.New("handler abandoned after its timeout"), hung: it}
+		return &abortError{err: errors.New("handler abandoned after its timeout")}
+	}
+	if ended, cause := d.b.w.TxEnded(); ended {
+		// SQLite ended the transaction under the handler: the batch is
+		// gone, and the guard kept the handler's later writes from
+		// committing on their own. When the database failed (a full disk),
+		// no event is to blame; otherwise (an INSERT OR ROLLBACK, a
+		// RAISE(ROLLBACK) in a trigger, an interrupt) the handler's event
+		// counts the attempt.
+		if err == nil {
+			err = errors.Join(sqlite.ErrTxEnded, cause)
+		}
+		ae := &abortError{err: fmt.Errorf("handler of event %s: %w", it.m.ID, err)}
+		if !sqlite.IsDatabaseFailure(cause) && !sqlite.IsDatabaseFailure(err) {
+			ae.culprit = &outcome{it: it, err: err}
+		}
+		return ae
 	}
 	return err
 }

@@ -51,6 +51,12 @@ type writer interface {
 	Lock(ctx context.Context) error
 	Unlock()
 	WriteLocked(ctx context.Context, fn func(tx *sql.Tx) error) error
+	// Own marks the calling goroutine as the one running code under the
+	// lock (a batch's handlers), until the func returned is called.
+	Own() (done func())
+	// TxEnded reports whether SQLite ended the write connection's
+	// transaction on its own, and the statement error that did it.
+	TxEnded() (ended bool, cause error)
 	Stats() sqlite.WriterStats
 	// RefuseTx makes Tx calls not yet run return sqlite.ErrClosed.
 	RefuseTx()
@@ -89,8 +95,8 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		}
 	}()
 
-	if n := db.Stats().MaxOpenConnections; n == 1 {
-		return nil, fmt.Errorf("%w: db allows one open connection (SetMaxOpenConns(1)): the bus writes on a connection of its own and the relay reads on another; allow at least 2", ErrInvalidConfig)
+	if err := checkDB(ctx, db); err != nil {
+		return nil, err
 	}
 	if err := sqlite.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
@@ -100,7 +106,8 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 			b.probe(ProbeAfterCommit)
 			b.relay.wake()
 		},
-		Logger: cfg.Logger,
+		Synchronous: cfg.Synchronous,
+		Logger:      cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
@@ -137,9 +144,31 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
-	b.unwatch, _ = sqlite.WatchOutboxCommits(db, b.relay.hint)
+	var watched bool
+	b.unwatch, watched = sqlite.WatchOutboxCommits(db, b.relay.hint)
+	if !watched {
+		b.log.Info("boxcar: the database was not opened with sqlite.Open: commits on its own connections are found by the relay's poll, every Config.RelayPollInterval; Bus.Tx and Publish wake the relay at once",
+			logPollInterval, cfg.RelayPollInterval)
+	}
 	b.relay.start()
 	return b, nil
+}
+
+// checkDB refuses a database Boxcar cannot serve well: one not in WAL mode
+// (every reader would block the writer, and the writer every reader), or
+// one limited to a single connection.
+func checkDB(ctx context.Context, db *sql.DB) error {
+	if n := db.Stats().MaxOpenConnections; n == 1 {
+		return fmt.Errorf("%w: db allows one open connection (SetMaxOpenConns(1)): the bus writes on a connection of its own and the relay reads on another; allow at least 2", ErrInvalidConfig)
+	}
+	mode, err := sqlite.JournalMode(ctx, db)
+	if err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("%w: the database is in journal_mode=%s: Boxcar needs WAL, so that the relay and subscribers read beside the writer; open it with sqlite.Open (which also wakes the relay at each commit), or run PRAGMA journal_mode=WAL on it once", ErrInvalidConfig, mode)
+	}
+	return nil
 }
 
 // connect starts the embedded server and connects to it in-process, or
@@ -245,8 +274,13 @@ func (b *Bus) Close(ctx context.Context) error {
 // transaction instead (a full disk, an I/O error), every fn that ran in it
 // returns an error and none of their writes are committed.
 //
-// fn must not keep tx after it returns, call tx.Commit or tx.Rollback, or
-// call Tx or Publish (they would wait for the lock fn's group holds). ctx
+// fn must not keep tx after it returns or call tx.Commit or tx.Rollback.
+// A call from fn back into the bus's writer (Tx, Publish, a transaction of
+// its own on the same database) returns ErrReentrant at once: use
+// PublishTx with the tx fn was given. If SQLite ends the transaction while
+// fn runs (a statement that rolls the whole transaction back, such as
+// INSERT OR ROLLBACK, whose error fn ignores), fn's later statements fail,
+// and Tx returns an error: nothing of fn, or of its group, is committed. ctx
 // bounds the wait for a place in a group. Inside fn, a canceled context
 // fails the next statement run with it, but does not interrupt one already
 // running (on a database from sqlite.Open; on others it does, and SQLite then

@@ -1,11 +1,9 @@
 package boxcar
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
-	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -153,10 +151,8 @@ func TestCloseCancelsHandlersAtDeadline(t *testing.T) {
 // and its fatal log lines do not exit the process.
 func TestEmbeddedServerDefaults(t *testing.T) {
 	t.Parallel()
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tb := setup(t, Config{Logger: logger})
+	logs := &logBuffer{}
+	tb := setup(t, Config{Logger: logs.logger()})
 	srv := tb.bus.srv.Underlying()
 	if srv.Addr() != nil || tb.bus.ClientURL() != "" {
 		t.Fatalf("embedded server listens on %v without Config.Listen", srv.Addr())
@@ -169,22 +165,9 @@ func TestEmbeddedServerDefaults(t *testing.T) {
 	if err := tb.bus.Publish(context.Background(), Event{Type: "a", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "simulated fatal condition 42") {
 		t.Fatalf("fatal line not logged; logs:\n%s", logs.String())
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // Embedding: the embedded server installs no signal handlers: a process

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // Defaults of Config and SubscribeOptions. A zero field means its default.
@@ -24,6 +26,7 @@ const (
 	DefaultCursorSaveInterval = 100 * time.Millisecond
 	DefaultPruneDelay         = 3 * time.Minute
 	DefaultPublishTimeout     = 5 * time.Second
+	DefaultSynchronous        = sqlite.SyncFull
 
 	DefaultWorkers        = 8
 	DefaultBatchSize      = 256
@@ -33,6 +36,7 @@ const (
 	DefaultMaxBackoff     = 10 * time.Second
 	DefaultHandlerTimeout = 30 * time.Second
 	DefaultAckWait        = 30 * time.Second
+	DefaultMaxBatchTime   = 10 * time.Millisecond
 )
 
 // Config configures a Bus. Every field has a default (the Default*
@@ -105,6 +109,17 @@ type Config struct {
 	// a replay within the stream's window still finds them.
 	DedupeRetention time.Duration
 
+	// Synchronous is the synchronous mode of Boxcar's write connection,
+	// which commits Bus.Tx, Publish and every subscriber transaction:
+	// sqlite.SyncFull (the default) fsyncs each commit, so a Tx that
+	// returned and a subscriber's effects that were acked survive a power
+	// loss; group commit shares the fsync among the calls and events of a
+	// transaction. sqlite.SyncNormal is faster and can lose the last commits
+	// in a power loss, including handler effects whose events were acked:
+	// those are never redelivered. The app's own connections keep the mode
+	// sqlite.OpenOptions gave them.
+	Synchronous string
+
 	// Logger receives Boxcar's logs. Default: discard.
 	Logger *slog.Logger
 
@@ -157,6 +172,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupeRetention == 0 {
 		c.DedupeRetention = c.Retention
+	}
+	if c.Synchronous == "" {
+		c.Synchronous = DefaultSynchronous
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -222,6 +240,9 @@ func (c Config) validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
+	}
+	if s := strings.ToUpper(c.Synchronous); s != sqlite.SyncFull && s != sqlite.SyncNormal {
+		return bad("Config.Synchronous %q: use sqlite.SyncFull or sqlite.SyncNormal", c.Synchronous)
 	}
 	return nil
 }

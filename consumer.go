@@ -103,6 +103,13 @@ type SubscribeOptions struct {
 	MaxBackoff time.Duration
 	// HandlerTimeout bounds one handler call through its context. Default 30s.
 	HandlerTimeout time.Duration
+	// MaxBatchTime bounds how long one transactional batch holds SQLite's
+	// single writer: once it has, the batch commits what it handled and the
+	// rest of its events wait for the next turn, after the app's writes that
+	// queued meanwhile (Bus.Tx, and the app's own transactions on a database
+	// from sqlite.Open). A handler call in progress is never cut short.
+	// Default 10ms.
+	MaxBatchTime time.Duration
 	// AckWait is how long JetStream waits for an ack before it redelivers.
 	// Default 30s. Boxcar ignores redeliveries of messages it still holds,
 	// and resets the consumer to its ack floor at start, so a crashed
@@ -136,6 +143,9 @@ func (o SubscribeOptions) withDefaults() SubscribeOptions {
 	if o.AckWait == 0 {
 		o.AckWait = DefaultAckWait
 	}
+	if o.MaxBatchTime == 0 {
+		o.MaxBatchTime = DefaultMaxBatchTime
+	}
 	return o
 }
 
@@ -161,6 +171,8 @@ func (o SubscribeOptions) validate() error {
 		return bad("SubscribeOptions: need 0 <= MinBackoff (%v) <= MaxBackoff (%v)", o.MinBackoff, o.MaxBackoff)
 	case o.HandlerTimeout < 0:
 		return bad("SubscribeOptions.HandlerTimeout is negative")
+	case o.MaxBatchTime < 0:
+		return bad("SubscribeOptions.MaxBatchTime is negative")
 	case o.AckWait < 0 || o.AckWait > 0 && o.AckWait < time.Second:
 		return bad("SubscribeOptions.AckWait %v: use at least 1s", o.AckWait)
 	}

@@ -364,7 +364,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 		switch {
 		case it.bad != nil:
 			dead = "malformed"
-		case IsPermanent(failed.err):
+		case IsPermanent(failed.err), errors.Is(failed.err, ErrReentrant):
 			dead = "permanent"
 		case it.attempts >= d.s.opts.MaxAttempts:
 			dead = "failed"

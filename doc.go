@@ -46,9 +46,19 @@
 //   - A HandlerFunc (an email, a webhook) is at-least-once: a crash between
 //     the side effect and the ack repeats it. Use Message.ID as the external
 //     system's idempotency key.
-//   - Durability is SQLite's and JetStream's. With sqlite.SyncNormal (the
-//     default) a power loss can lose the last commits; use sqlite.SyncFull
-//     where that matters. JetStream's store fsyncs every two minutes unless
+//   - Durability is SQLite's and JetStream's. Boxcar's own write connection
+//     (Bus.Tx, Publish, every subscriber transaction) commits with
+//     Config.Synchronous, sqlite.SyncFull by default: a Tx that returned nil,
+//     and a subscriber's effects whose event was acked, survive a power loss
+//     (group commit shares each fsync). With sqlite.SyncNormal there, a power
+//     loss can lose the last commits: Tx calls (their rows and events
+//     together) and subscriber effects whose events were acked, which are
+//     then never redelivered. The app's own transactions keep the mode of
+//     their connections (sqlite.Open: SyncNormal): a power loss can lose the
+//     last of them with their events, and if the relay had already published
+//     one, subscribers handle an event whose transaction the database lost;
+//     open with sqlite.OpenOptions{Synchronous: sqlite.SyncFull} to rule that
+//     out. JetStream's store fsyncs every two minutes unless
 //     Config.SyncAlways; the outbox keeps relayed events for
 //     Config.PruneDelay so that a stream that lost acked writes is refilled
 //     on the next start.
@@ -80,11 +90,28 @@
 //     sqlite.SyncNormal the stream can hold events whose transactions the
 //     database lost.
 //   - Bus.Tx calls that share a group commit share its fate when SQLite
-//     ends the whole transaction (a full disk, an I/O error): every call in
-//     it returns an error and none of them committed. A call's own error or
-//     panic undoes only its savepoint, and its canceled context never
-//     interrupts a running statement (on a database from sqlite.Open; on
-//     others an interrupted write statement rolls back the whole group).
+//     ends the whole transaction (a full disk, an I/O error, or a statement
+//     such as INSERT OR ROLLBACK whose error a call ignored): every call in
+//     it returns an error and none of them committed. On a database from
+//     sqlite.Open the statements a call runs after SQLite ended the
+//     transaction fail instead of committing on their own; on others they
+//     run, one at a time. The same holds for a subscriber's batch: nothing
+//     of it commits, and the handler that ended it counts an attempt. A
+//     call's own error or panic undoes only its savepoint, and its canceled
+//     context never interrupts a running statement (on a database from
+//     sqlite.Open; on others an interrupted write statement rolls back the
+//     whole group).
+//   - SQLite has one writer. Bus.Tx groups, the app's own transactions on a
+//     database from sqlite.Open and Boxcar's background writes (subscriber
+//     batches, the relay's cursor) queue for it in Go, taking turns; a
+//     subscriber batch holds it at most SubscribeOptions.MaxBatchTime (plus
+//     the handler call in progress). Transactions on connections Boxcar did
+//     not open compete in SQLite's busy handler instead.
+//   - A call that needs the writer from code that holds it (Tx or Publish
+//     inside a Tx function or a TxHandler, or inside the app's own
+//     transaction on the same goroutine) fails at once with ErrReentrant.
+//     Code that hands such a call to another goroutine and waits for it is
+//     not detected: it deadlocks until its context ends.
 //   - One Bus per database and per Config.Dir. Several live instances of one
 //     subscriber (scale-out) are not the single-binary design.
 //
@@ -106,7 +133,9 @@
 //
 // Bad input is refused before anything is written, with an error that names
 // the field and the rule and matches a sentinel (ErrInvalidEvent,
-// ErrInvalidType, ErrInvalidKey, ErrPayloadTooLarge, ErrInvalidConfig). A
-// closed bus returns ErrClosed. A handler returns Permanent(err) to
-// dead-letter an event at once.
+// ErrInvalidType, ErrInvalidKey, ErrPayloadTooLarge, ErrInvalidConfig). Open
+// refuses a database that is not in WAL mode. A closed bus returns
+// ErrClosed; a call back into the writer from code that holds it,
+// ErrReentrant. A handler returns Permanent(err) to dead-letter an event at
+// once.
 package boxcar

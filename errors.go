@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // Errors returned by Boxcar. Test for them with errors.Is.
@@ -27,6 +28,14 @@ var (
 	ErrDuplicateSubscriber = errors.New("boxcar: duplicate subscriber name")
 	// ErrDirLocked: Config.Dir is held by another process or Bus.
 	ErrDirLocked = bjs.ErrDirLocked
+	// ErrReentrant: a call that needs the database's writer (Tx, Publish,
+	// a transaction of the app's on the same database) was made from code
+	// that holds it: a Tx function, a TxHandler, or a transaction of the
+	// app's on the same goroutine. It would wait for itself; it fails at
+	// once instead. Use PublishTx with the tx you were given. A TxHandler
+	// that returns it has its event dead-lettered at once: retrying cannot
+	// help.
+	ErrReentrant = sqlite.ErrReentrant
 )
 
 // eventError is a validation error of one field of an event.

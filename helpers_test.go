@@ -2,6 +2,7 @@ package boxcar
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -656,4 +657,39 @@ func readDeadLetters(t testing.TB, bus *Bus, want int) []*jetstream.RawStreamMsg
 		out = append(out, m)
 	}
 	return out
+}
+
+// logBuffer collects a bus's logs for a test.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logger logs everything, at debug level and up, into l.
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// hasDedupeRow reports whether subscriber has a dedupe row for an event of
+// key (looked up in the outbox, which keeps relayed rows for PruneDelay).
+func hasDedupeRow(t testing.TB, db *sql.DB, subscriber, key string) bool {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM boxcar_dedupe d JOIN boxcar_outbox o ON o.id = d.event_id
+		WHERE d.subscriber = ? AND o.key = ?`, subscriber, key).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
 }

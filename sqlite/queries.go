@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Table names Boxcar owns. All start with boxcar_.
@@ -231,4 +232,13 @@ func OutboxID(ctx context.Context, q Querier, seq int64) (string, bool, error) {
 		return "", false, nil
 	}
 	return id, err == nil, err
+}
+
+// JournalMode returns db's journal mode, in lower case ("wal", "delete" ...).
+func JournalMode(ctx context.Context, q Querier) (string, error) {
+	var mode string
+	if err := q.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return "", fmt.Errorf("read journal_mode: %w", err)
+	}
+	return strings.ToLower(mode), nil
 }

@@ -23,16 +23,15 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"embed"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
-	"sort"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -85,12 +84,15 @@ func (o Options) validate() error {
 // statements; the rest is for the application's.
 const stmtCacheSize = 64
 
-// driverSeq names the driver registered by each Open: every database gets
-// its own driver so that its connections report commits to its own watchers.
-var driverSeq atomic.Int64
-
-// watchers maps a *sql.DB opened here to the watchers of its outbox commits.
-var watchers sync.Map // *sql.DB -> *commitWatchers
+// dbState is what the connections of one database from Open share: the
+// gate (its write lock in Go, see gate.go) and the watchers of its outbox
+// commits. It hangs off the database's driver (db.Driver()), so it lives and
+// goes with the *sql.DB: nothing is registered per database.
+type dbState struct {
+	gate     gate
+	watchers commitWatchers
+	busy     time.Duration // the connections' busy timeout: the longest an app's write waits for the gate
+}
 
 type commitWatchers struct {
 	mu  sync.Mutex
@@ -106,6 +108,15 @@ func (w *commitWatchers) notify() {
 	}
 }
 
+// stateOf returns the shared state of db's connections, or nil for a
+// database not opened here.
+func stateOf(db *sql.DB) *dbState {
+	if d, ok := db.Driver().(*driverWrap); ok {
+		return d.state
+	}
+	return nil
+}
+
 // Open opens the SQLite database file at path with the settings Boxcar relies
 // on, creating it if needed. See OpenOptions.
 func Open(path string) (*sql.DB, error) {
@@ -117,8 +128,8 @@ func Open(path string) (*sql.DB, error) {
 //     never blocks readers, so the relay and subscribers read while the app
 //     writes. A database that cannot use WAL (in-memory, some network file
 //     systems) is refused.
-//   - busy_timeout: a writer that finds the lock taken waits instead of
-//     failing at once.
+//   - busy_timeout: a writer that finds the lock taken by another process
+//     waits instead of failing at once.
 //   - synchronous: see SyncNormal and SyncFull.
 //   - transactions begin IMMEDIATE: a transaction that reads and then writes
 //     would otherwise fail with SQLITE_BUSY when it upgrades its lock, which
@@ -129,6 +140,14 @@ func Open(path string) (*sql.DB, error) {
 //     Boxcar's own handlers do in every transaction, is compiled once per
 //     connection instead of at every call. Compiling costs about as much as
 //     running a small INSERT, and it is done while holding the write lock.
+//   - a new file is created readable by its owner only (0600); SQLite gives
+//     its -wal and -shm files the same permissions.
+//
+// The app's transactions and statements on these connections queue for the
+// database's writer in Go, in arrival order, with Boxcar's own writes (see
+// gate.go): no writer sleeps in SQLite's busy handler while the lock is free,
+// and none is kept out by another that keeps taking it back. A write waits at
+// most the busy timeout, then fails with "database is locked" as before.
 //
 // Connections opened here report commits that wrote the outbox, which wakes
 // the relay at once (see WatchOutboxCommits); databases opened otherwise are
@@ -141,9 +160,12 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	if path == "" || path == ":memory:" || strings.Contains(path, "mode=memory") {
 		return nil, fmt.Errorf("sqlite: path %q: Boxcar needs a database file (WAL does not work in memory)", path)
 	}
-	w := &commitWatchers{fns: map[int]func(){}}
-	name := fmt.Sprintf("boxcar-sqlite3-%d", driverSeq.Add(1))
-	sql.Register(name, driverWrap{&sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	st := &dbState{watchers: commitWatchers{fns: map[int]func(){}}, busy: o.BusyTimeout}
+	drv := &driverWrap{state: st}
+	drv.ConnectHook = func(c *sqlite3.SQLiteConn) error {
 		// outboxWritten is per connection, and SQLite runs the hooks on the
 		// goroutine using the connection, so it needs no lock.
 		outboxWritten := false
@@ -155,14 +177,13 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 		c.RegisterCommitHook(func() int {
 			if outboxWritten {
 				outboxWritten = false
-				w.notify()
+				st.watchers.notify()
 			}
 			return 0
 		})
 		c.RegisterRollbackHook(func() { outboxWritten = false })
 		return nil
-	}}})
-
+	}
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_busy_timeout", strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10))
@@ -170,10 +191,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	q.Set("_txlock", "immediate")
 	q.Set("_foreign_keys", "on")
 	q.Set("_stmt_cache_size", strconv.Itoa(stmtCacheSize))
-	db, err := sql.Open(name, "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
+	db := sql.OpenDB(&connector{dsn: "file:" + uriPath(path) + "?" + q.Encode(), drv: drv})
 	var mode string
 	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
 		db.Close()
@@ -183,9 +201,45 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: journal_mode is %q, Boxcar needs WAL", path, mode)
 	}
-	watchers.Store(db, w)
 	return db, nil
 }
+
+// uriPath escapes path for an SQLite URI filename: SQLite decodes %HH in
+// it, and '?' and '#' would end it.
+func uriPath(path string) string {
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; c {
+		case '%', '?', '#':
+			fmt.Fprintf(&b, "%%%02X", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// createPrivate creates the database file, if it does not exist, readable
+// and writable by its owner only.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// connector opens the connections of one database from Open.
+type connector struct {
+	dsn string
+	drv *driverWrap
+}
+
+func (c *connector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c *connector) Driver() driver.Driver                        { return c.drv }
 
 // WatchOutboxCommits calls fn each time a connection of db is about to commit
 // a transaction that inserted outbox rows. It reports false if db was not
@@ -193,11 +247,11 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 // commit hook, before the commit is visible to other connections: it must
 // not block or touch the database, only signal. Call cancel to stop.
 func WatchOutboxCommits(db *sql.DB, fn func()) (cancel func(), ok bool) {
-	v, ok := watchers.Load(db)
-	if !ok {
+	st := stateOf(db)
+	if st == nil {
 		return func() {}, false
 	}
-	w := v.(*commitWatchers)
+	w := &st.watchers
 	w.mu.Lock()
 	w.id++
 	id := w.id
@@ -210,62 +264,19 @@ func WatchOutboxCommits(db *sql.DB, fn func()) (cancel func(), ok bool) {
 	}, true
 }
 
-//go:embed migrations/*.sql
-var migrationFiles embed.FS
-
-// Migrate creates or upgrades Boxcar's tables (all named boxcar_*) in db. It is
-// idempotent and safe to run from several processes at once: each migration
-// runs in one immediate transaction together with its version record.
-func Migrate(ctx context.Context, db *sql.DB) error {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil {
-		return err
+// IsDatabaseFailure reports whether err is the database's own failure (a
+// full disk, an I/O error, no memory, a corrupt file), not a statement's:
+// retrying the same work later may succeed.
+func IsDatabaseFailure(err error) bool {
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		return false
 	}
-	sort.Strings(names)
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS boxcar_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_ns INTEGER NOT NULL
-	)`); err != nil {
-		return fmt.Errorf("sqlite: migrate: %w", err)
+	switch se.Code {
+	case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrNomem, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen:
+		return true
 	}
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		num, _, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(num)
-		if !ok || err != nil {
-			return fmt.Errorf("sqlite: migrate: file %s is not named NNNN_name.sql", base)
-		}
-		body, err := migrationFiles.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		if err := applyMigration(ctx, db, version, string(body)); err != nil {
-			return fmt.Errorf("sqlite: migrate %s: %w", base, err)
-		}
-	}
-	return nil
-}
-
-func applyMigration(ctx context.Context, db *sql.DB, version int, body string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-		return err
-	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, body); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO boxcar_migrations(version, applied_ns) VALUES(?, ?)`, version, time.Now().UnixNano()); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return false
 }
 
 // IsFull reports whether err is SQLite's "database or disk is full".

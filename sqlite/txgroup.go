@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+
+	"github.com/boxcar-bus/boxcar/internal/goroutine"
 )
 
 // Group commit. SQLite has one writer, and a commit costs more than the
@@ -119,6 +121,10 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	me := goroutine.ID()
+	if w.gate.owner.Load() == me {
+		return ErrReentrant
+	}
 	c := &txCall{ctx: ctx, fn: fn, done: make(chan txResult, 1)}
 	w.txq.push(c)
 	// Let the goroutines that are ready to run (other writers, about to
@@ -127,13 +133,24 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	// once, alone, while the others wait for a CPU (bench/RESULTS.md has the
 	// group sizes with and without this).
 	runtime.Gosched()
+	granted, withdraw := w.gate.enter(appClass)
 	select {
 	case r := <-c.done:
+		if !withdraw() {
+			w.Unlock() // granted meanwhile: pass it on
+		}
 		return r.raise()
-	case w.lock <- struct{}{}:
+	case <-granted:
+		w.gate.owner.Store(me)
 		w.runTxGroups(c)
 		w.Unlock()
 	case <-ctx.Done():
+		if !withdraw() {
+			w.gate.owner.Store(me) // granted meanwhile: lead a group after all
+			w.runTxGroups(c)
+			w.Unlock()
+			break
+		}
 		if w.txq.remove(c) {
 			return ctx.Err()
 		}
@@ -200,67 +217,24 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		}
 		return nil
 	}
-	var ran []*txCall // calls whose fn succeeded: they commit or fail together
-	fail := func(cause error) {
-		for _, c := range ran {
-			c.done <- txResult{err: groupError(cause)}
-		}
-		ran = nil
-	}
+	w.guard(true)
+	defer w.guard(false)
+	g := &txGroup{tx: tx}
 	for i, c := range calls {
-		if err := c.ctx.Err(); err != nil {
-			c.done <- txResult{err: err}
-			continue
-		}
-		// The first call to run needs no savepoint: if it fails, the whole
-		// transaction is rolled back and the rest start a new one.
-		first := len(ran) == 0
-		if !first {
-			if err := txSavepoint.Begin(bg, tx); err != nil {
-				tx.Rollback()
-				fail(fmt.Errorf("savepoint: %w", err))
-				return calls[i:]
-			}
-		}
-		r := callTxFn(c.fn, tx)
-		if r.err == nil && !r.panicked {
-			if !first {
-				if err := txSavepoint.Release(bg, tx); err != nil {
-					// The transaction is gone: fn ended it, or SQLite rolled it
-					// back under fn (an error fn did not return).
-					tx.Rollback()
-					cause := fmt.Errorf("release savepoint: %w", err)
-					fail(cause)
-					c.done <- txResult{err: groupError(cause)}
-					return calls[i+1:]
-				}
-			}
-			ran = append(ran, c)
-			continue
-		}
-		// fn failed: undo its writes.
-		if first {
-			if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-				r.err = errors.Join(r.err, fmt.Errorf("boxcar: rollback: %w", err))
-			}
-			c.done <- r
+		switch g.run(w, c) {
+		case stopBefore:
+			return calls[i:]
+		case stopAfter:
 			return calls[i+1:]
 		}
-		if err := txSavepoint.Rollback(bg, tx); err != nil {
-			tx.Rollback()
-			fail(fmt.Errorf("rollback to savepoint: %w", err))
-			c.done <- r
-			return calls[i+1:]
-		}
-		c.done <- r
 	}
-	if len(ran) == 0 {
+	if len(g.ran) == 0 {
 		tx.Rollback()
 		return nil
 	}
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("boxcar: commit: %w", err)
-		for _, c := range ran {
+		for _, c := range g.ran {
 			c.done <- txResult{err: err}
 		}
 		return nil
@@ -269,12 +243,103 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		w.cfg.AfterTxCommit()
 	}
 	w.txCommits.Add(1)
-	w.txCalls.Add(int64(len(ran)))
+	w.txCalls.Add(int64(len(g.ran)))
 	w.ckpt.poke()
-	for _, c := range ran {
+	for _, c := range g.ran {
 		c.done <- txResult{}
 	}
 	return nil
+}
+
+// txGroup is one SQLite transaction of a group commit.
+type txGroup struct {
+	tx  *sql.Tx
+	ran []*txCall // calls whose fn succeeded: they commit or fail together
+}
+
+// fail ends the transaction and fails the calls that ran in it with cause.
+func (g *txGroup) fail(cause error) {
+	g.tx.Rollback()
+	for _, c := range g.ran {
+		c.done <- txResult{err: groupError(cause)}
+	}
+	g.ran = nil
+}
+
+// next is what follows a call in its group's transaction.
+type next int
+
+const (
+	goOn       next = iota // the next call runs in the same transaction
+	stopAfter              // the transaction is over; the next call starts another
+	stopBefore             // the transaction is over before this call ran: it starts another
+)
+
+// run runs c in the group. A call that ran sends its result later (at the
+// commit); any other call sends it now, unless it is to run again
+// (stopBefore).
+func (g *txGroup) run(w *Writer, c *txCall) next {
+	bg := context.Background()
+	if err := c.ctx.Err(); err != nil {
+		c.done <- txResult{err: err}
+		return goOn
+	}
+	// The first call to run needs no savepoint: if it fails, the whole
+	// transaction is rolled back and the rest start a new one.
+	first := len(g.ran) == 0
+	if !first {
+		if err := txSavepoint.Begin(bg, g.tx); err != nil {
+			g.fail(fmt.Errorf("savepoint: %w", err))
+			return stopBefore
+		}
+	}
+	r := callTxFn(c.fn, g.tx)
+	if ended, _ := w.TxEnded(); ended {
+		// The transaction is over. If fn ended it (tx.Commit or
+		// tx.Rollback), database/sql knows, and what was committed is
+		// unknown. Otherwise SQLite ended it under fn (an error fn swallowed,
+		// or returned): nothing of the group is committed, and the guard
+		// kept fn's later statements from running on their own.
+		cause := ErrTxEnded
+		if _, err := g.tx.ExecContext(bg, `SELECT 1`); errors.Is(err, sql.ErrTxDone) {
+			cause = err
+		}
+		g.fail(cause)
+		if r.err == nil && !r.panicked {
+			r = txResult{err: groupError(cause)}
+		}
+		c.done <- r
+		return stopAfter
+	}
+	if r.err == nil && !r.panicked {
+		if !first {
+			if err := txSavepoint.Release(bg, g.tx); err != nil {
+				// The transaction is gone: fn ended it (tx.Commit or
+				// tx.Rollback).
+				cause := fmt.Errorf("release savepoint: %w", err)
+				g.fail(cause)
+				c.done <- txResult{err: groupError(cause)}
+				return stopAfter
+			}
+		}
+		g.ran = append(g.ran, c)
+		return goOn
+	}
+	// fn failed: undo its writes.
+	if first {
+		if err := g.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+			r.err = errors.Join(r.err, fmt.Errorf("boxcar: rollback: %w", err))
+		}
+		c.done <- r
+		return stopAfter
+	}
+	if err := txSavepoint.Rollback(bg, g.tx); err != nil {
+		g.fail(fmt.Errorf("rollback to savepoint: %w", err))
+		c.done <- r
+		return stopAfter
+	}
+	c.done <- r
+	return goOn
 }
 
 // callTxFn runs fn, turning a panic into a result.

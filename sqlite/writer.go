@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -40,6 +41,12 @@ type WriterConfig struct {
 	// its callers get their results (Boxcar wakes the relay there). It must
 	// not block.
 	AfterTxCommit func()
+	// Synchronous is the write connection's synchronous mode: SyncFull
+	// (the default: a commit is on disk when it returns, so nothing a Tx
+	// call or a subscriber committed can be lost, even in a power loss) or
+	// SyncNormal (the last commits may be lost in a power loss or an OS
+	// crash). Group commit shares each fsync among the calls of a group.
+	Synchronous string
 	// Logger receives the checkpointer's warnings. Default: discard.
 	Logger *slog.Logger
 }
@@ -49,9 +56,10 @@ type WriterConfig struct {
 type Writer struct {
 	db     *sql.DB
 	cfg    WriterConfig
-	lock   chan struct{} // capacity 1: taken while held
+	gate   *gate // the database's (from Open), or the writer's own
 	conn   *sql.Conn
-	shield *Shield // nil for a database not from Open
+	ended  autoCommitter // the write connection's driver: tells a transaction SQLite ended
+	shield *Shield       // nil for a database not from Open
 	txq    txQueue
 	ckpt   *checkpointer
 
@@ -69,35 +77,81 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Writer{db: db, cfg: cfg, lock: make(chan struct{}, 1)}
+	if cfg.Synchronous == "" {
+		cfg.Synchronous = SyncFull
+	}
+	sync := strings.ToUpper(cfg.Synchronous)
+	if sync != SyncFull && sync != SyncNormal {
+		return nil, fmt.Errorf("sqlite: writer: Synchronous is %q: use %q or %q", cfg.Synchronous, SyncFull, SyncNormal)
+	}
+	w := &Writer{db: db, cfg: cfg, gate: &gate{}}
+	if st := stateOf(db); st != nil {
+		w.gate = &st.gate // the app's connections queue there too
+	}
 	var err error
 	if w.conn, err = db.Conn(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: writer: %w", err)
 	}
+	switch dc := rawConn(w.conn).(type) {
+	case *conn:
+		dc.writer.Store(true)
+		w.ended = dc.SQLiteConn
+	case autoCommitter:
+		w.ended = dc
+	}
 	w.shield, _ = ShieldOf(w.conn)
 	// The write connection's own checkpoint threshold is only a backstop:
-	// the checkpointer does the work (see checkpoint.go).
-	if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages)); err != nil {
-		w.conn.Close()
-		return nil, fmt.Errorf("sqlite: writer: %w", err)
+	// the checkpointer does the work (see checkpoint.go). Its synchronous
+	// mode is its own: the pool's connections keep theirs.
+	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages), `PRAGMA synchronous=` + sync} {
+		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
+			w.conn.Close()
+			return nil, fmt.Errorf("sqlite: writer: %w", err)
+		}
 	}
 	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock)
 	return w, nil
 }
 
-// Lock takes the write lock, waiting up to ctx. Release it with Unlock, or
-// pass it on to WriteLocked.
+// Lock takes the write lock for a background write (see gate.go), waiting
+// up to ctx; it fails at once with ErrReentrant on a goroutine that holds
+// it. Release it with Unlock, or pass it on to WriteLocked.
 func (w *Writer) Lock(ctx context.Context) error {
-	select {
-	case w.lock <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return w.gate.lock(ctx, bgClass, 0)
 }
 
 // Unlock releases the write lock.
-func (w *Writer) Unlock() { <-w.lock }
+func (w *Writer) Unlock() { w.gate.unlock() }
+
+// Own makes the calling goroutine the one that runs code under the write
+// lock its caller holds (a handler's goroutine), so that a call back into
+// the writer from it fails with ErrReentrant; call the func returned when
+// that code is done.
+func (w *Writer) Own() (done func()) {
+	prev := w.gate.setOwner()
+	return func() { w.gate.restoreOwner(prev) }
+}
+
+// TxEnded reports whether the write connection's transaction was ended by
+// SQLite itself (see ErrTxEnded), and the error of the last statement that
+// failed in it, which tells why (nil if unknown: a database not from Open).
+// Call it from the goroutine that runs the transaction, between statements.
+func (w *Writer) TxEnded() (ended bool, cause error) {
+	if w.ended == nil || !w.ended.AutoCommit() {
+		return false, nil
+	}
+	if w.shield != nil {
+		cause = w.shield.c.takeLastErr()
+	}
+	return true, cause
+}
+
+// guard turns the write connection's guard (see ErrTxEnded) on or off.
+func (w *Writer) guard(on bool) {
+	if w.shield != nil {
+		w.shield.c.guarded.Store(on)
+	}
+}
 
 // Write runs fn in a transaction of its own on the write connection, under
 // the write lock, and commits it; fn's error rolls it back. For Boxcar's
@@ -111,7 +165,9 @@ func (w *Writer) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // WriteLocked is Write for a caller that holds the write lock (from Lock);
-// the lock is released on return either way.
+// the lock is released on return either way. If SQLite ends the transaction
+// while fn runs, fn's later statements fail with ErrTxEnded and WriteLocked
+// returns an error matching it: nothing of fn is committed.
 func (w *Writer) WriteLocked(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	defer w.Unlock()
 	w.shield.Set(false)
@@ -119,7 +175,13 @@ func (w *Writer) WriteLocked(ctx context.Context, fn func(tx *sql.Tx) error) err
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	w.guard(true)
+	defer w.guard(false)
+	err = fn(tx)
+	if ended, _ := w.TxEnded(); err == nil && ended {
+		err = ErrTxEnded
+	}
+	if err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -148,11 +210,17 @@ type WriterStats struct {
 	TxCalls   int64
 	// TxQueued is how many Tx calls wait for a group now.
 	TxQueued int
+	// AppWaiting and BackgroundWaiting are how many writers wait for the
+	// write lock now: Tx groups and the app's own transactions, and
+	// Boxcar's background writes (see gate.go).
+	AppWaiting, BackgroundWaiting int
 }
 
 // Stats reads the writer's counters.
 func (w *Writer) Stats() WriterStats {
-	return WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len()}
+	app, bg := w.gate.waiting()
+	return WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len(),
+		AppWaiting: app, BackgroundWaiting: bg}
 }
 
 // RefuseTx makes every Tx call that has not run yet, and every later one,

@@ -1,0 +1,316 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // "sqlite3": a database not from sqlite.Open
+)
+
+// Misuse that used to hang or corrupt: calls back into the bus from code
+// that holds its writer, errors of SQLite that end a transaction and are
+// swallowed, databases Boxcar cannot serve, the app's writes locked out by
+// a busy subscriber.
+
+// Regression: Publish inside a Tx function waited for the lock its own
+// group held: the bus deadlocked, and Close hung after it.
+func TestPublishInsideTxFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var inner error
+	done := make(chan error, 1)
+	go func() {
+		done <- tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+			inner = tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte("1")})
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Tx: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a Tx whose function calls Publish never returned: the bus is deadlocked")
+	}
+	if !errors.Is(inner, ErrReentrant) || !strings.Contains(inner.Error(), "use the tx you were given") {
+		t.Fatalf("Publish inside Tx: got %v, want ErrReentrant naming the fix", inner)
+	}
+	if got := maxOutboxSeq(t, tb.db); got != 0 {
+		t.Fatalf("the refused Publish wrote seq %d", got)
+	}
+	// The bus is healthy: a Publish now works, and Close keeps its deadline.
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tb.bus.Close(cctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	tb.bus = nil
+}
+
+// Regression: Publish (or Tx) inside a TxHandler stalled every writer of
+// the app for HandlerTimeout per attempt, and its write committed on every
+// attempt. It fails at once now; the event is dead-lettered (retrying the
+// same code cannot help), and nothing of the inner call is written.
+func TestPublishInsideTxHandlerFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var calls atomic.Int64
+	var innerErr atomic.Value
+	sub, err := tb.bus.Subscribe(ctx, "nested", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		calls.Add(1)
+		err := tb.bus.Publish(ctx, Event{Type: "order.followup", Key: m.Key, Data: []byte("x")})
+		innerErr.Store(fmt.Sprint(err))
+		return err
+	}), SubscribeOptions{Types: []string{"order.placed"}, HandlerTimeout: time.Hour, MinBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the event to be dead-lettered", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.DeadLettered == 1, fmt.Sprintf("%+v %v, handler calls %d", st, err, calls.Load())
+	})
+	if got, _ := innerErr.Load().(string); !strings.Contains(got, ErrReentrant.Error()) {
+		t.Fatalf("the handler's Publish returned %q, want ErrReentrant", got)
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("the handler ran %d times, want once: ErrReentrant is permanent", calls.Load())
+	}
+	// Only the event itself is in the outbox: the inner Publish wrote nothing.
+	if got := maxOutboxSeq(t, tb.db); got != 1 {
+		t.Fatalf("outbox ends at seq %d, want 1", got)
+	}
+	dl := readDeadLetters(t, tb.bus, 1)
+	if r := dl[0].Header.Get("Boxcar-Dead-Reason"); r != "permanent" {
+		t.Fatalf("dead letter reason %q, want permanent", r)
+	}
+}
+
+// The app's own transaction, on a database from sqlite.Open, and a Publish
+// on the same goroutine: refused at once instead of waiting for itself
+// (it used to fail after the 10 s busy timeout, "database is locked").
+func TestPublishInsideOwnTransactionFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	tx, err := tb.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte("1")}); !errors.Is(err, ErrReentrant) {
+		t.Fatalf("Publish inside the app's own open transaction: got %v, want ErrReentrant", err)
+	}
+	// The right way works.
+	if err := tb.bus.PublishTx(ctx, tx, Event{Type: "order.placed", Key: "k", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitRelayed(t, tb.bus, 1)
+}
+
+// Regression: a Tx function that swallowed the error of a statement that
+// rolls back the whole transaction (INSERT OR ROLLBACK) went on in
+// autocommit: its later writes committed one by one, and every call of the
+// group was told "no transaction is active". Now the call's later
+// statements fail, the calls that shared the transaction are told nothing
+// of it committed, and the calls after it run in a new one.
+func TestTxCallThatSwallowsARollback(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`INSERT INTO counters(key, n) VALUES('taken', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	var later error
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error {
+			tx.Exec(`INSERT OR ROLLBACK INTO counters(key, n) VALUES('taken', 2)`) // error ignored
+			_, later = tx.Exec(`INSERT INTO counters(key, n) VALUES('b', 1)`)
+			return nil
+		},
+		insertCounter("c"),
+	)
+	if later == nil {
+		t.Errorf("the statement after SQLite ended the transaction ran: it must fail")
+	}
+	for i := range 2 {
+		if out[i].err == nil || !strings.Contains(out[i].err.Error(), "nothing of it was committed") {
+			t.Errorf("call %d returned %v, want the shared transaction's failure", i, out[i].err)
+		}
+	}
+	if out[2].err != nil {
+		t.Errorf("call 2 returned %v, want nil (a new transaction)", out[2].err)
+	}
+	if got := counterKeys(t, tb.db); got != "c,taken" {
+		t.Fatalf("committed keys %q, want c,taken: nothing of the ended transaction may commit", got)
+	}
+}
+
+// Regression: a TxHandler that swallowed such an error had its later writes
+// and its dedupe row commit on their own; its retry was then skipped as
+// already handled (its effect lost), and the key retried for ever without
+// counting attempts. Now nothing of the batch commits, the event counts its
+// attempts and is dead-lettered after MaxAttempts, and other keys go on.
+func TestTxHandlerThatSwallowsARollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`CREATE TABLE taken(k TEXT PRIMARY KEY); INSERT INTO taken VALUES('x')`); err != nil {
+		t.Fatal(err)
+	}
+	rec := recordingHandler("ledger")
+	var badCalls atomic.Int64
+	sub, err := tb.bus.Subscribe(ctx, "ledger", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if m.Key == "bad" {
+			badCalls.Add(1)
+			tx.ExecContext(ctx, `INSERT OR ROLLBACK INTO taken VALUES('x')`) // error ignored
+			tx.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('ledger-bad', ?, '', 'bad', 0)`, m.ID)
+			return nil
+		}
+		return rec.tx(ctx, tx, m)
+	}), SubscribeOptions{MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		publishN(t, tb.bus, "good-"+fmt.Sprint(i), 3)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "bad", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, tb.db, "ledger", 15)
+	waitFor(t, "the bad event to be dead-lettered", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.DeadLettered == 1, fmt.Sprintf("%+v %v", st, err)
+	})
+	if n := countApplied(t, tb.db, "ledger-bad"); n != 0 {
+		t.Fatalf("the bad handler's write after the rollback committed %d times", n)
+	}
+	if hasDedupeRow(t, tb.db, "ledger", "bad") {
+		t.Fatal("the bad event has a dedupe row: its effects were not committed")
+	}
+	if badCalls.Load() != 3 {
+		t.Fatalf("the bad handler ran %d times, want MaxAttempts (3)", badCalls.Load())
+	}
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+}
+
+// Regression: a database from a plain sql.Open kept journal_mode=delete;
+// under concurrent writers most transactions failed with "database is
+// locked". Open refuses it and says what to do.
+func TestOpenRefusesADatabaseNotInWALMode(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite3", filepath.Join(dir, "plain.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	bus, err := Open(context.Background(), db, Config{Dir: filepath.Join(dir, "nats")})
+	if err == nil {
+		bus.Close(context.Background())
+		t.Fatal("Open accepted a database in journal_mode=delete")
+	}
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "WAL") || !strings.Contains(err.Error(), "sqlite.Open") {
+		t.Fatalf("got %v, want ErrInvalidConfig naming WAL and sqlite.Open", err)
+	}
+}
+
+// A WAL database not from sqlite.Open works, and the log says once that its
+// own commits are found by polling.
+func TestOpenLogsPollingForAForeignDatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "wal.db")+"?_journal_mode=WAL&_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(appSchema); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	bus, err := Open(context.Background(), db, Config{Dir: filepath.Join(dir, "nats"), Logger: logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close(context.Background())
+	if n := strings.Count(logs.String(), "found by the relay's poll"); n != 1 {
+		t.Fatalf("the polling notice was logged %d times, want once; log:\n%s", n, logs.String())
+	}
+	// And it is served: an app transaction's event arrives.
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.PublishTx(context.Background(), tx, Event{Type: "order.placed", Key: "k", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitRelayed(t, bus, 1)
+}
+
+// Regression: a subscriber's batch of slow handlers held the writer for
+// the whole batch (up to BatchSize events), back to back with the next: the
+// app's own transactions waited out SQLite's busy timeout and failed with
+// "database is locked", Bus.Tx calls waited seconds. Batches now commit
+// early, and the app's writes go between them: here they all commit while
+// the subscriber still has most of its backlog to do.
+func TestAppWritesGetTheWriterBetweenBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	const backlog = 60 // 1.2 s of handler time
+	for i := range backlog {
+		publishN(t, tb.bus, fmt.Sprintf("slow-%d", i), 1)
+	}
+	waitRelayed(t, tb.bus, backlog)
+	rec := recordingHandler("slow")
+	_, err := tb.bus.Subscribe(ctx, "slow", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		time.Sleep(20 * time.Millisecond)
+		return rec.tx(ctx, tx, m)
+	}), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, tb.db, "slow", 1) // the subscriber is busy
+	for i := range 5 {
+		// The app's own transaction...
+		tx, err := tb.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatalf("app transaction %d: begin: %v", i, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO counters(key, n) VALUES(?, 1)`, fmt.Sprint("own-", i)); err != nil {
+			t.Fatalf("app transaction %d: %v", i, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatalf("app transaction %d: commit: %v", i, err)
+		}
+		// ... and Bus.Tx.
+		if err := tb.bus.Tx(ctx, insertCounter(fmt.Sprint("bus-", i))); err != nil {
+			t.Fatalf("Bus.Tx %d: %v", i, err)
+		}
+	}
+	if n := countApplied(t, tb.db, "slow"); n > backlog/2 {
+		t.Fatalf("the app's 10 writes finished only after the subscriber had applied %d of %d events: they waited for its batches", n, backlog)
+	}
+	waitApplied(t, tb.db, "slow", backlog)
+}

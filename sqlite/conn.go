@@ -1,0 +1,271 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// The connections of a database from Open wrap the driver's. The wrapper
+// does three things:
+//
+//   - it queues the app's writes for the database's gate (gate.go): a
+//     transaction holds the gate from BeginTx to Commit or Rollback, a
+//     statement run outside a transaction for its duration. The writer's own
+//     connection is not queued here: the Writer holds the gate around its use.
+//   - it shields the writer's connection from cancellation (Shield): when a
+//     statement's context is canceled while it runs, the driver calls
+//     sqlite3_interrupt, and SQLite answers an interrupted INSERT, UPDATE or
+//     DELETE inside a transaction by rolling back the whole transaction. When
+//     one transaction holds the work of several callers (Boxcar's group
+//     commit), one caller's canceled context would undo the others' work. A
+//     shielded connection checks the context before each statement and then
+//     runs it with the cancel removed: a canceled context still stops the
+//     next statement, never one already running. (And for every statement run
+//     with a cancelable context the driver starts a goroutine to wait for the
+//     cancel.)
+//   - it guards the writer's transactions: once SQLite has ended one on its
+//     own (see ErrTxEnded), every further statement fails instead of running,
+//     and committing, outside it.
+
+// ErrTxEnded is returned for a statement run in a transaction of the writer
+// after SQLite ended that transaction on its own: a statement failed in a
+// way that rolls back the whole transaction (INSERT OR ROLLBACK, a trigger's
+// RAISE(ROLLBACK), a full disk, an interrupt) and its error was swallowed.
+// Without the guard the statement would run, and commit, by itself.
+var ErrTxEnded = errors.New("sqlite: SQLite ended the transaction (a statement's error that rolls back the whole transaction was ignored: INSERT OR ROLLBACK, RAISE(ROLLBACK), a full disk, an interrupt); nothing more runs in it and nothing of it is committed")
+
+// driverWrap opens conns around the driver's connections, for one database.
+type driverWrap struct {
+	sqlite3.SQLiteDriver
+	state *dbState
+}
+
+func (d *driverWrap) Open(dsn string) (driver.Conn, error) {
+	c, err := d.SQLiteDriver.Open(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{SQLiteConn: c.(*sqlite3.SQLiteConn), state: d.state}, nil
+}
+
+// conn is the driver's connection with the gate, the shield and the guard.
+// Every method not defined here is the driver's. database/sql uses a
+// connection from one goroutine at a time, so inTx needs no lock.
+type conn struct {
+	*sqlite3.SQLiteConn
+	state    *dbState
+	writer   atomic.Bool // the Writer's connection: not queued for the gate here
+	shielded atomic.Bool
+	guarded  atomic.Bool // a writer's transaction is open: refuse statements outside it
+	inTx     bool        // an app transaction holds the gate
+
+	errMu   sync.Mutex
+	lastErr error // the writer's connection: the last statement error since BEGIN
+}
+
+// noteErr remembers the error of a statement of the writer's connection:
+// when SQLite ends a transaction on its own, it tells why.
+func (c *conn) noteErr(err error) error {
+	if err != nil && c.writer.Load() {
+		c.errMu.Lock()
+		c.lastErr = err
+		c.errMu.Unlock()
+	}
+	return err
+}
+
+// takeLastErr returns the last statement error since BEGIN and forgets it.
+func (c *conn) takeLastErr() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	err := c.lastErr
+	c.lastErr = nil
+	return err
+}
+
+// uncancel returns the context a statement runs with.
+func (c *conn) uncancel(ctx context.Context) (context.Context, error) {
+	if !c.shielded.Load() || ctx.Done() == nil {
+		return ctx, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
+// before is run before each statement: it refuses one outside the
+// writer's transaction, and shields it.
+func (c *conn) before(ctx context.Context) (context.Context, error) {
+	if c.guarded.Load() && c.SQLiteConn.AutoCommit() {
+		return nil, ErrTxEnded
+	}
+	return c.uncancel(ctx)
+}
+
+// queued reports whether a statement on c must take the gate for its
+// duration: an app's connection outside a transaction.
+func (c *conn) queued() bool { return !c.writer.Load() && !c.inTx }
+
+func (c *conn) lockGate(ctx context.Context) error {
+	return c.state.gate.lock(ctx, appClass, c.state.busy)
+}
+
+func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	ctx, err := c.before(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.queued() {
+		if err := c.lockGate(ctx); err != nil {
+			return nil, err
+		}
+		defer c.state.gate.unlock()
+	}
+	res, err := c.SQLiteConn.ExecContext(ctx, query, args)
+	return res, c.noteErr(err)
+}
+
+func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	ctx, err := c.before(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := c.SQLiteConn.QueryContext(ctx, query, args)
+	return rows, c.noteErr(err)
+}
+
+func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	ctx, err := c.uncancel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.writer.Load() {
+		c.takeLastErr()
+		return c.SQLiteConn.BeginTx(ctx, opts)
+	}
+	// Every transaction begins IMMEDIATE (it takes SQLite's write lock,
+	// read-only ones too): it holds the gate until it ends.
+	if err := c.lockGate(ctx); err != nil {
+		return nil, err
+	}
+	tx, err := c.SQLiteConn.BeginTx(ctx, opts)
+	if err != nil {
+		c.state.gate.unlock()
+		return nil, err
+	}
+	c.inTx = true
+	return &appTx{Tx: tx, c: c}, nil
+}
+
+func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	s, err := c.SQLiteConn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return &stmt{SQLiteStmt: s.(*sqlite3.SQLiteStmt), c: c}, nil
+}
+
+func (c *conn) Close() error {
+	c.endTx()
+	return c.SQLiteConn.Close()
+}
+
+// endTx releases the gate an app transaction of c held.
+func (c *conn) endTx() {
+	if c.inTx {
+		c.inTx = false
+		c.state.gate.unlock()
+	}
+}
+
+// appTx is an app's transaction: it releases the gate when it ends.
+type appTx struct {
+	driver.Tx
+	c *conn
+}
+
+func (t *appTx) Commit() error {
+	defer t.c.endTx()
+	return t.Tx.Commit()
+}
+
+func (t *appTx) Rollback() error {
+	defer t.c.endTx()
+	return t.Tx.Rollback()
+}
+
+// stmt is a prepared statement of a conn, queued, shielded and guarded
+// with it.
+type stmt struct {
+	*sqlite3.SQLiteStmt
+	c *conn
+}
+
+func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	ctx, err := s.c.before(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.c.queued() {
+		if err := s.c.lockGate(ctx); err != nil {
+			return nil, err
+		}
+		defer s.c.state.gate.unlock()
+	}
+	res, err := s.SQLiteStmt.ExecContext(ctx, args)
+	return res, s.c.noteErr(err)
+}
+
+func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	ctx, err := s.c.before(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.SQLiteStmt.QueryContext(ctx, args)
+	return rows, s.c.noteErr(err)
+}
+
+// Shield is the cancellation switch of one connection.
+type Shield struct{ c *conn }
+
+// ShieldOf returns the shield switch of c, a connection of a database from
+// Open, or false for other databases. The switch stays valid while c is
+// open; it starts off.
+func ShieldOf(c *sql.Conn) (*Shield, bool) {
+	var sh *Shield
+	c.Raw(func(dc any) error {
+		if cc, ok := dc.(*conn); ok {
+			sh = &Shield{c: cc}
+		}
+		return nil
+	})
+	return sh, sh != nil
+}
+
+// Set turns the shield on or off for the statements that follow. A nil
+// Shield does nothing.
+func (s *Shield) Set(on bool) {
+	if s != nil {
+		s.c.shielded.Store(on)
+	}
+}
+
+// autoCommitter is a driver connection that tells whether a transaction is
+// open: mattn/go-sqlite3's, wrapped (conn) or not.
+type autoCommitter interface{ AutoCommit() bool }
+
+// rawConn returns the driver connection of c.
+func rawConn(c *sql.Conn) (dc any) {
+	c.Raw(func(d any) error {
+		dc = d
+		return nil
+	})
+	return dc
+}
