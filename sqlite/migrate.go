@@ -69,4 +69,3 @@ func applyMigration(ctx context.Context, db *sql.DB, version int, body string) e
 	}
 	return tx.Commit()
 }
-
