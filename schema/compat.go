@@ -59,7 +59,7 @@ func init() { trueNode.sum = sumOf(trueNode) }
 func (jsonSchemaDialect) checkReader(c *checkContext, r, w *Schema) {
 	c.check(r.root, w.root, "")
 	if c.exhausted {
-		c.add("", "unsupported", fmt.Sprintf("cannot prove compatibility: the schemas need more than %d comparisons", maxCheckSteps))
+		c.add("", "unsupported", fmt.Sprintf("cannot prove compatibility: the schemas need more than %d comparisons", c.budget))
 	}
 }
 
@@ -69,7 +69,7 @@ func (c *checkContext) check(r, w *node, path string) {
 	if c.exhausted {
 		return
 	}
-	if c.steps++; c.steps > maxCheckSteps {
+	if c.steps++; c.steps > c.budget {
 		c.exhausted = true
 		return
 	}
@@ -431,7 +431,10 @@ func typeValues(t typeSet) string {
 			t &^= e.bits
 		}
 	}
-	return strings.Join(names, " and ")
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // same reports whether r and w are the same subschema: equal JSON, and

@@ -188,15 +188,26 @@ func FormatChanges(changes []Change) string {
 // readerIsNew chooses the wording: "data written with v1 lacks it" when the
 // reader is the new version, "consumers on v1 require it" when it is the old.
 func checkPair(r, w *Schema, readerIsNew bool, rv, wv int, direction string) []Change {
+	return checkPairBudget(r, w, readerIsNew, rv, wv, direction, maxCheckSteps)
+}
+
+// maxChanges bounds the changes one check lists.
+const maxChanges = 100
+
+func checkPairBudget(r, w *Schema, readerIsNew bool, rv, wv int, direction string, budget int) []Change {
 	c := &checkContext{
 		r: r, w: w, readerIsNew: readerIsNew,
 		rl: label(rv, "the reader"), wl: label(wv, "the writer"),
-		memo: map[[2]*node]bool{},
+		memo: map[[2]*node]bool{}, budget: budget,
 	}
 	if r.dialect.format() != w.dialect.format() {
-		c.add("", "format-changed", fmt.Sprintf("schema format changed from %s to %s", c.oldOf(string(r.Format()), string(w.Format())), c.newOf(string(r.Format()), string(w.Format()))))
+		c.add("", "schema-format-changed", fmt.Sprintf("schema format changed from %s to %s", c.oldOf(string(r.Format()), string(w.Format())), c.newOf(string(r.Format()), string(w.Format()))))
 	} else {
 		r.dialect.checkReader(c, r, w)
+	}
+	if n := len(c.changes); n > maxChanges {
+		c.changes = append(c.changes[:maxChanges-1], Change{Rule: "more-changes",
+			Message: fmt.Sprintf("%d more breaking changes not listed", n-maxChanges+1)})
 	}
 	other := wv
 	if !readerIsNew {
@@ -224,6 +235,7 @@ type checkContext struct {
 	changes     []Change
 	memo        map[[2]*node]bool // pairs of subschemas already compared
 	steps       int
+	budget      int // steps allowed
 	exhausted   bool
 	siblingsOf  map[*node]*node // see siblings
 }
