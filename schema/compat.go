@@ -73,6 +73,13 @@ func (c *checkContext) check(r, w *node, path string) {
 		c.exhausted = true
 		return
 	}
+	// Each pair is compared once, before and after following references;
+	// a pair met again is done, or in progress up the stack (a recursive
+	// schema), where assuming it compatible is the coinductive reading.
+	if c.seen(r, w) || c.same(r, w) {
+		return
+	}
+	r0, w0 := r, w
 	w, wDropped, ok := c.derefWriter(w, path)
 	if !ok || isFalse(w) {
 		return
@@ -82,7 +89,7 @@ func (c *checkContext) check(r, w *node, path string) {
 		if !isRef {
 			break
 		}
-		target, err := resolvePointer(c.r.root, ref)
+		target, err := c.r.resolve(ref)
 		if err != nil {
 			c.unsupported(path, "$ref", "the reader's "+err.Error())
 			return
@@ -90,18 +97,13 @@ func (c *checkContext) check(r, w *node, path string) {
 		if c.r.draft >= draft2019 && hasConstraints(r, true) {
 			// From 2019-09 a $ref applies beside its siblings: the reader
 			// needs both, so the writer must satisfy each.
-			c.check(target, w, path)
-			c.check(c.siblings(r), w, path)
+			c.check(target, w0, path)
+			c.check(c.siblings(r), w0, path)
 			return
 		}
 		r = target
 	}
-	key := [2]*node{r, w}
-	if c.memo[key] {
-		return // done, or in progress up the stack: a recursive schema
-	}
-	c.memo[key] = true
-	if acceptsAll(r) || c.same(r, w) {
+	if (r != r0 || w != w0) && (c.seen(r, w) || c.same(r, w)) || acceptsAll(r) {
 		return
 	}
 	if len(wDropped) == 0 {
@@ -109,6 +111,16 @@ func (c *checkContext) check(r, w *node, path string) {
 		return
 	}
 	c.withoutWriterKeywords(r, w, path, wDropped)
+}
+
+// seen reports whether the pair was met before, and marks it.
+func (c *checkContext) seen(r, w *node) bool {
+	key := [2]*node{r, w}
+	if c.memo[key] {
+		return true
+	}
+	c.memo[key] = true
+	return false
 }
 
 // derefWriter follows the writer's $ref chain. The siblings of a 2019-09+
@@ -121,7 +133,7 @@ func (c *checkContext) derefWriter(w *node, path string) (*node, []string, bool)
 		if !isRef {
 			break
 		}
-		target, err := resolvePointer(c.w.root, ref)
+		target, err := c.w.resolve(ref)
 		if err != nil {
 			c.unsupported(path, "$ref", "the writer's "+err.Error())
 			return nil, nil, false
@@ -450,9 +462,9 @@ func (c *checkContext) same(r, w *node) bool {
 			return true
 		}
 		seen[[2]*node{r, w}] = true
-		for _, ref := range refsIn(r) {
-			rt, err1 := resolvePointer(c.r.root, ref)
-			wt, err2 := resolvePointer(c.w.root, ref)
+		for _, ref := range c.refsIn(r) {
+			rt, err1 := c.r.resolve(ref)
+			wt, err2 := c.w.resolve(ref)
 			if err1 != nil || err2 != nil || rt.sum != wt.sum || !sameRefs(rt, wt) {
 				return false
 			}
@@ -462,7 +474,20 @@ func (c *checkContext) same(r, w *node) bool {
 	return sameRefs(r, w)
 }
 
-// refsIn lists the "$ref" values in the subschemas of n, sorted, once each.
+// refsIn lists the "$ref" values in the subschemas of n, sorted, once
+// each; remembered, as identical subtrees are met again and again.
+func (c *checkContext) refsIn(n *node) []string {
+	if refs, ok := c.refs[n]; ok {
+		return refs
+	}
+	refs := refsIn(n)
+	if c.refs == nil {
+		c.refs = map[*node][]string{}
+	}
+	c.refs[n] = refs
+	return refs
+}
+
 func refsIn(n *node) []string {
 	set := map[string]bool{}
 	var walk func(n *node)

@@ -443,6 +443,7 @@ func (c *checkContext) checkValues(r, w *node, vals []*node, path string) {
 		c.unsupported(path, "enum", "the reader's subschema does not compile alone: "+err.Error())
 		return
 	}
+	c.steps += len(vals) // validating values is work too
 	ws, werr := c.w.subschema(w.ptr)
 	var rejected []*node
 	var reason string

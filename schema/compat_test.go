@@ -407,3 +407,32 @@ func TestCheckerBounds(t *testing.T) {
 		t.Errorf("with a budget of 50 the last change is %v", last)
 	}
 }
+
+// A definition shared by many properties is compared once per pair of
+// definitions: one change, reported once, and no exhausted budget.
+func TestCheckerSharedDefinitions(t *testing.T) {
+	t.Parallel()
+	def := func(last string) string {
+		var props []string
+		for i := range 50 {
+			props = append(props, fmt.Sprintf(`"f%d":{"type":"string"}`, i))
+		}
+		props = append(props, `"last":{"type":"`+last+`"}`)
+		return `{"type":"object","properties":{` + strings.Join(props, ",") + `}}`
+	}
+	doc := func(last string) string {
+		var props []string
+		for i := range 2000 {
+			props = append(props, fmt.Sprintf(`"p%d":{"$ref":"#/$defs/d"}`, i))
+		}
+		return `{"$defs":{"d":` + def(last) + `},"type":"object","properties":{` + strings.Join(props, ",") + `}}`
+	}
+	old, next := mustParse(t, doc("integer")), mustParse(t, doc("string"))
+	changes := CheckReader(next, old)
+	if len(changes) != 1 || changes[0].Rule != "type-changed" || changes[0].Path != "/properties/p0/properties/last" {
+		t.Errorf("changes:\n%s", FormatChanges(changes))
+	}
+	if c := CheckReader(old, mustParse(t, doc("integer"))); len(c) != 0 {
+		t.Errorf("identical documents: %v", c)
+	}
+}

@@ -237,7 +237,8 @@ type checkContext struct {
 	steps       int
 	budget      int // steps allowed
 	exhausted   bool
-	siblingsOf  map[*node]*node // see siblings
+	siblingsOf  map[*node]*node    // see siblings
+	refs        map[*node][]string // see refsIn
 }
 
 func (c *checkContext) add(path, rule, msg string) {

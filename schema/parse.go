@@ -62,9 +62,9 @@ type core struct {
 	dialect     dialect
 	canonical   []byte
 	fingerprint string
-	root        *node
-	draft       draft
-	compiled    *jsonschema.Schema
+	*document
+	draft    draft
+	compiled *jsonschema.Schema
 
 	// The compiler stays to compile subschemas the checker asks about
 	// (validating an enum value against the reader's subschema).
@@ -188,14 +188,15 @@ func Parse(raw []byte) (*Schema, error) {
 			return nil, &ParseError{Path: "/$schema", Reason: fmt.Sprintf("unknown draft %q: use one of https://json-schema.org/draft/2020-12/schema, https://json-schema.org/draft/2019-09/schema, http://json-schema.org/draft-07/schema#, http://json-schema.org/draft-06/schema#, http://json-schema.org/draft-04/schema#", v.s)}
 		}
 	}
-	if err := checkReferences(root, d); err != nil {
+	doc := &document{root: root, anchors: collectAnchors(root, d)}
+	if err := checkReferences(doc, d); err != nil {
 		return nil, err
 	}
 	var canon bytes.Buffer
 	writeCanonical(&canon, root)
 	sum := sha256.Sum256(canon.Bytes())
 
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(canon.Bytes()))
+	decoded, err := jsonschema.UnmarshalJSON(bytes.NewReader(canon.Bytes()))
 	if err != nil {
 		return nil, &ParseError{Reason: "canonical form does not decode", Err: err}
 	}
@@ -203,7 +204,7 @@ func Parse(raw []byte) (*Schema, error) {
 	c.UseLoader(refusingLoader{})
 	c.DefaultDraft(d.jsonschema())
 	c.AssertFormat()
-	if err := c.AddResource(documentURL, doc); err != nil {
+	if err := c.AddResource(documentURL, decoded); err != nil {
 		return nil, &ParseError{Reason: "cannot add the document to the compiler", Err: err}
 	}
 	compiled, err := c.Compile(documentURL)
@@ -214,7 +215,7 @@ func Parse(raw []byte) (*Schema, error) {
 		dialect:     jsonSchemaDialect{},
 		canonical:   canon.Bytes(),
 		fingerprint: hex.EncodeToString(sum[:]),
-		root:        root,
+		document:    doc,
 		draft:       d,
 		compiled:    compiled,
 		compiler:    c,
@@ -298,7 +299,8 @@ func forEachSubschema(n *node, fn func(*node)) {
 // checkReferences walks every subschema: each reference must be a fragment
 // of this document that resolves, no subschema may change the base URI or
 // the draft, and no chain of references may loop without a schema between.
-func checkReferences(root *node, d draft) error {
+func checkReferences(doc *document, d draft) error {
+	root := doc.root
 	var walk func(n *node) error
 	walk = func(n *node) error {
 		if n.kind != kindObject {
@@ -325,12 +327,12 @@ func checkReferences(root *node, d draft) error {
 			if !strings.HasPrefix(v.s, "#") {
 				return &ParseError{Path: n.ptr + "/" + k, Reason: fmt.Sprintf("%s %q points outside the document: Boxcar never fetches schemas; inline it under $defs and refer to it as \"#/$defs/name\"", k, v.s)}
 			}
-			if k == "$ref" && (strings.HasPrefix(v.s, "#/") || v.s == "#") {
-				target, err := resolvePointer(root, v.s)
+			if k == "$ref" {
+				target, err := doc.resolve(v.s)
 				if err != nil {
 					return &ParseError{Path: n.ptr + "/" + k, Reason: err.Error()}
 				}
-				if err := refChainEnds(root, target); err != nil {
+				if err := refChainEnds(doc, target); err != nil {
 					return &ParseError{Path: n.ptr + "/" + k, Reason: err.Error()}
 				}
 			}
@@ -348,35 +350,67 @@ func checkReferences(root *node, d draft) error {
 
 // refChainEnds follows "$ref"s from n and fails if they loop without
 // reaching a schema that is more than a reference.
-func refChainEnds(root, n *node) error {
+func refChainEnds(doc *document, n *node) error {
 	seen := map[*node]bool{}
 	for {
 		ref, ok := n.str("$ref")
-		if !ok || !strings.HasPrefix(ref, "#") {
+		if !ok {
 			return nil
 		}
 		if seen[n] {
 			return fmt.Errorf("$ref cycle through %s with no schema in between", pointerOrRoot(n.ptr))
 		}
 		seen[n] = true
-		next, err := resolvePointer(root, ref)
+		next, err := doc.resolve(ref)
 		if err != nil {
-			return nil // an anchor or another form: the compiler judges it
+			return err
 		}
 		n = next
 	}
 }
 
-// resolvePointer resolves a "#/a/b" fragment in the document.
-func resolvePointer(root *node, ref string) (*node, error) {
-	frag := strings.TrimPrefix(ref, "#")
-	if frag != "" && !strings.HasPrefix(frag, "/") {
-		return nil, fmt.Errorf("$ref %q is not a JSON pointer", ref)
+// document is a schema document's tree and its anchors.
+type document struct {
+	root    *node
+	anchors map[string]*node // "$anchor" name → its subschema
+}
+
+// collectAnchors finds the "$anchor"s of a 2019-09+ document.
+func collectAnchors(root *node, d draft) map[string]*node {
+	anchors := map[string]*node{}
+	if d < draft2019 {
+		return anchors
+	}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if a, ok := n.str("$anchor"); ok {
+			if _, dup := anchors[a]; !dup {
+				anchors[a] = n
+			}
+		}
+		forEachSubschema(n, walk)
+	}
+	walk(root)
+	return anchors
+}
+
+// resolve resolves a reference within the document: "#", a JSON pointer
+// "#/a/b" or an anchor "#name".
+func (doc *document) resolve(ref string) (*node, error) {
+	frag, ok := strings.CutPrefix(ref, "#")
+	if !ok {
+		return nil, fmt.Errorf("$ref %q points outside the document", ref)
 	}
 	if unesc, err := url.PathUnescape(frag); err == nil {
 		frag = unesc
 	}
-	n := root
+	if frag != "" && !strings.HasPrefix(frag, "/") {
+		if n, ok := doc.anchors[frag]; ok {
+			return n, nil
+		}
+		return nil, fmt.Errorf("$ref %q is neither a JSON pointer nor an anchor of the document", ref)
+	}
+	n := doc.root
 	if frag == "" {
 		return n, nil
 	}
