@@ -106,11 +106,7 @@ func (c *checkContext) check(r, w *node, path string) {
 	if (r != r0 || w != w0) && (c.seen(r, w) || c.same(r, w)) || acceptsAll(r) {
 		return
 	}
-	if len(wDropped) == 0 {
-		c.compare(r, w, path)
-		return
-	}
-	c.withoutWriterKeywords(r, w, path, wDropped)
+	c.withoutWriterKeywords(wDropped, path, func() { c.compare(r, w, path) })
 }
 
 // seen reports whether the pair was met before, and marks it.
@@ -171,10 +167,14 @@ func (c *checkContext) siblings(n *node) *node {
 // the subset. Dropping a writer keyword only widens what the writer
 // allows, so success proves compatibility; a failure may be one the
 // dropped keyword rules out, so it is reported as unprovable.
-func (c *checkContext) withoutWriterKeywords(r, w *node, path string, dropped []string) {
+func (c *checkContext) withoutWriterKeywords(dropped []string, path string, compare func()) {
+	if len(dropped) == 0 {
+		compare()
+		return
+	}
 	saved := c.changes
 	c.changes = nil
-	c.compare(r, w, path)
+	compare()
 	failed := len(c.changes) > 0
 	c.changes = saved
 	if failed {
@@ -216,20 +216,7 @@ func (c *checkContext) compare(r, w *node, path string) {
 			return
 		}
 	}
-	if len(dropped) > 0 {
-		saved := c.changes
-		c.changes = nil
-		c.compareSubset(r, w, wTypes, path)
-		failed := len(c.changes) > 0
-		c.changes = saved
-		if failed {
-			for _, k := range dropped {
-				c.unsupported(path, k, "the writer's `"+k+"` may exclude what the reader rejects")
-			}
-		}
-		return
-	}
-	c.compareSubset(r, w, wTypes, path)
+	c.withoutWriterKeywords(dropped, path, func() { c.compareSubset(r, w, wTypes, path) })
 }
 
 // droppable reports whether ignoring the writer's keyword k widens the

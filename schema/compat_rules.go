@@ -68,6 +68,7 @@ func implies(w, r bound, tighter int) bool {
 	return false
 }
 
+// String renders a lower (or upper) bound as "≥ 18", "< 5" or "none".
 func (b bound) String(lower bool) string {
 	if !b.ok {
 		return "none"
@@ -109,8 +110,8 @@ func (c *checkContext) numbers(r, w *node, path string, integersOnly bool) {
 	if rm == nil || rm.kind != kindNumber {
 		return
 	}
-	if integersOnly && parseDecimal(rm.s).key() == "1e0" {
-		return
+	if ok, _ := isMultiple("1", rm.s); integersOnly && ok {
+		return // every integer is a multiple of 1, 0.5, 0.25 ...
 	}
 	wm := w.get("multipleOf")
 	if wm != nil && wm.kind == kindNumber {
@@ -299,8 +300,8 @@ func (c *checkContext) objects(r, w *node, path string) {
 				}
 				if c.readerIsNew {
 					c.add(ppath, "property-added-to-open-content-model", fmt.Sprintf(
-						"%s added to an open content model: %s allows additional properties, so data written with %s may already hold `%s` with any value, which %s rejects; declare it unconstrained ({}) in %s, or give it a new name and close models with additionalProperties:false from a type's first version so optional properties can be added later",
-						pl, c.wl, c.wl, name, c.rl, c.rl))
+						"%s added to an open content model: %s allows additional properties, so data written with %s may already hold `%s` with any value, which %s rejects; declare it unconstrained ({}) in %s, or register under mode NONE if no stored event holds `%s`; close models with additionalProperties:false from a type's first version so that optional properties can be added later",
+						pl, c.wl, c.wl, name, c.rl, c.rl, name))
 				} else {
 					c.add(ppath, "property-removed-from-open-content-model", fmt.Sprintf(
 						"%s removed from an open content model: %s allows additional properties, so data written with %s may hold `%s` with any value, which consumers on %s reject; keep it declared in %s with %s's schema, or close %s's model with additionalProperties:false",

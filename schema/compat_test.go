@@ -78,6 +78,8 @@ var compatCases = []compatCase{
 		new: `{"$schema":"http://json-schema.org/draft-04/schema#","type":"number","maximum":10,"exclusiveMaximum":true}`, backward: []string{"maximum-changed"}},
 	{name: "equal bounds written differently", old: `{"type":"number","maximum":1}`, new: `{"type":"number","maximum":1.0}`},
 	{name: "multipleOf", old: `{"type":"integer","multipleOf":2}`, new: `{"type":"integer","multipleOf":4}`, backward: []string{"multiple-of-changed"}},
+	{name: "multipleOf of integers", old: `{"type":"integer"}`, new: `{"type":"integer","multipleOf":0.5}`},
+	{name: "multipleOf added to numbers", old: `{"type":"number"}`, new: `{"type":"number","multipleOf":0.5}`, backward: []string{"multiple-of-changed"}},
 	{name: "minLength raised", old: `{"type":"string","minLength":1}`, new: `{"type":"string","minLength":3}`, backward: []string{"min-length-changed"}},
 	{name: "maxLength added", old: `{"type":"string"}`, new: `{"type":"string","maxLength":3}`, backward: []string{"max-length-changed"}},
 	{name: "format added", old: `{"type":"string"}`, new: `{"type":"string","format":"email"}`, backward: []string{"format-changed"}},

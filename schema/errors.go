@@ -49,6 +49,7 @@ type ParseError struct {
 	Err error
 }
 
+// Error names the schema, the path and what is wrong.
 func (e *ParseError) Error() string {
 	var b strings.Builder
 	b.WriteString("schema: ")
@@ -81,8 +82,8 @@ type ValidationError struct {
 	Type    string
 	Version int
 	// Path is the JSON pointer of the failing location in the data ("" is
-	// the whole payload). For a missing required property it is the path the
-	// property would have.
+	// the whole payload). For a missing required property, or one property
+	// the schema does not allow, it is that property's path.
 	Path string
 	// Message says what is wrong there.
 	Message string
@@ -90,6 +91,7 @@ type ValidationError struct {
 	Others []string
 }
 
+// Error names the schema, the path and what is wrong there.
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	b.WriteString("schema: ")
@@ -116,6 +118,7 @@ type IncompatibleError struct {
 	Changes []Change
 }
 
+// Error names the type, the version and the mode, then lists the changes.
 func (e *IncompatibleError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "schema: %s: new version %d is incompatible under %s (%d breaking %s):",

@@ -20,7 +20,7 @@ func ExampleCheck() {
 	}
 	// Output:
 	// BACKWARD /properties/age property-added-to-open-content-model
-	//   property `age` added to an open content model: v1 allows additional properties, so data written with v1 may already hold `age` with any value, which v2 rejects; declare it unconstrained ({}) in v2, or give it a new name and close models with additionalProperties:false from a type's first version so optional properties can be added later
+	//   property `age` added to an open content model: v1 allows additional properties, so data written with v1 may already hold `age` with any value, which v2 rejects; declare it unconstrained ({}) in v2, or register under mode NONE if no stored event holds `age`; close models with additionalProperties:false from a type's first version so that optional properties can be added later
 	// FORWARD /properties/email property-made-optional
 	//   property `email` made optional: consumers on v1 require it, and data written with v2 may lack it
 }

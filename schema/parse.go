@@ -150,6 +150,7 @@ const documentURL = "urn:boxcar:schema"
 // and nothing is ever fetched, from the network or from files.
 type refusingLoader struct{}
 
+// Load refuses u.
 func (refusingLoader) Load(u string) (any, error) {
 	return nil, fmt.Errorf("boxcar never loads schemas from outside the document (%s): inline it under $defs", u)
 }

@@ -66,8 +66,15 @@ func describeFailure(e *jsonschema.ValidationError) (path, msg string) {
 		b.WriteString(escapePointer(tok))
 	}
 	path = b.String()
-	if req, ok := e.ErrorKind.(*kind.Required); ok && len(req.Missing) == 1 {
-		path += "/" + escapePointer(req.Missing[0])
+	switch k := e.ErrorKind.(type) {
+	case *kind.Required:
+		if len(k.Missing) == 1 {
+			path += "/" + escapePointer(k.Missing[0])
+		}
+	case *kind.AdditionalProperties:
+		if len(k.Properties) == 1 {
+			path += "/" + escapePointer(k.Properties[0])
+		}
 	}
 	return path, e.ErrorKind.LocalizedString(printer)
 }
