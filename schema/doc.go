@@ -31,6 +31,14 @@
 // version, NONE not at all. Each breaking change names its path, a rule and
 // the versions, e.g. "property `email` removed: consumers on v1 require it".
 //
+// For JSON Schema, compatibility is inclusion of the sets of valid
+// instances, and inclusion is transitive: versions each proven BACKWARD
+// against the one before are BACKWARD against all of them. The transitive
+// modes make the difference where a step was taken under another mode (a
+// type that was NONE or FORWARD for a while, then BACKWARD): the default
+// is transitive so that no such history leaves an old event that consumers
+// of the new version cannot read.
+//
 // The checker is sound and not complete: it never calls a pair compatible
 // that it has not proven so, and where it cannot prove a pair it says so
 // (rule "unsupported", "cannot prove compatibility of `oneOf` at
@@ -142,7 +150,8 @@
 // required-property-removed, property-made-optional; the four
 // *-content-model rules and additional-properties-narrowed/-widened above;
 // schema-false (the reader forbids what the writer allows);
-// schema-format-changed (JSON Schema against another language); unsupported.
+// schema-format-changed (JSON Schema against another language);
+// unsupported; more-changes (the count of changes past the first 100).
 //
 // # Formats other than JSON Schema
 //
