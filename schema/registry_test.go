@@ -292,3 +292,28 @@ func TestExamples(t *testing.T) {
 		t.Errorf("Examples = %q, %v", ex, err)
 	}
 }
+
+// BenchmarkRegistryGetValidate is what validation at publish costs with
+// the registry: a lookup in memory, then Validate.
+// go test -run ^$ -bench RegistryGetValidate -benchmem ./schema/
+func BenchmarkRegistryGetValidate(b *testing.B) {
+	db := openDB(b, filepath.Join(b.TempDir(), "app.db"))
+	reg, err := NewRegistry(b.Context(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := reg.Register(b.Context(), "user.signed_up", []byte(signupV2)); err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"email":"ada@example.com","plan":"pro"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := reg.Get(b.Context(), "user.signed_up", 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Validate(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
