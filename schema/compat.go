@@ -142,25 +142,9 @@ func (c *checkContext) derefWriter(w *node, path string) (*node, []string, bool)
 	return w, dropped, true
 }
 
-// siblings is n (an object with $ref) without its $ref, the same node for
-// the same n so that the memo applies.
+// siblings is n (an object with $ref) without its $ref.
 func (c *checkContext) siblings(n *node) *node {
-	if c.siblingsOf == nil {
-		c.siblingsOf = map[*node]*node{}
-	}
-	if s, ok := c.siblingsOf[n]; ok {
-		return s
-	}
-	s := &node{kind: kindObject, ptr: n.ptr, obj: map[string]*node{}}
-	for _, k := range n.keys {
-		if k != "$ref" {
-			s.keys = append(s.keys, k)
-			s.obj[k] = n.obj[k]
-		}
-	}
-	s.sum = sumOf(s)
-	c.siblingsOf[n] = s
-	return s
+	return c.part(n, "-$ref", func(k string) bool { return k != "$ref" })
 }
 
 // withoutWriterKeywords compares r with w minus the writer keywords outside
@@ -200,6 +184,9 @@ func (c *checkContext) compare(r, w *node, path string) {
 	}
 	if vals, finite := finiteValues(w); finite {
 		c.checkValues(r, w, vals, path)
+		return
+	}
+	if c.splitWriter(r, w, path) || c.splitReader(r, w, path) {
 		return
 	}
 	wTypes := typesOf(w)

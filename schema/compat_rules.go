@@ -474,7 +474,17 @@ func (c *checkContext) checkValues(r, w *node, vals []*node, path string) {
 	list := strings.Join(listed, ", ")
 	values := plural(len(rejected), "value", "values")
 	rEnum, rConst := r.get("enum"), r.get("const")
+	var rejectedTypes typeSet
+	for _, v := range rejected {
+		rejectedTypes |= valueType(v)
+	}
+	rTypes := typesOf(r)
 	switch {
+	case rEnum == nil && rConst == nil && w.get("enum") == nil && w.get("const") == nil && rejectedTypes&^rTypes == rejectedTypes:
+		// The writer's values come from its type (null, boolean), and the
+		// reader's type excludes them.
+		wTypes := typesOf(w)
+		c.add(path, "type-changed", c.prefix(path)+fmt.Sprintf("type changed from %s to %s", c.oldOf(typeNames(rTypes), typeNames(wTypes)), c.newOf(typeNames(rTypes), typeNames(wTypes)))+": "+c.why(typeValues(rejectedTypes)))
 	case rConst != nil && w.get("const") != nil:
 		wc := w.get("const")
 		c.add(path, "const-changed", c.prefix(path)+fmt.Sprintf("const changed from %s to %s", c.oldOf(shortJSON(rConst), shortJSON(wc)), c.newOf(shortJSON(rConst), shortJSON(wc)))+": "+c.why(shortJSON(wc)))
@@ -487,6 +497,26 @@ func (c *checkContext) checkValues(r, w *node, vals []*node, path string) {
 	default:
 		c.add(path, "value-rejected", c.prefix(path)+fmt.Sprintf("%s %s allowed by %s %s rejected by %s (%s)", values, list, c.wl, plural(len(rejected), "is", "are"), c.rl, reason))
 	}
+}
+
+// valueType is the type bit of a JSON value.
+func valueType(v *node) typeSet {
+	switch v.kind {
+	case kindNull:
+		return tNull
+	case kindBool:
+		return tBoolean
+	case kindNumber:
+		if parseDecimal(v.s).isInteger() {
+			return tInteger
+		}
+		return tFraction
+	case kindString:
+		return tString
+	case kindArray:
+		return tArray
+	}
+	return tObject
 }
 
 // noneIn reports whether no value is among enum's.

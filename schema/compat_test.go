@@ -118,8 +118,23 @@ var compatCases = []compatCase{
 	{name: "reader oneOf", old: `{"type":"string"}`, new: `{"oneOf":[{"type":"string"},{"type":"integer"}]}`,
 		backward: []string{"unsupported"}, forward: []string{"unsupported"}, messageParts: "cannot prove compatibility of `oneOf` at the root"},
 	{name: "writer keyword dropped when the rest proves it", old: `{"type":"string","maxLength":5}`, new: `{"type":"string","maxLength":3,"not":{"const":"x"}}`,
-		backward: []string{"unsupported"}, forward: nil},
+		backward: []string{"max-length-changed", "unsupported"}, forward: nil},
 	{name: "writer anyOf within reader type", old: `{"type":"string"}`, new: `{"type":"string","anyOf":[{"maxLength":1},{"minLength":5}]}`, backward: []string{"unsupported"}},
+	{name: "nullable via anyOf", old: `{"type":"string"}`, new: `{"anyOf":[{"type":"string"},{"type":"null"}]}`,
+		forward: []string{"type-changed"}, messageParts: "type changed from string to null: consumers on v1 reject null, which v2 allows"},
+	{name: "nullable ref changed", old: `{"$defs":{"a":{"type":"integer"}},"type":"object","properties":{"x":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}}}`,
+		new:      `{"$defs":{"a":{"type":"string"}},"type":"object","properties":{"x":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}}}`,
+		backward: []string{"type-changed"}, forward: []string{"type-changed"}, path: "/properties/x", messageParts: "type changed from integer to [null, string]"},
+	{name: "reader allOf split exactly", old: obj(`"a":{"type":"string"}`, nil, ""), new: `{"allOf":[{"type":"object"},{"required":["a"]}]}`,
+		backward: []string{"property-made-required"}, forward: []string{"unsupported"}},
+	{name: "reader allOf of compatible parts", old: obj(`"a":{"type":"string","maxLength":3}`, []string{"a"}, ""),
+		new: `{"allOf":[{"type":"object"},{"properties":{"a":{"type":"string"}}}],"required":["a"]}`, forward: []string{"unsupported"}},
+	{name: "writer oneOf of disjoint types", old: `{"type":["string","integer"]}`, new: `{"oneOf":[{"type":"string"},{"type":"integer"}]}`,
+		backward: []string{"unsupported"}},
+	{name: "reader anyOf with no branch alone", old: `{"type":["string","integer"]}`, new: `{"anyOf":[{"type":"string"},{"type":"integer"}]}`,
+		backward: []string{"unsupported"}, messageParts: "no branch alone reads everything"},
+	{name: "reader anyOf with one branch", old: `{"type":"string","maxLength":3}`, new: `{"anyOf":[{"type":"string"},{"type":"integer"}]}`,
+		forward: []string{"max-length-changed", "type-changed"}},
 	{name: "identical subschemas outside the subset", old: obj(`"x":{"oneOf":[{"type":"string"},{"type":"null"}]}`, nil, ""), new: obj(`"x":{"oneOf":[{"type":"string"},{"type":"null"}]}`, nil, "")},
 	{name: "array keywords do not matter for strings", old: `{"type":"string"}`, new: `{"type":"string","contains":{"const":1}}`},
 	{name: "ref target changed", old: `{"$defs":{"id":{"type":"integer"}},"type":"object","properties":{"id":{"$ref":"#/$defs/id"}}}`,
@@ -172,7 +187,7 @@ func TestCompatibilityRules(t *testing.T) {
 			if tc.path == "" && tc.messageParts == "" {
 				return
 			}
-			all := append(CheckReader(next, old), CheckReader(old, next)...)
+			all := Check(Full, next, []*Schema{old})
 			found := false
 			for _, c := range all {
 				found = found || ((tc.path == "" || c.Path == tc.path) && strings.Contains(c.Message, tc.messageParts))

@@ -75,11 +75,27 @@
 //
 // Identical subschemas (same canonical form, and references in them that
 // lead to identical subschemas) are compatible whatever they contain.
-// Outside the subset — allOf, anyOf, oneOf, not, if/then/else,
-// patternProperties, propertyNames, dependentSchemas, dependentRequired,
-// dependencies, prefixItems, items as an array, additionalItems, contains,
-// unevaluatedItems, unevaluatedProperties, $dynamicRef, $recursiveRef, and
-// a 2019-09+ $ref with sibling keywords on the reader's side — the rule is:
+//
+// The applicators, as far as they can be proven without guessing (none of
+// them when unevaluatedProperties or unevaluatedItems read their results):
+//   - a reader is the conjunction of its allOf branches, its anyOf, oneOf,
+//     not and if/then/else, and its other keywords: the writer must satisfy
+//     each part, checked apart (exact);
+//   - a reader anyOf is read if one branch reads the writer. Branches that
+//     allow none of the writer's types are set aside first, so the common
+//     nullable form {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/x"}]} is
+//     checked exactly, branch against type;
+//   - a writer that is only an anyOf: the reader must read each branch
+//     (exact); only a oneOf: reading each branch suffices; only an allOf:
+//     reading one branch suffices;
+//   - a 2019-09+ $ref with sibling keywords is the conjunction of its target
+//     and the siblings, as allOf.
+//
+// Outside the subset — a reader's oneOf, not, if/then/else and an anyOf
+// that no single branch proves, patternProperties, propertyNames,
+// dependentSchemas, dependentRequired, dependencies, prefixItems, items as
+// an array, additionalItems, contains, unevaluatedItems,
+// unevaluatedProperties, $dynamicRef, $recursiveRef — the rule is:
 //   - in the reader, where it constrains the instances the writer allows
 //     (patternProperties only matters for objects), the change is
 //     "unsupported";

@@ -237,7 +237,7 @@ type checkContext struct {
 	steps       int
 	budget      int // steps allowed
 	exhausted   bool
-	siblingsOf  map[*node]*node    // see siblings
+	parts       map[any]*node      // see part
 	refs        map[*node][]string // see refsIn
 }
 
