@@ -23,10 +23,11 @@ type Bus struct {
 	cfg Config
 	log *slog.Logger
 
-	srv    *bjs.Server // nil with Config.NATSURL
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	events jetstream.Stream
+	srv        *bjs.Server // nil with Config.NATSURL
+	nc         *nats.Conn
+	maxPayload int // the server's: what an event's headers and data must fit
+	js         jetstream.JetStream
+	events     jetstream.Stream
 
 	ids     *idSource
 	w       writer
@@ -119,6 +120,10 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
 	undo = append(undo, b.disconnect)
+	b.maxPayload = int(b.nc.MaxPayload())
+	if need := cfg.MaxEventBytes + bjs.HeaderReserve; need > b.maxPayload {
+		return nil, fmt.Errorf("%w: Config.MaxEventBytes (%d) with Boxcar's headers needs a max payload of %d bytes, and the server at Config.NATSURL allows %d: lower MaxEventBytes or raise the server's max_payload", ErrInvalidConfig, cfg.MaxEventBytes, need, b.maxPayload)
+	}
 
 	b.js, err = jetstream.New(b.nc,
 		jetstream.WithPublishAsyncMaxPending(max(cfg.RelayBatch, 1)*2),
@@ -189,6 +194,7 @@ func (b *Bus) connect(ctx context.Context) error {
 		Listen:     cfg.Listen,
 		Token:      cfg.ListenToken,
 		SyncAlways: cfg.SyncAlways,
+		MaxPayload: int32(cfg.serverMaxPayload()),
 		Logger:     cfg.Logger,
 	})
 	if err != nil {

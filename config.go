@@ -83,7 +83,9 @@ type Config struct {
 
 	// MaxEventBytes caps len(Event.Data) plus the size of Event.Headers.
 	// Default 1 MiB minus 16 KiB, so that with Boxcar's own headers an event
-	// fits the server's default 1 MiB max payload.
+	// fits the server's default 1 MiB max payload. The embedded server's max
+	// payload is raised to fit a larger value (up to 64 MiB); an external
+	// server's is read at Open, which refuses a MaxEventBytes it cannot carry.
 	MaxEventBytes int
 
 	// RelayBatch is how many outbox rows the relay reads and publishes at
@@ -133,6 +135,20 @@ type Config struct {
 	// seams are where the package's own tests reach into the data path;
 	// nil everywhere else.
 	seams *testSeams
+}
+
+// maxServerPayload is the largest max payload nats-server accepts.
+const maxServerPayload = 64 << 20
+
+// maxMaxEventBytes is the largest Config.MaxEventBytes: what fits the
+// largest max payload beside Boxcar's own headers.
+var maxMaxEventBytes = maxServerPayload - bjs.HeaderReserve
+
+// serverMaxPayload is the embedded server's max payload for c: the
+// server's default (1 MiB) unless MaxEventBytes, with Boxcar's headers,
+// needs more.
+func (c Config) serverMaxPayload() int {
+	return max(1<<20, c.MaxEventBytes+bjs.HeaderReserve)
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -232,8 +248,8 @@ func (c Config) validate() error {
 	if c.DuplicateWindow > c.Retention {
 		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)
 	}
-	if c.MaxEventBytes < 0 || c.MaxEventBytes > 64<<20 {
-		return bad("Config.MaxEventBytes %d: use 1 to 64 MiB (0 for the default)", c.MaxEventBytes)
+	if c.MaxEventBytes < 0 || c.MaxEventBytes > maxMaxEventBytes {
+		return bad("Config.MaxEventBytes %d: use 1 to %d (64 MiB less room for Boxcar's headers; 0 for the default)", c.MaxEventBytes, maxMaxEventBytes)
 	}
 	if c.RelayBatch < 0 || c.RelayBatch > 10_000 {
 		return bad("Config.RelayBatch %d: use 1 to 10000 (0 for the default)", c.RelayBatch)

@@ -112,6 +112,15 @@
 //     transaction on the same goroutine) fails at once with ErrReentrant.
 //     Code that hands such a call to another goroutine and waits for it is
 //     not detected: it deadlocks until its context ends.
+//   - An event the stream refuses for good although PublishTx accepted it
+//     (an operator lowered the stream's limits, or a row was written by hand)
+//     is moved to boxcar_outbox_dead with the reason, counted
+//     (Stats.RelaySetAside), logged at error level and listed by
+//     Bus.OutboxDeadLetters, and the relay goes on: no event holds the
+//     outbox. Subscribers never see it; the later events of its key are
+//     delivered without it. What the stream would refuse at the time of
+//     PublishTx (a header block over 64 KiB, a message over the server's max
+//     payload) is refused there, with nothing written.
 //   - One Bus per database and per Config.Dir. Several live instances of one
 //     subscriber (scale-out) are not the single-binary design.
 //

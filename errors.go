@@ -18,6 +18,9 @@ var (
 	// ErrPayloadTooLarge: Event.Data plus Event.Headers exceed
 	// Config.MaxEventBytes. It also matches ErrInvalidEvent.
 	ErrPayloadTooLarge = fmt.Errorf("%w: payload too large", ErrInvalidEvent)
+	// ErrHeadersTooLarge: Event.Headers, with Boxcar's own, exceed the
+	// 64 KiB header block JetStream stores. It also matches ErrInvalidEvent.
+	ErrHeadersTooLarge = fmt.Errorf("%w: headers too large", ErrInvalidEvent)
 	// ErrInvalidType and ErrInvalidKey: see Event.Type and Event.Key.
 	ErrInvalidType = bjs.ErrInvalidType
 	ErrInvalidKey  = bjs.ErrInvalidKey

@@ -29,15 +29,19 @@ type Event struct {
 	// Headers are optional metadata. Names are printable ASCII without
 	// spaces or any of "()/,:;<=>?@[\]{} and may not start with "Boxcar-"
 	// or "Nats-". Values are valid UTF-8 without CR or LF, and do not start
-	// or end with a space or tab (NATS headers would drop it).
+	// or end with a space or tab (NATS headers would drop it). With Boxcar's
+	// own headers (about 1 KiB at most, with the type and key) they must fit
+	// the 64 KiB header block JetStream stores: large values belong in Data.
 	Headers map[string]string
 	// Data is the payload, opaque to Boxcar.
 	Data []byte
 }
 
-// validate checks e against the rules above and the size limit; i is its
-// position in the call, for the error.
-func (e *Event) validate(i, maxBytes int) error {
+// validate checks e against the rules above and the size limits; i is its
+// position in the call, for the error. What the stream would refuse (a header
+// block over 64 KiB, a message over the server's max payload) is refused
+// here: once written, it would hold every later event behind it.
+func (e *Event) validate(i, maxBytes, maxPayload int) error {
 	if err := bjs.ValidateType(e.Type); err != nil {
 		return &eventError{index: i, field: "Type", err: err}
 	}
@@ -53,6 +57,13 @@ func (e *Event) validate(i, maxBytes int) error {
 	}
 	if size > maxBytes {
 		return &eventError{index: i, field: "Data", err: fmt.Errorf("%w: %d bytes of data and headers, the limit (Config.MaxEventBytes) is %d", ErrPayloadTooLarge, size, maxBytes)}
+	}
+	block := bjs.HeaderBlockSize(e.Type, e.Key, e.Headers)
+	if block > bjs.MaxHeaderBlock {
+		return &eventError{index: i, field: "Headers", err: fmt.Errorf("%w: with Boxcar's own, the header block would be %d bytes, and JetStream stores at most %d: carry large values in Data", ErrHeadersTooLarge, block, bjs.MaxHeaderBlock)}
+	}
+	if block+len(e.Data) > maxPayload {
+		return &eventError{index: i, field: "Data", err: fmt.Errorf("%w: %d bytes of data and a %d-byte header block, the server's max payload is %d", ErrPayloadTooLarge, len(e.Data), block, maxPayload)}
 	}
 	return nil
 }
@@ -95,7 +106,7 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 		return fmt.Errorf("%w: tx is nil", ErrInvalidEvent)
 	}
 	for i := range events {
-		if err := events[i].validate(i, b.cfg.MaxEventBytes); err != nil {
+		if err := events[i].validate(i, b.cfg.MaxEventBytes, b.maxPayload); err != nil {
 			return err
 		}
 	}

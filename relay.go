@@ -4,9 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
@@ -36,11 +39,12 @@ type relay struct {
 	wakeCh chan struct{}
 	hinted atomic.Bool // woken by a commit hook: the commit may not be visible yet
 
-	cursor    atomic.Int64 // in memory; see above
-	saved     int64        // last saved cursor
-	savedAt   time.Time
-	published atomic.Int64 // events published since Open
-	failures  atomic.Int64 // publish rounds that failed
+	cursor        atomic.Int64 // in memory; see above
+	saved         int64        // last saved cursor
+	savedAt       time.Time
+	published     atomic.Int64 // events published since Open
+	failures      atomic.Int64 // publish rounds that failed
+	setAsideCount atomic.Int64 // events moved to boxcar_outbox_dead since Open
 
 	// checkpoints remember when the cursor passed a seq, so rows are pruned
 	// only PruneDelay after they were relayed. At most one per second.
@@ -182,11 +186,13 @@ func (r *relay) run(ctx context.Context) {
 		}
 		if err != nil {
 			r.failures.Add(1)
-			backoff = min(max(backoff*2, 10*time.Millisecond), 5*time.Second)
-			b.log.Warn("boxcar: relay publish failed; resyncing with the stream", logError, err, logCursor, r.cursor.Load(), logRetryIn, backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
+			if !r.setAside(ctx, err) {
+				backoff = min(max(backoff*2, 10*time.Millisecond), 5*time.Second)
+				b.log.Warn("boxcar: relay publish failed; resyncing with the stream", logError, err, logCursor, r.cursor.Load(), logRetryIn, backoff)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
 			}
 			if ctx.Err() != nil {
 				break
@@ -224,6 +230,41 @@ func (r *relay) run(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r.maintain(sctx, false)
+}
+
+// setAside moves the outbox row of a publish the stream refused for good
+// (larger than its limits: a row written before the limits that refuse it at
+// PublishTx, or edited by hand, or a stream whose limits an operator
+// lowered) to boxcar_outbox_dead, with the reason, so that it does not hold
+// every later event behind it. It reports whether it did; the caller
+// resyncs, and the relay goes on with the next row. Subscribers never see
+// the event: later events of its key are delivered without it.
+func (r *relay) setAside(ctx context.Context, err error) bool {
+	var pe *bjs.PublishError
+	if !errors.As(err, &pe) || !bjs.IsPermanent(pe.Err) {
+		return false
+	}
+	b := r.b
+	reason := "too_large"
+	if errors.Is(pe.Err, nats.ErrBadHeaderMsg) {
+		reason = "bad_headers"
+	}
+	var moved bool
+	werr := r.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		moved, err = sqlite.SetOutboxRowAside(ctx, tx, pe.Seq, reason, pe.Err.Error(), time.Now().UnixNano())
+		return err
+	})
+	if werr != nil {
+		b.log.Error("boxcar: relay could not move a refused event out of the outbox; retrying", logSeq, pe.Seq, logError, werr)
+		return false
+	}
+	if moved {
+		r.setAsideCount.Add(1)
+		b.log.Error("boxcar: the stream refuses an outbox event for good: moved to boxcar_outbox_dead, later events go on without it",
+			logSeq, pe.Seq, logReason, reason, logError, pe.Err)
+	}
+	return true
 }
 
 // relayDepth is how many batches the relay keeps in flight: it reads and

@@ -2,6 +2,7 @@ package boxcar
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -25,6 +26,13 @@ type Stats struct {
 	RelayPublished int64
 	// RelayFailures counts publish rounds that failed (each is retried).
 	RelayFailures int64
+	// RelaySetAside counts events the relay moved to boxcar_outbox_dead since
+	// Open: the stream refused them for good (larger than its limits), and
+	// they would have held every later event behind them. OutboxDead is how
+	// many such events the database holds, of all time; list them with
+	// Bus.OutboxDeadLetters.
+	RelaySetAside int64
+	OutboxDead    int
 	// TxCommits counts the SQLite transactions Bus.Tx committed since Open,
 	// TxCalls the Tx calls committed in them: TxCalls/TxCommits is the mean
 	// size of a group commit.
@@ -73,6 +81,7 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		RelayCursor:    b.relay.cursor.Load(),
 		RelayPublished: b.relay.published.Load(),
 		RelayFailures:  b.relay.failures.Load(),
+		RelaySetAside:  b.relay.setAsideCount.Load(),
 		TxCommits:      ws.TxCommits,
 		TxCalls:        ws.TxCalls,
 	}
@@ -85,6 +94,9 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		return st, fmt.Errorf("boxcar: stats: %w", err)
 	} else if ok {
 		st.OutboxAge = time.Since(time.Unix(0, ns))
+	}
+	if _, st.OutboxDead, err = sqlite.DeadOutboxRows(ctx, b.db, 0, "", 0); err != nil {
+		return st, fmt.Errorf("boxcar: stats: %w", err)
 	}
 	b.mu.Lock()
 	subs := make([]*Subscription, 0, len(b.subs))
@@ -128,4 +140,41 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 	ss.Pending = info.NumPending
 	ss.Unacked = info.NumAckPending
 	return ss, nil
+}
+
+// OutboxDeadLetter is an event the relay set aside because the stream
+// refuses it for good (see Stats.RelaySetAside).
+type OutboxDeadLetter struct {
+	Seq     int64 // its outbox seq (which a later event may reuse)
+	ID      string
+	Type    string
+	Key     string
+	Headers map[string]string
+	Data    []byte
+	Created time.Time // when PublishTx wrote it
+	Reason  string    // "too_large" or "bad_headers"
+	Error   string    // the server's refusal
+	SetAt   time.Time // when the relay set it aside
+}
+
+// OutboxDeadLetters returns up to limit events the relay set aside, oldest
+// first, after the one with outbox seq afterSeq and ID afterID (zero values:
+// from the first), and how many there are in all.
+func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID string, limit int) ([]OutboxDeadLetter, int, error) {
+	rows, total, err := sqlite.DeadOutboxRows(ctx, b.db, afterSeq, afterID, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("boxcar: outbox dead letters: %w", err)
+	}
+	out := make([]OutboxDeadLetter, 0, len(rows))
+	for _, r := range rows {
+		d := OutboxDeadLetter{Seq: r.Seq, ID: r.ID, Type: r.Type, Key: r.Key, Data: r.Data,
+			Created: time.Unix(0, r.CreatedNS), Reason: r.Reason, Error: r.Error, SetAt: time.Unix(0, r.DeadNS)}
+		if len(r.Headers) > 0 {
+			if err := json.Unmarshal(r.Headers, &d.Headers); err != nil {
+				d.Error += fmt.Sprintf(" (and its headers are unreadable: %v)", err)
+			}
+		}
+		out = append(out, d)
+	}
+	return out, total, nil
 }

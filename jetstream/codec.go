@@ -3,6 +3,7 @@ package jetstream
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -50,6 +51,80 @@ const (
 	HeaderHeadersDropped = "Boxcar-Headers-Dropped" // dead letters: copied headers dropped to fit
 	HeaderTruncated      = "Boxcar-Truncated"       // dead letters: original data size, when cut to fit
 )
+
+// MaxHeaderBlock is the largest header block JetStream stores: it refuses a
+// message with a larger one (err_code 10097).
+const MaxHeaderBlock = math.MaxUint16
+
+// maxIDLen and maxNumLen bound the values Encode sets: a ULID, a decimal
+// int64.
+const (
+	maxIDLen  = 26
+	maxNumLen = 20
+)
+
+// headerLine is the wire size of one header "name: value\r\n" but the value.
+func headerLine(name string) int { return len(name) + len(": \r\n") }
+
+// boxcarHeaderBlock is the wire size of the header block Encode builds for
+// an event without headers of its own, at its longest ("NATS/1.0", Boxcar's
+// headers and the chain's, the blank line), but for the type and key.
+var boxcarHeaderBlock = len("NATS/1.0\r\n\r\n") +
+	headerLine(HeaderSeq) + maxNumLen + headerLine(HeaderType) + headerLine(HeaderKey) +
+	headerLine(HeaderTime) + maxNumLen +
+	headerLine(jetstream.MsgIDHeader) + maxIDLen + headerLine(jetstream.ExpectedLastMsgIDHeader) + maxIDLen
+
+// HeaderReserve is the most Encode adds to an event's own headers and data,
+// whatever its type and key (MaxTypeLen, MaxKeyLen): what a server's max
+// payload must leave room for beside them.
+var HeaderReserve = boxcarHeaderBlock + MaxTypeLen + MaxKeyLen
+
+// HeaderBlockSize is the largest wire size of the header block Encode builds
+// for an event of typ and key with headers (NATS trims values, so the real
+// block can only be shorter). JetStream refuses a message whose block is
+// over MaxHeaderBlock; the server, one whose block plus data is over its max
+// payload.
+func HeaderBlockSize(typ, key string, headers map[string]string) int {
+	n := boxcarHeaderBlock + len(typ) + len(key)
+	for k, v := range headers {
+		n += len(k) + len(v) + len(": \r\n")
+	}
+	return n
+}
+
+// PublishError is the failure of one event's publish, by its outbox seq.
+type PublishError struct {
+	Seq int64
+	Err error
+}
+
+func (e *PublishError) Error() string { return fmt.Sprintf("publish seq %d: %v", e.Seq, e.Err) }
+func (e *PublishError) Unwrap() error { return e.Err }
+
+// Server error codes of refusals that no retry can cure: the message itself
+// is over a limit.
+const (
+	errCodeMessageTooLarge = 10054 // JSStreamMessageExceedsMaximumErr
+	errCodeHeaderTooLarge  = 10097 // JSStreamHeaderExceedsMaximumErr
+)
+
+// IsPermanent reports whether err is a refusal of the message itself that
+// publishing it again cannot change: larger than the server's max payload or
+// the stream's limits, or a header block JetStream cannot store. Timeouts,
+// a full store, a missing stream and the chain's refusals are not.
+func IsPermanent(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errCodeMessageTooLarge, errCodeHeaderTooLarge:
+			return true
+		}
+	}
+	return false
+}
 
 // Outgoing is one outbox event on its way into the stream.
 type Outgoing struct {

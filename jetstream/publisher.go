@@ -100,7 +100,7 @@ func (p *Publisher) Send(msgs []Outgoing) {
 		prev = o.ID
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
-			b.sendErr = fmt.Errorf("publish seq %d: %w", o.Seq, err)
+			b.sendErr = &PublishError{Seq: o.Seq, Err: err}
 			break
 		}
 		b.pending = append(b.pending, pendingAck{f: f, seq: o.Seq})
@@ -121,7 +121,9 @@ func (p *Publisher) InFlight() int { return len(p.inflight) }
 // Await waits for every ack of the oldest batch not yet awaited and returns
 // its last outbox seq and size. It returns nil only if every message of the
 // batch is in the stream (newly or as a duplicate), and so are those of all
-// batches before it.
+// batches before it. A message's failure is a *PublishError naming its outbox
+// seq: the first in the batch, which the chain's refusals of the later ones
+// follow.
 func (p *Publisher) Await(ctx context.Context) (lastSeq int64, n int, err error) {
 	if len(p.inflight) == 0 {
 		return 0, 0, errors.New("publisher: await with no batch in flight")
@@ -137,7 +139,7 @@ func (p *Publisher) Await(ctx context.Context) (lastSeq int64, n int, err error)
 		case <-pa.f.Ok():
 		case err := <-pa.f.Err():
 			if firstErr == nil {
-				firstErr = fmt.Errorf("publish seq %d: %w", pa.seq, err)
+				firstErr = &PublishError{Seq: pa.seq, Err: err}
 			}
 		case <-ctx.Done():
 			if firstErr == nil {

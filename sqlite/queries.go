@@ -242,3 +242,54 @@ func JournalMode(ctx context.Context, q Querier) (string, error) {
 	}
 	return strings.ToLower(mode), nil
 }
+
+// SetOutboxRowAside moves outbox row seq to boxcar_outbox_dead with reason
+// and the error text, and reports whether there was such a row. The caller's
+// cursor must be below seq (the event never reached the stream): a deleted
+// row with the largest seq gives its seq to the next insert, which is then
+// published as it should be.
+func SetOutboxRowAside(ctx context.Context, tx Execer, seq int64, reason, errText string, nowNS int64) (bool, error) {
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO boxcar_outbox_dead(id, seq, type, key, headers, data, created_ns, reason, error, dead_ns)
+		SELECT id, seq, type, key, headers, data, created_ns, ?, ?, ? FROM boxcar_outbox WHERE seq = ?`, reason, errText, nowNS, seq); err != nil {
+		return false, fmt.Errorf("set outbox row %d aside: %w", seq, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM boxcar_outbox WHERE seq = ?`, seq)
+	if err != nil {
+		return false, fmt.Errorf("set outbox row %d aside: %w", seq, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// DeadOutboxRow is an event the relay moved out of the outbox because the
+// stream refuses it for good.
+type DeadOutboxRow struct {
+	OutboxRow
+	Reason string
+	Error  string
+	DeadNS int64
+}
+
+// DeadOutboxRows returns up to limit rows of boxcar_outbox_dead after seq
+// (and ID) afterSeq/afterID, in seq order, and how many there are in all.
+func DeadOutboxRows(ctx context.Context, q Querier, afterSeq int64, afterID string, limit int) ([]DeadOutboxRow, int, error) {
+	var total int
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_outbox_dead`).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT seq, id, type, key, headers, data, created_ns, reason, error, dead_ns
+		FROM boxcar_outbox_dead WHERE (seq, id) > (?, ?) ORDER BY seq, id LIMIT ?`, afterSeq, afterID, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []DeadOutboxRow
+	for rows.Next() {
+		var r DeadOutboxRow
+		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &r.CreatedNS, &r.Reason, &r.Error, &r.DeadNS); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, r)
+	}
+	return out, total, rows.Err()
+}

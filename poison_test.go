@@ -1,0 +1,154 @@
+package boxcar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+)
+
+// Poison events: what the stream would refuse is refused at PublishTx; what
+// it refuses anyway is set aside by the relay. No single event holds the
+// outbox.
+
+// Regression: a 70 KB header value, or 4,000 small headers, passed
+// PublishTx; the server refused the message (header block over 64 KiB) at
+// every retry and every later event of every key waited behind it.
+func TestPublishRefusesHeaderBlocksTheStreamRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	many := map[string]string{}
+	for i := range 4000 {
+		many[fmt.Sprintf("X-Header-%04d", i)] = "1234567"
+	}
+	for name, h := range map[string]map[string]string{
+		"one 70 KB value":     {"X-Big": strings.Repeat("v", 70<<10)},
+		"4,000 small headers": many,
+	} {
+		err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Headers: h, Data: []byte("1")})
+		if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), "Event.Headers") {
+			t.Errorf("%s: got %v, want an ErrInvalidEvent naming Event.Headers", name, err)
+		}
+	}
+	if got := maxOutboxSeq(t, tb.db); got != 0 {
+		t.Fatalf("the refused events wrote seq %d", got)
+	}
+	// Just under the limit passes and arrives.
+	near := map[string]string{"X-Big": strings.Repeat("v", bjs.MaxHeaderBlock-bjs.HeaderBlockSize("order.placed", "k", map[string]string{"X-Big": ""}))}
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Headers: near, Data: []byte("1")}); err != nil {
+		t.Fatalf("a header block at the limit: %v", err)
+	}
+	publishN(t, tb.bus, "k", 3)
+	waitRelayed(t, tb.bus, 4)
+}
+
+// Regression: Config.MaxEventBytes above the server's max payload was
+// accepted while the embedded server stayed at 1 MiB: the first large event
+// held the outbox for ever. The embedded server now takes what the config
+// allows.
+func TestLargeMaxEventBytesOnTheEmbeddedServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{MaxEventBytes: 3 << 20})
+	got := make(chan int, 1)
+	if _, err := tb.bus.Subscribe(ctx, "big", HandlerFunc(func(ctx context.Context, m Message) error {
+		got <- len(m.Data)
+		return nil
+	}), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: make([]byte, 2<<20)}); err != nil {
+		t.Fatal(err)
+	}
+	waitRelayed(t, tb.bus, 1)
+	if n := <-got; n != 2<<20 {
+		t.Fatalf("the subscriber got %d bytes, want %d", n, 2<<20)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: make([]byte, 4<<20)}); !errors.Is(err, ErrPayloadTooLarge) {
+		t.Fatalf("an event over MaxEventBytes: got %v, want ErrPayloadTooLarge", err)
+	}
+}
+
+// Regression: an external server's max payload was never read. Open
+// refuses a MaxEventBytes it cannot carry, and says what to change.
+func TestMaxEventBytesAboveTheExternalServersLimit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := bjs.Start(bjs.ServerConfig{Dir: filepath.Join(dir, "external"), Listen: "127.0.0.1:0", Token: "external-server-token-0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	db := openDB(t, filepath.Join(dir, "app.db"))
+	cfg := Config{NATSURL: srv.ClientURL(), NATSOptions: natsToken("external-server-token-0123456789abcdef"), MaxEventBytes: 2 << 20}
+	bus, err := Open(context.Background(), db, cfg)
+	if err == nil {
+		bus.Close(context.Background())
+		t.Fatal("Open accepted MaxEventBytes of 2 MiB with a server whose max payload is 1 MiB")
+	}
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "max_payload") {
+		t.Fatalf("got %v, want ErrInvalidConfig naming the server's max_payload", err)
+	}
+	// The default fits.
+	cfg.MaxEventBytes = 0
+	bus, err = Open(context.Background(), db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Defence in depth: an outbox row the stream refuses for good (here the
+// operator lowered the stream's max message size after the event was
+// written) is moved aside with its reason, counted, listed, and the relay
+// goes on: the events after it, of its key and of others, arrive in order.
+func TestRelaySetsAsideWhatTheStreamRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	logs := &logBuffer{}
+	tb := setup(t, Config{Logger: logs.logger()})
+	if _, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 2)
+	waitRelayed(t, tb.bus, 2)
+	updateStream(t, tb.bus, func(c *jetstream.StreamConfig) { c.MaxMsgSize = 2000 })
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte(strings.Repeat("9", 3000))}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 3) // the key's later events
+	publishN(t, tb.bus, "other", 3)
+	waitApplied(t, tb.db, "ledger", 8)
+	checkExactlyOnceInOrder(t, tb.db, "ledger") // counters 1,2 then 3,4,5 for k: the poison's counter is not in counters
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RelaySetAside != 1 || st.OutboxDead != 1 {
+		t.Fatalf("stats %+v: want one event set aside", st)
+	}
+	dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+	if err != nil || total != 1 || len(dead) != 1 {
+		t.Fatalf("OutboxDeadLetters: %v, %d in all, %v", dead, total, err)
+	}
+	if d := dead[0]; d.Key != "k" || d.Reason != "too_large" || len(d.Data) != 3000 || !strings.Contains(d.Error, "10054") {
+		t.Fatalf("dead letter %+v: want key k, reason too_large, its 3000 bytes, the server's error", d)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "boxcar_outbox_dead") {
+		t.Fatalf("no error-level log line names the set-aside event; log:\n%s", logs.String())
+	}
+	for _, m := range streamMessages(t, tb.bus) {
+		if len(m.Data) >= 3000 {
+			t.Fatal("the refused event is in the stream")
+		}
+	}
+}

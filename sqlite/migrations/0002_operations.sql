@@ -1,0 +1,46 @@
+-- Events the stream refuses for good (larger than its limits): the relay moves
+-- them here, with the reason, and goes on. Keyed by event ID: a seq can be
+-- handed out again after such a row leaves the outbox, as it never reached the
+-- stream.
+CREATE TABLE boxcar_outbox_dead (
+    id         TEXT    PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    headers    BLOB,
+    data       BLOB,
+    created_ns INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    error      TEXT    NOT NULL,
+    dead_ns    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Every subscriber the database has known, running in this process or not.
+-- types: the JSON array of its event types, sorted (empty: all). kind: tx or
+-- plain. acked: JSON ranges [[from, to], ...] of stream seqs it acked above the
+-- consumer's ack floor, saved at a clean Close (a restart then skips them
+-- instead of handling them again); stream_created: the stream's creation time
+-- they belong to. catchup_below/catchup_types: after types were added, events of
+-- the old types at or below this stream seq were handled already. expired:
+-- events that left the stream before this subscriber handled them;
+-- expired_through: the stream seq up to which they are counted.
+CREATE TABLE boxcar_subscribers (
+    name            TEXT    PRIMARY KEY,
+    stream          TEXT    NOT NULL,
+    types           TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    created_ns      INTEGER NOT NULL,
+    started_ns      INTEGER NOT NULL,
+    stopped_ns      INTEGER NOT NULL DEFAULT 0,
+    acked           TEXT    NOT NULL DEFAULT '',
+    stream_created  INTEGER NOT NULL DEFAULT 0,
+    catchup_below   INTEGER NOT NULL DEFAULT 0,
+    catchup_types   TEXT    NOT NULL DEFAULT '',
+    expired         INTEGER NOT NULL DEFAULT 0,
+    expired_through INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- The outbox seq of each handled event, so that pruning keeps every dedupe row
+-- whose event is still in the stream (rows from before this migration have
+-- none and are pruned by age alone, with a margin).
+ALTER TABLE boxcar_dedupe ADD COLUMN outbox_seq INTEGER;
