@@ -107,8 +107,10 @@ type Config struct {
 	// Default 5s.
 	PublishTimeout time.Duration
 
-	// DedupeRetention is how long dedupe rows are kept. Default Retention:
-	// a replay within the stream's window still finds them.
+	// DedupeRetention is how long dedupe rows are kept at least. Default
+	// Retention, and never less (Open refuses it): a row is pruned only once
+	// this has passed and its event has left the stream, so that no replay
+	// or redelivery can apply an event twice.
 	DedupeRetention time.Duration
 
 	// Synchronous is the synchronous mode of Boxcar's write connection,
@@ -244,6 +246,9 @@ func (c Config) validate() error {
 	}
 	if c.PruneDelay < 0 {
 		return bad("Config.PruneDelay is negative")
+	}
+	if c.DedupeRetention < c.Retention {
+		return bad("Config.DedupeRetention (%v) is shorter than Config.Retention (%v): a replay within the stream's window would apply events twice; use at least Retention (0 for the default, Retention)", c.DedupeRetention, c.Retention)
 	}
 	if c.DuplicateWindow > c.Retention {
 		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)

@@ -3,10 +3,12 @@ package boxcar
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -27,11 +29,19 @@ import (
 // recordHandled writes the dedupe row of it in tx and reports whether it is
 // new: false means this subscriber handled the event before.
 func (d *dispatcher) recordHandled(ctx context.Context, tx *sql.Tx, it *item) (bool, error) {
-	return sqlite.RecordHandled(ctx, tx, d.s.name, it.m.ID, time.Now().UnixNano())
+	return sqlite.RecordHandled(ctx, tx, d.s.name, it.m.ID, it.m.Seq, time.Now().UnixNano())
 }
 
-// pruneLoop deletes dedupe rows older than Config.DedupeRetention, a chunk
-// at a time, every tenth of the retention (at most hourly).
+// Pruning is safe by construction: a dedupe row goes only once its event
+// has left the stream (its outbox seq is below that of the stream's first
+// event), so no replay or redelivery can bring the event back after its row
+// is gone; and not before DedupeRetention (at least Retention: Open refuses
+// less). Rows carry the outbox seq since migration 0002; older rows are kept
+// a Retention longer than DedupeRetention, which covers any relay lag a
+// stream could have kept them for.
+
+// pruneLoop prunes the subscriber's dedupe rows every tenth of
+// Config.DedupeRetention (at most hourly, at least every second).
 func (d *dispatcher) pruneLoop(ctx context.Context) {
 	every := min(d.b.cfg.DedupeRetention/10, time.Hour)
 	every = max(every, time.Second)
@@ -49,21 +59,19 @@ func (d *dispatcher) pruneLoop(ctx context.Context) {
 	}
 }
 
-// pruneDedupe deletes this subscriber's dedupe rows whose event IDs are
-// older than the retention. Event IDs are ULIDs, so "older" is a range of
-// the primary key: the smallest ULID of the cutoff millisecond.
+// pruneDedupe deletes this subscriber's dedupe rows that the stream no
+// longer needs (see above), a chunk at a time.
 func (d *dispatcher) pruneDedupe() error {
-	cutoff := time.Now().Add(-d.b.cfg.DedupeRetention)
-	var zero ulid.ULID
-	if err := zero.SetTime(ulid.Timestamp(cutoff)); err != nil {
+	ctx := d.handlers.Context()
+	cut, err := d.b.dedupeCutoff(ctx, time.Now())
+	if err != nil {
 		return err
 	}
-	before := zero.String()
 	for !d.isStopping() {
 		var n int64
 		err := d.withTxLocked(false, func(ctx context.Context, tx *sql.Tx) error {
 			var err error
-			n, err = sqlite.PruneDedupe(ctx, tx, d.s.name, before, 1000)
+			n, err = sqlite.PruneDedupe(ctx, tx, d.s.name, cut, 1000)
 			return err
 		})
 		if err != nil || n < 1000 {
@@ -71,4 +79,34 @@ func (d *dispatcher) pruneDedupe() error {
 		}
 	}
 	return nil
+}
+
+// dedupeCutoff says which dedupe rows may go at now: of events older than
+// DedupeRetention that the stream no longer holds.
+func (b *Bus) dedupeCutoff(ctx context.Context, now time.Time) (sqlite.DedupeCutoff, error) {
+	first, found, err := bjs.FirstEvent(ctx, b.events)
+	if err != nil {
+		return sqlite.DedupeCutoff{}, fmt.Errorf("dedupe prune: %w", err)
+	}
+	if !found {
+		// Nothing of the outbox is in the stream: every event up to the
+		// relay's cursor left it (or never got there, and then no
+		// subscriber handled it).
+		first = b.relay.cursor.Load() + 1
+	}
+	return sqlite.DedupeCutoff{
+		BeforeID:       ulidAt(now.Add(-b.cfg.DedupeRetention)),
+		BeforeSeq:      first,
+		LegacyBeforeID: ulidAt(now.Add(-b.cfg.DedupeRetention - b.cfg.Retention)),
+	}, nil
+}
+
+// ulidAt is the smallest ULID of t's millisecond: every ID made before t
+// sorts below it.
+func ulidAt(t time.Time) string {
+	var id ulid.ULID
+	if err := id.SetTime(ulid.Timestamp(t)); err != nil {
+		return "" // before 1970 or past 10889: below every ID
+	}
+	return id.String()
 }

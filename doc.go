@@ -64,7 +64,9 @@
 //     on the next start.
 //   - If the process stays down longer than Config.Retention, events expire
 //     from the stream; a stale saved cursor can then republish up to
-//     Config.CursorSaveInterval worth of events.
+//     Config.CursorSaveInterval worth of events. A dedupe row is pruned only
+//     after Config.DedupeRetention (at least Retention) and once its event
+//     has left the stream, so a replay never applies an event twice.
 //   - A handler stuck in Go code that ignores its context cannot be stopped:
 //     a HandlerFunc is abandoned at SubscribeOptions.HandlerTimeout (and
 //     retried); a TxHandler holds its transaction until it returns.

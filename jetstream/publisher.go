@@ -240,3 +240,29 @@ func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
 	}
 	return end, nil
 }
+
+// FirstEvent returns the outbox seq of the first Boxcar event the stream
+// holds, stepping over foreign and deleted messages (at most maxResyncScan),
+// and false when it holds none.
+func FirstEvent(ctx context.Context, stream jetstream.Stream) (int64, bool, error) {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("first event: stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, false, nil
+	}
+	for seq, n := info.State.FirstSeq, 0; seq <= info.State.LastSeq && n < maxResyncScan; seq, n = seq+1, n+1 {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("first event: get message %d: %w", seq, err)
+		}
+		if s, _, ok := OutboxSeqOf(m.Header); ok {
+			return s, true, nil
+		}
+	}
+	return 0, false, nil
+}

@@ -21,7 +21,7 @@ const InsertOutbox = `INSERT INTO boxcar_outbox(id, type, key, headers, data, cr
 
 // insertDedupe records that a subscriber handled an event. No row affected
 // means it was handled before.
-const insertDedupe = `INSERT INTO boxcar_dedupe(subscriber, event_id, handled_ns) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
+const insertDedupe = `INSERT INTO boxcar_dedupe(subscriber, event_id, handled_ns, outbox_seq) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`
 
 const walCheckpointPassive = `PRAGMA wal_checkpoint(PASSIVE)`
 
@@ -80,10 +80,11 @@ func InsertEvents(ctx context.Context, tx Execer, rows []OutboxRow) error {
 	return publishSavepoint.Release(ctx, tx)
 }
 
-// RecordHandled writes the dedupe row of (subscriber, eventID) in tx and
-// reports whether it is new: false means the event was handled before.
-func RecordHandled(ctx context.Context, tx Execer, subscriber, eventID string, nowNS int64) (bool, error) {
-	res, err := tx.ExecContext(ctx, insertDedupe, subscriber, eventID, nowNS)
+// RecordHandled writes the dedupe row of (subscriber, eventID) in tx, with
+// the event's outbox seq (what pruning goes by), and reports whether it is
+// new: false means the event was handled before.
+func RecordHandled(ctx context.Context, tx Execer, subscriber, eventID string, outboxSeq, nowNS int64) (bool, error) {
+	res, err := tx.ExecContext(ctx, insertDedupe, subscriber, eventID, nowNS, outboxSeq)
 	if err != nil {
 		return false, err
 	}
@@ -204,12 +205,26 @@ func PruneOutbox(ctx context.Context, e Execer, upTo int64, limit int) (int64, e
 	return res.RowsAffected()
 }
 
-// PruneDedupe deletes up to limit dedupe rows of subscriber whose event ID
-// sorts before beforeID (event IDs are ULIDs: they sort by time).
-func PruneDedupe(ctx context.Context, e Execer, subscriber, beforeID string, limit int) (int64, error) {
+// DedupeCutoff says which dedupe rows PruneDedupe may delete: those of
+// events older than BeforeID (event IDs are ULIDs: they sort by time) whose
+// outbox seq is below BeforeSeq (the stream no longer holds them); rows
+// without an outbox seq (written before it was recorded) when older than
+// LegacyBeforeID.
+type DedupeCutoff struct {
+	BeforeID       string
+	BeforeSeq      int64
+	LegacyBeforeID string
+}
+
+// PruneDedupe deletes up to limit dedupe rows of subscriber that cut allows,
+// oldest first, and returns how many. The scan is a range of the primary key
+// (subscriber, event_id < BeforeID).
+func PruneDedupe(ctx context.Context, e Execer, subscriber string, cut DedupeCutoff, limit int) (int64, error) {
 	res, err := e.ExecContext(ctx, `DELETE FROM boxcar_dedupe WHERE subscriber = ? AND event_id IN
-		(SELECT event_id FROM boxcar_dedupe WHERE subscriber = ? AND event_id < ? ORDER BY event_id LIMIT ?)`,
-		subscriber, subscriber, beforeID, limit)
+		(SELECT event_id FROM boxcar_dedupe WHERE subscriber = ? AND event_id < ?
+			AND (outbox_seq < ? OR outbox_seq IS NULL AND event_id < ?)
+		ORDER BY event_id LIMIT ?)`,
+		subscriber, subscriber, cut.BeforeID, cut.BeforeSeq, cut.LegacyBeforeID, limit)
 	if err != nil {
 		return 0, fmt.Errorf("prune dedupe: %w", err)
 	}
