@@ -29,6 +29,9 @@ type Bus struct {
 	js         jetstream.JetStream
 	events     jetstream.Stream
 
+	streamMu         sync.Mutex   // ensureStreams
+	streamsRecreated atomic.Int64 // streams an operator deleted, created again
+
 	ids     *idSource
 	w       writer
 	relay   *relay
@@ -134,13 +137,7 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if wrap := cfg.seams.wrapJetStream; wrap != nil {
 		b.js = wrap(b.js)
 	}
-	b.events, _, err = bjs.EnsureStreams(ctx, b.js, bjs.StreamConfig{
-		Name:       cfg.Stream,
-		Prefix:     cfg.SubjectPrefix,
-		MaxAge:     cfg.Retention,
-		Duplicates: cfg.DuplicateWindow,
-		Replicas:   cfg.Replicas,
-	})
+	b.events, _, err = bjs.EnsureStreams(ctx, b.js, b.streamConfig())
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
@@ -174,6 +171,17 @@ func checkDB(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("%w: the database is in journal_mode=%s: Boxcar needs WAL, so that the relay and subscribers read beside the writer; open it with sqlite.Open (which also wakes the relay at each commit), or run PRAGMA journal_mode=WAL on it once", ErrInvalidConfig, mode)
 	}
 	return nil
+}
+
+// streamConfig is what the bus's streams are made with.
+func (b *Bus) streamConfig() bjs.StreamConfig {
+	return bjs.StreamConfig{
+		Name:       b.cfg.Stream,
+		Prefix:     b.cfg.SubjectPrefix,
+		MaxAge:     b.cfg.Retention,
+		Duplicates: b.cfg.DuplicateWindow,
+		Replicas:   b.cfg.Replicas,
+	}
 }
 
 // connect starts the embedded server and connects to it in-process, or
@@ -242,11 +250,7 @@ func (b *Bus) Close(ctx context.Context) error {
 		}
 	}
 	b.mu.Unlock()
-	for _, s := range subs {
-		if err := s.Close(ctx); err != nil && !errors.Is(err, ErrClosed) {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, closeAll(ctx, subs)...)
 	if err := b.relay.stop(ctx); err != nil {
 		errs = append(errs, err)
 	}

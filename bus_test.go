@@ -82,6 +82,11 @@ func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The plain subscriber first: Subscribe records the subscriber through
+	// the writer, which would wait behind the slow handler's transaction.
+	if _, err := bus.Subscribe(ctx, "plain", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	started := make(chan struct{})
 	var once sync.Once
 	var finished bool
@@ -91,9 +96,6 @@ func TestCloseWaitsForHandlersAndLeavesNoGoroutines(t *testing.T) {
 		finished = true
 		return recordingHandler("slow").tx(ctx, tx, m)
 	}), SubscribeOptions{BatchSize: 1, Workers: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.Subscribe(ctx, "plain", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	<-started

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,10 +152,15 @@ func (o SubscribeOptions) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 	}
+	seen := map[string]bool{}
 	for _, t := range o.Types {
 		if err := bjs.ValidateType(t); err != nil {
 			return bad("SubscribeOptions.Types: %v", err)
 		}
+		if seen[t] {
+			return bad("SubscribeOptions.Types lists %q twice", t)
+		}
+		seen[t] = true
 	}
 	switch {
 	case o.Workers < 0 || o.Workers > 1024:
@@ -179,23 +183,16 @@ func (o SubscribeOptions) validate() error {
 	return nil
 }
 
-// Subscription is a running subscriber. Close it, or close the Bus.
-type Subscription struct {
-	b    *Bus
-	name string
-	opts SubscribeOptions
-	h    Handler
-	cons jetstream.Consumer
-	d    *dispatcher
-
-	closeOnce sync.Once
-	closeErr  error
-}
-
 // Subscribe starts the subscriber name: a durable JetStream consumer of the
 // events of opts.Types, kept across restarts (a restarted subscriber resumes
 // where it stopped). name is ASCII letters, digits, '_' and '-'; one
 // subscriber of a name may run per bus.
+//
+// A type added to opts.Types since the subscriber last ran is delivered from
+// the beginning of the stream's retention, like a Kafka consumer that
+// subscribes to a new topic starting at its earliest offset; events of the
+// types it had are not delivered again. The added type's history is handled
+// after, not interleaved with, the events of its keys already handled.
 func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts SubscribeOptions) (*Subscription, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
@@ -222,7 +219,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	b.subs[name] = nil // reserve the name while provisioning
 	b.mu.Unlock()
 
-	s := &Subscription{b: b, name: name, opts: opts, h: h}
+	s := newSubscription(b, name, h, opts)
 	err := s.start(ctx)
 	b.mu.Lock()
 	if err == nil && b.closed.Load() {
@@ -231,9 +228,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	if err != nil {
 		delete(b.subs, name)
 		b.mu.Unlock()
-		if s.d != nil {
-			s.d.stop(ctx)
-		}
+		s.stopAll(ctx)
 		return nil, fmt.Errorf("boxcar: subscribe %s: %w", name, err)
 	}
 	b.subs[name] = s
@@ -241,56 +236,8 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	return s, nil
 }
 
-func (s *Subscription) start(ctx context.Context) error {
-	b := s.b
-	filters := make([]string, 0, len(s.opts.Types))
-	for _, t := range s.opts.Types {
-		filters = append(filters, bjs.TypeFilter(b.cfg.SubjectPrefix, t))
-	}
-	cons, err := bjs.EnsureConsumer(ctx, b.events, bjs.ConsumerConfig{
-		Name:          s.name,
-		Filters:       filters,
-		AckWait:       s.opts.AckWait,
-		MaxAckPending: s.opts.MaxInFlight + fetchBatch(s.opts) + 64,
-	})
-	if err != nil {
-		return err
-	}
-	// Messages a crashed process fetched and never acked would wait out
-	// AckWait while newer ones of their keys are delivered: a reset to the
-	// ack floor redelivers them now, in order. Dedupe skips those already
-	// handled.
-	// What the consumer had delivered before: the reset starts delivery
-	// counts over, so these count as redeliveries in Stats by sequence.
-	deliveredBefore := cons.CachedInfo().Delivered.Stream
-	if _, err := b.events.ResetConsumer(ctx, s.name); err != nil {
-		return fmt.Errorf("reset consumer to its ack floor: %w", err)
-	}
-	s.cons = cons
-	s.d = newDispatcher(s)
-	s.d.deliveredBefore = deliveredBefore
-	return s.d.start()
-}
-
 // fetchBatch is how many messages a pull asks for at once.
 func fetchBatch(o SubscribeOptions) int { return min(o.MaxInFlight, 256) }
-
-// Name returns the subscriber's name.
-func (s *Subscription) Name() string { return s.name }
-
-// Close stops fetching, waits up to ctx for the handlers in flight to finish
-// (then cancels their contexts) and leaves the rest unacked: the consumer is
-// durable, a new Subscribe resumes where this one stopped. Calling Close
-// again returns the first result.
-func (s *Subscription) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() {
-		s.closeErr = s.d.stop(ctx)
-		s.b.mu.Lock()
-		delete(s.b.subs, s.name)
-		s.b.mu.Unlock()
-	})
-	return s.closeErr
-}
 
 // messageOf reads a stream message: its metadata, then the event. An error
 // means the message is malformed (not written by a Boxcar relay): it is
@@ -318,5 +265,7 @@ type subscriberStats struct {
 	failures     atomic.Int64 // handler errors and panics
 	deadLettered atomic.Int64
 	redelivered  atomic.Int64 // deliveries with NumDelivered > 1
-	ignored      atomic.Int64 // redeliveries of messages still held or just acked
+	ignored      atomic.Int64 // redeliveries of messages still held or handled before
+	recreated    atomic.Int64 // consumers created again after they vanished
+	expired      atomic.Int64 // events that left the stream before they were handled
 }

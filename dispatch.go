@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // item is one fetched message on its way through the dispatcher.
@@ -21,6 +23,9 @@ type item struct {
 	m        Message
 	bad      error // set when the message is malformed: it is dead-lettered
 	attempts int
+	// progressed is when the server last heard of it (delivery or
+	// InProgress); the dispatcher's goroutines touch it under d.mu.
+	progressed time.Time
 }
 
 // keyQueue holds the fetched, unacked messages of one key, in stream order.
@@ -43,7 +48,8 @@ type keyQueue struct {
 type dispatcher struct {
 	s     *Subscription
 	b     *Bus
-	stats subscriberStats
+	cons  jetstream.Consumer
+	stats *subscriberStats // the subscription's: they outlive a dispatcher
 
 	iter  jetstream.MessagesContext
 	slots chan struct{}
@@ -61,34 +67,55 @@ type dispatcher struct {
 	stopOnce sync.Once
 	stopErr  error
 
-	mu    sync.Mutex
-	keys  map[string]*keyQueue
-	held  map[uint64]struct{} // stream seqs fetched and not yet acked
-	acked recentSet           // stream seqs acked lately
+	mu   sync.Mutex
+	keys map[string]*keyQueue
+	held map[uint64]*item // fetched and not yet acked, by stream seq
+	// acked holds what this subscriber acked above the consumer's ack
+	// floor (see ackedSet); catchup, what it handled before types were
+	// added. A delivery of either is acked and dropped.
+	acked   ackedSet
+	catchup []sqlite.CatchupRule
+	floor   uint64 // the consumer's ack floor, as last read
 
 	// deliveredBefore is the last stream seq the consumer had delivered
-	// before this subscription reset it to its ack floor.
+	// before this subscription reset it.
 	deliveredBefore uint64
 	waiting         int // keys waiting for a retry
 	stopping        bool
 }
 
-func newDispatcher(s *Subscription) *dispatcher {
-	return &dispatcher{
-		s:        s,
-		b:        s.b,
-		slots:    make(chan struct{}, s.opts.MaxInFlight),
-		ready:    make(chan *keyQueue, s.opts.MaxInFlight+1),
-		txTurn:   make(chan struct{}, 1),
-		loops:    lifecycle.New(),
-		handlers: lifecycle.New(),
-		keys:     map[string]*keyQueue{},
-		held:     map[uint64]struct{}{},
+// dispatcherSeed is what a new dispatcher starts from.
+type dispatcherSeed struct {
+	acked           [][2]uint64
+	catchup         []sqlite.CatchupRule
+	floor           uint64
+	deliveredBefore uint64
+}
+
+func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed) *dispatcher {
+	d := &dispatcher{
+		s:               s,
+		b:               s.b,
+		cons:            cons,
+		stats:           &s.stats,
+		slots:           make(chan struct{}, s.opts.MaxInFlight),
+		ready:           make(chan *keyQueue, s.opts.MaxInFlight+1),
+		txTurn:          make(chan struct{}, 1),
+		loops:           lifecycle.New(),
+		handlers:        lifecycle.New(),
+		keys:            map[string]*keyQueue{},
+		held:            map[uint64]*item{},
+		catchup:         slices.Clone(seed.catchup),
+		floor:           seed.floor,
+		deliveredBefore: seed.deliveredBefore,
 	}
+	d.acked.load(seed.acked)
+	d.acked.trim(seed.floor)
+	return d
 }
 
 func (d *dispatcher) start() error {
-	iter, err := d.s.cons.Messages(jetstream.PullMaxMessages(fetchBatch(d.s.opts)))
+	iter, err := d.cons.Messages(jetstream.PullMaxMessages(fetchBatch(d.s.opts)))
 	if err != nil {
 		return fmt.Errorf("start fetching: %w", err)
 	}
@@ -96,13 +123,15 @@ func (d *dispatcher) start() error {
 	return nil
 }
 
-// run starts the fetch loop on iter, the workers and the pruner.
+// run starts the fetch loop on iter, the workers, the progress loop and the
+// pruner.
 func (d *dispatcher) run(iter jetstream.MessagesContext) {
 	d.iter = iter
 	d.loops.Go(d.fetchLoop)
 	for range d.s.opts.Workers {
 		d.loops.Go(d.worker)
 	}
+	d.loops.Go(d.progressLoop)
 	if d.s.h.tx != nil {
 		d.loops.Go(d.pruneLoop)
 	}
@@ -173,6 +202,15 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 			if errors.Is(err, nats.ErrTimeout) {
 				continue // nothing arrived: call Next again, which pulls if it should
 			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				// The subscription's supervisor makes a new consumer and
+				// dispatcher; this one stops fetching.
+				select {
+				case d.s.lost <- err:
+				default:
+				}
+				return
+			}
 			d.b.log.Warn("boxcar: fetch", logSub, d.s.name, logError, err)
 			select {
 			case <-ctx.Done():
@@ -186,7 +224,8 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 }
 
 // enqueue files msg under its key. It holds the slot taken for msg until
-// the message is acked; a redelivery of a message still held is dropped.
+// the message is acked; a redelivery of a message still held is dropped, and
+// one of a message handled before is acked and dropped.
 func (d *dispatcher) enqueue(msg jetstream.Msg) {
 	m, bad := messageOf(d.b.cfg.SubjectPrefix, msg)
 	d.mu.Lock()
@@ -198,15 +237,17 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		<-d.slots
 		return
 	}
-	if m.Delivered > 1 && d.acked.has(m.StreamSeq) {
-		// A redelivery sent before our ack arrived: handling it again
-		// would repeat a plain handler's side effect out of order.
+	if d.handledBefore(m, bad) {
+		// Acked before: a redelivery sent before our ack arrived (or after
+		// it was lost), or a reset's. Handling it again would repeat a
+		// plain handler's side effect, out of order.
 		d.stats.ignored.Add(1)
 		msg.Ack()
 		<-d.slots
 		return
 	}
-	d.held[m.StreamSeq] = struct{}{}
+	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
+	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
 		d.stats.redelivered.Add(1)
 	}
@@ -215,7 +256,6 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		// A malformed message has no trustworthy key: give it a queue of its own.
 		key = "\x00malformed:" + strconv.FormatUint(m.StreamSeq, 10)
 	}
-	it := &item{msg: msg, m: m, bad: bad}
 	kq := d.keys[key]
 	if kq != nil {
 		kq.items = append(kq.items, it)
@@ -372,6 +412,9 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 		if dead != "" {
 			if err := d.deadLetter(it, dead, failed.err); err != nil {
 				d.b.log.Error("boxcar: dead-letter publish failed; will retry", logSub, d.s.name, logError, err)
+				if errors.Is(err, jetstream.ErrNoStreamResponse) {
+					d.b.ensureStreams(d.handlers.Context()) // an operator deleted the dead-letter stream
+				}
 			} else {
 				d.ack(it)
 				done++
@@ -433,34 +476,89 @@ func (d *dispatcher) ack(it *item) {
 	<-d.slots
 }
 
-// recentSet remembers the last recentSize stream seqs added: a bounded
-// memory of what was acked, to drop redeliveries that crossed our ack.
-type recentSet struct {
-	set  map[uint64]struct{}
-	ring []uint64
-	next int
+// handledBefore reports whether m was acked before (the acked set) or
+// handled before its types were added (a catch-up rule). Call with d.mu
+// held.
+func (d *dispatcher) handledBefore(m Message, bad error) bool {
+	if d.acked.has(m.StreamSeq) {
+		return true
+	}
+	if bad != nil {
+		return false
+	}
+	for _, r := range d.catchup {
+		if m.StreamSeq <= r.Below && (len(r.Types) == 0 || slices.Contains(r.Types, m.Type)) {
+			return true
+		}
+	}
+	return false
 }
 
-const recentSize = 8192
-
-func (r *recentSet) add(seq uint64) {
-	if r.set == nil {
-		r.set = make(map[uint64]struct{}, recentSize)
-		r.ring = make([]uint64, 0, recentSize)
-	}
-	if len(r.ring) < recentSize {
-		r.ring = append(r.ring, seq)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = seq
-		r.next = (r.next + 1) % recentSize
-	}
-	r.set[seq] = struct{}{}
+// noteFloor records the consumer's ack floor: the server never redelivers
+// at or below it, so the acked set and the catch-up rules below it can go.
+func (d *dispatcher) noteFloor(floor uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.floor = max(d.floor, floor)
+	d.acked.trim(d.floor)
+	d.catchup = slices.DeleteFunc(d.catchup, func(r sqlite.CatchupRule) bool { return r.Below <= d.floor })
 }
 
-func (r *recentSet) has(seq uint64) bool {
-	_, ok := r.set[seq]
-	return ok
+// resumeSeq is where a new consumer would resume: the first stream seq
+// after the ack floor that this subscriber has not acked.
+func (d *dispatcher) resumeSeq() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.acked.contiguousFrom(d.floor+1) + 1
+}
+
+func (d *dispatcher) ackedRanges() [][2]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.acked.ranges()
+}
+
+func (d *dispatcher) ackedCount(from, to uint64) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.acked.count(from, to)
+}
+
+func (d *dispatcher) catchupRules() []sqlite.CatchupRule {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.catchup)
+}
+
+// progressLoop tells the server that held messages are in progress: a
+// message waiting behind its key longer than AckWait would otherwise be
+// redelivered (and dropped, as held) every AckWait.
+func (d *dispatcher) progressLoop(ctx context.Context) {
+	every := max(d.s.opts.AckWait/3, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var due []jetstream.Msg
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		due = due[:0]
+		d.mu.Lock()
+		for _, it := range d.held {
+			if now.Sub(it.progressed) >= every {
+				it.progressed = now
+				due = append(due, it.msg)
+			}
+		}
+		d.mu.Unlock()
+		for _, m := range due {
+			m.InProgress()
+		}
+		clear(due)
+	}
 }
 
 // deadLetter copies it to the dead-letter stream with the reason, the last

@@ -39,13 +39,27 @@
 //     commit together, then the message is acked; a redelivery finds the row
 //     and is acked without running the handler.
 //   - Nothing silent. Bus.Stats reports outbox lag and age, consumer lag,
-//     redeliveries, dead letters and keys stuck in retry.
+//     redeliveries, dead letters, keys stuck in retry, events that expired
+//     before a subscriber handled them, and what the bus recreated after an
+//     operator deleted it.
 //
 // # What it does not guarantee
 //
 //   - A HandlerFunc (an email, a webhook) is at-least-once: a crash between
-//     the side effect and the ack repeats it. Use Message.ID as the external
-//     system's idempotency key.
+//     the side effect and the ack repeats it (a clean Close and restart does
+//     not: what the subscriber acked is saved and skipped). Use Message.ID as
+//     the external system's idempotency key.
+//   - A subscriber stopped, or behind, for longer than Config.Retention
+//     loses the events that expire meanwhile. They are counted
+//     (SubscriberStats.Expired, exact for a subscriber of every type, an
+//     upper bound for one filtered by type) and logged at error level.
+//   - A consumer or stream an operator deletes is created again by the
+//     running bus: the subscriber resumes after what it acked, and a new
+//     stream is refilled from the outbox (rows relayed longer than
+//     Config.PruneDelay ago are gone: those events are not refilled); a
+//     HandlerFunc then sees again the refilled events it had handled. Both
+//     are counted (Stats.StreamsRecreated, SubscriberStats.Recreated) and
+//     logged at error level.
 //   - Durability is SQLite's and JetStream's. Boxcar's own write connection
 //     (Bus.Tx, Publish, every subscriber transaction) commits with
 //     Config.Synchronous, sqlite.SyncFull by default: a Tx that returned nil,

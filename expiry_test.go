@@ -3,6 +3,7 @@ package boxcar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,16 +35,28 @@ func TestDedupeRowsOutliveTheirEventsInTheStream(t *testing.T) {
 	lossy().SetRefuse(nil)
 	waitApplied(t, tb.db, "ledger", 1)
 	// By its ID's time the row is past the retention; the stream holds the
-	// event for a while yet. Prune now, then replay the stream.
+	// event for a while yet. Prune now, then replay the stream to a
+	// subscriber that knows nothing of what it acked (as after a crash):
+	// only the dedupe table stands between the replay and a second apply.
 	if err := sub.d.pruneDedupe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.db.Exec(`UPDATE boxcar_subscribers SET acked = ''`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tb.bus.js.ResetConsumerToSequence(ctx, tb.bus.StreamName(), "ledger", 1); err != nil {
 		t.Fatal(err)
 	}
+	sub, err = tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "the replay to be handled", time.Minute, func() (bool, string) {
 		st, err := sub.Stats(ctx)
-		return err == nil && st.Pending == 0 && st.Unacked == 0 && st.Skipped+st.Handled >= 2, "replaying"
+		return err == nil && st.Pending == 0 && st.Unacked == 0 && st.Skipped+st.Handled >= 1, fmt.Sprintf("%+v %v", st, err)
 	})
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }

@@ -102,16 +102,15 @@ func TestFetchLoopSurvivesMissedPull(t *testing.T) {
 	tb := setup(t, Config{})
 	const n = 20
 	handled := make(chan string, n)
-	s := &Subscription{b: tb.bus, name: "missed-pull", opts: SubscribeOptions{}.withDefaults(),
-		h: HandlerFunc(func(ctx context.Context, m Message) error {
-			handled <- m.Key
-			return nil
-		})}
+	s := newSubscription(tb.bus, "missed-pull", HandlerFunc(func(ctx context.Context, m Message) error {
+		handled <- m.Key
+		return nil
+	}), SubscribeOptions{}.withDefaults())
 	it := &missedPullIterator{missAt: n / 2, stopped: make(chan struct{})}
 	for i := 1; i <= n; i++ {
 		it.msgs = append(it.msgs, newRelayedMsg(tb.bus.cfg.SubjectPrefix, uint64(i)))
 	}
-	s.d = newDispatcher(s)
+	s.d = newDispatcher(s, nil, dispatcherSeed{})
 	s.d.run(it)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

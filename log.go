@@ -15,4 +15,5 @@ const (
 	logReason       = "reason"
 	logRetryIn      = "retry_in"
 	logPollInterval = "poll_interval"
+	logTypes        = "types"
 )

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
@@ -86,9 +87,16 @@ func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 	return r, nil
 }
 
-// resync moves the cursor to what the stream holds.
+// resync moves the cursor to what the stream holds. A stream that is gone
+// (an operator deleted it) is created again, and refilled from the outbox.
 func (r *relay) resync(ctx context.Context) error {
 	end, err := r.pub.Resync(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := r.b.ensureStreams(ctx); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		end, err = r.pub.Resync(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}

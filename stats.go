@@ -33,6 +33,9 @@ type Stats struct {
 	// Bus.OutboxDeadLetters.
 	RelaySetAside int64
 	OutboxDead    int
+	// StreamsRecreated counts the streams the bus created again since Open
+	// after an operator deleted them.
+	StreamsRecreated int64
 	// TxCommits counts the SQLite transactions Bus.Tx committed since Open,
 	// TxCalls the Tx calls committed in them: TxCalls/TxCommits is the mean
 	// size of a group commit.
@@ -67,8 +70,20 @@ type SubscriberStats struct {
 	// a lost ack.
 	Redelivered int64
 	// Ignored counts redeliveries dropped without handling: of messages this
-	// process still held, or had just acked (the redelivery crossed the ack).
+	// process still held, or had acked before (the redelivery crossed the
+	// ack, or a restart's reset redelivered it).
 	Ignored int64
+	// Recreated counts the times the subscriber's consumer vanished (an
+	// operator deleted it, or its stream) and was created again.
+	Recreated int64
+	// Expired counts events that left the stream (Config.Retention) before
+	// this subscriber handled them: lost for it, for good. For a subscriber
+	// filtered by type it is an upper bound (stream messages in the gap, of
+	// any type). Not zero means a subscriber fell behind its retention.
+	Expired int64
+	// Err is why the consumer's numbers (Pending, Unacked) could not be
+	// read, if they could not; the rest is this process's own.
+	Err string
 }
 
 // Stats reads the bus's numbers. The outbox part costs two index lookups.
@@ -78,12 +93,13 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 	}
 	ws := b.w.Stats()
 	st := Stats{
-		RelayCursor:    b.relay.cursor.Load(),
-		RelayPublished: b.relay.published.Load(),
-		RelayFailures:  b.relay.failures.Load(),
-		RelaySetAside:  b.relay.setAsideCount.Load(),
-		TxCommits:      ws.TxCommits,
-		TxCalls:        ws.TxCalls,
+		RelayCursor:      b.relay.cursor.Load(),
+		RelayPublished:   b.relay.published.Load(),
+		RelayFailures:    b.relay.failures.Load(),
+		RelaySetAside:    b.relay.setAsideCount.Load(),
+		StreamsRecreated: b.streamsRecreated.Load(),
+		TxCommits:        ws.TxCommits,
+		TxCalls:          ws.TxCalls,
 	}
 	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
 	if err != nil {
@@ -108,33 +124,35 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 	b.mu.Unlock()
 	sort.Slice(subs, func(i, j int) bool { return subs[i].name < subs[j].name })
 	for _, s := range subs {
-		ss, err := s.Stats(ctx)
-		if err != nil {
-			return st, err
-		}
+		ss, _ := s.Stats(ctx) // a subscriber's error is in its Err
 		st.Subscribers = append(st.Subscribers, ss)
 	}
 	return st, nil
 }
 
-// Stats reads the subscriber's numbers, asking the server for its lag.
+// Stats reads the subscriber's numbers, asking the server for its lag. If
+// the server cannot say, the error is returned and also set in Err, and the
+// rest of the numbers are there.
 func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
-	d := s.d
+	d, cons := s.current()
 	ss := SubscriberStats{
 		Name:         s.name,
-		Handled:      d.stats.handled.Load(),
-		Skipped:      d.stats.skipped.Load(),
-		Failures:     d.stats.failures.Load(),
-		DeadLettered: d.stats.deadLettered.Load(),
-		Redelivered:  d.stats.redelivered.Load(),
-		Ignored:      d.stats.ignored.Load(),
+		Handled:      s.stats.handled.Load(),
+		Skipped:      s.stats.skipped.Load(),
+		Failures:     s.stats.failures.Load(),
+		DeadLettered: s.stats.deadLettered.Load(),
+		Redelivered:  s.stats.redelivered.Load(),
+		Ignored:      s.stats.ignored.Load(),
+		Recreated:    s.stats.recreated.Load(),
+		Expired:      s.stats.expired.Load(),
 	}
 	d.mu.Lock()
 	ss.InFlight = len(d.held)
 	ss.StuckKeys = d.waiting
 	d.mu.Unlock()
-	info, err := s.cons.Info(ctx)
+	info, err := cons.Info(ctx)
 	if err != nil {
+		ss.Err = err.Error()
 		return ss, fmt.Errorf("boxcar: stats of %s: %w", s.name, err)
 	}
 	ss.Pending = info.NumPending

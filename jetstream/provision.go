@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,11 +66,16 @@ type ConsumerConfig struct {
 	Filters       []string // subject filters; empty means the whole stream
 	AckWait       time.Duration
 	MaxAckPending int
+	// StartSeq, if not 0, is where a new consumer starts (by default, at the
+	// stream's first message). An existing consumer keeps its own start.
+	StartSeq uint64
 }
 
 // EnsureConsumer creates or updates a durable pull consumer with explicit
 // acks and unlimited deliveries: Boxcar retries in place and dead-letters by
-// itself, so the server must never drop a message on its own.
+// itself, so the server must never drop a message on its own. An existing
+// consumer keeps its position and its deliver policy (the server refuses to
+// change it); its filters, ack wait and limits are updated.
 func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Name,
@@ -79,6 +85,9 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
+	if c.StartSeq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.StartSeq
+	}
 	switch len(c.Filters) {
 	case 0:
 	case 1:
@@ -86,9 +95,34 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 	default:
 		cfg.FilterSubjects = c.Filters
 	}
+	if old, err := s.Consumer(ctx, c.Name); err == nil {
+		prev := old.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
+	}
 	cons, err := s.CreateOrUpdateConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
 	}
 	return cons, nil
+}
+
+// FirstMatching returns the stream seq of the first message at or after
+// from whose subject matches one of filters, and false if there is none.
+func FirstMatching(ctx context.Context, s jetstream.Stream, filters []string, from uint64) (uint64, bool, error) {
+	var first uint64
+	for _, f := range filters {
+		m, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(f))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("jetstream: first message of %s: %w", f, err)
+		}
+		if first == 0 || m.Sequence < first {
+			first = m.Sequence
+		}
+	}
+	return first, first > 0, nil
 }

@@ -20,8 +20,9 @@ CREATE TABLE boxcar_outbox_dead (
 -- plain. acked: JSON ranges [[from, to], ...] of stream seqs it acked above the
 -- consumer's ack floor, saved at a clean Close (a restart then skips them
 -- instead of handling them again); stream_created: the stream's creation time
--- they belong to. catchup_below/catchup_types: after types were added, events of
--- the old types at or below this stream seq were handled already. expired:
+-- they belong to. catchup: after types were added, JSON rules [{"types": [...],
+-- "below": seq}, ...]: events of those types at or below seq were handled
+-- already. expired:
 -- events that left the stream before this subscriber handled them;
 -- expired_through: the stream seq up to which they are counted.
 CREATE TABLE boxcar_subscribers (
@@ -34,8 +35,7 @@ CREATE TABLE boxcar_subscribers (
     stopped_ns      INTEGER NOT NULL DEFAULT 0,
     acked           TEXT    NOT NULL DEFAULT '',
     stream_created  INTEGER NOT NULL DEFAULT 0,
-    catchup_below   INTEGER NOT NULL DEFAULT 0,
-    catchup_types   TEXT    NOT NULL DEFAULT '',
+    catchup         TEXT    NOT NULL DEFAULT '',
     expired         INTEGER NOT NULL DEFAULT 0,
     expired_through INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;

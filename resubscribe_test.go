@@ -1,0 +1,345 @@
+package boxcar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Restarting, reconfiguring and losing a subscriber's consumer: it resumes
+// where it was, without repeating what it handled and without missing
+// anything.
+
+// seenLog records each event a plain handler handled, by key and ID.
+type seenLog struct {
+	mu    sync.Mutex
+	byID  map[string]int
+	byKey map[string][]string // data, in handling order
+}
+
+func newSeenLog() *seenLog { return &seenLog{byID: map[string]int{}, byKey: map[string][]string{}} }
+
+func (l *seenLog) record(m Message) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byID[m.ID]++
+	l.byKey[m.Key] = append(l.byKey[m.Key], string(m.Data))
+}
+
+func (l *seenLog) repeats() (n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.byID {
+		n += c - 1
+	}
+	return n
+}
+
+func (l *seenLog) distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.byID)
+}
+
+func (l *seenLog) key(k string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.byKey[k])
+}
+
+// Regression: Subscribe reset the consumer to its ack floor every time, so
+// after a clean Close while one key was behind, a new Subscribe gave a plain
+// handler again every event acked above that floor (622-1,502 repeats in a
+// 20-restart loop).
+func TestCleanResubscribeSkipsWhatItAcked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	seen := newSeenLog()
+	var blocked atomic.Bool
+	blocked.Store(true)
+	h := HandlerFunc(func(ctx context.Context, m Message) error {
+		if m.Key == "behind" && blocked.Load() {
+			return errors.New("not yet")
+		}
+		seen.record(m)
+		return nil
+	})
+	opts := SubscribeOptions{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxAttempts: 1 << 30}
+	publishN(t, tb.bus, "behind", 3)
+	total := 3
+	for round := range 20 {
+		sub, err := tb.bus.Subscribe(ctx, "mailer", h, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 {
+			publishN(t, tb.bus, fmt.Sprintf("r%d-k%d", round, i), 1)
+		}
+		total += 10
+		waitFor(t, "the round's events", time.Minute, func() (bool, string) {
+			return seen.distinct() == total-3, fmt.Sprint(seen.distinct())
+		})
+		if err := sub.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocked.Store(false)
+	if _, err := tb.bus.Subscribe(ctx, "mailer", h, opts); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every event", time.Minute, func() (bool, string) {
+		return seen.distinct() == total, fmt.Sprint(seen.distinct())
+	})
+	if n := seen.repeats(); n != 0 {
+		t.Fatalf("%d events handled again after clean restarts", n)
+	}
+	if got := seen.key("behind"); fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("the key that was behind was handled as %v, want [1 2 3]", got)
+	}
+}
+
+// Regression: acked stream seqs were remembered in a set of fixed size
+// (8,192): a lost ack whose redelivery came after more acks than that was
+// handled again, after later events of its key (K1 K2 K3 K1).
+func TestLostAckRedeliveredAfterManyAcks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, lostAcks := dropAcks(Config{})
+	tb := setup(t, cfg)
+	seen := newSeenLog()
+	_, err := tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error {
+		seen.record(m)
+		return nil
+	}), SubscribeOptions{AckWait: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostAcks.Store(1)
+	publishN(t, tb.bus, "K", 1) // its ack is lost: redelivered after AckWait
+	waitFor(t, "K1", time.Minute, func() (bool, string) { return len(seen.key("K")) == 1, "" })
+	const others = 10_000
+	evs := make([]Event, 0, 1000)
+	for i := range others {
+		evs = append(evs, Event{Type: "order.placed", Key: "o" + strconv.Itoa(i), Data: []byte("1")})
+		if len(evs) == cap(evs) {
+			if err := tb.bus.Publish(ctx, evs...); err != nil {
+				t.Fatal(err)
+			}
+			evs = evs[:0]
+		}
+	}
+	publishN(t, tb.bus, "K", 2)
+	waitFor(t, "every event", time.Minute, func() (bool, string) {
+		return seen.distinct() == others+3, fmt.Sprint(seen.distinct())
+	})
+	time.Sleep(4 * time.Second) // past AckWait: the lost ack's redelivery has come
+	if got := seen.key("K"); fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("key K handled as %v, want [1 2 3]", got)
+	}
+}
+
+// Regression: adding a type to a subscriber delivered almost none of that
+// type's history (0-3 of 700): the consumer kept its position. The added
+// type is delivered from the stream's beginning; the types it had are not
+// delivered again. Duplicate types are refused.
+func TestAddedTypeGetsItsHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	seen := newSeenLog()
+	h := HandlerFunc(func(ctx context.Context, m Message) error {
+		seen.record(m)
+		return nil
+	})
+	sub, err := tb.bus.Subscribe(ctx, "analytics", h, SubscribeOptions{Types: []string{"user.signed_up"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 700 {
+		key := "u" + strconv.Itoa(i%50)
+		if err := publishCounted(ctx, tb.bus, "user.signed_up", key); err != nil {
+			t.Fatal(err)
+		}
+		if err := publishCounted(ctx, tb.bus, "user.welcomed", key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the signups", time.Minute, func() (bool, string) { return seen.distinct() == 700, fmt.Sprint(seen.distinct()) })
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.bus.Subscribe(ctx, "analytics", h, SubscribeOptions{Types: []string{"user.signed_up", "user.signed_up"}}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("duplicate types: got %v, want ErrInvalidConfig", err)
+	}
+	if _, err := tb.bus.Subscribe(ctx, "analytics", h, SubscribeOptions{Types: []string{"user.signed_up", "user.welcomed"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the welcomes' history", time.Minute, func() (bool, string) { return seen.distinct() == 1400, fmt.Sprint(seen.distinct()) })
+	if n := seen.repeats(); n != 0 {
+		t.Fatalf("%d events of the old type handled again", n)
+	}
+}
+
+// Regression: messages held behind their key were redelivered every AckWait
+// (30 wasted redeliveries for 10 events): the server is told they are in
+// progress.
+func TestHeldMessagesAreNotRedelivered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	release := make(chan struct{})
+	seen := newSeenLog()
+	sub, err := tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error {
+		if m.Key == "stuck" && string(m.Data) == "1" {
+			<-release
+		}
+		seen.record(m)
+		return nil
+	}), SubscribeOptions{AckWait: time.Second, HandlerTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "stuck", 10)
+	waitFor(t, "the key's events to be held", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.InFlight == 10, fmt.Sprintf("%+v %v", st, err)
+	})
+	time.Sleep(3500 * time.Millisecond) // three AckWaits and more
+	close(release)
+	waitFor(t, "the key's events", time.Minute, func() (bool, string) { return len(seen.key("stuck")) == 10, "" })
+	st, err := sub.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ignored != 0 || st.Redelivered != 0 {
+		t.Fatalf("stats %+v: held messages were redelivered", st)
+	}
+}
+
+// Regression: a subscriber whose consumer an operator deleted stayed dead
+// after one warning, and Bus.Stats failed as a whole. The subscription
+// creates the consumer again where it was and goes on: nothing lost, nothing
+// handled twice (a plain handler too), and it says so.
+func TestDeletedConsumerIsRecreated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	logs := &logBuffer{}
+	tb := setup(t, Config{Logger: logs.logger()})
+	seen := newSeenLog()
+	plain, err := tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error {
+		seen.record(m)
+		return nil
+	}), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	runWriters(t, tb.bus, 2, 50, 7, func(int) string { return "order.placed" })
+	waitApplied(t, tb.db, "ledger", 50)
+	for _, name := range []string{"mailer", "ledger"} {
+		if err := tb.bus.js.DeleteConsumer(ctx, tb.bus.StreamName(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tb.bus.Stats(ctx); err != nil {
+		t.Fatalf("Stats with the consumers gone: %v", err)
+	}
+	runWriters(t, tb.bus, 2, 50, 7, func(int) string { return "order.placed" })
+	waitApplied(t, tb.db, "ledger", 100)
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+	waitFor(t, "the plain subscriber", time.Minute, func() (bool, string) { return seen.distinct() == 100, fmt.Sprint(seen.distinct()) })
+	if n := seen.repeats(); n != 0 {
+		t.Fatalf("the plain subscriber handled %d events again", n)
+	}
+	st, err := plain.Stats(ctx)
+	if err != nil || st.Recreated != 1 {
+		t.Fatalf("stats %+v (%v): want the consumer recreated once", st, err)
+	}
+	if !strings.Contains(logs.String(), "created it again") {
+		t.Fatal("the recreation was not logged")
+	}
+}
+
+// Regression: deleting the stream made the relay retry for ever. The bus
+// creates it again, refills it from the outbox, and the subscribers resume:
+// nothing lost, nothing applied twice.
+func TestDeletedStreamIsRecreated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	sub, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWriters(t, tb.bus, 2, 50, 7, func(int) string { return "order.placed" })
+	waitApplied(t, tb.db, "ledger", 50)
+	if err := tb.bus.js.DeleteStream(ctx, tb.bus.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	runWriters(t, tb.bus, 2, 50, 7, func(int) string { return "order.placed" })
+	waitApplied(t, tb.db, "ledger", 100)
+	waitFor(t, "the subscriber to catch up", time.Minute, func() (bool, string) {
+		ss, err := sub.Stats(ctx)
+		return err == nil && ss.Pending == 0 && ss.Unacked == 0, fmt.Sprintf("%+v %v", ss, err)
+	})
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.StreamsRecreated < 1 || st.Subscribers[0].Recreated < 1 {
+		t.Fatalf("stats %+v: want the stream and the consumer recreated", st)
+	}
+}
+
+// Regression: a subscriber stopped for longer than Retention got none of
+// the events that expired meanwhile, and its Stats looked healthy. They are
+// counted now, and logged at error level.
+func TestExpiredEventsAreCounted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	logs := &logBuffer{}
+	tb := setup(t, Config{Retention: 2 * time.Second, DuplicateWindow: 100 * time.Millisecond, Logger: logs.logger()})
+	sub, err := tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 5)
+	waitFor(t, "the first events", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.Handled == 5, fmt.Sprintf("%+v", st)
+	})
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 20) // never handled: they expire
+	waitRelayed(t, tb.bus, 25)
+	waitFor(t, "the stream to drop them", time.Minute, func() (bool, string) {
+		info, err := tb.bus.events.Info(ctx)
+		return err == nil && info.State.Msgs == 0, fmt.Sprintf("%+v", info.State)
+	})
+	sub, err = tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error { return nil }), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sub.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Expired != 20 {
+		t.Fatalf("stats %+v: want 20 expired events", st)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "before the subscriber handled them") {
+		t.Fatalf("no error-level line for the expired events; log:\n%s", logs.String())
+	}
+}

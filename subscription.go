@@ -1,0 +1,443 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/boxcar-bus/boxcar/internal/lifecycle"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+	"github.com/boxcar-bus/boxcar/sqlite"
+)
+
+// Subscription is a running subscriber. Close it, or close the Bus.
+//
+// It owns a durable consumer and, on it, a dispatcher (dispatch.go). Its
+// supervisor goroutine watches both: when the consumer vanishes (an
+// operator deleted it, or the stream), it stops the dispatcher, creates the
+// consumer again where the subscriber was and starts a new dispatcher; and
+// every little while it checks for events that left the stream before the
+// subscriber handled them.
+//
+// What a subscriber needs across restarts is in its boxcar_subscribers row:
+// its types, the stream seqs it acked above its consumer's ack floor when it
+// last closed cleanly (so that a restart skips them instead of handling them
+// again), catch-up rules after types were added, and the expired count.
+type Subscription struct {
+	b     *Bus
+	name  string
+	opts  SubscribeOptions
+	h     Handler
+	stats subscriberStats
+	group *lifecycle.Group // the supervisor
+	lost  chan error       // a dispatcher reports that its consumer vanished
+
+	mu            sync.Mutex
+	cons          jetstream.Consumer
+	d             *dispatcher
+	streamCreated time.Time // the creation time of the stream the consumer reads
+	row           sqlite.SubscriberRow
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newSubscription(b *Bus, name string, h Handler, opts SubscribeOptions) *Subscription {
+	return &Subscription{b: b, name: name, h: h, opts: opts, group: lifecycle.New(), lost: make(chan error, 1)}
+}
+
+// Name returns the subscriber's name.
+func (s *Subscription) Name() string { return s.name }
+
+func (s *Subscription) kind() string {
+	if s.h.tx != nil {
+		return "tx"
+	}
+	return "plain"
+}
+
+func (s *Subscription) filters() []string {
+	return typeFilters(s.b.cfg.SubjectPrefix, s.opts.Types)
+}
+
+func typeFilters(prefix string, types []string) []string {
+	filters := make([]string, 0, len(types))
+	for _, t := range types {
+		filters = append(filters, bjs.TypeFilter(prefix, t))
+	}
+	return filters
+}
+
+func (s *Subscription) consumerConfig(startSeq uint64) bjs.ConsumerConfig {
+	return bjs.ConsumerConfig{
+		Name:          s.name,
+		Filters:       s.filters(),
+		AckWait:       s.opts.AckWait,
+		MaxAckPending: s.opts.MaxInFlight + fetchBatch(s.opts) + 64,
+		StartSeq:      startSeq,
+	}
+}
+
+// dispatcher returns the current dispatcher and consumer.
+func (s *Subscription) current() (*dispatcher, jetstream.Consumer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.d, s.cons
+}
+
+// start provisions the consumer, decides what the dispatcher must skip or
+// recover, and starts it and the supervisor.
+func (s *Subscription) start(ctx context.Context) error {
+	b := s.b
+	row, found, err := sqlite.LoadSubscriber(ctx, b.db, s.name)
+	if err != nil {
+		return err
+	}
+	si, err := b.events.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(0))
+	if err != nil {
+		return err
+	}
+	info := cons.CachedInfo()
+	seed := dispatcherSeed{floor: info.AckFloor.Stream}
+	if found && row.StreamCreatedNS == si.Created.UnixNano() {
+		seed.acked = row.Acked // skipped when redelivered below
+	}
+	seed.catchup = row.Catchup
+	resetTo, rule, err := s.typesAdded(ctx, row, found, info)
+	if err != nil {
+		return err
+	}
+	if rule != nil {
+		seed.catchup = append(seed.catchup, *rule)
+	}
+	switch {
+	case resetTo > 0:
+		// Deliver the added types' history: back to their first event, with
+		// the old types' events up to the old ack floor skipped.
+		if _, err := b.events.ResetConsumerToSequence(ctx, s.name, resetTo); err != nil {
+			return fmt.Errorf("reset consumer to the added types' first event (stream seq %d): %w", resetTo, err)
+		}
+		seed.deliveredBefore, seed.floor = info.Delivered.Stream, resetTo-1
+	case info.NumAckPending > 0:
+		// Messages a crashed (or closed) process fetched and never acked
+		// would wait out AckWait while newer ones of their keys are
+		// delivered: a reset to the ack floor redelivers them now, in order.
+		// What it redelivers that was handled is skipped: by the acked
+		// ranges a clean Close saved, else (after a crash) by the dedupe
+		// table (a HandlerFunc is at-least-once there).
+		if _, err := b.events.ResetConsumer(ctx, s.name); err != nil {
+			return fmt.Errorf("reset consumer to its ack floor: %w", err)
+		}
+		// The reset starts delivery counts over: what the consumer had
+		// delivered before counts as redelivered.
+		seed.deliveredBefore = info.Delivered.Stream
+	}
+	now := time.Now().UnixNano()
+	if !found {
+		row = sqlite.SubscriberRow{Name: s.name, CreatedNS: now}
+	}
+	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.cfg.Stream, sortedTypes(s.opts.Types), s.kind(), now, 0
+	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
+	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+		return err
+	}
+	s.stats.expired.Store(row.Expired)
+	s.mu.Lock()
+	s.cons, s.streamCreated, s.row = cons, si.Created, row
+	s.d = newDispatcher(s, cons, seed)
+	s.mu.Unlock()
+	if err := s.d.start(); err != nil {
+		return err
+	}
+	s.checkExpired(ctx)
+	s.group.Go(s.supervise)
+	return nil
+}
+
+func sortedTypes(types []string) []string {
+	out := slices.Clone(types)
+	slices.Sort(out)
+	return out
+}
+
+// typesAdded compares the subscriber's types with those it had: when it
+// gained types whose events the stream holds below its position, it returns
+// the stream seq to rewind to and the rule that skips the old types' events
+// already handled.
+func (s *Subscription) typesAdded(ctx context.Context, row sqlite.SubscriberRow, found bool, info *jetstream.ConsumerInfo) (uint64, *sqlite.CatchupRule, error) {
+	if !found || len(row.Types) == 0 {
+		return 0, nil, nil // new, or it had every type already
+	}
+	var added []string
+	if len(s.opts.Types) == 0 {
+		added = nil // every type now: rewind for all of them
+	} else {
+		for _, t := range s.opts.Types {
+			if !slices.Contains(row.Types, t) {
+				added = append(added, t)
+			}
+		}
+		if len(added) == 0 {
+			return 0, nil, nil
+		}
+	}
+	filters := typeFilters(s.b.cfg.SubjectPrefix, added)
+	if len(added) == 0 {
+		filters = []string{s.b.cfg.SubjectPrefix + ".>"}
+	}
+	first, ok, err := bjs.FirstMatching(ctx, s.b.events, filters, 1)
+	if err != nil || !ok || first > info.Delivered.Stream {
+		return 0, nil, err // no history below the consumer's position
+	}
+	if cfg := info.Config; cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		first = max(first, cfg.OptStartSeq) // the server refuses to go below a consumer's start
+	}
+	// The old types' events up to the ack floor were handled; above it, the
+	// acked ranges tell, and the unacked ones run.
+	rule := &sqlite.CatchupRule{Types: row.Types, Below: info.AckFloor.Stream}
+	s.b.log.Info("boxcar: subscriber gained types: delivering their history",
+		logSub, s.name, logTypes, added, logFromSeq, first)
+	return first, rule, nil
+}
+
+// Close stops fetching, waits up to ctx for the handlers in flight to finish
+// (then cancels their contexts) and leaves the rest unacked: the consumer is
+// durable, a new Subscribe resumes where this one stopped, and skips what
+// this one acked. Calling Close again returns the first result.
+func (s *Subscription) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx, s.stopAll(ctx)) })
+	return s.closeErr
+}
+
+// close finishes a Close whose stop returned stopErr: it saves what a
+// restart needs and leaves the bus.
+func (s *Subscription) close(ctx context.Context, stopErr error) error {
+	if stopErr == nil {
+		s.saveAtClose(ctx)
+	}
+	s.b.mu.Lock()
+	delete(s.b.subs, s.name)
+	s.b.mu.Unlock()
+	return stopErr
+}
+
+// closeAll closes subs: it stops every one of them before any saves its
+// state (a save waits for the writer, which a subscriber still running
+// could hold with a slow batch).
+func closeAll(ctx context.Context, subs []*Subscription) []error {
+	stopErrs := make([]error, len(subs))
+	for i, s := range subs {
+		stopErrs[i] = s.stopAll(ctx)
+	}
+	var errs []error
+	for i, s := range subs {
+		s.closeOnce.Do(func() { s.closeErr = s.close(ctx, stopErrs[i]) })
+		if s.closeErr != nil {
+			errs = append(errs, s.closeErr)
+		}
+	}
+	return errs
+}
+
+// stopAll stops the supervisor and the dispatcher.
+func (s *Subscription) stopAll(ctx context.Context) error {
+	errSup := s.group.Stop(ctx)
+	d, _ := s.current()
+	var err error
+	if d != nil {
+		err = d.stop(ctx)
+	}
+	if err == nil && errSup != nil {
+		err = fmt.Errorf("boxcar: subscriber %s: supervisor: %w", s.name, errSup)
+	}
+	return err
+}
+
+// saveAtClose saves what a restart needs: the acked ranges above the
+// consumer's ack floor. Failing that (the server is gone), a restart handles
+// them again, which is at-least-once as after a crash.
+func (s *Subscription) saveAtClose(ctx context.Context) {
+	d, cons := s.current()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		s.b.log.Warn("boxcar: subscriber could not read its consumer at close: a restart handles again what it acked above its ack floor",
+			logSub, s.name, logError, err)
+		return
+	}
+	d.noteFloor(info.AckFloor.Stream)
+	s.mu.Lock()
+	row := s.row
+	row.Acked, row.Catchup = d.ackedRanges(), d.catchupRules()
+	row.StoppedNS = time.Now().UnixNano()
+	row.Expired = s.stats.expired.Load()
+	s.mu.Unlock()
+	if err := s.b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+		s.b.log.Warn("boxcar: subscriber could not save its state at close", logSub, s.name, logError, err)
+	}
+}
+
+// supervisorEvery is how often the supervisor reads the consumer: to trim
+// the acked ranges, to finish catch-ups and to look for expired events.
+const supervisorEvery = 10 * time.Second
+
+// supervise recovers the consumer when it vanishes, and keeps the
+// subscriber's bookkeeping current.
+func (s *Subscription) supervise(ctx context.Context) {
+	t := time.NewTicker(supervisorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-s.lost:
+			s.recover(ctx, err)
+		case <-t.C:
+			s.checkExpired(ctx)
+		}
+	}
+}
+
+// recover makes a new consumer and dispatcher after the consumer vanished,
+// retrying with backoff until it works or the subscription stops.
+func (s *Subscription) recover(ctx context.Context, cause error) {
+	b := s.b
+	old, _ := s.current()
+	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
+	old.stop(stopCtx)
+	cancel()
+	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 10*time.Second) {
+		err := s.recreate(ctx, old, cause)
+		if err == nil {
+			return
+		}
+		b.log.Error("boxcar: subscriber could not recreate its consumer; retrying", logSub, s.name, logError, err, logRetryIn, wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause error) error {
+	b := s.b
+	si, err := b.ensureStreams(ctx)
+	if err != nil {
+		return err
+	}
+	seed := dispatcherSeed{catchup: old.catchupRules()}
+	start := old.resumeSeq()
+	if !si.Created.Equal(s.streamCreated) {
+		// A new stream: its seqs start over. Every event the relay refills
+		// it with is delivered; the dedupe table skips what was handled.
+		start, seed.catchup = 0, nil
+	} else {
+		seed.acked = old.ackedRanges()
+	}
+	seed.floor = max(start, 1) - 1
+	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(start))
+	if err != nil {
+		return err
+	}
+	d := newDispatcher(s, cons, seed)
+	if err := d.start(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.cons, s.d, s.streamCreated = cons, d, si.Created
+	s.row.StreamCreatedNS = si.Created.UnixNano()
+	s.mu.Unlock()
+	s.stats.recreated.Add(1)
+	b.log.Error("boxcar: subscriber's consumer vanished (deleted by an operator, or with its stream): created it again",
+		logSub, s.name, logError, cause, logFromSeq, start)
+	return nil
+}
+
+// checkExpired looks for events that left the stream (Config.Retention)
+// before the subscriber handled them: stream seqs between what the
+// subscriber is known to have handled (its consumer's ack floor, or what an
+// earlier check covered) and the stream's first message, less those it
+// acked. For a subscriber of every type that is exact; for one filtered by
+// type it is an upper bound: the gap may hold other types' events. It also
+// trims the acked ranges and finishes catch-ups.
+func (s *Subscription) checkExpired(ctx context.Context) {
+	b := s.b
+	d, cons := s.current()
+	si, err := b.events.Info(ctx)
+	if err != nil {
+		return
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	d.noteFloor(info.AckFloor.Stream)
+	first := si.State.FirstSeq
+	if si.State.Msgs == 0 {
+		first = si.State.LastSeq + 1
+	}
+	s.mu.Lock()
+	row := s.row
+	covered := max(info.AckFloor.Stream, row.ExpiredThrough)
+	var lost uint64
+	if first > covered+1 {
+		lost = first - 1 - covered - d.ackedCount(covered+1, first-1)
+		row.ExpiredThrough = first - 1
+	}
+	changed := lost > 0 || row.ExpiredThrough < info.AckFloor.Stream || !slices.EqualFunc(row.Catchup, d.catchupRules(), catchupEqual)
+	row.ExpiredThrough = max(row.ExpiredThrough, info.AckFloor.Stream)
+	row.Expired += int64(lost)
+	row.Catchup = d.catchupRules()
+	s.row = row
+	s.mu.Unlock()
+	if lost > 0 {
+		s.stats.expired.Add(int64(lost))
+		b.log.Error("boxcar: events left the stream (Config.Retention) before the subscriber handled them",
+			logSub, s.name, "expired", lost, "through_stream_seq", first-1)
+	}
+	if !changed {
+		return // nothing moved: an idle bus writes nothing
+	}
+	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+		b.log.Warn("boxcar: subscriber could not save its state", logSub, s.name, logError, err)
+	}
+}
+
+func catchupEqual(a, b sqlite.CatchupRule) bool {
+	return a.Below == b.Below && slices.Equal(a.Types, b.Types)
+}
+
+// ensureStreams makes sure the event and dead-letter streams exist,
+// creating again what an operator deleted, and returns the event stream's
+// info. The relay refills a new stream from the outbox (see relay.resync).
+func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) {
+	b.streamMu.Lock()
+	defer b.streamMu.Unlock()
+	si, err := b.events.Info(ctx)
+	_, dlqErr := b.js.Stream(ctx, b.DLQStreamName())
+	if err == nil && dlqErr == nil {
+		return si, nil
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	if dlqErr != nil && !errors.Is(dlqErr, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("dead-letter stream info: %w", dlqErr)
+	}
+	if _, _, err := bjs.EnsureStreams(ctx, b.js, b.streamConfig()); err != nil {
+		return nil, err
+	}
+	b.streamsRecreated.Add(1)
+	b.log.Error("boxcar: a stream was deleted (by an operator?): created it again; the relay refills the event stream from the outbox",
+		logStream, b.cfg.Stream)
+	return b.events.Info(ctx)
+}
