@@ -223,8 +223,23 @@ func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, er
 	}
 }
 
-// committed acks what a batch's transaction committed and moves each key on.
+// committed acks what a batch's transaction committed and moves each key on,
+// once the commit is durable (Config.Synchronous): an ack the server keeps
+// for effects a power loss takes back would never be redelivered.
 func (d *dispatcher) committed(turns []turn) {
+	if err := d.b.w.Durable(d.handlers.Context()); err != nil {
+		// Not acked: the events come back, and the dedupe table skips
+		// them if the commit survived.
+		d.b.log.Error("boxcar: a subscriber transaction committed but could not be made durable; its events are not acked", logSub, d.s.name, logError, err)
+		d.mu.Lock()
+		for i := range turns {
+			if !d.stopping {
+				d.scheduleRetry(turns[i].kq, 1)
+			}
+		}
+		d.mu.Unlock()
+		return
+	}
 	d.b.probe(ProbeHandlerAfterCommit)
 	for i := range turns {
 		t := &turns[i]

@@ -58,6 +58,9 @@ type writer interface {
 	// Own marks the calling goroutine as the one running code under the
 	// lock (a batch's handlers), until the func returned is called.
 	Own() (done func())
+	// Durable returns once everything committed so far is on disk (with
+	// Config.Synchronous FULL).
+	Durable(ctx context.Context) error
 	// TxEnded reports whether SQLite ended the write connection's
 	// transaction on its own, and the statement error that did it.
 	TxEnded() (ended bool, cause error)

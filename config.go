@@ -113,15 +113,17 @@ type Config struct {
 	// or redelivery can apply an event twice.
 	DedupeRetention time.Duration
 
-	// Synchronous is the synchronous mode of Boxcar's write connection,
-	// which commits Bus.Tx, Publish and every subscriber transaction:
-	// sqlite.SyncFull (the default) fsyncs each commit, so a Tx that
-	// returned and a subscriber's effects that were acked survive a power
-	// loss; group commit shares the fsync among the calls and events of a
-	// transaction. sqlite.SyncNormal is faster and can lose the last commits
-	// in a power loss, including handler effects whose events were acked:
-	// those are never redelivered. The app's own connections keep the mode
-	// sqlite.OpenOptions gave them.
+	// Synchronous is how durable Boxcar makes what it reports: with
+	// sqlite.SyncFull (the default), Bus.Tx and Publish return, a
+	// subscriber acks its events, and the relay publishes an event, only
+	// once the commit is on disk and survives a power loss. One fsync of the
+	// WAL covers every commit made before it and runs off the write lock,
+	// so the writer goes on meanwhile (the write connection itself commits
+	// with synchronous=NORMAL). With sqlite.SyncNormal nothing waits: a power
+	// loss can lose the last commits, including handler effects whose events
+	// were acked (then never redelivered) and transactions whose events were
+	// published. The app's own connections keep the mode sqlite.OpenOptions
+	// gave them, but their events too are published only once durable.
 	Synchronous string
 
 	// Logger receives Boxcar's logs. Default: discard.

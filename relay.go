@@ -301,6 +301,13 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 			read = len(r.rows)
 		}
 		if read > 0 {
+			// An event goes into the stream only once its transaction
+			// is on disk (Config.Synchronous): a subscriber must not act on
+			// an event whose transaction a power loss takes back.
+			if err := b.w.Durable(ctx); err != nil {
+				clear(r.rows)
+				return total, fmt.Errorf("make the outbox durable: %w", err)
+			}
 			r.out = r.out[:0]
 			for _, row := range r.rows {
 				o := bjs.Outgoing{Seq: row.Seq, ID: row.ID, Type: row.Type, Key: row.Key, Data: row.Data, CreatedNS: row.CreatedNS}

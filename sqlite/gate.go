@@ -26,8 +26,12 @@ import (
 //     cursor and pruning, the checkpointer's locked step.
 //
 // Each class is served in arrival order, and when both wait they take
-// turns: the app's writes get the writer between two background batches,
-// and background writes cannot be starved by a steady stream of the app's.
+// turns: after a background write, every app write waiting at that moment
+// goes (each app transaction is one SQLite transaction of its own, so a
+// busy subscriber must let them all through, not one per batch), then one
+// background write again. So the app's writes wait for at most one
+// background batch, and background writes cannot be starved by a steady
+// stream of the app's.
 //
 // The gate also knows which goroutine runs code under it (the owner), so
 // that a call that would wait for the gate its own goroutine holds (Bus.Tx
@@ -38,6 +42,7 @@ type gate struct {
 	mu     sync.Mutex
 	held   bool
 	lastBg bool          // the holder, or the last one, was a background writer
+	turn   int           // app writers still to go in the current app turn
 	app    []*gateWaiter // oldest first
 	bg     []*gateWaiter
 	owner  atomic.Int64 // goroutine ID of the holder's code, 0 when free
@@ -151,10 +156,16 @@ func (g *gate) unlock() {
 	defer g.mu.Unlock()
 	var next *gateWaiter
 	switch {
+	case len(g.app) > 0 && g.turn > 0:
+		next, g.app = g.app[0], g.app[1:]
+		g.turn--
 	case len(g.app) > 0 && (g.lastBg || len(g.bg) == 0):
+		// A new app turn: the app writers waiting now.
+		g.turn = len(g.app) - 1
 		next, g.app = g.app[0], g.app[1:]
 	case len(g.bg) > 0:
 		next, g.bg = g.bg[0], g.bg[1:]
+		g.turn = 0
 	}
 	if next == nil {
 		g.held = false

@@ -47,6 +47,9 @@ type txCall struct {
 	ctx  context.Context
 	fn   func(tx *sql.Tx) error
 	done chan txResult // buffered; receives exactly one result
+	// committed is set (by the group's leader) when the call's transaction
+	// committed: its result follows once the commit is durable.
+	committed bool
 }
 
 // txResult is a call's outcome: its error, or the panic of its fn, to be
@@ -142,13 +145,11 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return r.raise()
 	case <-granted:
 		w.gate.owner.Store(me)
-		w.runTxGroups(c)
-		w.Unlock()
+		w.lead(c)
 	case <-ctx.Done():
 		if !withdraw() {
 			w.gate.owner.Store(me) // granted meanwhile: lead a group after all
-			w.runTxGroups(c)
-			w.Unlock()
+			w.lead(c)
 			break
 		}
 		if w.txq.remove(c) {
@@ -166,15 +167,34 @@ func (r txResult) raise() error {
 	return r.err
 }
 
+// lead runs groups holding the write lock, releases it, then hands their
+// committed calls their results once the commits are durable: the fsync
+// waits off the lock, and the next group commits meanwhile.
+func (w *Writer) lead(own *txCall) {
+	committed := w.runTxGroups(own, nil)
+	w.Unlock()
+	if len(committed) == 0 {
+		return
+	}
+	r := txResult{}
+	if err := w.Durable(context.Background()); err != nil {
+		r.err = fmt.Errorf("boxcar: tx: committed, but the fsync that makes it durable failed (a power loss could undo it): %w", err)
+	}
+	for _, c := range committed {
+		c.done <- r
+	}
+}
+
 // runTxGroups runs groups of queued calls, holding the write lock, until own
-// has its result. Usually one group does it; own can only miss a group that
-// started before it was queued, or be left over when the queue holds more
-// than maxTxGroup calls.
-func (w *Writer) runTxGroups(own *txCall) {
-	for len(own.done) == 0 {
+// has run, and returns the calls that committed (their results are not sent
+// yet). Usually one group does it; own can only miss a group that started
+// before it was queued, or be left over when the queue holds more than
+// maxTxGroup calls.
+func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
+	for len(own.done) == 0 && !own.committed {
 		calls := w.txq.take(maxTxGroup)
 		if len(calls) == 0 {
-			return // own was taken by the group that just released the lock
+			return committed // own was taken by the group that just released the lock
 		}
 		if w.refuseTx.Load() {
 			for _, c := range calls {
@@ -183,9 +203,12 @@ func (w *Writer) runTxGroups(own *txCall) {
 			continue
 		}
 		for len(calls) > 0 {
-			calls = w.runTxGroupOnce(calls)
+			var ran []*txCall
+			calls, ran = w.runTxGroupOnce(calls)
+			committed = append(committed, ran...)
 		}
 	}
+	return committed
 }
 
 // groupError is the error of a call that ran in a transaction that ended
@@ -202,8 +225,9 @@ func groupError(cause error) error {
 // runTxGroupOnce runs calls in one SQLite transaction and returns those left
 // for another one: after the first call, if it failed (its transaction was
 // rolled back whole, as it had no savepoint), or after a call that ended the
-// transaction.
-func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
+// transaction; and those that committed, marked, whose results the caller
+// sends.
+func (w *Writer) runTxGroupOnce(calls []*txCall) (rest, committed []*txCall) {
 	// The group's own statements run with a context that is never canceled:
 	// the driver then runs them on the calling goroutine (with a cancelable
 	// one it starts a goroutine per statement), and no canceled caller can
@@ -215,7 +239,7 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 		for _, c := range calls {
 			c.done <- txResult{err: fmt.Errorf("boxcar: begin: %w", err)}
 		}
-		return nil
+		return nil, nil
 	}
 	w.guard(true)
 	defer w.guard(false)
@@ -223,21 +247,21 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 	for i, c := range calls {
 		switch g.run(w, c) {
 		case stopBefore:
-			return calls[i:]
+			return calls[i:], nil
 		case stopAfter:
-			return calls[i+1:]
+			return calls[i+1:], nil
 		}
 	}
 	if len(g.ran) == 0 {
 		tx.Rollback()
-		return nil
+		return nil, nil
 	}
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("boxcar: commit: %w", err)
 		for _, c := range g.ran {
 			c.done <- txResult{err: err}
 		}
-		return nil
+		return nil, nil
 	}
 	if w.cfg.AfterTxCommit != nil {
 		w.cfg.AfterTxCommit()
@@ -246,9 +270,9 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest []*txCall) {
 	w.txCalls.Add(int64(len(g.ran)))
 	w.ckpt.poke()
 	for _, c := range g.ran {
-		c.done <- txResult{}
+		c.committed = true
 	}
-	return nil
+	return nil, g.ran
 }
 
 // txGroup is one SQLite transaction of a group commit.

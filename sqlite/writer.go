@@ -41,11 +41,13 @@ type WriterConfig struct {
 	// its callers get their results (Boxcar wakes the relay there). It must
 	// not block.
 	AfterTxCommit func()
-	// Synchronous is the write connection's synchronous mode: SyncFull
-	// (the default: a commit is on disk when it returns, so nothing a Tx
-	// call or a subscriber committed can be lost, even in a power loss) or
-	// SyncNormal (the last commits may be lost in a power loss or an OS
-	// crash). Group commit shares each fsync among the calls of a group.
+	// Synchronous is how durable a commit of the writer is when it is
+	// reported: SyncFull (the default) waits, after the commit and off the
+	// write lock, for an fsync of the WAL (see syncer.go): Tx returns, and
+	// Durable lets its callers ack or publish, only once the commit would
+	// survive a power loss. SyncNormal does not wait: the last commits may be
+	// lost in a power loss or an OS crash. Either way the write connection
+	// itself commits with synchronous=NORMAL.
 	Synchronous string
 	// Logger receives the checkpointer's warnings. Default: discard.
 	Logger *slog.Logger
@@ -62,6 +64,7 @@ type Writer struct {
 	shield *Shield       // nil for a database not from Open
 	txq    txQueue
 	ckpt   *checkpointer
+	syncer *walSyncer // nil with SyncNormal
 
 	refuseTx  atomic.Bool  // Tx calls not yet run return ErrClosed
 	txCommits atomic.Int64 // Tx groups committed
@@ -101,16 +104,61 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	}
 	w.shield, _ = ShieldOf(w.conn)
 	// The write connection's own checkpoint threshold is only a backstop:
-	// the checkpointer does the work (see checkpoint.go). Its synchronous
-	// mode is its own: the pool's connections keep theirs.
-	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages), `PRAGMA synchronous=` + sync} {
+	// the checkpointer does the work (see checkpoint.go). It commits with
+	// synchronous=NORMAL: durability, where asked for, comes from the
+	// syncer, off the write lock. The pool's connections keep their mode.
+	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages), `PRAGMA synchronous=NORMAL`} {
 		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
 			w.conn.Close()
 			return nil, fmt.Errorf("sqlite: writer: %w", err)
 		}
 	}
+	if sync == SyncFull {
+		path, err := mainFile(ctx, w.conn)
+		if err != nil {
+			w.conn.Close()
+			return nil, fmt.Errorf("sqlite: writer: %w", err)
+		}
+		w.syncer = startSyncer(path + "-wal")
+	}
 	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock)
 	return w, nil
+}
+
+// mainFile returns the path of the database's main file.
+func mainFile(ctx context.Context, c *sql.Conn) (string, error) {
+	rows, err := c.QueryContext(ctx, `PRAGMA database_list`)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int
+		var name, file string
+		if err := rows.Scan(&seq, &name, &file); err != nil {
+			return "", err
+		}
+		if name == "main" {
+			if file == "" {
+				return "", errors.New("the database has no file")
+			}
+			return file, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	return "", errors.New("the database has no main file")
+}
+
+// Durable returns once everything committed before the call (by the
+// writer or any other connection) is on disk, with SyncFull; with
+// SyncNormal at once. Call it without the write lock.
+func (w *Writer) Durable(ctx context.Context) error {
+	if w.syncer == nil {
+		return nil
+	}
+	return w.syncer.sync(ctx)
 }
 
 // Lock takes the write lock for a background write (see gate.go), waiting
@@ -214,13 +262,20 @@ type WriterStats struct {
 	// write lock now: Tx groups and the app's own transactions, and
 	// Boxcar's background writes (see gate.go).
 	AppWaiting, BackgroundWaiting int
+	// WALSyncs counts the fsyncs of the WAL that made commits durable
+	// (SyncFull): each covers every commit made before it began.
+	WALSyncs uint64
 }
 
 // Stats reads the writer's counters.
 func (w *Writer) Stats() WriterStats {
 	app, bg := w.gate.waiting()
-	return WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len(),
+	st := WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len(),
 		AppWaiting: app, BackgroundWaiting: bg}
+	if w.syncer != nil {
+		st.WALSyncs = w.syncer.fsyncs()
+	}
+	return st
 }
 
 // RefuseTx makes every Tx call that has not run yet, and every later one,
@@ -235,6 +290,9 @@ func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.RefuseTx()
 		defer w.ckpt.stop()
+		if w.syncer != nil {
+			defer w.syncer.stop()
+		}
 		if err := w.Lock(ctx); err != nil {
 			// A write is still running (a hung Tx function): the connection
 			// goes back to the pool when the pool is closed.
