@@ -60,19 +60,19 @@
 //     HandlerFunc then sees again the refilled events it had handled. Both
 //     are counted (Stats.StreamsRecreated, SubscriberStats.Recreated) and
 //     logged at error level.
-//   - Durability is SQLite's and JetStream's. Boxcar's own write connection
-//     (Bus.Tx, Publish, every subscriber transaction) commits with
-//     Config.Synchronous, sqlite.SyncFull by default: a Tx that returned nil,
-//     and a subscriber's effects whose event was acked, survive a power loss
-//     (group commit shares each fsync). With sqlite.SyncNormal there, a power
-//     loss can lose the last commits: Tx calls (their rows and events
-//     together) and subscriber effects whose events were acked, which are
-//     then never redelivered. The app's own transactions keep the mode of
-//     their connections (sqlite.Open: SyncNormal): a power loss can lose the
-//     last of them with their events, and if the relay had already published
-//     one, subscribers handle an event whose transaction the database lost;
-//     open with sqlite.OpenOptions{Synchronous: sqlite.SyncFull} to rule that
-//     out. JetStream's store fsyncs every two minutes unless
+//   - Durability is SQLite's and JetStream's. With Config.Synchronous
+//     sqlite.SyncFull (the default) Bus.Tx and Publish return, subscribers
+//     ack, and the relay publishes, only what is on disk: one fsync of the
+//     WAL covers every commit before it, off the write lock. A commit is
+//     visible to readers a moment before it is durable. With
+//     sqlite.SyncNormal a power loss can lose the last commits: Tx calls
+//     (their rows and events together), subscriber effects whose events were
+//     acked (then never redelivered), and app transactions whose events were
+//     published (subscribers then handle an event whose transaction the
+//     database lost). The app's own connections commit with the mode of
+//     sqlite.OpenOptions (SyncNormal by default): a power loss can take back
+//     their last transactions, whose events were not published yet.
+//     JetStream's store fsyncs every two minutes unless
 //     Config.SyncAlways; the outbox keeps relayed events for
 //     Config.PruneDelay so that a stream that lost acked writes is refilled
 //     on the next start.
