@@ -214,7 +214,10 @@ func (b *Bus) disconnect() {
 // Close stops the subscribers (waiting for handlers in flight), then the
 // relay (which saves its cursor), then the NATS connection and the embedded
 // server. It waits up to ctx's deadline; past it, handlers' contexts are
-// canceled and Close returns ctx's error. It does not close the *sql.DB.
+// canceled and Close returns ctx's error, and the embedded server's shutdown
+// goes on in the background, releasing Config.Dir once the server has
+// stopped (an Open of the same Dir meanwhile fails with ErrDirLocked, saying
+// that a Bus of this process is still closing). It does not close the *sql.DB.
 // Calling Close again returns the first call's result.
 func (b *Bus) Close(ctx context.Context) error {
 	if !b.closed.CompareAndSwap(false, true) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -52,8 +53,8 @@ func TestSecondOpenOnLockedDir(t *testing.T) {
 	c.expect(t, "ready")
 	db := openDB(t, dbPath)
 	_, err := Open(context.Background(), db, Config{Dir: natsDir})
-	if !errors.Is(err, ErrDirLocked) {
-		t.Fatalf("second Open on a held Dir: got %v, want ErrDirLocked", err)
+	if !errors.Is(err, ErrDirLocked) || !strings.Contains(err.Error(), "held by another process") {
+		t.Fatalf("second Open on a held Dir: got %v, want ErrDirLocked saying another process holds it", err)
 	}
 	c.kill() // the kernel releases the lock of a dead process
 	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
@@ -205,4 +206,43 @@ func TestListenWithToken(t *testing.T) {
 		t.Fatalf("connect with the token: %v", err)
 	}
 	nc.Close()
+}
+
+// Regression (issue "Nothing stuck, nothing silent", item 4): a Close whose
+// context had expired returned without releasing Config.Dir, and an Open of
+// the same Dir in this process failed ("in use by another process") until
+// the old Bus was garbage-collected. Now the embedded server's shutdown
+// finishes in the background and releases the Dir; meanwhile Open says that
+// a Bus of this process is still closing.
+func TestLateCloseReleasesDir(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	publishN(t, tb.bus, "k", 3)
+	waitRelayed(t, tb.bus, 3)
+	old := tb.bus
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := old.Close(expired); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close with an expired context: got %v, want nil or the context's error", err)
+	}
+	tb.bus = nil
+	var bus *Bus
+	waitFor(t, "Open of the same Dir after a late Close", time.Minute, func() (bool, string) {
+		b, err := Open(ctx, tb.db, tb.cfg)
+		if err == nil {
+			bus = b
+			return true, ""
+		}
+		if !errors.Is(err, ErrDirLocked) || !strings.Contains(err.Error(), "held by a Bus of this process that is still closing: wait for its Close") {
+			t.Fatalf("Open while the previous Bus closes: got %v, want ErrDirLocked saying a Bus of this process is still closing", err)
+		}
+		return false, err.Error()
+	})
+	tb.bus = bus
+	// The reopened bus has the events the old one relayed.
+	if got := streamEvents(t, bus); len(got) != 3 {
+		t.Fatalf("after reopening, the stream holds outbox seqs %v, want 1..3", got)
+	}
+	runtime.KeepAlive(old) // the old Bus must not release the Dir by being collected
 }

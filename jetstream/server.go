@@ -14,15 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
-
-// ErrDirLocked is returned by Start when another process (or another Bus in
-// this process) holds the store directory.
-var ErrDirLocked = errors.New("store directory is in use by another process")
 
 // ServerConfig configures the embedded server.
 type ServerConfig struct {
@@ -50,6 +47,9 @@ type Server struct {
 	srv   *server.Server
 	lock  *dirLock
 	token string
+
+	shutdown sync.Once
+	stopped  chan struct{} // closed when the server has stopped and the lock is released
 }
 
 // Start starts an embedded nats-server with JetStream, storing under
@@ -60,7 +60,7 @@ func Start(cfg ServerConfig) (*Server, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("jetstream: create %s: %w", cfg.Dir, err)
 	}
-	lock, err := lockDir(filepath.Join(cfg.Dir, "boxcar.lock"))
+	lock, err := lockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func Start(cfg ServerConfig) (*Server, error) {
 		lock.release()
 		return nil, errors.New("jetstream: embedded server did not become ready in 30s")
 	}
-	return &Server{srv: srv, lock: lock, token: cfg.Token}, nil
+	return &Server{srv: srv, lock: lock, token: cfg.Token, stopped: make(chan struct{})}, nil
 }
 
 // Connect opens an in-process client connection (no socket).
@@ -137,22 +137,36 @@ func (s *Server) ClientURL() string {
 // Underlying returns the nats-server, for tests and tools.
 func (s *Server) Underlying() *server.Server { return s.srv }
 
-// Shutdown stops the server, waits for it (up to ctx) and releases the lock.
+// Shutdown stops the server and then releases the store lock. It waits for
+// that up to ctx's deadline and no longer: past it, the shutdown goes on in
+// a goroutine of its own, which releases the lock once the server has
+// stopped and then ends, so it outlives Shutdown only as long as
+// nats-server's own shutdown takes (it flushes and closes the store).
+// Meanwhile a Start on the same directory fails with ErrDirLocked, saying
+// that the holder is still closing. Shutdown returns nil if the server has
+// stopped, whatever ctx did, and ctx's error otherwise. It may be called
+// more than once: every call waits for the same shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.srv.Shutdown()
-	done := make(chan struct{})
-	go func() {
-		s.srv.WaitForShutdown()
-		close(done)
-	}()
+	s.shutdown.Do(func() {
+		s.lock.markClosing()
+		go func() {
+			s.srv.Shutdown()
+			s.srv.WaitForShutdown()
+			s.lock.release()
+			close(s.stopped)
+		}()
+	})
 	select {
-	case <-done:
+	case <-s.stopped:
+		return nil
 	case <-ctx.Done():
-		// The lock stays held: the store may still be written.
-		return fmt.Errorf("jetstream: shutdown: %w", ctx.Err())
+		select {
+		case <-s.stopped: // both were ready: the shutdown's outcome wins
+			return nil
+		default:
+		}
+		return fmt.Errorf("jetstream: shutdown: %w (the server goes on shutting down, and releases the store directory when it has stopped)", ctx.Err())
 	}
-	s.lock.release()
-	return nil
 }
 
 // logComponent is the log attribute that marks nats-server's own lines.
