@@ -185,11 +185,13 @@ func (b *Bus) connect(ctx context.Context) error {
 		return nil
 	}
 	srv, err := bjs.Start(bjs.ServerConfig{
-		Dir:        cfg.Dir,
-		Listen:     cfg.Listen,
-		Token:      cfg.ListenToken,
-		SyncAlways: cfg.SyncAlways,
-		Logger:     cfg.Logger,
+		Dir:             cfg.Dir,
+		Listen:          cfg.Listen,
+		InspectPassword: cfg.ListenInspectPassword,
+		AdminPassword:   cfg.ListenAdminPassword,
+		TLS:             cfg.ListenTLS,
+		SyncAlways:      cfg.SyncAlways,
+		Logger:          cfg.Logger,
 	})
 	if err != nil {
 		return err

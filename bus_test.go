@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 )
 
@@ -25,8 +24,8 @@ func TestConfigValidation(t *testing.T) {
 		want string
 	}{
 		"no dir":             {Config{}, "Config.Dir is empty: set it to a writable directory"},
-		"listen not loop":    {Config{Dir: "x", Listen: "0.0.0.0:4222", ListenToken: "t"}, "not a loopback address"},
-		"listen no token":    {Config{Dir: "x", Listen: "127.0.0.1:4222"}, "Config.ListenToken is empty"},
+		"listen not loop":    {Config{Dir: "x", Listen: "0.0.0.0:4222", ListenInspectPassword: NewSecret()}, "not a loopback address"},
+		"listen no password": {Config{Dir: "x", Listen: "127.0.0.1:4222"}, "Config.Listen is set without Config.ListenInspectPassword or Config.ListenAdminPassword"},
 		"bad stream":         {Config{Dir: "x", Stream: "a.b"}, "Config.Stream"},
 		"bad prefix":         {Config{Dir: "x", SubjectPrefix: "a*"}, "Config.SubjectPrefix"},
 		"negative retention": {Config{Dir: "x", Retention: -time.Second}, "Config.Retention is negative"},
@@ -186,26 +185,6 @@ func TestEmbeddedServerInstallsNoSignalHandlers(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "hangup") {
 		t.Fatalf("child with an open bus: got exit %v, want death by SIGHUP", err)
 	}
-}
-
-// With Config.Listen, the server accepts clients that present the token
-// and refuses those that do not.
-func TestListenWithToken(t *testing.T) {
-	t.Parallel()
-	tb := setup(t, Config{Listen: "127.0.0.1:0", ListenToken: "s3cret"})
-	url := tb.bus.ClientURL()
-	if url == "" {
-		t.Fatal("no client URL with Config.Listen")
-	}
-	if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
-		nc.Close()
-		t.Fatal("connected without the token")
-	}
-	nc, err := nats.Connect(url, nats.Token("s3cret"))
-	if err != nil {
-		t.Fatalf("connect with the token: %v", err)
-	}
-	nc.Close()
 }
 
 // Regression (issue "Nothing stuck, nothing silent", item 4): a Close whose

@@ -55,7 +55,7 @@ type dirLock struct {
 // lockDir takes the lock of the store directory dir.
 func lockDir(dir string) (*dirLock, error) {
 	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: open lock %s: %w", path, err)
 	}
