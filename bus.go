@@ -190,9 +190,14 @@ func (b *Bus) connect(ctx context.Context) error {
 		InspectPassword: cfg.ListenInspectPassword,
 		AdminPassword:   cfg.ListenAdminPassword,
 		TLS:             cfg.ListenTLS,
+		StoreKey:        cfg.StoreKey,
+		StoreCipher:     cfg.StoreCipher,
 		SyncAlways:      cfg.SyncAlways,
 		Logger:          cfg.Logger,
 	})
+	if errors.Is(err, bjs.ErrStoreKey) {
+		return fmt.Errorf("%w: the store's encryption (Config.StoreKey, Config.StoreCipher): %w", ErrInvalidConfig, err)
+	}
 	if err != nil {
 		return err
 	}

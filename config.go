@@ -38,6 +38,8 @@ const (
 	DefaultHandlerTimeout = 30 * time.Second
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxBatchTime   = 10 * time.Millisecond
+
+	DefaultStoreCipher = StoreCipherChaCha20Poly1305
 )
 
 // The users of Config.Listen.
@@ -46,10 +48,16 @@ const (
 	ListenAdminUser   = bjs.AdminUser   // every right, with Config.ListenAdminPassword
 )
 
-// NewSecret returns a random secret for Config.ListenInspectPassword or
-// Config.ListenAdminPassword: 32 bytes from crypto/rand, base64url (43
-// characters). Make one once and keep it where the app keeps its other
-// secrets.
+// The ciphers of Config.StoreCipher (nats-server's names for them).
+const (
+	StoreCipherChaCha20Poly1305 = bjs.CipherChaCha20Poly1305
+	StoreCipherAESGCM           = bjs.CipherAESGCM
+)
+
+// NewSecret returns a random secret for Config.ListenInspectPassword,
+// Config.ListenAdminPassword or Config.StoreKey: 32 bytes from crypto/rand,
+// base64url (43 characters). Make one once and keep it where the app keeps
+// its other secrets: the store key must be the same at every Open.
 func NewSecret() string { return bjs.NewSecret() }
 
 // Config configures a Bus. Every field has a default (the Default*
@@ -109,6 +117,28 @@ type Config struct {
 	// can capture loopback traffic (root) and sent to whatever process
 	// holds the port while the bus does not.
 	ListenTLS *tls.Config
+
+	// StoreKey, if set, encrypts the embedded JetStream store: messages
+	// with their subjects and headers, stream and consumer state (the names
+	// of streams and consumers stay visible as directory names). It is
+	// nats-server's JetStreamKey, from which the server derives a key per
+	// stream and per message block, for StoreCipher. At least 32
+	// characters and not a repetition: NewSecret makes one. Keep it out of
+	// Dir and the database. Default "": not encrypted (the store's files
+	// are 0600 in 0700 directories, readable by the owner and root). A store
+	// opens only with the key and cipher it was written with, and a key is
+	// refused on a store written without one (nats-server's conversion of
+	// an existing store is not reliable: to encrypt, start in a new, empty
+	// Dir). Otherwise Open fails with ErrInvalidConfig naming the field, and
+	// leaves the store as it was. A lost key is a lost stream. Not with
+	// NATSURL.
+	StoreKey string
+	// StoreCipher is the cipher of StoreKey: StoreCipherChaCha20Poly1305
+	// (the default, as in nats-server: fast in software, constant-time on
+	// any CPU) or StoreCipherAESGCM (faster on CPUs with AES instructions).
+	// It cannot change once the store is written; the bus records it in
+	// Dir. Default "" means DefaultStoreCipher when StoreKey is set.
+	StoreCipher string
 
 	// Stream is the JetStream stream of the events. Default "BOXCAR"; dead
 	// letters go to Stream+"_DLQ".
@@ -222,6 +252,9 @@ func (c Config) withDefaults() Config {
 	if c.Synchronous == "" {
 		c.Synchronous = DefaultSynchronous
 	}
+	if c.StoreCipher == "" && c.StoreKey != "" {
+		c.StoreCipher = DefaultStoreCipher
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -269,6 +302,7 @@ func (c Config) validate() error {
 	secrets := []struct{ name, value string }{
 		{"Config.ListenInspectPassword", c.ListenInspectPassword},
 		{"Config.ListenAdminPassword", c.ListenAdminPassword},
+		{"Config.StoreKey", c.StoreKey},
 	}
 	for i, f := range secrets {
 		if f.value == "" {
@@ -285,6 +319,17 @@ func (c Config) validate() error {
 	}
 	if t := c.ListenTLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
 		return bad("Config.ListenTLS has no certificate: set its Certificates (or GetCertificate) to the listener's certificate")
+	}
+	if c.StoreKey != "" && c.NATSURL != "" {
+		return bad("Config.StoreKey is set with Config.NATSURL: it encrypts the embedded server's store; encrypt an external server's store in its own configuration")
+	}
+	if c.StoreCipher != "" {
+		if c.StoreKey == "" {
+			return bad("Config.StoreCipher is set without Config.StoreKey: set the key too, or remove the cipher")
+		}
+		if c.StoreCipher != StoreCipherChaCha20Poly1305 && c.StoreCipher != StoreCipherAESGCM {
+			return bad("Config.StoreCipher %q: use boxcar.StoreCipherChaCha20Poly1305 or boxcar.StoreCipherAESGCM", c.StoreCipher)
+		}
 	}
 	if err := bjs.ValidateToken("Config.Stream", c.Stream); err != nil {
 		return bad("%v", err)

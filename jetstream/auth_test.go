@@ -58,6 +58,8 @@ func TestStartRefusesInsecureConfig(t *testing.T) {
 		"weak inspect":    {ServerConfig{Listen: "127.0.0.1:0", InspectPassword: "tok"}, "ServerConfig.InspectPassword is 3 characters long"},
 		"weak admin":      {ServerConfig{Listen: "127.0.0.1:0", AdminPassword: strings.Repeat("ab", 20)}, "ServerConfig.AdminPassword uses only 2 distinct characters"},
 		"same secret":     {ServerConfig{Listen: "127.0.0.1:0", InspectPassword: good, AdminPassword: good}, "AdminPassword equals InspectPassword"},
+		"weak store key":  {ServerConfig{StoreKey: "0123456789"}, "ServerConfig.StoreKey is 10 characters long"},
+		"unknown cipher":  {ServerConfig{StoreKey: good, StoreCipher: "DES"}, `StoreCipher "DES"`},
 	} {
 		dir := t.TempDir() + "/store"
 		c.cfg.Dir = dir

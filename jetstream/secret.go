@@ -7,10 +7,10 @@ import (
 	"strings"
 )
 
-// MinSecretLen is the shortest password Start accepts.
+// MinSecretLen is the shortest password or store key Start accepts.
 const MinSecretLen = 32
 
-// NewSecret returns a random secret for a listener password:
+// NewSecret returns a random secret for a listener password or a store key:
 // 32 bytes from crypto/rand (256 bits), base64url without padding, so 43
 // characters that need no quoting in a shell or a URL.
 func NewSecret() string {

@@ -6,6 +6,7 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -46,6 +47,16 @@ type ServerConfig struct {
 	// require client certificates). The in-process connection does not use
 	// it. Nil means plain TCP.
 	TLS *tls.Config
+	// StoreKey, if set, encrypts the store with StoreCipher (nats-server's
+	// JetStreamKey). An encrypted store opens only with the key and cipher
+	// it was written with, and a key is refused on a store written without
+	// one: Start returns ErrStoreKey, and leaves the store as it was. See
+	// CheckSecret.
+	StoreKey string
+	// StoreCipher is the cipher of StoreKey: CipherChaCha20Poly1305 (the
+	// default, "") or CipherAESGCM. Start records it in the directory
+	// (boxcar.cipher), since the store cannot change it.
+	StoreCipher string
 	// SyncAlways makes the store fsync every message (slower, survives
 	// power loss). Otherwise the store syncs every SyncInterval.
 	SyncAlways bool
@@ -69,6 +80,7 @@ func (cfg ServerConfig) check() error {
 	for _, f := range []struct{ name, value string }{
 		{"ServerConfig.InspectPassword", cfg.InspectPassword},
 		{"ServerConfig.AdminPassword", cfg.AdminPassword},
+		{"ServerConfig.StoreKey", cfg.StoreKey},
 	} {
 		if f.value == "" {
 			continue
@@ -82,6 +94,9 @@ func (cfg ServerConfig) check() error {
 	}
 	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil {
 		return errors.New("jetstream: ServerConfig.TLS has no certificate: set Certificates (or GetCertificate)")
+	}
+	if _, err := storeCipher(cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -152,6 +167,14 @@ func makeDir(dir string, logger *slog.Logger) error {
 // start starts the server on a locked directory.
 func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	storeDir := filepath.Join(cfg.Dir, "jetstream")
+	cipherName := cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)
+	cipher, err := storeCipher(cipherName)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStoreKeyBefore(cfg.Dir, storeDir, cfg.StoreKey, cipherName); err != nil {
+		return nil, err
+	}
 	password := NewSecret()
 	accounts, users, err := authorize(cfg, password)
 	if err != nil {
@@ -167,6 +190,8 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		SyncAlways:         cfg.SyncAlways,
 		SyncInterval:       cfg.SyncInterval,
 		JetStreamMaxMemory: 64 << 20,
+		JetStreamKey:       cfg.StoreKey,
+		JetStreamCipher:    cipher,
 		Accounts:           accounts,
 		Users:              users,
 	}
@@ -208,6 +233,14 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	if err := srv.GlobalAccount().EnableJetStream(nil, nil); err != nil {
 		stop()
 		return nil, fmt.Errorf("jetstream: enable JetStream: %w", err)
+	}
+	if err := checkStoreKeyAfter(srv, storeDir); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := recordCipher(cfg.Dir, cfg.StoreKey, cipherName); err != nil {
+		stop()
+		return nil, err
 	}
 	return &Server{srv: srv, password: password, stopped: make(chan struct{})}, nil
 }
