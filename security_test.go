@@ -503,10 +503,11 @@ func TestDirIsOwnerOnly(t *testing.T) {
 	}
 }
 
-// storeHolds reports which of the markers appear in a file under dir.
-func storeHolds(t *testing.T, dir string, markers ...string) []string {
+// storeHolds returns the markers found in the files under dir, each with
+// the first file that holds it.
+func storeHolds(t *testing.T, dir string, markers ...string) map[string]string {
 	t.Helper()
-	var found []string
+	found := map[string]string{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -516,8 +517,8 @@ func storeHolds(t *testing.T, dir string, markers ...string) []string {
 			return err
 		}
 		for _, m := range markers {
-			if bytes.Contains(b, []byte(m)) {
-				found = append(found, fmt.Sprintf("%s in %s", m, path))
+			if _, ok := found[m]; !ok && bytes.Contains(b, []byte(m)) {
+				found[m] = path
 			}
 		}
 		return nil
@@ -528,38 +529,55 @@ func storeHolds(t *testing.T, dir string, markers ...string) []string {
 	return found
 }
 
-// With Config.StoreKey, no payload, key or type of an event can be read in
-// the store's files; the store reopens with its key, with its events; and
-// without the key, or with another, Open fails and says so, and leaves the
-// store as it was — never an empty stream.
+// With Config.StoreKey, no payload, key or type of an event, nor a
+// consumer's filter, can be read in the store's files; the store reopens
+// with its key, with its events; and without the key, with another, or with
+// another cipher, Open fails and says so, and leaves the store as it was —
+// never an empty stream.
 func TestStoreKeyEncryptsTheStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tag := strings.ToLower(NewSecret()[:10])
 	payload, key, typ := "payload-"+tag, "key-"+tag, "secret.type_"+tag
-	publish := func(bus *Bus, n int) {
+	filtered := "other.type_" + tag // in a consumer's filter only, never in an event
+	markers := []string{payload, key, typ, filtered}
+	run := func(bus *Bus, n int) {
 		t.Helper()
+		var handled sync.Map
+		if _, err := bus.Subscribe(ctx, "reader", HandlerFunc(func(ctx context.Context, m Message) error {
+			if string(m.Data) != payload || m.Key != key {
+				return Permanent(fmt.Errorf("event %s: %q %q", m.ID, m.Key, m.Data))
+			}
+			handled.Store(m.ID, true)
+			return nil
+		}), SubscribeOptions{Types: []string{typ, filtered}}); err != nil {
+			t.Fatal(err)
+		}
 		for i := 0; i < n; i++ {
 			if err := bus.Publish(ctx, Event{Type: typ, Key: key, Data: []byte(payload)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		waitRelayed(t, bus, maxOutboxSeq(t, bus.DB()))
+		waitFor(t, "the subscriber to read the new events", time.Minute, func() (bool, string) {
+			got := 0
+			handled.Range(func(any, any) bool { got++; return true })
+			return got == n, fmt.Sprint(got)
+		})
 	}
 
-	// The control: in a store without a key, the scan finds the event.
+	// The control: in a store without a key, the scan finds every marker.
 	plain := setup(t, Config{})
-	publish(plain.bus, 3)
+	run(plain.bus, 3)
 	plain.closeBus()
-	if found := storeHolds(t, plain.cfg.Dir, payload, key, typ); len(found) < 3 {
-		t.Fatalf("an unencrypted store: found %v, want payload, key and type: the scan cannot show anything", found)
+	if found := storeHolds(t, plain.cfg.Dir, markers...); len(found) != len(markers) {
+		t.Fatalf("an unencrypted store: found %v of %v: the scan cannot show anything", found, markers)
 	}
 
 	storeKey := NewSecret()
 	tb := setup(t, Config{StoreKey: storeKey})
-	publish(tb.bus, 3)
+	run(tb.bus, 3)
 	tb.closeBus()
-	if found := storeHolds(t, tb.cfg.Dir, payload, key, typ); len(found) > 0 {
+	if found := storeHolds(t, tb.cfg.Dir, markers...); len(found) > 0 {
 		t.Fatalf("an encrypted store holds %v", found)
 	}
 
@@ -585,26 +603,12 @@ func TestStoreKeyEncryptsTheStore(t *testing.T) {
 		}
 	}
 
-	// With its key the store is whole, and takes more.
+	// With its key the store is whole, takes more, and its subscriber's
+	// consumer resumes after the events it acked.
 	tb.open()
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 3)
-	publish(tb.bus, 2)
+	run(tb.bus, 2)
 	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 5)
-	var handled sync.Map
-	if _, err := tb.bus.Subscribe(ctx, "reader", HandlerFunc(func(ctx context.Context, m Message) error {
-		if string(m.Data) != payload || m.Key != key {
-			return Permanent(fmt.Errorf("event %s: %q %q", m.ID, m.Key, m.Data))
-		}
-		handled.Store(m.ID, true)
-		return nil
-	}), SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the subscriber to read the encrypted events", time.Minute, func() (bool, string) {
-		n := 0
-		handled.Range(func(any, any) bool { n++; return true })
-		return n == 5, fmt.Sprint(n)
-	})
 }
 
 // Config.StoreKey is refused on a store written without a key: nats-server
