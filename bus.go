@@ -201,13 +201,20 @@ func (b *Bus) connect(ctx context.Context) error {
 		return nil
 	}
 	srv, err := bjs.Start(bjs.ServerConfig{
-		Dir:        cfg.Dir,
-		Listen:     cfg.Listen,
-		Token:      cfg.ListenToken,
-		SyncAlways: cfg.SyncAlways,
-		MaxPayload: int32(cfg.serverMaxPayload()),
-		Logger:     cfg.Logger,
+		Dir:             cfg.Dir,
+		Listen:          cfg.Listen,
+		InspectPassword: cfg.ListenInspectPassword,
+		AdminPassword:   cfg.ListenAdminPassword,
+		TLS:             cfg.ListenTLS,
+		StoreKey:        cfg.StoreKey,
+		StoreCipher:     cfg.StoreCipher,
+		SyncAlways:      cfg.SyncAlways,
+		MaxPayload:      int32(cfg.serverMaxPayload()),
+		Logger:          cfg.Logger,
 	})
+	if errors.Is(err, bjs.ErrStoreKey) {
+		return fmt.Errorf("%w: the store's encryption (Config.StoreKey, Config.StoreCipher): %w", ErrInvalidConfig, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -231,7 +238,10 @@ func (b *Bus) disconnect() {
 // Close stops the subscribers (waiting for handlers in flight), then the
 // relay (which saves its cursor), then the NATS connection and the embedded
 // server. It waits up to ctx's deadline; past it, handlers' contexts are
-// canceled and Close returns ctx's error. It does not close the *sql.DB.
+// canceled and Close returns ctx's error, and the embedded server's shutdown
+// goes on in the background, releasing Config.Dir once the server has
+// stopped (an Open of the same Dir meanwhile fails with ErrDirLocked, saying
+// that a Bus of this process is still closing). It does not close the *sql.DB.
 // Calling Close again returns the first call's result.
 func (b *Bus) Close(ctx context.Context) error {
 	if !b.closed.CompareAndSwap(false, true) {

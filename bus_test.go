@@ -6,12 +6,12 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 )
 
@@ -24,8 +24,8 @@ func TestConfigValidation(t *testing.T) {
 		want string
 	}{
 		"no dir":             {Config{}, "Config.Dir is empty: set it to a writable directory"},
-		"listen not loop":    {Config{Dir: "x", Listen: "0.0.0.0:4222", ListenToken: "t"}, "not a loopback address"},
-		"listen no token":    {Config{Dir: "x", Listen: "127.0.0.1:4222"}, "Config.ListenToken is empty"},
+		"listen not loop":    {Config{Dir: "x", Listen: "0.0.0.0:4222", ListenInspectPassword: NewSecret()}, "not a loopback address"},
+		"listen no password": {Config{Dir: "x", Listen: "127.0.0.1:4222"}, "Config.Listen is set without Config.ListenInspectPassword or Config.ListenAdminPassword"},
 		"bad stream":         {Config{Dir: "x", Stream: "a.b"}, "Config.Stream"},
 		"bad prefix":         {Config{Dir: "x", SubjectPrefix: "a*"}, "Config.SubjectPrefix"},
 		"negative retention": {Config{Dir: "x", Retention: -time.Second}, "Config.Retention is negative"},
@@ -52,8 +52,8 @@ func TestSecondOpenOnLockedDir(t *testing.T) {
 	c.expect(t, "ready")
 	db := openDB(t, dbPath)
 	_, err := Open(context.Background(), db, Config{Dir: natsDir})
-	if !errors.Is(err, ErrDirLocked) {
-		t.Fatalf("second Open on a held Dir: got %v, want ErrDirLocked", err)
+	if !errors.Is(err, ErrDirLocked) || !strings.Contains(err.Error(), "held by another process") {
+		t.Fatalf("second Open on a held Dir: got %v, want ErrDirLocked saying another process holds it", err)
 	}
 	c.kill() // the kernel releases the lock of a dead process
 	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
@@ -189,22 +189,41 @@ func TestEmbeddedServerInstallsNoSignalHandlers(t *testing.T) {
 	}
 }
 
-// With Config.Listen, the server accepts clients that present the token
-// and refuses those that do not.
-func TestListenWithToken(t *testing.T) {
+// Regression (issue "Nothing stuck, nothing silent", item 4): a Close whose
+// context had expired returned without releasing Config.Dir, and an Open of
+// the same Dir in this process failed ("in use by another process") until
+// the old Bus was garbage-collected. Now the embedded server's shutdown
+// finishes in the background and releases the Dir; meanwhile Open says that
+// a Bus of this process is still closing.
+func TestLateCloseReleasesDir(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{Listen: "127.0.0.1:0", ListenToken: "s3cret"})
-	url := tb.bus.ClientURL()
-	if url == "" {
-		t.Fatal("no client URL with Config.Listen")
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	publishN(t, tb.bus, "k", 3)
+	waitRelayed(t, tb.bus, 3)
+	old := tb.bus
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := old.Close(expired); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close with an expired context: got %v, want nil or the context's error", err)
 	}
-	if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
-		nc.Close()
-		t.Fatal("connected without the token")
+	tb.bus = nil
+	var bus *Bus
+	waitFor(t, "Open of the same Dir after a late Close", time.Minute, func() (bool, string) {
+		b, err := Open(ctx, tb.db, tb.cfg)
+		if err == nil {
+			bus = b
+			return true, ""
+		}
+		if !errors.Is(err, ErrDirLocked) || !strings.Contains(err.Error(), "held by a Bus of this process that is still closing: wait for its Close") {
+			t.Fatalf("Open while the previous Bus closes: got %v, want ErrDirLocked saying a Bus of this process is still closing", err)
+		}
+		return false, err.Error()
+	})
+	tb.bus = bus
+	// The reopened bus has the events the old one relayed.
+	if got := streamEvents(t, bus); len(got) != 3 {
+		t.Fatalf("after reopening, the stream holds outbox seqs %v, want 1..3", got)
 	}
-	nc, err := nats.Connect(url, nats.Token("s3cret"))
-	if err != nil {
-		t.Fatalf("connect with the token: %v", err)
-	}
-	nc.Close()
+	runtime.KeepAlive(old) // the old Bus must not release the Dir by being collected
 }

@@ -1,6 +1,7 @@
 package boxcar
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -37,7 +38,27 @@ const (
 	DefaultHandlerTimeout = 30 * time.Second
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxBatchTime   = 10 * time.Millisecond
+
+	DefaultStoreCipher = StoreCipherChaCha20Poly1305
 )
+
+// The users of Config.Listen.
+const (
+	ListenInspectUser = bjs.InspectUser // read-only, with Config.ListenInspectPassword
+	ListenAdminUser   = bjs.AdminUser   // every right, with Config.ListenAdminPassword
+)
+
+// The ciphers of Config.StoreCipher (nats-server's names for them).
+const (
+	StoreCipherChaCha20Poly1305 = bjs.CipherChaCha20Poly1305
+	StoreCipherAESGCM           = bjs.CipherAESGCM
+)
+
+// NewSecret returns a random secret for Config.ListenInspectPassword,
+// Config.ListenAdminPassword or Config.StoreKey: 32 bytes from crypto/rand,
+// base64url (43 characters). Make one once and keep it where the app keeps
+// its other secrets: the store key must be the same at every Open.
+func NewSecret() string { return bjs.NewSecret() }
 
 // Config configures a Bus. Every field has a default (the Default*
 // constants); the comment of each field states it.
@@ -57,12 +78,67 @@ type Config struct {
 	Replicas int
 
 	// Listen, if set, makes the embedded server accept NATS clients on this
-	// loopback host:port (for the nats CLI). Default "": no listener at all,
-	// clients connect in-process.
+	// loopback host:port, for the nats CLI and other tools. Default "": no
+	// listener at all; the bus connects in-process. Every client logs in
+	// with a user and password: ListenInspectUser with
+	// ListenInspectPassword (read-only) or ListenAdminUser with
+	// ListenAdminPassword (every right); set at least one of them. Nothing
+	// connects without one: the bus's own connection logs in as a user of
+	// its own, accepted in-process only, whose password is made at random at
+	// each start and never shown. The README's Security section says what
+	// each credential gives.
 	Listen string
-	// ListenToken is the token clients must present on Listen. Required with
-	// Listen.
-	ListenToken string
+	// ListenInspectPassword, if set, lets ListenInspectUser ("inspect") log
+	// in on Listen to read and nothing else: account, stream and consumer
+	// info, and stored messages by sequence or last by subject (nats stream
+	// info, nats stream get, nats consumer info; the requests are
+	// jetstream.InspectAPI). It cannot publish, create, update, delete or
+	// purge streams, consumers or messages, fetch from a consumer, ack or
+	// nak, nor subscribe to events; it lives in an account of its own, so
+	// that no request of its can make the server write into the bus's
+	// streams. It reads every event in the streams. At least 32 characters
+	// and not a repetition: NewSecret makes one. Default "": no inspect
+	// user.
+	ListenInspectPassword string
+	// ListenAdminPassword, if set, lets ListenAdminUser ("admin") log in on
+	// Listen with every right in the bus's account: it can publish events
+	// that subscribers apply as genuine, ack messages no handler saw, fetch
+	// a subscriber's messages, delete or purge streams and consumers. Give
+	// it only to those who may change the app's data. Same rules as
+	// ListenInspectPassword, and a different secret. Default "": no admin
+	// user.
+	ListenAdminPassword string
+	// ListenTLS, if set, makes Listen require TLS with this configuration:
+	// it must hold the server's certificate (Certificates or
+	// GetCertificate); set ClientAuth and ClientCAs too to require client
+	// certificates. Clients then connect with the CA (nats --tlsca). The
+	// bus's in-process connection does not use it. Default nil: plain TCP
+	// on loopback, where the passwords cross in clear, readable by whoever
+	// can capture loopback traffic (root) and sent to whatever process
+	// holds the port while the bus does not.
+	ListenTLS *tls.Config
+
+	// StoreKey, if set, encrypts the embedded JetStream store: messages
+	// with their subjects and headers, stream and consumer state (the names
+	// of streams and consumers stay visible as directory names). It is
+	// nats-server's JetStreamKey, from which the server derives a key per
+	// stream and per message block, for StoreCipher. At least 32
+	// characters and not a repetition: NewSecret makes one. Keep it out of
+	// Dir and the database. Default "": not encrypted (the store's files
+	// are 0600 in 0700 directories, readable by the owner and root). A store
+	// opens only with the key and cipher it was written with, and a key is
+	// refused on a store written without one (nats-server's conversion of
+	// an existing store is not reliable: to encrypt, start in a new, empty
+	// Dir). Otherwise Open fails with ErrInvalidConfig naming the field, and
+	// leaves the store as it was. A lost key is a lost stream. Not with
+	// NATSURL.
+	StoreKey string
+	// StoreCipher is the cipher of StoreKey: StoreCipherChaCha20Poly1305
+	// (the default, as in nats-server: fast in software, constant-time on
+	// any CPU) or StoreCipherAESGCM (faster on CPUs with AES instructions).
+	// It cannot change once the store is written; the bus records it in
+	// Dir. Default "" means DefaultStoreCipher when StoreKey is set.
+	StoreCipher string
 
 	// Stream is the JetStream stream of the events. Default "BOXCAR"; dead
 	// letters go to Stream+"_DLQ".
@@ -196,6 +272,9 @@ func (c Config) withDefaults() Config {
 	if c.Synchronous == "" {
 		c.Synchronous = DefaultSynchronous
 	}
+	if c.StoreCipher == "" && c.StoreKey != "" {
+		c.StoreCipher = DefaultStoreCipher
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -225,8 +304,51 @@ func (c Config) validate() error {
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			return bad("Config.Listen %q is not a loopback address: use 127.0.0.1:PORT", c.Listen)
 		}
-		if c.ListenToken == "" {
-			return bad("Config.ListenToken is empty: a listener needs authentication")
+		if c.ListenInspectPassword == "" && c.ListenAdminPassword == "" {
+			return bad("Config.Listen is set without Config.ListenInspectPassword or Config.ListenAdminPassword: no client could log in; set ListenInspectPassword (read-only) to a secret from boxcar.NewSecret()")
+		}
+	} else {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"ListenInspectPassword", c.ListenInspectPassword != ""}, {"ListenAdminPassword", c.ListenAdminPassword != ""}, {"ListenTLS", c.ListenTLS != nil},
+		} {
+			if f.set {
+				return bad("Config.%s is set without Config.Listen: set Listen to a loopback host:port, or remove %s", f.name, f.name)
+			}
+		}
+	}
+	secrets := []struct{ name, value string }{
+		{"Config.ListenInspectPassword", c.ListenInspectPassword},
+		{"Config.ListenAdminPassword", c.ListenAdminPassword},
+		{"Config.StoreKey", c.StoreKey},
+	}
+	for i, f := range secrets {
+		if f.value == "" {
+			continue
+		}
+		if err := bjs.CheckSecret(f.name, f.value); err != nil {
+			return bad("%v", err)
+		}
+		for _, g := range secrets[:i] {
+			if g.value == f.value {
+				return bad("%s equals %s: use a secret of its own for each", f.name, g.name)
+			}
+		}
+	}
+	if t := c.ListenTLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		return bad("Config.ListenTLS has no certificate: set its Certificates (or GetCertificate) to the listener's certificate")
+	}
+	if c.StoreKey != "" && c.NATSURL != "" {
+		return bad("Config.StoreKey is set with Config.NATSURL: it encrypts the embedded server's store; encrypt an external server's store in its own configuration")
+	}
+	if c.StoreCipher != "" {
+		if c.StoreKey == "" {
+			return bad("Config.StoreCipher is set without Config.StoreKey: set the key too, or remove the cipher")
+		}
+		if c.StoreCipher != StoreCipherChaCha20Poly1305 && c.StoreCipher != StoreCipherAESGCM {
+			return bad("Config.StoreCipher %q: use boxcar.StoreCipherChaCha20Poly1305 or boxcar.StoreCipherAESGCM", c.StoreCipher)
 		}
 	}
 	if err := bjs.ValidateToken("Config.Stream", c.Stream); err != nil {

@@ -31,6 +31,10 @@ var (
 	ErrDuplicateSubscriber = errors.New("boxcar: duplicate subscriber name")
 	// ErrDirLocked: Config.Dir is held by another process or Bus.
 	ErrDirLocked = bjs.ErrDirLocked
+	// ErrStoreKey: Config.StoreKey or Config.StoreCipher does not fit the
+	// store in Config.Dir (missing, wrong, or another cipher). Open also
+	// wraps it in ErrInvalidConfig; the store is left untouched.
+	ErrStoreKey = bjs.ErrStoreKey
 	// ErrReentrant: a call that needs the database's writer (Tx, Publish,
 	// a transaction of the app's on the same database) was made from code
 	// that holds it: a Tx function, a TxHandler, or a transaction of the

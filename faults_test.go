@@ -415,7 +415,8 @@ func TestFaultHungTxHandler(t *testing.T) {
 func TestFaultHostileMessagesFromPlainClient(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	tb := setup(t, Config{Listen: "127.0.0.1:0", ListenToken: "tok", Logger: testLogger()})
+	admin := NewSecret() // publishing foreign messages takes the admin user
+	tb := setup(t, Config{Listen: "127.0.0.1:0", ListenAdminPassword: admin, Logger: testLogger()})
 	txSub, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -428,7 +429,7 @@ func TestFaultHostileMessagesFromPlainClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(tb.bus.ClientURL(), nats.Token("tok"))
+	nc, err := nats.Connect(tb.bus.ClientURL(), nats.UserInfo(ListenAdminUser, admin))
 	if err != nil {
 		t.Fatal(err)
 	}

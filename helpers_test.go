@@ -693,6 +693,3 @@ func hasDedupeRow(t testing.TB, db *sql.DB, subscriber, key string) bool {
 	}
 	return n > 0
 }
-
-// natsToken is the connection option of a token.
-func natsToken(token string) []nats.Option { return []nats.Option{nats.Token(token)} }

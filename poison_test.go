@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
@@ -81,13 +82,14 @@ func TestLargeMaxEventBytesOnTheEmbeddedServer(t *testing.T) {
 func TestMaxEventBytesAboveTheExternalServersLimit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	srv, err := bjs.Start(bjs.ServerConfig{Dir: filepath.Join(dir, "external"), Listen: "127.0.0.1:0", Token: "external-server-token-0123456789abcdef"})
+	secret := NewSecret()
+	srv, err := bjs.Start(bjs.ServerConfig{Dir: filepath.Join(dir, "external"), Listen: "127.0.0.1:0", AdminPassword: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown(context.Background())
 	db := openDB(t, filepath.Join(dir, "app.db"))
-	cfg := Config{NATSURL: srv.ClientURL(), NATSOptions: natsToken("external-server-token-0123456789abcdef"), MaxEventBytes: 2 << 20}
+	cfg := Config{NATSURL: srv.ClientURL(), NATSOptions: []nats.Option{nats.UserInfo(ListenAdminUser, secret)}, MaxEventBytes: 2 << 20}
 	bus, err := Open(context.Background(), db, cfg)
 	if err == nil {
 		bus.Close(context.Background())

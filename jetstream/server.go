@@ -6,33 +6,57 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
-// ErrDirLocked is returned by Start when another process (or another Bus in
-// this process) holds the store directory.
-var ErrDirLocked = errors.New("store directory is in use by another process")
-
 // ServerConfig configures the embedded server.
 type ServerConfig struct {
-	// Dir holds the JetStream store and the lock file. Required.
+	// Dir holds the JetStream store and the lock file. Required. Start
+	// creates it (and missing parents) readable by the owner only (0700);
+	// the server's own directories and files under it are 0700 and 0600.
 	Dir string
 	// Listen, if set, is a loopback host:port to accept NATS clients on (for
-	// the nats CLI). Empty means no network listener at all.
+	// the nats CLI). Empty means no network listener at all. Clients log
+	// in as InspectUser or AdminUser, so at least one of InspectPassword
+	// and AdminPassword is required with it.
 	Listen string
-	// Token authenticates clients on Listen. Required with Listen.
-	Token string
+	// InspectPassword, if set, admits InspectUser on Listen: read-only
+	// requests (InspectAPI) and nothing else. See CheckSecret.
+	InspectPassword string
+	// AdminPassword, if set, admits AdminUser on Listen with every right in
+	// the bus's account. See CheckSecret; it must differ from
+	// InspectPassword.
+	AdminPassword string
+	// TLS, if set, makes Listen require TLS with this configuration, which
+	// must hold a certificate (set ClientAuth and ClientCAs as well to
+	// require client certificates). The in-process connection does not use
+	// it. Nil means plain TCP.
+	TLS *tls.Config
+	// StoreKey, if set, encrypts the store with StoreCipher (nats-server's
+	// JetStreamKey). An encrypted store opens only with the key and cipher
+	// it was written with, and a key is refused on a store written without
+	// one: Start returns ErrStoreKey, and leaves the store as it was. See
+	// CheckSecret.
+	StoreKey string
+	// StoreCipher is the cipher of StoreKey: CipherChaCha20Poly1305 (the
+	// default, "") or CipherAESGCM. Start records it in the directory
+	// (boxcar.cipher), since the store cannot change it.
+	StoreCipher string
 	// SyncAlways makes the store fsync every message (slower, survives
 	// power loss). Otherwise the store syncs every SyncInterval.
 	SyncAlways bool
@@ -45,80 +69,187 @@ type ServerConfig struct {
 	Logger *slog.Logger
 }
 
+// check refuses a configuration that would start an insecure server.
+func (cfg ServerConfig) check() error {
+	if cfg.Dir == "" {
+		return errors.New("jetstream: ServerConfig.Dir is empty: set it to a writable directory for the store")
+	}
+	if cfg.Listen != "" && cfg.InspectPassword == "" && cfg.AdminPassword == "" {
+		return errors.New("jetstream: ServerConfig.Listen is set without InspectPassword or AdminPassword: no client could log in")
+	}
+	for _, f := range []struct{ name, value string }{
+		{"ServerConfig.InspectPassword", cfg.InspectPassword},
+		{"ServerConfig.AdminPassword", cfg.AdminPassword},
+		{"ServerConfig.StoreKey", cfg.StoreKey},
+	} {
+		if f.value == "" {
+			continue
+		}
+		if err := CheckSecret(f.name, f.value); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+	}
+	if cfg.InspectPassword != "" && cfg.InspectPassword == cfg.AdminPassword {
+		return errors.New("jetstream: ServerConfig.AdminPassword equals InspectPassword: the inspector could log in as admin; use two secrets")
+	}
+	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil {
+		return errors.New("jetstream: ServerConfig.TLS has no certificate: set Certificates (or GetCertificate)")
+	}
+	if _, err := storeCipher(cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)); err != nil {
+		return err
+	}
+	return nil
+}
+
 // Server is a running embedded nats-server with its store lock.
 type Server struct {
-	srv   *server.Server
-	lock  *dirLock
-	token string
+	srv      *server.Server
+	lock     *dirLock
+	password string // of internalUser
+
+	shutdown sync.Once
+	stopped  chan struct{} // closed when the server has stopped and the lock is released
 }
 
 // Start starts an embedded nats-server with JetStream, storing under
 // cfg.Dir. The server installs no signal handlers, listens on no port unless
 // cfg.Listen is set, and logs through cfg.Logger; its fatal log lines do not
-// exit the process.
+// exit the process. Every client logs in, the in-process one too (Connect);
+// nothing connects without a password.
 func Start(cfg ServerConfig) (*Server, error) {
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("jetstream: create %s: %w", cfg.Dir, err)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	lock, err := lockDir(filepath.Join(cfg.Dir, "boxcar.lock"))
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := makeDir(cfg.Dir, logger); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := start(cfg, logger)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// makeDir creates the store directory for its owner alone, or warns if an
+// existing one is open to others (it is not changed: it may be shared with
+// other files of the app's).
+func makeDir(dir string, logger *slog.Logger) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("jetstream: create %s: %w", dir, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("jetstream: store directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("jetstream: store directory %s is not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		logger.Warn("jetstream: the store directory is open to other users (the store inside it is not): chmod 700 it",
+			"dir", dir, "mode", perm.String())
+	}
+	return nil
+}
+
+// start starts the server on a locked directory.
+func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
+	storeDir := filepath.Join(cfg.Dir, "jetstream")
+	cipherName := cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)
+	cipher, err := storeCipher(cipherName)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStoreKeyBefore(cfg.Dir, storeDir, cfg.StoreKey, cipherName); err != nil {
+		return nil, err
+	}
+	password := NewSecret()
+	accounts, users, err := authorize(cfg, password)
 	if err != nil {
 		return nil, err
 	}
 	opts := &server.Options{
 		ServerName:         "boxcar",
 		JetStream:          true,
-		StoreDir:           filepath.Join(cfg.Dir, "jetstream"),
+		StoreDir:           storeDir,
 		NoSigs:             true,
 		DontListen:         cfg.Listen == "",
 		MaxPayload:         cfg.MaxPayload,
 		SyncAlways:         cfg.SyncAlways,
 		SyncInterval:       cfg.SyncInterval,
 		JetStreamMaxMemory: 64 << 20,
+		JetStreamKey:       cfg.StoreKey,
+		JetStreamCipher:    cipher,
+		Accounts:           accounts,
+		Users:              users,
 	}
 	if cfg.Listen != "" {
 		host, portStr, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
-			lock.release()
 			return nil, fmt.Errorf("jetstream: listen address %q: %w", cfg.Listen, err)
 		}
 		port, err := strconv.Atoi(portStr)
 		if err != nil {
-			lock.release()
 			return nil, fmt.Errorf("jetstream: listen port %q: %w", portStr, err)
 		}
 		if port == 0 {
 			port = server.RANDOM_PORT // nats-server reads 0 as its default 4222
 		}
 		opts.Host, opts.Port = host, port
-		opts.Authorization = cfg.Token
+		if cfg.TLS != nil {
+			opts.TLSConfig = cfg.TLS.Clone()
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		lock.release()
 		return nil, fmt.Errorf("jetstream: new server: %w", err)
-	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
 	}
 	srv.SetLoggerV2(&serverLogger{l: logger}, false, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	stop := func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		lock.release()
+	}
+	if !srv.ReadyForConnections(30 * time.Second) {
+		stop()
 		return nil, errors.New("jetstream: embedded server did not become ready in 30s")
 	}
-	return &Server{srv: srv, lock: lock, token: cfg.Token}, nil
+	// With accounts configured, nats-server enables JetStream only in the
+	// accounts whose configuration asks for it, which a configuration file
+	// can say and server.Options cannot: enable it in the bus's account,
+	// which loads the streams from the store.
+	if err := srv.GlobalAccount().EnableJetStream(nil, nil); err != nil {
+		stop()
+		return nil, fmt.Errorf("jetstream: enable JetStream: %w", err)
+	}
+	if err := checkStoreKeyAfter(srv, storeDir); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := recordCipher(cfg.Dir, cfg.StoreKey, cipherName); err != nil {
+		stop()
+		return nil, err
+	}
+	return &Server{srv: srv, password: password, stopped: make(chan struct{})}, nil
 }
 
-// Connect opens an in-process client connection (no socket).
+// Connect opens an in-process client connection (no socket), as the
+// internal user: every right in the bus's account.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
-	if s.token != "" {
-		opts = append(opts, nats.Token(s.token)) // in-process clients authenticate too
-	}
-	nc, err := nats.Connect("", opts...)
+	nc, err := nats.Connect("", nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1),
+		nats.UserInfo(internalUser, s.password))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connect in-process: %w", err)
 	}
@@ -137,22 +268,36 @@ func (s *Server) ClientURL() string {
 // Underlying returns the nats-server, for tests and tools.
 func (s *Server) Underlying() *server.Server { return s.srv }
 
-// Shutdown stops the server, waits for it (up to ctx) and releases the lock.
+// Shutdown stops the server and then releases the store lock. It waits for
+// that up to ctx's deadline and no longer: past it, the shutdown goes on in
+// a goroutine of its own, which releases the lock once the server has
+// stopped and then ends, so it outlives Shutdown only as long as
+// nats-server's own shutdown takes (it flushes and closes the store).
+// Meanwhile a Start on the same directory fails with ErrDirLocked, saying
+// that the holder is still closing. Shutdown returns nil if the server has
+// stopped, whatever ctx did, and ctx's error otherwise. It may be called
+// more than once: every call waits for the same shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.srv.Shutdown()
-	done := make(chan struct{})
-	go func() {
-		s.srv.WaitForShutdown()
-		close(done)
-	}()
+	s.shutdown.Do(func() {
+		s.lock.markClosing()
+		go func() {
+			s.srv.Shutdown()
+			s.srv.WaitForShutdown()
+			s.lock.release()
+			close(s.stopped)
+		}()
+	})
 	select {
-	case <-done:
+	case <-s.stopped:
+		return nil
 	case <-ctx.Done():
-		// The lock stays held: the store may still be written.
-		return fmt.Errorf("jetstream: shutdown: %w", ctx.Err())
+		select {
+		case <-s.stopped: // both were ready: the shutdown's outcome wins
+			return nil
+		default:
+		}
+		return fmt.Errorf("jetstream: shutdown: %w (the server goes on shutting down, and releases the store directory when it has stopped)", ctx.Err())
 	}
-	s.lock.release()
-	return nil
 }
 
 // logComponent is the log attribute that marks nats-server's own lines.
@@ -166,8 +311,21 @@ func (s *serverLogger) Noticef(format string, v ...any) {
 	s.l.Debug(fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Warnf(format string, v ...any) {
-	s.l.Warn(fmt.Sprintf(format, v...), logComponent, "nats-server")
+	msg := fmt.Sprintf(format, v...)
+	if msg == plaintextPasswordsWarning {
+		// Every start has users with passwords (the internal user's at
+		// least), random and held in memory only; bcrypt hashes would cost
+		// tens of milliseconds at each login and protect nothing here.
+		s.l.Debug(msg, logComponent, "nats-server")
+		return
+	}
+	s.l.Warn(msg, logComponent, "nats-server")
 }
+
+// plaintextPasswordsWarning is the line nats-server logs at each start
+// when its users' passwords are not bcrypt hashes.
+const plaintextPasswordsWarning = "Plaintext passwords detected, use nkeys or bcrypt"
+
 func (s *serverLogger) Fatalf(format string, v ...any) {
 	s.l.Error("fatal: "+fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
