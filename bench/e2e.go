@@ -155,8 +155,35 @@ type pipeline struct {
 
 func subscriberName(i int) string { return "bench" + strconv.Itoa(i) }
 
-func openPipeline(ctx context.Context, dir string, w *workload) (*pipeline, error) {
-	e, err := openEnv(ctx, dir, w.o)
+// handledTx is the bench's transactional handler: it upserts the
+// subscriber's row for the event's key (its real write), then sleeps for
+// delay, if any (the rest of a slower handler's work, done while holding
+// SQLite's writer as that work would), then calls seen, if set.
+func handledTx(name string, delay time.Duration, seen func(boxcar.Message)) boxcar.Handler {
+	return boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
+		if _, err := tx.ExecContext(ctx, upsertHandled, name, m.Key, m.Seq); err != nil {
+			return err
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		if seen != nil {
+			seen(m)
+		}
+		return nil
+	})
+}
+
+// openPipeline opens a bus with cfg (Dir and Logger filled in) and its
+// subscribers.
+func openPipeline(ctx context.Context, dir string, w *workload, cfg boxcar.Config) (*pipeline, error) {
+	e, err := openEnv(ctx, dir, w.o, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -165,14 +192,10 @@ func openPipeline(ctx context.Context, dir string, w *workload) (*pipeline, erro
 		name := subscriberName(i)
 		sm := &seqMap{m: map[uint64]int{}}
 		p.maps = append(p.maps, sm)
-		h := boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
-			if _, err := tx.ExecContext(ctx, upsertHandled, name, m.Key, m.Seq); err != nil {
-				return err
-			}
+		h := handledTx(name, 0, func(m boxcar.Message) {
 			if p.observing.Load() {
 				sm.put(m.StreamSeq, eventIndex(m.Data))
 			}
-			return nil
 		})
 		if _, err := e.bus.Subscribe(ctx, name, h, boxcar.SubscribeOptions{Workers: w.o.workers}); err != nil {
 			e.close()
@@ -290,7 +313,7 @@ func (p *pipeline) runLoad(ctx context.Context, base, n int, interval time.Durat
 // the subscribers' commits, then latency at fixed offered loads.
 func benchEndToEnd(ctx context.Context, dir string, w *workload, rep *report) error {
 	o := w.o
-	p, err := openPipeline(ctx, dir, w)
+	p, err := openPipeline(ctx, dir, w, boxcar.Config{})
 	if err != nil {
 		return err
 	}

@@ -96,12 +96,16 @@ func openDB(dir, sync string) (*sql.DB, error) {
 	return db, nil
 }
 
-func openEnv(ctx context.Context, dir string, o options) (*env, error) {
+// openEnv opens the database in dir and a bus on it with cfg, whose Dir and
+// Logger it sets; the other fields are the caller's (zero: Boxcar's
+// defaults).
+func openEnv(ctx context.Context, dir string, o options, cfg boxcar.Config) (*env, error) {
 	db, err := openDB(dir, o.sync)
 	if err != nil {
 		return nil, err
 	}
-	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(dir, "nats"), Logger: o.logger()})
+	cfg.Dir, cfg.Logger = filepath.Join(dir, "nats"), o.logger()
+	bus, err := boxcar.Open(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
