@@ -12,7 +12,10 @@
 //   - write wait: how long the app's writes (Bus.Tx, and its own
 //     transactions) wait for SQLite's writer while a slow transactional
 //     subscriber works through a backlog, with the default
-//     SubscribeOptions.MaxBatchTime and with unbounded batches.
+//     SubscribeOptions.MaxBatchTime and with unbounded batches;
+//   - defaults: what the safer defaults cost: end to end, Bus.Tx +
+//     PublishTx and latency with Boxcar's write connection at
+//     synchronous=NORMAL (the old behaviour) and FULL (the default).
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -63,6 +66,7 @@ type options struct {
 	writeRate      int           // write wait: app writes/s of each kind
 	unboundedBatch time.Duration // write wait: MaxBatchTime of the comparison runs (0: none)
 	wwBacklog      int           // write wait: events in the stream for the subscribers
+	defaultsEvents int           // defaults: events per produce and end-to-end run
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -91,8 +95,9 @@ func main() {
 	flag.IntVar(&o.writeRate, "write-rate", 50, "write wait: app writes per second of each kind (Bus.Tx, own db.BeginTx), each run lasting -level-duration")
 	flag.DurationVar(&o.unboundedBatch, "unbounded-batch", time.Hour, "write wait: SubscribeOptions.MaxBatchTime of the comparison runs, approximating the old unbounded batches (0: defaults only)")
 	flag.IntVar(&o.wwBacklog, "ww-backlog", 0, "write wait: events in the stream before the subscribers start, each at the first (0: 60,000 per second of -level-duration, plus 60,000)")
+	flag.IntVar(&o.defaultsEvents, "defaults-events", 20_000, "defaults: events per produce and end-to-end run, for each synchronous mode")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -119,6 +124,7 @@ func (o *options) validate() error {
 		{"-payload", o.payload, 16, 512 << 10}, {"-subscribers", o.subscribers, 1, 16},
 		{"-workers", o.workers, 1, 1024}, {"-writers", o.writers, 1, 256}, {"-rounds", o.rounds, 1, 0},
 		{"-write-rate", o.writeRate, 1, 10_000},
+		{"-defaults-events", o.defaultsEvents, 1000, 0},
 	} {
 		switch {
 		case c.v < c.lo && c.hi == 0:
@@ -202,12 +208,17 @@ func (o *options) runs(stage string) bool {
 // made 38-39k events/s alone, 33.5-35k right after the produce stage even
 // with the sync, and 39-42k after the sync and a 5 s pause.
 func settle(dir string, keep bool) {
+	tidy(dir, keep)
+	runtime.GC()
+	time.Sleep(settleTime)
+}
+
+// tidy removes dir (unless keep) and flushes the page cache's dirty pages.
+func tidy(dir string, keep bool) {
 	if !keep {
 		os.RemoveAll(dir)
 	}
 	syncDisks()
-	runtime.GC()
-	time.Sleep(settleTime)
 }
 
 const settleTime = 5 * time.Second
@@ -261,6 +272,7 @@ func run(o options) error {
 		{"relay", benchRelay},
 		{"e2e", benchEndToEnd},
 		{"writewait", benchWriteWait},
+		{"defaults", benchDefaults},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {
