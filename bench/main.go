@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -261,8 +262,8 @@ func run(o options) error {
 	syncDisks() // the page cache's dirty pages from before (an earlier run) are not this run's to write
 	w := newWorkload(o)
 	rep := &report{opts: o, start: time.Now(), loadBefore: loadAverage()}
-	log.Printf("%d CPUs, %s, SQLite synchronous=%s, %d writers, %d keys, %d-byte payloads",
-		runtime.NumCPU(), runtime.Version(), o.sync, o.writers, o.keys, o.payload)
+	log.Printf("%d CPUs, %s, SQLite synchronous=%s (Boxcar's writer: %s), %d writers, %d keys, %d-byte payloads",
+		runtime.NumCPU(), runtime.Version(), o.sync, boxcar.DefaultSynchronous, o.writers, o.keys, o.payload)
 
 	stages := []struct {
 		name string
