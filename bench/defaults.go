@@ -76,12 +76,12 @@ func benchDefaults(ctx context.Context, dir string, w *workload, rep *report) er
 	e2eOf := func(s *syncSetting) float64 { return median(s.e2e) }
 	produceOf := func(s *syncSetting) float64 { return median(s.produce) }
 	for _, m := range []struct {
-		what, unit, how string
+		what, noun, how string
 		rates           func(*syncSetting) []float64
 	}{
-		{"end to end flat out", "events/s", fmt.Sprintf("commit → handled by a TxHandler, %d subscriber(s) × %d workers", o.subscribers, o.workers),
+		{"end to end flat out", "events", fmt.Sprintf("commit → handled by a TxHandler, %d subscriber(s) × %d workers", o.subscribers, o.workers),
 			func(s *syncSetting) []float64 { return s.e2e }},
-		{"Bus.Tx + PublishTx", "tx/s", fmt.Sprintf("%d writers, flat out, relay beside, no subscriber", o.writers),
+		{"Bus.Tx + PublishTx", "tx", fmt.Sprintf("%d writers, flat out, relay beside, no subscriber", o.writers),
 			func(s *syncSetting) []float64 { return s.produce }},
 	} {
 		for _, s := range settings {
@@ -89,10 +89,10 @@ func benchDefaults(ctx context.Context, dir string, w *workload, rep *report) er
 			rep.add(row{
 				stage:    "defaults",
 				what:     m.what + ", " + s.label,
-				value:    fmt.Sprintf("%s %s", num(median(rates)), m.unit),
+				value:    fmt.Sprintf("%s %s/s", num(median(rates)), m.noun),
 				baseline: vsOld(s, func(s *syncSetting) float64 { return median(m.rates(s)) }),
-				detail: fmt.Sprintf("median of %d runs of %s (%s %s), %s; a fresh bus each run, the two settings alternating",
-					o.rounds, num(float64(n)), joinNums(rates), m.unit, m.how),
+				detail: fmt.Sprintf("median of %d runs of %s %s (%s %s/s), %s; a fresh bus each run, the two settings alternating",
+					o.rounds, num(float64(n)), m.noun, joinNums(rates), m.noun, m.how),
 			})
 		}
 	}

@@ -280,9 +280,11 @@ func run(o options) error {
 			continue
 		}
 		dir := filepath.Join(tmp, st.name)
+		t0 := time.Now()
 		if err := st.run(ctx, dir, w, rep); err != nil {
 			return fmt.Errorf("%s: %w", st.name, err)
 		}
+		log.Printf("stage %s took %v", st.name, time.Since(t0).Round(time.Second))
 		settle(dir, o.keep)
 	}
 	rep.elapsed = time.Since(rep.start)
