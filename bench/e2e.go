@@ -47,6 +47,40 @@ func (s *seqMap) take(seq uint64) (int, bool) {
 	return idx, ok
 }
 
+// durations is an HDR histogram of durations (microseconds, 1 µs to 10
+// minutes, 3 significant digits) that goroutines record into at once.
+type durations struct {
+	mu   sync.Mutex
+	hist *hdrhistogram.Histogram
+}
+
+func newDurations() *durations {
+	return &durations{hist: hdrhistogram.New(1, 600_000_000, 3)}
+}
+
+func (h *durations) record(d time.Duration) {
+	us := max(d.Microseconds(), 1)
+	h.mu.Lock()
+	h.hist.RecordValue(us)
+	h.mu.Unlock()
+}
+
+func (h *durations) count() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hist.TotalCount()
+}
+
+type quantiles struct{ p50, p99, p999, max time.Duration }
+
+func (h *durations) quantiles() quantiles {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	return quantiles{us(h.hist.ValueAtQuantile(50)), us(h.hist.ValueAtQuantile(99)),
+		us(h.hist.ValueAtQuantile(99.9)), us(h.hist.Max())}
+}
+
 // tracker follows one run's events, indexes base..base+n-1, through every
 // subscriber.
 type tracker struct {
@@ -55,15 +89,13 @@ type tracker struct {
 	ackNS         [][]atomic.Int64 // [subscriber][event]
 	pending       [][]atomic.Int32 // both stamps present when it reaches 2
 	handled       atomic.Int64
-
-	mu   sync.Mutex
-	hist *hdrhistogram.Histogram // microseconds
+	lat           *durations // commit → handled
 }
 
 func newTracker(base, n, subs int) *tracker {
 	t := &tracker{base: base, n: n, subs: subs,
 		commitNS: make([]atomic.Int64, n),
-		hist:     hdrhistogram.New(1, 600_000_000, 3)}
+		lat:      newDurations()}
 	for range subs {
 		t.ackNS = append(t.ackNS, make([]atomic.Int64, n))
 		t.pending = append(t.pending, make([]atomic.Int32, n))
@@ -71,12 +103,7 @@ func newTracker(base, n, subs int) *tracker {
 	return t
 }
 
-func (t *tracker) record(commit, ack int64) {
-	us := max((ack-commit)/1000, 1)
-	t.mu.Lock()
-	t.hist.RecordValue(us)
-	t.mu.Unlock()
-}
+func (t *tracker) record(commit, ack int64) { t.lat.record(time.Duration(ack - commit)) }
 
 func (t *tracker) committed(idx int, at time.Time) {
 	i := idx - t.base
@@ -115,16 +142,6 @@ func (t *tracker) wait(limit time.Duration) error {
 	return nil
 }
 
-type quantiles struct{ p50, p99, p999, max time.Duration }
-
-func (t *tracker) quantiles() quantiles {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
-	return quantiles{us(t.hist.ValueAtQuantile(50)), us(t.hist.ValueAtQuantile(99)),
-		us(t.hist.ValueAtQuantile(99.9)), us(t.hist.Max())}
-}
-
 // pipeline is a bus with o.subscribers transactional subscribers, and the
 // ack observer while latency is measured.
 type pipeline struct {
@@ -138,8 +155,35 @@ type pipeline struct {
 
 func subscriberName(i int) string { return "bench" + strconv.Itoa(i) }
 
-func openPipeline(ctx context.Context, dir string, w *workload) (*pipeline, error) {
-	e, err := openEnv(ctx, dir, w.o)
+// handledTx is the bench's transactional handler: it upserts the
+// subscriber's row for the event's key (its real write), then sleeps for
+// delay, if any (the rest of a slower handler's work, done while holding
+// SQLite's writer as that work would), then calls seen, if set.
+func handledTx(name string, delay time.Duration, seen func(boxcar.Message)) boxcar.Handler {
+	return boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
+		if _, err := tx.ExecContext(ctx, upsertHandled, name, m.Key, m.Seq); err != nil {
+			return err
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		if seen != nil {
+			seen(m)
+		}
+		return nil
+	})
+}
+
+// openPipeline opens a bus with cfg (Dir and Logger filled in) and its
+// subscribers.
+func openPipeline(ctx context.Context, dir string, w *workload, cfg boxcar.Config) (*pipeline, error) {
+	e, err := openEnv(ctx, dir, w.o, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -148,14 +192,10 @@ func openPipeline(ctx context.Context, dir string, w *workload) (*pipeline, erro
 		name := subscriberName(i)
 		sm := &seqMap{m: map[uint64]int{}}
 		p.maps = append(p.maps, sm)
-		h := boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
-			if _, err := tx.ExecContext(ctx, upsertHandled, name, m.Key, m.Seq); err != nil {
-				return err
-			}
+		h := handledTx(name, 0, func(m boxcar.Message) {
 			if p.observing.Load() {
 				sm.put(m.StreamSeq, eventIndex(m.Data))
 			}
-			return nil
 		})
 		if _, err := e.bus.Subscribe(ctx, name, h, boxcar.SubscribeOptions{Workers: w.o.workers}); err != nil {
 			e.close()
@@ -273,7 +313,7 @@ func (p *pipeline) runLoad(ctx context.Context, base, n int, interval time.Durat
 // the subscribers' commits, then latency at fixed offered loads.
 func benchEndToEnd(ctx context.Context, dir string, w *workload, rep *report) error {
 	o := w.o
-	p, err := openPipeline(ctx, dir, w)
+	p, err := openPipeline(ctx, dir, w, boxcar.Config{})
 	if err != nil {
 		return err
 	}
@@ -334,7 +374,7 @@ func benchEndToEnd(ctx context.Context, dir string, w *workload, rep *report) er
 		}
 		base += n
 		achieved := float64(n) / wres.elapsed.Seconds()
-		q := t.quantiles()
+		q := t.lat.quantiles()
 		log.Printf("latency at %-14s offered %7.0f/s achieved %7.0f/s: p50 %v p99 %v p99.9 %v max %v (writers up to %v late)",
 			l.label, l.rate, achieved, q.p50, q.p99, q.p999, q.max, wres.behind.Round(time.Millisecond))
 		r := row{

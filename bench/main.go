@@ -8,7 +8,14 @@
 //     async publish of the same messages into an embedded server;
 //   - end to end: sustained throughput from the app's commit to the commit of
 //     a transactional subscriber (TxHandler);
-//   - latency: commit → handled at fixed offered loads, from an HDR histogram.
+//   - latency: commit → handled at fixed offered loads, from an HDR histogram;
+//   - write wait: how long the app's writes (Bus.Tx, and its own
+//     transactions) wait for SQLite's writer while a slow transactional
+//     subscriber works through a backlog, with the default
+//     SubscribeOptions.MaxBatchTime and with unbounded batches;
+//   - defaults: what the safer defaults cost: end to end, Bus.Tx +
+//     PublishTx and latency with Boxcar's write connection at
+//     synchronous=NORMAL (the old behaviour) and FULL (the default).
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -31,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -54,6 +62,12 @@ type options struct {
 	memProfile  string
 	keep        bool
 	verbose     bool
+
+	handlerMS      string        // write wait: handler durations, ms
+	writeRate      int           // write wait: app writes/s of each kind
+	unboundedBatch time.Duration // write wait: MaxBatchTime of the comparison runs (0: none)
+	wwBacklog      int           // write wait: events in the stream for the subscribers
+	defaultsEvents int           // defaults: events per produce and end-to-end run
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -78,8 +92,13 @@ func main() {
 	flag.StringVar(&o.loads, "loads", "25,50,75", "offered loads for the latency runs, in % of the measured end-to-end maximum")
 	flag.IntVar(&o.fixedRate, "rate", 3000, "one more offered load for the latency runs, events/s (0: none)")
 	flag.DurationVar(&o.levelDur, "level-duration", 5*time.Second, "how long each offered load runs")
+	flag.StringVar(&o.handlerMS, "handler-ms", "0,1,5,20", "write wait: per-event handler durations (a sleep after the handler's write), ms, comma-separated")
+	flag.IntVar(&o.writeRate, "write-rate", 50, "write wait: app writes per second of each kind (Bus.Tx, own db.BeginTx), each run lasting -level-duration")
+	flag.DurationVar(&o.unboundedBatch, "unbounded-batch", time.Hour, "write wait: SubscribeOptions.MaxBatchTime of the comparison runs, approximating the old unbounded batches (0: defaults only)")
+	flag.IntVar(&o.wwBacklog, "ww-backlog", 0, "write wait: events in the stream before the subscribers start, each at the first (0: 60,000 per second of -level-duration, plus 60,000)")
+	flag.IntVar(&o.defaultsEvents, "defaults-events", 20_000, "defaults: events per produce and end-to-end run, for each synchronous mode")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -98,47 +117,76 @@ func main() {
 
 func (o *options) validate() error {
 	o.sync = strings.ToUpper(o.sync)
+	for _, c := range []struct {
+		flag      string
+		v, lo, hi int // hi 0: no upper bound
+	}{
+		{"-events", o.events, 1000, 0}, {"-backlog", o.backlog, 1000, 0}, {"-keys", o.keys, 1, 0},
+		{"-payload", o.payload, 16, 512 << 10}, {"-subscribers", o.subscribers, 1, 16},
+		{"-workers", o.workers, 1, 1024}, {"-writers", o.writers, 1, 256}, {"-rounds", o.rounds, 1, 0},
+		{"-write-rate", o.writeRate, 1, 10_000},
+		{"-defaults-events", o.defaultsEvents, 1000, 0},
+	} {
+		switch {
+		case c.v < c.lo && c.hi == 0:
+			return fmt.Errorf("%s %d: use at least %d", c.flag, c.v, c.lo)
+		case c.v < c.lo || c.hi > 0 && c.v > c.hi:
+			return fmt.Errorf("%s %d: use %d to %d", c.flag, c.v, c.lo, c.hi)
+		}
+	}
 	switch {
-	case o.events < 1000:
-		return fmt.Errorf("-events %d: use at least 1000", o.events)
-	case o.backlog < 1000:
-		return fmt.Errorf("-backlog %d: use at least 1000", o.backlog)
-	case o.keys < 1:
-		return fmt.Errorf("-keys %d: use at least 1", o.keys)
-	case o.payload < 16 || o.payload > 512<<10:
-		return fmt.Errorf("-payload %d: use 16 to 524288 bytes", o.payload)
-	case o.subscribers < 1 || o.subscribers > 16:
-		return fmt.Errorf("-subscribers %d: use 1 to 16", o.subscribers)
-	case o.workers < 1 || o.workers > 1024:
-		return fmt.Errorf("-workers %d: use 1 to 1024", o.workers)
-	case o.writers < 1 || o.writers > 256:
-		return fmt.Errorf("-writers %d: use 1 to 256", o.writers)
 	case o.sync != sqlite.SyncNormal && o.sync != sqlite.SyncFull:
 		return fmt.Errorf("-sync %q: use NORMAL or FULL", o.sync)
-	case o.rounds < 1:
-		return fmt.Errorf("-rounds %d: use at least 1", o.rounds)
 	case o.levelDur < time.Second:
 		return fmt.Errorf("-level-duration %v: use at least 1s", o.levelDur)
+	case o.unboundedBatch < 0:
+		return fmt.Errorf("-unbounded-batch %v: use 0 (none) or a duration", o.unboundedBatch)
+	case o.wwBacklog != 0 && o.wwBacklog < 1000:
+		return fmt.Errorf("-ww-backlog %d: use at least 1000 (0: from -level-duration)", o.wwBacklog)
+	}
+	if o.wwBacklog == 0 {
+		// Subscribers with 0 ms handlers handled up to ~50,000 events/s
+		// here while the app wrote beside them.
+		o.wwBacklog = int(60_000 * (o.levelDur.Seconds() + 1))
 	}
 	if _, err := o.loadPercents(); err != nil {
+		return err
+	}
+	if _, err := o.handlerDelays(); err != nil {
 		return err
 	}
 	return nil
 }
 
+// handlerDelays are the write-wait stage's handler durations.
+func (o *options) handlerDelays() ([]time.Duration, error) {
+	ns, err := parseList("-handler-ms", o.handlerMS, 0, 1000, "milliseconds")
+	ds := make([]time.Duration, len(ns))
+	for i, n := range ns {
+		ds[i] = time.Duration(n) * time.Millisecond
+	}
+	return ds, err
+}
+
 func (o *options) loadPercents() ([]int, error) {
-	var ps []int
-	for f := range strings.SplitSeq(o.loads, ",") {
+	return parseList("-loads", o.loads, 1, 100, "percentages")
+}
+
+// parseList parses the comma-separated integers of flag name, each from lo
+// to hi (in unit, for the error).
+func parseList(name, s string, lo, hi int, unit string) ([]int, error) {
+	var ns []int
+	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		p, err := strconv.Atoi(f)
-		if err != nil || p < 1 || p > 100 {
-			return nil, fmt.Errorf("-loads %q: use percentages from 1 to 100, comma-separated", o.loads)
+		n, err := strconv.Atoi(f)
+		if err != nil || n < lo || n > hi {
+			return nil, fmt.Errorf("%s %q: use %s from %d to %d, comma-separated", name, s, unit, lo, hi)
 		}
-		ps = append(ps, p)
+		ns = append(ns, n)
 	}
-	return ps, nil
+	return ns, nil
 }
 
 func (o *options) runs(stage string) bool {
@@ -161,12 +209,17 @@ func (o *options) runs(stage string) bool {
 // made 38-39k events/s alone, 33.5-35k right after the produce stage even
 // with the sync, and 39-42k after the sync and a 5 s pause.
 func settle(dir string, keep bool) {
+	tidy(dir, keep)
+	runtime.GC()
+	time.Sleep(settleTime)
+}
+
+// tidy removes dir (unless keep) and flushes the page cache's dirty pages.
+func tidy(dir string, keep bool) {
 	if !keep {
 		os.RemoveAll(dir)
 	}
 	syncDisks()
-	runtime.GC()
-	time.Sleep(settleTime)
 }
 
 const settleTime = 5 * time.Second
@@ -209,8 +262,8 @@ func run(o options) error {
 	syncDisks() // the page cache's dirty pages from before (an earlier run) are not this run's to write
 	w := newWorkload(o)
 	rep := &report{opts: o, start: time.Now(), loadBefore: loadAverage()}
-	log.Printf("%d CPUs, %s, SQLite synchronous=%s, %d writers, %d keys, %d-byte payloads",
-		runtime.NumCPU(), runtime.Version(), o.sync, o.writers, o.keys, o.payload)
+	log.Printf("%d CPUs, %s, SQLite synchronous=%s (Boxcar's writer: %s), %d writers, %d keys, %d-byte payloads",
+		runtime.NumCPU(), runtime.Version(), o.sync, boxcar.DefaultSynchronous, o.writers, o.keys, o.payload)
 
 	stages := []struct {
 		name string
@@ -219,15 +272,19 @@ func run(o options) error {
 		{"produce", benchProduce},
 		{"relay", benchRelay},
 		{"e2e", benchEndToEnd},
+		{"writewait", benchWriteWait},
+		{"defaults", benchDefaults},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {
 			continue
 		}
 		dir := filepath.Join(tmp, st.name)
+		t0 := time.Now()
 		if err := st.run(ctx, dir, w, rep); err != nil {
 			return fmt.Errorf("%s: %w", st.name, err)
 		}
+		log.Printf("stage %s took %v", st.name, time.Since(t0).Round(time.Second))
 		settle(dir, o.keep)
 	}
 	rep.elapsed = time.Since(rep.start)

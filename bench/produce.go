@@ -6,6 +6,8 @@ import (
 	"log"
 	"slices"
 	"time"
+
+	"github.com/boxcar-bus/boxcar"
 )
 
 // benchProduce measures the app's transaction three ways on one bus, in
@@ -20,16 +22,12 @@ import (
 // works beside the writers, as it would in the application.
 func benchProduce(ctx context.Context, dir string, w *workload, rep *report) error {
 	o := w.o
-	e, err := openEnv(ctx, dir, o)
+	e, err := openEnv(ctx, dir, o, boxcar.Config{})
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	// Warm up: connections, prepared statements, the relay's first batches.
-	if _, err := w.write(ctx, e.bus, writeSpec{n: 2000, publish: true, firstIdx: 1 << 40}); err != nil {
-		return err
-	}
-	if err := e.waitRelayed(ctx, time.Minute); err != nil {
+	if err := e.warmUp(ctx, w); err != nil {
 		return err
 	}
 	kinds := []struct {
@@ -110,6 +108,15 @@ func benchProduce(ctx context.Context, dir string, w *workload, rep *report) err
 			float64(groupCalls)/float64(max(groups, 1)), num(float64(slices.Max(lagAfter)))),
 	})
 	return nil
+}
+
+// warmUp warms e's connections, prepared statements and relay up with 2,000
+// events, and waits until they are relayed.
+func (e *env) warmUp(ctx context.Context, w *workload) error {
+	if _, err := w.write(ctx, e.bus, writeSpec{n: 2000, publish: true, firstIdx: 1 << 40}); err != nil {
+		return err
+	}
+	return e.waitRelayed(ctx, time.Minute)
 }
 
 func median(xs []float64) float64 {

@@ -96,12 +96,16 @@ func openDB(dir, sync string) (*sql.DB, error) {
 	return db, nil
 }
 
-func openEnv(ctx context.Context, dir string, o options) (*env, error) {
+// openEnv opens the database in dir and a bus on it with cfg, whose Dir and
+// Logger it sets; the other fields are the caller's (zero: Boxcar's
+// defaults).
+func openEnv(ctx context.Context, dir string, o options, cfg boxcar.Config) (*env, error) {
 	db, err := openDB(dir, o.sync)
 	if err != nil {
 		return nil, err
 	}
-	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(dir, "nats"), Logger: o.logger()})
+	cfg.Dir, cfg.Logger = filepath.Join(dir, "nats"), o.logger()
+	bus, err := boxcar.Open(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -144,6 +148,18 @@ type writeSpec struct {
 	interval time.Duration // 0: as fast as possible; else tx i starts at start + i*interval
 	onCommit func(idx int, at time.Time)
 	firstIdx int // index of the first event (so runs on one bus do not reuse indexes)
+
+	writers int           // goroutines; 0: o.writers
+	until   time.Duration // if > 0, no transaction starts later than this after the first: a run behind schedule is cut short
+	// concurrent, with plain, lets the writers call db.BeginTx side by side,
+	// as an app's goroutines would, instead of taking turns on a mutex:
+	// they queue for the writer in the database's gate (sqlite.Open's),
+	// each for at most its busy timeout.
+	concurrent bool
+	// onDone, if set, is called after each transaction with how long it
+	// took from the call to its end (its commit, or its error); errors are
+	// reported there and the writers go on instead of stopping.
+	onDone func(took time.Duration, err error)
 }
 
 // writeResult is what the writers did.
@@ -153,18 +169,21 @@ type writeResult struct {
 	behind   time.Duration // worst lateness of a transaction against its schedule
 }
 
-// write runs spec.n app transactions on o.writers goroutines through Bus.Tx,
-// each inserting one app row and, with spec.publish, publishing one event of
-// a random key carrying the same payload. With spec.plain the transactions
-// are the app's own, without Boxcar: db.BeginTx, the insert, Commit, one row
-// per SQLite transaction, the writers taking turns on a mutex (SQLite admits
+// write runs spec.n app transactions on o.writers goroutines (spec.writers,
+// if set) through Bus.Tx, each inserting one app row and, with
+// spec.publish, publishing one event of a random key carrying the same
+// payload. With spec.plain the transactions are the app's own, without
+// Boxcar: db.BeginTx, the insert, Commit, one row per SQLite transaction,
+// the writers taking turns on a mutex unless spec.concurrent (SQLite admits
 // one writer; without the mutex they would sleep in its busy handler, which
-// is slower).
+// is slower, on a database not from sqlite.Open).
 func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (writeResult, error) {
 	var plainMu sync.Mutex
 	plainTx := func(key string, data []byte) error {
-		plainMu.Lock()
-		defer plainMu.Unlock()
+		if !spec.concurrent {
+			plainMu.Lock()
+			defer plainMu.Unlock()
+		}
 		tx, err := bus.DB().BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -177,11 +196,15 @@ func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, w.o.writers)
+	writers := spec.writers
+	if writers == 0 {
+		writers = w.o.writers
+	}
+	errs := make(chan error, writers)
 	var mu sync.Mutex
 	var res writeResult
 	start := time.Now()
-	for g := range w.o.writers {
+	for g := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -198,7 +221,7 @@ func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (
 			}()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= spec.n {
+				if i >= spec.n || spec.until > 0 && time.Since(start) >= spec.until {
 					return
 				}
 				if spec.interval > 0 {
@@ -212,23 +235,27 @@ func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (
 				idx := spec.firstIdx + i
 				key := w.keys[r.IntN(len(w.keys))]
 				data := w.payload(idx, r)
+				began := time.Now()
+				var err error
 				if spec.plain {
-					if err := plainTx(key, data); err != nil {
-						errs <- err
-						return
-					}
-					last = time.Now()
-					continue
+					err = plainTx(key, data)
+				} else {
+					err = bus.Tx(ctx, func(tx *sql.Tx) error {
+						if _, err := tx.ExecContext(ctx, insertOrder, key, data); err != nil {
+							return err
+						}
+						if !spec.publish {
+							return nil
+						}
+						return bus.PublishTx(ctx, tx, boxcar.Event{Type: eventType, Key: key, Data: data})
+					})
 				}
-				err := bus.Tx(ctx, func(tx *sql.Tx) error {
-					if _, err := tx.ExecContext(ctx, insertOrder, key, data); err != nil {
-						return err
+				if spec.onDone != nil {
+					spec.onDone(time.Since(began), err)
+					if err != nil {
+						continue
 					}
-					if !spec.publish {
-						return nil
-					}
-					return bus.PublishTx(ctx, tx, boxcar.Event{Type: eventType, Key: key, Data: data})
-				})
+				}
 				if err != nil {
 					errs <- err
 					return
