@@ -202,6 +202,13 @@ type Config struct {
 	// gave them, but their events too are published only once durable.
 	Synchronous string
 
+	// Schemas, if set, validates every event at PublishTx against its
+	// type's schema (package schema's Registry is one): an event that does
+	// not match is refused with ErrSchema and nothing is written, and the
+	// event carries the version it matched (Message.SchemaVersion). Default
+	// nil: no validation.
+	Schemas SchemaValidator
+
 	// Logger receives Boxcar's logs. Default: discard.
 	Logger *slog.Logger
 
@@ -215,6 +222,18 @@ type Config struct {
 	// seams are where the package's own tests reach into the data path;
 	// nil everywhere else.
 	seams *testSeams
+}
+
+// SchemaValidator validates event payloads at PublishTx (see
+// Config.Schemas).
+type SchemaValidator interface {
+	// ValidateEvent checks data for an event of typ against version of its
+	// schema (0: the latest) and returns the version it matched, or 0 if typ
+	// has no schema (the event is then published as it is). An error refuses
+	// the event; it should name the type, the version and the failing path.
+	// It runs on PublishTx's path, in the caller's transaction: it must not
+	// use the database.
+	ValidateEvent(typ string, version int, data []byte) (int, error)
 }
 
 // maxServerPayload is the largest max payload nats-server accepts.

@@ -33,6 +33,9 @@ type Message struct {
 	// Delivered is how many times JetStream delivered the message (more
 	// than 1 after a crash or a lost ack).
 	Delivered uint64
+	// SchemaVersion is the version of its type's schema the payload matched
+	// at publish (Config.Schemas), 0 if none.
+	SchemaVersion int
 }
 
 // Handler handles events for a subscriber. Make one with TxHandler or
@@ -253,7 +256,7 @@ func messageOf(prefix string, msg jetstream.Msg) (Message, error) {
 	if err != nil {
 		return m, err
 	}
-	m.ID, m.Type, m.Key, m.Headers, m.Seq = in.ID, in.Type, in.Key, in.Headers, in.Seq
+	m.ID, m.Type, m.Key, m.Headers, m.Seq, m.SchemaVersion = in.ID, in.Type, in.Key, in.Headers, in.Seq, in.SchemaVersion
 	m.Time = time.Unix(0, in.CreatedNS)
 	return m, nil
 }

@@ -404,6 +404,8 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 		switch {
 		case it.bad != nil:
 			dead = "malformed"
+		case errors.Is(failed.err, ErrSchema):
+			dead = "schema"
 		case IsPermanent(failed.err), errors.Is(failed.err, ErrReentrant):
 			dead = "permanent"
 		case it.attempts >= d.s.opts.MaxAttempts:

@@ -24,6 +24,11 @@ var (
 	// ErrInvalidType and ErrInvalidKey: see Event.Type and Event.Key.
 	ErrInvalidType = bjs.ErrInvalidType
 	ErrInvalidKey  = bjs.ErrInvalidKey
+	// ErrSchema wraps a payload that does not match its type's schema: at
+	// PublishTx (with Config.Schemas; it also matches ErrInvalidEvent) or in
+	// a handler that cannot decode or upcast it. A handler that returns it
+	// has its event dead-lettered at once, with reason "schema".
+	ErrSchema = errors.New("boxcar: payload does not match its schema")
 	// ErrInvalidConfig wraps every error of Config or SubscribeOptions.
 	ErrInvalidConfig = errors.New("boxcar: invalid config")
 	// ErrDuplicateSubscriber: a subscriber of that name is already running

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,8 +35,11 @@ type Event struct {
 	// own headers (about 1 KiB at most, with the type and key) they must fit
 	// the 64 KiB header block JetStream stores: large values belong in Data.
 	Headers map[string]string
-	// Data is the payload, opaque to Boxcar.
+	// Data is the payload, opaque to Boxcar (but see Config.Schemas).
 	Data []byte
+	// SchemaVersion is the version of the type's schema Data follows, with
+	// Config.Schemas: 0 (the default) means the latest. Ignored without.
+	SchemaVersion int
 }
 
 // validate checks e against the rules above and the size limits; i is its
@@ -105,9 +110,17 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 	if tx == nil {
 		return fmt.Errorf("%w: tx is nil", ErrInvalidEvent)
 	}
+	versions := make([]int, len(events))
 	for i := range events {
 		if err := events[i].validate(i, b.cfg.MaxEventBytes, b.maxPayload); err != nil {
 			return err
+		}
+		if b.cfg.Schemas != nil {
+			v, err := b.cfg.Schemas.ValidateEvent(events[i].Type, events[i].SchemaVersion, events[i].Data)
+			if err != nil {
+				return &eventError{index: i, field: "Data", err: fmt.Errorf("%w: %w", ErrSchema, err)}
+			}
+			versions[i] = v
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -123,8 +136,16 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 	for i := range events {
 		e := &events[i]
 		r := &rows[i]
-		if len(e.Headers) > 0 {
-			r.Headers, _ = json.Marshal(e.Headers) // map[string]string cannot fail
+		if h := e.Headers; len(h) > 0 || versions[i] > 0 {
+			if versions[i] > 0 {
+				// Boxcar's own header, in the row with the event's.
+				h = maps.Clone(h)
+				if h == nil {
+					h = map[string]string{}
+				}
+				h[bjs.HeaderSchemaVersion] = strconv.Itoa(versions[i])
+			}
+			r.Headers, _ = json.Marshal(h) // map[string]string cannot fail
 		}
 		r.Data = e.Data
 		if r.Data == nil {

@@ -41,13 +41,14 @@ const (
 	HeaderType           = "Boxcar-Type"            // event type
 	HeaderKey            = "Boxcar-Key"             // raw key (the subject carries it encoded)
 	HeaderTime           = "Boxcar-Time"            // commit-side creation time, unix ns, decimal
+	HeaderSchemaVersion  = "Boxcar-Schema-Version"  // the version of the type's schema the payload matched, if any
 	HeaderEventID        = "Boxcar-Id"              // dead letters: the event ID (Nats-Msg-Id is the copy's own)
 	HeaderError          = "Boxcar-Error"           // dead letters: the last error
 	HeaderAttempts       = "Boxcar-Attempts"        // dead letters: attempts made
 	HeaderSubscr         = "Boxcar-Subscriber"      // dead letters: the subscriber that gave up
 	HeaderOrigSeq        = "Boxcar-Stream-Seq"      // dead letters: sequence in the event stream
 	HeaderOrigSubj       = "Boxcar-Subject"         // dead letters: subject in the event stream
-	HeaderReason         = "Boxcar-Dead-Reason"     // dead letters: failed, permanent or malformed
+	HeaderReason         = "Boxcar-Dead-Reason"     // dead letters: failed, permanent, schema or malformed
 	HeaderHeadersDropped = "Boxcar-Headers-Dropped" // dead letters: copied headers dropped to fit
 	HeaderTruncated      = "Boxcar-Truncated"       // dead letters: original data size, when cut to fit
 )
@@ -85,7 +86,7 @@ var HeaderReserve = boxcarHeaderBlock + MaxTypeLen + MaxKeyLen
 // over MaxHeaderBlock; the server, one whose block plus data is over its max
 // payload.
 func HeaderBlockSize(typ, key string, headers map[string]string) int {
-	n := boxcarHeaderBlock + len(typ) + len(key)
+	n := boxcarHeaderBlock + len(typ) + len(key) + headerLine(HeaderSchemaVersion) + maxNumLen
 	for k, v := range headers {
 		n += len(k) + len(v) + len(": \r\n")
 	}
@@ -167,6 +168,9 @@ type Incoming struct {
 	Data      []byte
 	Seq       int64 // outbox seq
 	CreatedNS int64
+	// SchemaVersion is the version of the type's schema the payload matched
+	// at publish (0: none, or not a positive integer).
+	SchemaVersion int
 }
 
 // Decode reads an event message. An error means the message is not a
@@ -199,6 +203,9 @@ func Decode(prefix, subject string, h nats.Header, data []byte) (Incoming, error
 	}
 	if in.CreatedNS, err = strconv.ParseInt(h.Get(HeaderTime), 10, 64); err != nil {
 		return in, fmt.Errorf("header %s %q is not an integer", HeaderTime, h.Get(HeaderTime))
+	}
+	if v, err := strconv.Atoi(h.Get(HeaderSchemaVersion)); err == nil && v > 0 {
+		in.SchemaVersion = v
 	}
 	for k, vs := range h {
 		if reservedHeader(k) || len(vs) == 0 {
