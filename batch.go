@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +39,18 @@ var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
 //
 // locked says the caller holds the bus's write lock; runTx releases it.
 func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
+	if d.anyParked(batch) {
+		// Parking publishes to the dead-letter stream: not while holding
+		// the writer.
+		if locked {
+			d.b.w.Unlock()
+			locked = false
+		}
+		batch = slices.DeleteFunc(batch, func(kq *keyQueue) bool { return !d.parkLeading(kq) })
+		if len(batch) == 0 {
+			return
+		}
+	}
 	perKey := max(d.s.opts.BatchSize/len(batch), 1)
 	turns := make([]turn, len(batch))
 	var attempts []int // to undo the count if the transaction fails
@@ -123,7 +136,7 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			if err != nil {
 				return skipped, nil, &abortError{err: fmt.Errorf("dedupe row: %w", err)}
 			}
-			if !fresh {
+			if !fresh && !d.rerun(it) {
 				skipped++
 				t.done++
 				continue
@@ -288,7 +301,7 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
 	}
 	fresh, err := d.recordHandled(qctx, tx, it)
-	if err == nil && !fresh {
+	if err == nil && !fresh && !d.rerun(it) {
 		d.stats.skipped.Add(1)
 		return eventSavepoint.Release(qctx, tx)
 	}

@@ -36,6 +36,16 @@ type Message struct {
 	// SchemaVersion is the version of its type's schema the payload matched
 	// at publish (Config.Schemas), 0 if none.
 	SchemaVersion int
+	// Redriven is true for a copy of a dead letter that an operator
+	// redrove (Bus.Redrive) to this subscriber: the event's ID is the
+	// original's.
+	Redriven bool
+	// Replay is true for an event a replay (Bus.Replay) brings back.
+	Replay bool
+
+	redriveFor  string // a redriven copy's subscriber
+	release     string // a release of a parked key the copy belongs to
+	releaseLast bool   // the release round's last copy
 }
 
 // Handler handles events for a subscriber. Make one with TxHandler or
@@ -105,6 +115,17 @@ type SubscribeOptions struct {
 	MaxBackoff time.Duration
 	// HandlerTimeout bounds one handler call through its context. Default 30s.
 	HandlerTimeout time.Duration
+	// Start is where the subscriber starts the first time it runs: at the
+	// beginning of the stream's retention (StartBeginning, the default), at
+	// its end (StartNow), or at a time (StartAt). A subscriber that ran
+	// before resumes where it stopped.
+	Start StartPosition
+	// ParkKeys keeps per-key order through a dead letter: when an event is
+	// dead-lettered, the later events of its key wait (durably, in the
+	// dead-letter stream) until it is redriven or discarded, then follow it
+	// in their original order (see Bus.Redrive). Default false: the key
+	// goes on without the dead-lettered event.
+	ParkKeys bool
 	// MaxBatchTime bounds how long one transactional batch holds SQLite's
 	// single writer: once it has, the batch commits what it handled and the
 	// rest of its events wait for the next turn, after the app's writes that
@@ -257,6 +278,7 @@ func messageOf(prefix string, msg jetstream.Msg) (Message, error) {
 		return m, err
 	}
 	m.ID, m.Type, m.Key, m.Headers, m.Seq, m.SchemaVersion = in.ID, in.Type, in.Key, in.Headers, in.Seq, in.SchemaVersion
+	m.redriveFor, m.release, m.releaseLast, m.Redriven = in.RedriveFor, in.Release, in.ReleaseLast, in.RedriveFor != ""
 	m.Time = time.Unix(0, in.CreatedNS)
 	return m, nil
 }

@@ -32,6 +32,10 @@ func (d *dispatcher) recordHandled(ctx context.Context, tx *sql.Tx, it *item) (b
 	return sqlite.RecordHandled(ctx, tx, d.s.name, it.m.ID, it.m.Seq, time.Now().UnixNano())
 }
 
+// rerun reports whether it runs although the dedupe table says it was
+// handled: a replay without dedupe (ReplayRequest.NoDedupe) rebuilds.
+func (d *dispatcher) rerun(it *item) bool { return it.m.Replay && d.replayNoDedupe }
+
 // Pruning is safe by construction: a dedupe row goes only once its event
 // has left the stream (its outbox seq is below that of the stream's first
 // event), so no replay or redelivery can bring the event back after its row

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,6 +24,7 @@ type item struct {
 	m        Message
 	bad      error // set when the message is malformed: it is dead-lettered
 	attempts int
+	history  []bjs.AttemptError // the failed attempts' errors (the last ones)
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
@@ -76,6 +78,14 @@ type dispatcher struct {
 	acked   ackedSet
 	catchup []sqlite.CatchupRule
 	floor   uint64 // the consumer's ack floor, as last read
+	// parked maps the subscriber's parked keys to the dead letter at their
+	// head (see park.go).
+	parked map[string]uint64
+	// replayThrough: events up to this stream seq are replayed
+	// (Message.Replay); with replayNoDedupe they run even if the dedupe
+	// table has them. Set at start.
+	replayThrough  uint64
+	replayNoDedupe bool
 
 	// deliveredBefore is the last stream seq the consumer had delivered
 	// before this subscription reset it.
@@ -88,8 +98,11 @@ type dispatcher struct {
 type dispatcherSeed struct {
 	acked           [][2]uint64
 	catchup         []sqlite.CatchupRule
+	parked          map[string]uint64
 	floor           uint64
 	deliveredBefore uint64
+	replayThrough   uint64
+	replayNoDedupe  bool
 }
 
 func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed) *dispatcher {
@@ -106,8 +119,14 @@ func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed
 		keys:            map[string]*keyQueue{},
 		held:            map[uint64]*item{},
 		catchup:         slices.Clone(seed.catchup),
+		parked:          maps.Clone(seed.parked),
 		floor:           seed.floor,
 		deliveredBefore: seed.deliveredBefore,
+		replayThrough:   seed.replayThrough,
+		replayNoDedupe:  seed.replayNoDedupe,
+	}
+	if d.parked == nil {
+		d.parked = map[string]uint64{}
 	}
 	d.acked.load(seed.acked)
 	d.acked.trim(seed.floor)
@@ -237,6 +256,13 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		<-d.slots
 		return
 	}
+	if bad == nil && m.redriveFor != "" && m.redriveFor != d.s.name {
+		// A dead letter redriven to another subscriber.
+		d.stats.ignored.Add(1)
+		msg.Ack()
+		<-d.slots
+		return
+	}
 	if d.handledBefore(m, bad) {
 		// Acked before: a redelivery sent before our ack arrived (or after
 		// it was lost), or a reset's. Handling it again would repeat a
@@ -246,6 +272,7 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		<-d.slots
 		return
 	}
+	m.Replay = m.StreamSeq <= d.replayThrough
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
 	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
@@ -329,6 +356,15 @@ func (d *dispatcher) takeHeads(kq *keyQueue, n int) []*item {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n = min(n, len(kq.items))
+	if _, parked := d.parked[kq.key]; parked {
+		// Of a parked key, only the release copies at its head run now.
+		for i := range n {
+			if !d.releaseCopy(kq.items[i]) {
+				n = i
+				break
+			}
+		}
+	}
 	return append([]*item(nil), kq.items[:n]...)
 }
 
@@ -341,6 +377,9 @@ type outcome struct {
 // runPlain handles up to BatchSize consecutive items of one key with a
 // non-transactional handler.
 func (d *dispatcher) runPlain(kq *keyQueue) {
+	if !d.parkLeading(kq) {
+		return
+	}
 	items := d.takeHeads(kq, d.s.opts.BatchSize)
 	var failed *outcome
 	done := 0
@@ -397,9 +436,19 @@ func callSafely(fn func() error) (err error) {
 // finish records the result of a worker's turn on kq: the first done items
 // were acked; failed (if any) is the item after them that failed.
 func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
+	if done > 0 && d.releaseLastDone(kq.items[:done]) {
+		if err := d.continueRelease(kq.key); err != nil {
+			d.b.log.Error("boxcar: could not go on releasing a parked key; it stays parked until its next dead letter is redriven or discarded",
+				logSub, d.s.name, logKey, kq.key, logError, err)
+		}
+	}
 	if failed != nil {
 		it := failed.it
 		d.stats.failures.Add(1)
+		it.history = append(it.history, bjs.AttemptError{Attempt: it.attempts, Error: failed.err.Error(), AtNS: time.Now().UnixNano()})
+		if len(it.history) > 10 {
+			it.history = it.history[len(it.history)-10:]
+		}
 		dead := ""
 		switch {
 		case it.bad != nil:
@@ -412,7 +461,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 			dead = "failed"
 		}
 		if dead != "" {
-			if err := d.deadLetter(it, dead, failed.err); err != nil {
+			if err := d.deadLetterAndPark(it, dead, failed.err); err != nil {
 				d.b.log.Error("boxcar: dead-letter publish failed; will retry", logSub, d.s.name, logError, err)
 				if errors.Is(err, jetstream.ErrNoStreamResponse) {
 					d.b.ensureStreams(d.handlers.Context()) // an operator deleted the dead-letter stream
@@ -506,6 +555,13 @@ func (d *dispatcher) noteFloor(floor uint64) {
 	d.catchup = slices.DeleteFunc(d.catchup, func(r sqlite.CatchupRule) bool { return r.Below <= d.floor })
 }
 
+// floorSeen is the consumer's ack floor as last read.
+func (d *dispatcher) floorSeen() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.floor
+}
+
 // resumeSeq is where a new consumer would resume: the first stream seq
 // after the ack floor that this subscriber has not acked.
 func (d *dispatcher) resumeSeq() uint64 {
@@ -563,10 +619,25 @@ func (d *dispatcher) progressLoop(ctx context.Context) {
 	}
 }
 
+// deadLetterAndPark dead-letters it and, with SubscribeOptions.ParkKeys,
+// parks its key behind it (a release copy that fails again becomes the new
+// head of a key parked already).
+func (d *dispatcher) deadLetterAndPark(it *item, reason string, cause error) error {
+	seq, err := d.deadLetter(it, reason, cause)
+	if err != nil || it.bad != nil {
+		return err
+	}
+	if _, parked := d.parkedHead(it.m.Key); d.s.opts.ParkKeys || parked {
+		return d.parkKey(it.m.Key, seq)
+	}
+	return nil
+}
+
 // deadLetter copies it to the dead-letter stream with the reason, the last
 // error, the attempts, the subscriber and the original sequence and subject
-// (see bjs.EncodeDeadLetter).
-func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
+// (see bjs.EncodeDeadLetter), and returns the letter's sequence in the
+// dead-letter stream.
+func (d *dispatcher) deadLetter(it *item, reason string, cause error) (uint64, error) {
 	dl := &bjs.DeadLetter{
 		Subscriber: d.s.name,
 		Reason:     reason,
@@ -576,6 +647,7 @@ func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
 		StreamSeq:  it.m.StreamSeq,
 		Header:     it.msg.Headers(),
 		Data:       it.msg.Data(),
+		History:    it.history,
 	}
 	if it.bad == nil {
 		dl.Type, dl.Key = it.m.Type, it.m.Key
@@ -583,10 +655,13 @@ func (d *dispatcher) deadLetter(it *item, reason string, cause error) error {
 	m := bjs.EncodeDeadLetter(bjs.DLQPrefix(d.b.cfg.SubjectPrefix), dl, int(d.b.nc.MaxPayload()))
 	ctx, cancel := context.WithTimeout(d.handlers.Context(), d.b.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := d.b.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("dead-letter stream seq %d: %w", it.m.StreamSeq, err)
+	ack, err := d.b.js.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, fmt.Errorf("dead-letter stream seq %d: %w", it.m.StreamSeq, err)
 	}
-	d.stats.deadLettered.Add(1)
-	d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, logReason, reason, logEventID, it.m.ID, logError, m.Header.Get(bjs.HeaderError))
-	return nil
+	if reason != DeadLetterReasonParked {
+		d.stats.deadLettered.Add(1)
+		d.b.log.Warn("boxcar: event dead-lettered", logSub, d.s.name, logReason, reason, logEventID, it.m.ID, logError, m.Header.Get(bjs.HeaderError))
+	}
+	return ack.Sequence, nil
 }

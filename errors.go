@@ -31,6 +31,9 @@ var (
 	ErrSchema = errors.New("boxcar: payload does not match its schema")
 	// ErrInvalidConfig wraps every error of Config or SubscribeOptions.
 	ErrInvalidConfig = errors.New("boxcar: invalid config")
+	// ErrNotFound: the dead letter, subscriber or event asked for does not
+	// exist (or left the stream).
+	ErrNotFound = errors.New("boxcar: not found")
 	// ErrDuplicateSubscriber: a subscriber of that name is already running
 	// on this bus.
 	ErrDuplicateSubscriber = errors.New("boxcar: duplicate subscriber name")

@@ -16,4 +16,8 @@ const (
 	logRetryIn      = "retry_in"
 	logPollInterval = "poll_interval"
 	logTypes        = "types"
+	logDeadLetter   = "dead_letter"
+	logBy           = "by"
+	logWhy          = "why"
+	logRelease      = "release"
 )

@@ -38,6 +38,7 @@ type Subscription struct {
 	group *lifecycle.Group // the supervisor
 	lost  chan error       // a dispatcher reports that its consumer vanished
 
+	opMu          sync.Mutex // recover and replay replace the dispatcher one at a time
 	mu            sync.Mutex
 	cons          jetstream.Consumer
 	d             *dispatcher
@@ -81,6 +82,8 @@ func (s *Subscription) consumerConfig(startSeq uint64) bjs.ConsumerConfig {
 		AckWait:       s.opts.AckWait,
 		MaxAckPending: s.opts.MaxInFlight + fetchBatch(s.opts) + 64,
 		StartSeq:      startSeq,
+		StartTime:     s.opts.Start.at,
+		StartNew:      s.opts.Start.now,
 	}
 }
 
@@ -113,6 +116,12 @@ func (s *Subscription) start(ctx context.Context) error {
 		seed.acked = row.Acked // skipped when redelivered below
 	}
 	seed.catchup = row.Catchup
+	if row.ReplayThrough > info.AckFloor.Stream {
+		seed.replayThrough, seed.replayNoDedupe = row.ReplayThrough, row.ReplayNoDedupe
+	}
+	if seed.parked, err = s.parkedKeys(ctx); err != nil {
+		return err
+	}
 	resetTo, rule, err := s.typesAdded(ctx, row, found, info)
 	if err != nil {
 		return err
@@ -162,6 +171,19 @@ func (s *Subscription) start(ctx context.Context) error {
 	s.checkExpired(ctx)
 	s.group.Go(s.supervise)
 	return nil
+}
+
+// parkedKeys reads the keys the subscriber parked, and their heads.
+func (s *Subscription) parkedKeys(ctx context.Context) (map[string]uint64, error) {
+	rows, err := sqlite.ParkedKeys(ctx, s.b.db, s.name)
+	if err != nil {
+		return nil, err
+	}
+	parked := make(map[string]uint64, len(rows))
+	for _, p := range rows {
+		parked[p.Key] = p.HeadSeq
+	}
+	return parked, nil
 }
 
 func sortedTypes(types []string) []string {
@@ -310,6 +332,8 @@ func (s *Subscription) supervise(ctx context.Context) {
 // recover makes a new consumer and dispatcher after the consumer vanished,
 // retrying with backoff until it works or the subscription stops.
 func (s *Subscription) recover(ctx context.Context, cause error) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	b := s.b
 	old, _ := s.current()
 	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
@@ -334,7 +358,10 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 	if err != nil {
 		return err
 	}
-	seed := dispatcherSeed{catchup: old.catchupRules()}
+	seed := dispatcherSeed{catchup: old.catchupRules(), replayThrough: old.replayThrough, replayNoDedupe: old.replayNoDedupe}
+	if seed.parked, err = s.parkedKeys(ctx); err != nil {
+		return err
+	}
 	start := old.resumeSeq()
 	if !si.Created.Equal(s.streamCreated) {
 		// A new stream: its seqs start over. Every event the relay refills
@@ -393,7 +420,12 @@ func (s *Subscription) checkExpired(ctx context.Context) {
 		lost = first - 1 - covered - d.ackedCount(covered+1, first-1)
 		row.ExpiredThrough = first - 1
 	}
-	changed := lost > 0 || row.ExpiredThrough < info.AckFloor.Stream || !slices.EqualFunc(row.Catchup, d.catchupRules(), catchupEqual)
+	if row.ReplayThrough > 0 && info.AckFloor.Stream >= row.ReplayThrough {
+		row.ReplayThrough, row.ReplayNoDedupe = 0, false // the replay is over
+		defer b.log.Info("boxcar: replay done", logSub, s.name)
+	}
+	changed := lost > 0 || row.ExpiredThrough < info.AckFloor.Stream || row.ReplayThrough != s.row.ReplayThrough ||
+		!slices.EqualFunc(row.Catchup, d.catchupRules(), catchupEqual)
 	row.ExpiredThrough = max(row.ExpiredThrough, info.AckFloor.Stream)
 	row.Expired += int64(lost)
 	row.Catchup = d.catchupRules()
@@ -410,6 +442,69 @@ func (s *Subscription) checkExpired(ctx context.Context) {
 	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
 		b.log.Warn("boxcar: subscriber could not save its state", logSub, s.name, logError, err)
 	}
+}
+
+// replay rewinds the running subscription for a replay: a new dispatcher
+// on the reset consumer, which forgets what it acked (those events are to
+// run again) and marks what it replays.
+func (s *Subscription) replay(ctx context.Context, st ReplayStatus) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	old, cons := s.current()
+	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
+	err := old.stop(stopCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("boxcar: replay: stop the subscriber: %w", err)
+	}
+	restart := func() error {
+		parked, err := s.parkedKeys(ctx)
+		if err != nil {
+			return err
+		}
+		seed := dispatcherSeed{floor: st.From - 1, parked: parked, replayThrough: st.Through, replayNoDedupe: st.NoDedupe}
+		d := newDispatcher(s, cons, seed)
+		if err := d.start(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.d = d
+		s.row.Acked, s.row.Catchup = nil, nil
+		s.row.ReplayThrough, s.row.ReplayNoDedupe = st.Through, st.NoDedupe
+		s.mu.Unlock()
+		return nil
+	}
+	if _, err := s.b.events.ResetConsumerToSequence(ctx, s.name, st.From); err != nil {
+		// Go on where it was, with what it knew.
+		if rerr := s.restartAsBefore(ctx, old, cons); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return fmt.Errorf("boxcar: replay: reset the consumer to stream seq %d: %w", st.From, err)
+	}
+	if err := restart(); err != nil {
+		return fmt.Errorf("boxcar: replay: %w", err)
+	}
+	s.mu.Lock()
+	row := s.row
+	s.mu.Unlock()
+	return s.b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) })
+}
+
+// restartAsBefore starts a dispatcher that goes on where old stopped.
+func (s *Subscription) restartAsBefore(ctx context.Context, old *dispatcher, cons jetstream.Consumer) error {
+	parked, err := s.parkedKeys(ctx)
+	if err != nil {
+		return err
+	}
+	d := newDispatcher(s, cons, dispatcherSeed{acked: old.ackedRanges(), catchup: old.catchupRules(), floor: old.floorSeen(),
+		parked: parked, replayThrough: old.replayThrough, replayNoDedupe: old.replayNoDedupe})
+	if err := d.start(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.d = d
+	s.mu.Unlock()
+	return nil
 }
 
 func catchupEqual(a, b sqlite.CatchupRule) bool {

@@ -1,10 +1,12 @@
 package jetstream
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -37,12 +39,17 @@ import (
 // Header names Boxcar sets. Event headers may not use the Boxcar- or Nats-
 // prefixes.
 const (
-	HeaderSeq            = "Boxcar-Seq"             // outbox seq, decimal
-	HeaderType           = "Boxcar-Type"            // event type
-	HeaderKey            = "Boxcar-Key"             // raw key (the subject carries it encoded)
-	HeaderTime           = "Boxcar-Time"            // commit-side creation time, unix ns, decimal
-	HeaderSchemaVersion  = "Boxcar-Schema-Version"  // the version of the type's schema the payload matched, if any
-	HeaderEventID        = "Boxcar-Id"              // dead letters: the event ID (Nats-Msg-Id is the copy's own)
+	HeaderSeq           = "Boxcar-Seq"            // outbox seq, decimal
+	HeaderType          = "Boxcar-Type"           // event type
+	HeaderKey           = "Boxcar-Key"            // raw key (the subject carries it encoded)
+	HeaderTime          = "Boxcar-Time"           // commit-side creation time, unix ns, decimal
+	HeaderSchemaVersion = "Boxcar-Schema-Version" // the version of the type's schema the payload matched, if any
+	HeaderEventID       = "Boxcar-Id"             // the event ID where Nats-Msg-Id is the copy's own (dead letters, redriven copies)
+	HeaderRedriveFor    = "Boxcar-Redrive-For"    // redriven copies: the only subscriber that handles it
+	HeaderRelease       = "Boxcar-Release"        // redriven copies: the release of a parked key they belong to
+	HeaderReleaseLast   = "Boxcar-Release-Last"   // redriven copies: "1" on the last copy of a release round
+	HeaderErrors        = "Boxcar-Errors"         // dead letters: JSON of the last attempts, [{attempt, error, at_ns}]
+
 	HeaderError          = "Boxcar-Error"           // dead letters: the last error
 	HeaderAttempts       = "Boxcar-Attempts"        // dead letters: attempts made
 	HeaderSubscr         = "Boxcar-Subscriber"      // dead letters: the subscriber that gave up
@@ -171,6 +178,11 @@ type Incoming struct {
 	// SchemaVersion is the version of the type's schema the payload matched
 	// at publish (0: none, or not a positive integer).
 	SchemaVersion int
+	// RedriveFor names the subscriber a redriven copy is for (the others
+	// skip it); Release and ReleaseLast mark a release of a parked key.
+	RedriveFor  string
+	Release     string
+	ReleaseLast bool
 }
 
 // Decode reads an event message. An error means the message is not a
@@ -189,6 +201,10 @@ func Decode(prefix, subject string, h nats.Header, data []byte) (Incoming, error
 	if in.ID == "" {
 		return in, fmt.Errorf("header %s is missing", jetstream.MsgIDHeader)
 	}
+	if id := h.Get(HeaderEventID); id != "" {
+		in.ID = id // a redriven copy: its message ID is its own
+	}
+	in.RedriveFor, in.Release, in.ReleaseLast = h.Get(HeaderRedriveFor), h.Get(HeaderRelease), h.Get(HeaderReleaseLast) == "1"
 	if got := h.Get(HeaderType); got != typ {
 		return in, fmt.Errorf("header %s %q does not match the subject's type %q", HeaderType, got, typ)
 	}
@@ -274,12 +290,28 @@ func ValidateHeader(k, v string) error {
 	return nil
 }
 
+// AttemptError is one failed attempt of an event, in a dead letter's
+// history.
+type AttemptError struct {
+	Attempt int    `json:"attempt"`
+	Error   string `json:"error"`
+	AtNS    int64  `json:"at_ns"`
+}
+
+// maxHistory bounds the attempts a dead letter's history keeps (the last
+// ones), and maxHistoryText each one's error text.
+const (
+	maxHistory     = 10
+	maxHistoryText = 256
+)
+
 // DeadLetter is what a subscriber knows of an event it gives up on.
 type DeadLetter struct {
 	Subscriber string
-	Reason     string // "failed", "permanent" or "malformed"
+	Reason     string // "failed", "permanent", "schema", "parked" or "malformed"
 	Err        error  // the last error
 	Attempts   int
+	History    []AttemptError // the attempts' errors, oldest first
 	// The failed message as it was in the event stream.
 	Subject   string
 	StreamSeq uint64
@@ -322,6 +354,9 @@ func EncodeDeadLetter(dlqPrefix string, dl *DeadLetter, maxPayload int) *nats.Ms
 	}
 	m.Header.Set(HeaderReason, dl.Reason)
 	m.Header.Set(HeaderError, msgErr)
+	if hist := historyHeader(dl.History); hist != "" {
+		m.Header.Set(HeaderErrors, hist)
+	}
 	m.Header.Set(HeaderAttempts, strconv.Itoa(dl.Attempts))
 	m.Header.Set(HeaderSubscr, dl.Subscriber)
 	m.Header.Set(HeaderOrigSeq, strconv.FormatUint(dl.StreamSeq, 10))
@@ -348,6 +383,96 @@ func EncodeDeadLetter(dlqPrefix string, dl *DeadLetter, maxPayload int) *nats.Ms
 		m.Data = m.Data[:max(limit-64, 0)] // 64: room for the header just set
 	}
 	return m
+}
+
+// historyHeader encodes the last maxHistory attempts, each error cut to
+// maxHistoryText, as JSON.
+func historyHeader(h []AttemptError) string {
+	if len(h) == 0 {
+		return ""
+	}
+	h = slices.Clone(h[max(len(h)-maxHistory, 0):])
+	for i := range h {
+		e := headerNewlines.Replace(h[i].Error)
+		if len(e) > maxHistoryText {
+			e = e[:maxHistoryText]
+		}
+		h[i].Error = strings.ToValidUTF8(e, "?")
+	}
+	b, _ := json.Marshal(h) // plain structs cannot fail
+	return string(b)
+}
+
+// DeadLetterInfo is a dead letter read back from the dead-letter stream.
+type DeadLetterInfo struct {
+	Subscriber string
+	Reason     string
+	Error      string
+	History    []AttemptError
+	Attempts   int
+	// The event, as far as the letter holds it; Type is empty for a
+	// malformed message.
+	EventID   string
+	Type      string
+	Key       string
+	Headers   map[string]string // the event's own
+	Data      []byte
+	OutboxSeq int64
+	CreatedNS int64
+	// SchemaVersion as the event carried it.
+	SchemaVersion int
+	// StreamSeq and Subject in the event stream.
+	StreamSeq uint64
+	Subject   string
+	// Truncated and HeadersDropped say the letter lost part of the event
+	// to fit the server's limits: it cannot be redriven as it was.
+	Truncated      bool
+	HeadersDropped bool
+}
+
+// DecodeDeadLetter reads a message of the dead-letter stream; prefix is
+// the event subjects' prefix.
+func DecodeDeadLetter(prefix string, h nats.Header, data []byte) (DeadLetterInfo, error) {
+	if h == nil {
+		return DeadLetterInfo{}, errors.New("no headers: not a Boxcar dead letter")
+	}
+	d := DeadLetterInfo{
+		Subscriber:     h.Get(HeaderSubscr),
+		Reason:         h.Get(HeaderReason),
+		Error:          h.Get(HeaderError),
+		EventID:        h.Get(HeaderEventID),
+		Subject:        h.Get(HeaderOrigSubj),
+		Data:           data,
+		Truncated:      h.Get(HeaderTruncated) != "",
+		HeadersDropped: h.Get(HeaderHeadersDropped) != "",
+	}
+	if d.Subscriber == "" || d.Reason == "" {
+		return d, errors.New("not a Boxcar dead letter: no subscriber or reason")
+	}
+	d.Attempts, _ = strconv.Atoi(h.Get(HeaderAttempts))
+	d.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderOrigSeq), 10, 64)
+	d.OutboxSeq, _ = strconv.ParseInt(h.Get(HeaderSeq), 10, 64)
+	d.CreatedNS, _ = strconv.ParseInt(h.Get(HeaderTime), 10, 64)
+	d.SchemaVersion, _ = strconv.Atoi(h.Get(HeaderSchemaVersion))
+	if hist := h.Get(HeaderErrors); hist != "" {
+		json.Unmarshal([]byte(hist), &d.History) // a broken history is only a history lost
+	}
+	if d.Reason != "malformed" {
+		// The subject in the event stream tells the type and the key exactly.
+		if typ, key, err := ParseSubject(prefix, d.Subject); err == nil {
+			d.Type, d.Key = typ, key
+		}
+	}
+	for k, vs := range h {
+		if reservedHeader(k) || len(vs) == 0 {
+			continue
+		}
+		if d.Headers == nil {
+			d.Headers = map[string]string{}
+		}
+		d.Headers[k] = vs[0]
+	}
+	return d, nil
 }
 
 // WireHeaderSize is the size of h's block on the wire ("NATS/1.0", one

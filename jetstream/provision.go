@@ -67,8 +67,12 @@ type ConsumerConfig struct {
 	AckWait       time.Duration
 	MaxAckPending int
 	// StartSeq, if not 0, is where a new consumer starts (by default, at the
-	// stream's first message). An existing consumer keeps its own start.
-	StartSeq uint64
+	// stream's first message); StartTime, if set, the first message stored
+	// at or after it; StartNew, the first message after its creation. An
+	// existing consumer keeps its own start.
+	StartSeq  uint64
+	StartTime time.Time
+	StartNew  bool
 }
 
 // EnsureConsumer creates or updates a durable pull consumer with explicit
@@ -85,8 +89,14 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
-	if c.StartSeq > 0 {
+	switch {
+	case c.StartSeq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.StartSeq
+	case !c.StartTime.IsZero():
+		t := c.StartTime
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case c.StartNew:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	switch len(c.Filters) {
 	case 0:
@@ -98,6 +108,7 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 	if old, err := s.Consumer(ctx, c.Name); err == nil {
 		prev := old.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
+		cfg.PauseUntil = prev.PauseUntil // an operator's pause outlives restarts
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
 	}
@@ -125,4 +136,32 @@ func FirstMatching(ctx context.Context, s jetstream.Stream, filters []string, fr
 		}
 	}
 	return first, first > 0, nil
+}
+
+// SeqAtOrAfter returns the first stream seq at or after from whose message
+// satisfies below(message) == false, by binary search over [from, last]:
+// below must be monotonic in the stream's order (outbox seqs, times). It
+// returns last+1 when every message is below.
+func SeqAtOrAfter(ctx context.Context, s jetstream.Stream, from, last uint64, below func(*jetstream.RawStreamMsg) bool) (uint64, error) {
+	lo, hi := from, last+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := s.GetMsg(ctx, mid)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// A deleted message: look at the next one that exists.
+			if m, err = s.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(">")); errors.Is(err, jetstream.ErrMsgNotFound) {
+				hi = mid
+				continue
+			}
+		}
+		if err != nil {
+			return 0, fmt.Errorf("jetstream: get message %d: %w", mid, err)
+		}
+		if below(m) {
+			lo = m.Sequence + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }

@@ -36,10 +36,15 @@ type SubscriberRow struct {
 	// handled them, up to stream seq ExpiredThrough.
 	Expired        int64
 	ExpiredThrough uint64
+	// ReplayThrough, if not 0: a replay is in progress, and events up to
+	// this stream seq are replayed (Message.Replay); ReplayNoDedupe: they
+	// run even when the dedupe table has them.
+	ReplayThrough  uint64
+	ReplayNoDedupe bool
 }
 
 const subscriberColumns = `name, stream, types, kind, created_ns, started_ns, stopped_ns, acked, stream_created,
-	catchup, expired, expired_through`
+	catchup, expired, expired_through, replay_through, replay_nodedupe`
 
 // LoadSubscriber reads the row of name, and false if there is none.
 func LoadSubscriber(ctx context.Context, q Querier, name string) (SubscriberRow, bool, error) {
@@ -66,7 +71,7 @@ func querySubscribers(ctx context.Context, q Querier, query string, args ...any)
 		var r SubscriberRow
 		var types, acked, catchup string
 		if err := rows.Scan(&r.Name, &r.Stream, &types, &r.Kind, &r.CreatedNS, &r.StartedNS, &r.StoppedNS, &acked,
-			&r.StreamCreatedNS, &catchup, &r.Expired, &r.ExpiredThrough); err != nil {
+			&r.StreamCreatedNS, &catchup, &r.Expired, &r.ExpiredThrough, &r.ReplayThrough, &r.ReplayNoDedupe); err != nil {
 			return nil, fmt.Errorf("read subscribers: %w", err)
 		}
 		if err := errors.Join(unmarshalIfSet(types, &r.Types), unmarshalIfSet(acked, &r.Acked), unmarshalIfSet(catchup, &r.Catchup)); err != nil {
@@ -94,13 +99,14 @@ func marshalOrEmpty[T any](v []T) string {
 
 // SaveSubscriber writes r, creating or replacing the row of r.Name.
 func SaveSubscriber(ctx context.Context, tx Execer, r SubscriberRow) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO boxcar_subscribers(`+subscriberColumns+`) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := tx.ExecContext(ctx, `INSERT INTO boxcar_subscribers(`+subscriberColumns+`) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET stream = excluded.stream, types = excluded.types, kind = excluded.kind,
 			started_ns = excluded.started_ns, stopped_ns = excluded.stopped_ns, acked = excluded.acked,
 			stream_created = excluded.stream_created, catchup = excluded.catchup,
-			expired = excluded.expired, expired_through = excluded.expired_through`,
+			expired = excluded.expired, expired_through = excluded.expired_through,
+			replay_through = excluded.replay_through, replay_nodedupe = excluded.replay_nodedupe`,
 		r.Name, r.Stream, marshalOrEmpty(r.Types), r.Kind, r.CreatedNS, r.StartedNS, r.StoppedNS, marshalOrEmpty(r.Acked),
-		r.StreamCreatedNS, marshalOrEmpty(r.Catchup), r.Expired, r.ExpiredThrough)
+		r.StreamCreatedNS, marshalOrEmpty(r.Catchup), r.Expired, r.ExpiredThrough, r.ReplayThrough, r.ReplayNoDedupe)
 	if err != nil {
 		return fmt.Errorf("save subscriber %s: %w", r.Name, err)
 	}

@@ -37,7 +37,36 @@ CREATE TABLE boxcar_subscribers (
     stream_created  INTEGER NOT NULL DEFAULT 0,
     catchup         TEXT    NOT NULL DEFAULT '',
     expired         INTEGER NOT NULL DEFAULT 0,
-    expired_through INTEGER NOT NULL DEFAULT 0
+    expired_through INTEGER NOT NULL DEFAULT 0,
+    -- A replay in progress: messages up to this stream seq are marked as
+    -- replayed; nodedupe: they run even if the dedupe table has them.
+    replay_through  INTEGER NOT NULL DEFAULT 0,
+    replay_nodedupe INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- What operators did to dead letters (the dead-letter stream keeps the
+-- letters themselves): one row per letter at most, so a second redrive or
+-- discard of a letter does nothing. outbox_seq: the redriven copy's.
+CREATE TABLE boxcar_dlq_actions (
+    dlq_seq    INTEGER PRIMARY KEY,
+    action     TEXT    NOT NULL,
+    by_whom    TEXT    NOT NULL,
+    why        TEXT    NOT NULL,
+    at_ns      INTEGER NOT NULL,
+    outbox_seq INTEGER NOT NULL DEFAULT 0
+);
+
+-- Keys a subscriber parked (SubscribeOptions.ParkKeys): a dead-lettered event
+-- holds the later events of its key, which go to the dead-letter stream too,
+-- until it is redriven or discarded. release: the redrive copies of a release
+-- in progress carry this ID.
+CREATE TABLE boxcar_parked (
+    subscriber TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    head_seq   INTEGER NOT NULL,
+    since_ns   INTEGER NOT NULL,
+    release    TEXT    NOT NULL DEFAULT '',
+    PRIMARY KEY (subscriber, key)
 ) WITHOUT ROWID;
 
 -- The outbox seq of each handled event, so that pruning keeps every dedupe row

@@ -1,0 +1,172 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// failingHandler records like recordingHandler, but fails for its key while
+// broken is set: a handler bug that a fix later cures.
+func failingHandler(subscriber, key string, broken *atomic.Bool, permanent bool) Handler {
+	rec := recordingHandler(subscriber)
+	return TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if m.Key == key && broken.Load() {
+			err := fmt.Errorf("cannot handle %s yet", m.ID)
+			if permanent {
+				return Permanent(err)
+			}
+			return err
+		}
+		return rec.tx(ctx, tx, m)
+	})
+}
+
+// A dead letter is listed with its error history, shown, redriven once to
+// its subscriber only (after the fix), and its redrive recorded; a second
+// redrive does nothing; a discard is recorded; bad requests get clear
+// errors and change nothing.
+func TestDeadLetterRedriveAndDiscard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var broken atomic.Bool
+	broken.Store(true)
+	opts := SubscribeOptions{MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, false), opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.bus.Subscribe(ctx, "audit", recordingHandler("audit"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "bad", 2)
+	publishN(t, tb.bus, "good", 3)
+	waitApplied(t, tb.db, "audit", 5)
+	var letters []DeadLetter
+	waitFor(t, "two dead letters", time.Minute, func() (bool, string) {
+		var err error
+		letters, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing"})
+		return err == nil && len(letters) == 2, fmt.Sprintf("%d letters, %v", len(letters), err)
+	})
+	first := letters[0]
+	if first.Reason != "failed" || first.Key != "bad" || first.State != DeadLetterPending || first.Attempts != 3 ||
+		len(first.History) != 3 || first.History[2].Attempt != 3 || first.NotRedrivable != "" || string(first.Data) != "1" {
+		t.Fatalf("first letter %+v", first)
+	}
+	shown, err := tb.bus.DeadLetter(ctx, first.Seq)
+	if err != nil || shown.EventID != first.EventID {
+		t.Fatalf("DeadLetter(%d): %+v, %v", first.Seq, shown, err)
+	}
+	if _, err := tb.bus.DeadLetter(ctx, 999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeadLetter(999): %v, want ErrNotFound", err)
+	}
+	if _, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: first.Seq}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Redrive without By: %v, want ErrInvalidConfig", err)
+	}
+	if _, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "no such*"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("a malformed filter: %v, want ErrInvalidConfig", err)
+	}
+
+	broken.Store(false) // the fix is deployed
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: first.Seq, By: "ops@example", Why: "fixed in v2"})
+	if err != nil || len(res.Redriven) != 1 {
+		t.Fatalf("Redrive: %+v, %v", res, err)
+	}
+	waitApplied(t, tb.db, "billing", 4)
+	again, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: first.Seq, By: "ops@example"})
+	if err != nil || len(again.Redriven) != 0 || again.Done != 1 {
+		t.Fatalf("second Redrive: %+v, %v; want nothing done", again, err)
+	}
+	shown, _ = tb.bus.DeadLetter(ctx, first.Seq)
+	if shown.State != DeadLetterRedriven || shown.Action == nil || shown.Action.By != "ops@example" || shown.Action.Why != "fixed in v2" {
+		t.Fatalf("after the redrive: %+v (action %+v)", shown, shown.Action)
+	}
+	ok, err := tb.bus.Discard(ctx, letters[1].Seq, "ops@example", "obsolete")
+	if err != nil || !ok {
+		t.Fatalf("Discard: %v, %v", ok, err)
+	}
+	if ok, err := tb.bus.Discard(ctx, letters[1].Seq, "ops@example", "twice"); err != nil || ok {
+		t.Fatalf("second Discard: %v, %v; want nothing done", ok, err)
+	}
+	pending, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{State: DeadLetterPending})
+	if err != nil || len(pending) != 0 {
+		t.Fatalf("pending letters after the redrive and the discard: %d (%v)", len(pending), err)
+	}
+	// The redriven copy went to billing only: audit applied each event once.
+	publishN(t, tb.bus, "marker", 1)
+	waitApplied(t, tb.db, "audit", 6)
+	if n := countApplied(t, tb.db, "audit"); n != 6 {
+		t.Fatalf("audit applied %d events, want 6: the redriven copy reached it", n)
+	}
+	waitApplied(t, tb.db, "billing", 5) // good x3, bad 1 (redriven), marker
+	if n := countApplied(t, tb.db, "billing"); n != 5 {
+		t.Fatalf("billing applied %d events, want 5", n)
+	}
+}
+
+// Parked keys: a dead letter holds its key's later events, durably, in
+// order, until it is redriven; then they all follow it in their original
+// order, with the events that arrived meanwhile after them, and the key is
+// free again. Other keys never wait.
+func TestParkedKeyKeepsItsOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var broken atomic.Bool
+	opts := SubscribeOptions{ParkKeys: true, MinBackoff: time.Millisecond}
+	rec := recordingHandler("billing")
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if m.Key == "k" && string(m.Data) == "2" && broken.Load() {
+			return Permanent(errors.New("bad address"))
+		}
+		return rec.tx(ctx, tx, m)
+	})
+	if _, err := tb.bus.Subscribe(ctx, "billing", h, opts); err != nil {
+		t.Fatal(err)
+	}
+	broken.Store(true)
+	publishN(t, tb.bus, "k", 5)
+	publishN(t, tb.bus, "other", 3)
+	waitApplied(t, tb.db, "billing", 4) // k:1 and other:1..3
+	var held []DeadLetter
+	waitFor(t, "k's events parked", time.Minute, func() (bool, string) {
+		var err error
+		held, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing", Key: "k"})
+		return err == nil && len(held) == 4, fmt.Sprintf("%d letters, %v", len(held), err)
+	})
+	if held[0].Reason != "permanent" || held[1].Reason != DeadLetterReasonParked || string(held[3].Data) != "5" {
+		t.Fatalf("letters: %+v", held)
+	}
+	if _, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: held[2].Seq, By: "ops"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("redriving a held letter alone: %v, want ErrInvalidConfig", err)
+	}
+	publishN(t, tb.bus, "k", 1) // k:6 arrives while parked
+	waitFor(t, "k:6 parked", time.Minute, func() (bool, string) {
+		l, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing", Key: "k"})
+		return err == nil && len(l) == 5, fmt.Sprint(len(l))
+	})
+	broken.Store(false)
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: held[0].Seq, By: "ops", Why: "address fixed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Redriven) != 5 {
+		t.Fatalf("redrove %v, want the head and the 4 events it held", res.Redriven)
+	}
+	publishN(t, tb.bus, "k", 2) // k:7, k:8 during the release
+	waitApplied(t, tb.db, "billing", 11)
+	checkExactlyOnceInOrder(t, tb.db, "billing")
+	waitFor(t, "k to be free", time.Minute, func() (bool, string) {
+		var n int
+		tb.db.QueryRow(`SELECT count(*) FROM boxcar_parked`).Scan(&n)
+		return n == 0, strconv.Itoa(n)
+	})
+	publishN(t, tb.bus, "k", 1)
+	waitApplied(t, tb.db, "billing", 12)
+	checkExactlyOnceInOrder(t, tb.db, "billing")
+}
