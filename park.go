@@ -144,4 +144,3 @@ func (d *dispatcher) releaseLastDone(items []*item) bool {
 	}
 	return false
 }
-
