@@ -132,6 +132,7 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			if it.bad != nil || d.isStopping() || w.overTime() {
 				break
 			}
+			it.handled = false
 			fresh, err := d.recordHandled(qctx, tx, it)
 			if err != nil {
 				return skipped, nil, &abortError{err: fmt.Errorf("dedupe row: %w", err)}
@@ -153,6 +154,7 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			if err != nil {
 				return skipped, &outcome{it: it, err: err}, errFastFailed
 			}
+			it.handled = true
 			t.done++
 		}
 	}
@@ -254,9 +256,13 @@ func (d *dispatcher) committed(turns []turn) {
 		return
 	}
 	d.b.probe(ProbeHandlerAfterCommit)
+	now := time.Now()
 	for i := range turns {
 		t := &turns[i]
 		for _, it := range t.items[:t.done] {
+			if it.handled {
+				d.stats.endToEnd.observe(now.Sub(it.m.Time))
+			}
 			d.ack(it)
 		}
 		if t.failed == nil && len(t.items) > 0 && t.items[0].bad != nil {
@@ -300,6 +306,7 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	if err := eventSavepoint.Begin(qctx, tx); err != nil {
 		return &abortError{err: fmt.Errorf("savepoint: %w", err)}
 	}
+	it.handled = false
 	fresh, err := d.recordHandled(qctx, tx, it)
 	if err == nil && !fresh && !d.rerun(it) {
 		d.stats.skipped.Add(1)
@@ -327,6 +334,7 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 		return &abortError{err: fmt.Errorf("release savepoint: %w", err)}
 	}
 	d.stats.handled.Add(1)
+	it.handled = true
 	return nil
 }
 
@@ -423,7 +431,9 @@ func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handle
 	m := it.m
 	w.begin(it)
 	w.calls++
+	start := time.Now()
 	err := callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
+	d.stats.handlerTime.observe(time.Since(start))
 	if !w.end() {
 		return &abortError{err: errors.New("handler abandoned after its timeout")}
 	}

@@ -35,6 +35,7 @@ type Bus struct {
 	ids     *idSource
 	w       writer
 	relay   *relay
+	health  *healthMonitor
 	unwatch func()
 
 	mu       sync.Mutex
@@ -156,6 +157,8 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 			logPollInterval, cfg.RelayPollInterval)
 	}
 	b.relay.start()
+	b.health = newHealthMonitor(b)
+	b.health.start()
 	return b, nil
 }
 
@@ -264,6 +267,9 @@ func (b *Bus) Close(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	errs = append(errs, closeAll(ctx, subs)...)
+	if err := b.health.stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("boxcar: health monitor: %w", err))
+	}
 	if err := b.relay.stop(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -202,6 +202,10 @@ type Config struct {
 	// gave them, but their events too are published only once durable.
 	Synchronous string
 
+	// Health sets how Bus.Health judges the components. Defaults: see
+	// HealthOptions.
+	Health HealthOptions
+
 	// Schemas, if set, validates every event at PublishTx against its
 	// type's schema (package schema's Registry is one): an event that does
 	// not match is refused with ErrSchema and nothing is written, and the
@@ -300,6 +304,7 @@ func (c Config) withDefaults() Config {
 	if c.seams == nil {
 		c.seams = &testSeams{}
 	}
+	c.Health = c.Health.withDefaults()
 	return c
 }
 
@@ -404,6 +409,9 @@ func (c Config) validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
+	}
+	if err := c.Health.validate(); err != nil {
+		return err
 	}
 	if s := strings.ToUpper(c.Synchronous); s != sqlite.SyncFull && s != sqlite.SyncNormal {
 		return bad("Config.Synchronous %q: use sqlite.SyncFull or sqlite.SyncNormal", c.Synchronous)

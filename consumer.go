@@ -293,4 +293,6 @@ type subscriberStats struct {
 	ignored      atomic.Int64 // redeliveries of messages still held or handled before
 	recreated    atomic.Int64 // consumers created again after they vanished
 	expired      atomic.Int64 // events that left the stream before they were handled
+	handlerTime  histogram    // of each handler call
+	endToEnd     histogram    // from publish to handled, of each event handled
 }

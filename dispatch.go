@@ -25,6 +25,7 @@ type item struct {
 	bad      error // set when the message is malformed: it is dead-lettered
 	attempts int
 	history  []bjs.AttemptError // the failed attempts' errors (the last ones)
+	handled  bool               // its handler ran in the batch that committed (not skipped)
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
@@ -399,6 +400,7 @@ func (d *dispatcher) runPlain(kq *keyQueue) {
 			break
 		}
 		d.stats.handled.Add(1)
+		d.stats.endToEnd.observe(time.Since(it.m.Time))
 		d.ack(it)
 		done++
 	}
@@ -413,7 +415,10 @@ func (d *dispatcher) callPlain(m Message) error {
 	defer cancel()
 	res := make(chan error, 1)
 	d.handlers.Go(func(context.Context) {
-		res <- callSafely(func() error { return d.s.h.plain(ctx, m) })
+		start := time.Now()
+		err := callSafely(func() error { return d.s.h.plain(ctx, m) })
+		d.stats.handlerTime.observe(time.Since(start))
+		res <- err
 	})
 	select {
 	case err := <-res:

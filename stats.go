@@ -81,6 +81,12 @@ type SubscriberStats struct {
 	// filtered by type it is an upper bound (stream messages in the gap, of
 	// any type). Not zero means a subscriber fell behind its retention.
 	Expired int64
+	// HandlerDuration is the distribution of handler calls' durations
+	// (successful or not); EndToEnd, of the time from PublishTx to the
+	// commit (TxHandler) or return (HandlerFunc) of the handler, for every
+	// event handled: the latency users feel.
+	HandlerDuration Histogram
+	EndToEnd        Histogram
 	// Err is why the consumer's numbers (Pending, Unacked) could not be
 	// read, if they could not; the rest is this process's own.
 	Err string
@@ -136,15 +142,17 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 	d, cons := s.current()
 	ss := SubscriberStats{
-		Name:         s.name,
-		Handled:      s.stats.handled.Load(),
-		Skipped:      s.stats.skipped.Load(),
-		Failures:     s.stats.failures.Load(),
-		DeadLettered: s.stats.deadLettered.Load(),
-		Redelivered:  s.stats.redelivered.Load(),
-		Ignored:      s.stats.ignored.Load(),
-		Recreated:    s.stats.recreated.Load(),
-		Expired:      s.stats.expired.Load(),
+		Name:            s.name,
+		Handled:         s.stats.handled.Load(),
+		Skipped:         s.stats.skipped.Load(),
+		Failures:        s.stats.failures.Load(),
+		DeadLettered:    s.stats.deadLettered.Load(),
+		Redelivered:     s.stats.redelivered.Load(),
+		Ignored:         s.stats.ignored.Load(),
+		Recreated:       s.stats.recreated.Load(),
+		Expired:         s.stats.expired.Load(),
+		HandlerDuration: s.stats.handlerTime.snapshot(),
+		EndToEnd:        s.stats.endToEnd.snapshot(),
 	}
 	d.mu.Lock()
 	ss.InFlight = len(d.held)
