@@ -314,3 +314,77 @@ func TestAppWritesGetTheWriterBetweenBatches(t *testing.T) {
 	}
 	waitApplied(t, tb.db, "slow", backlog)
 }
+
+// A TxHandler that overruns HandlerTimeout is abandoned and its batch's lock
+// released. When it returns at last, it must not hand the gate's ownership
+// back to its worker: a Tx that holds the gate meanwhile would lose its
+// protection (a Publish inside it would wait for itself).
+func TestAbandonedHandlerKeepsTheReentrancyGuard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	started, returned := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	_, err := tb.bus.Subscribe(ctx, "slow", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if first.CompareAndSwap(false, true) {
+			close(started)
+			time.Sleep(900 * time.Millisecond) // ignores ctx: abandoned at 200ms + grace
+			close(returned)
+		}
+		return nil
+	}), SubscribeOptions{HandlerTimeout: 200 * time.Millisecond, MinBackoff: 5 * time.Second, MaxBackoff: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	<-started
+	waitFor(t, "the handler to be abandoned", time.Minute, func() (bool, string) {
+		st, err := tb.bus.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(st.Subscribers) == 1 && st.Subscribers[0].Failures > 0, fmt.Sprintf("%+v", st.Subscribers)
+	})
+	var inner error
+	if err := tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+		<-returned
+		time.Sleep(100 * time.Millisecond) // the handler's deferred restore runs
+		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		inner = tb.bus.Publish(ictx, Event{Type: "order.placed", Key: "k", Data: []byte("1")})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(inner, ErrReentrant) {
+		t.Fatalf("Publish inside Tx after an abandoned handler returned: %v, want ErrReentrant", inner)
+	}
+}
+
+// The same, with the gate free when the abandoned handler returns: its
+// worker must not become the owner of a gate it does not hold, which would
+// refuse each of its later batches with ErrReentrant (on an idle bus, the
+// retried event would never be handled).
+func TestAbandonedHandlerDoesNotLockOutItsWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	logs := &logBuffer{}
+	tb := setup(t, Config{Logger: logs.logger()})
+	var calls atomic.Int64
+	var handled atomic.Bool
+	_, err := tb.bus.Subscribe(ctx, "slow", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if calls.Add(1) == 1 {
+			time.Sleep(900 * time.Millisecond) // abandoned before it returns
+			return nil
+		}
+		handled.Store(true)
+		return nil
+	}), SubscribeOptions{Workers: 1, HandlerTimeout: 200 * time.Millisecond, MinBackoff: 1500 * time.Millisecond, MaxBackoff: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the retried event to be handled", time.Minute, func() (bool, string) {
+		return handled.Load(), fmt.Sprintf("handler calls %d; logs:\n%s", calls.Load(), logs.String())
+	})
+}

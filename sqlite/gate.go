@@ -146,7 +146,11 @@ func (g *gate) setOwner() (prev int64) {
 	return g.owner.Swap(goroutine.ID())
 }
 
-func (g *gate) restoreOwner(prev int64) { g.owner.Store(prev) }
+// restoreOwner gives the gate back to the previous owner, only if the
+// calling goroutine still owns it: a handler abandoned past its timeout
+// returns after its batch released the gate, and must not make its worker
+// the owner of a gate someone else holds now (or of a free one).
+func (g *gate) restoreOwner(prev int64) { g.owner.CompareAndSwap(goroutine.ID(), prev) }
 
 // unlock releases the gate: to the oldest waiter of the class whose turn it
 // is, or to nobody.
