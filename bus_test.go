@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -226,4 +227,60 @@ func TestLateCloseReleasesDir(t *testing.T) {
 		t.Fatalf("after reopening, the stream holds outbox seqs %v, want 1..3", got)
 	}
 	runtime.KeepAlive(old) // the old Bus must not release the Dir by being collected
+}
+
+// Bus.Tx calls racing Close: ErrClosed means nothing of the call ran. A
+// group that committed while Close stopped the syncer was reported as
+// ErrClosed, its events in the outbox for the next Open: a caller that
+// retried after reopening published twice.
+func TestTxRacingCloseNeverReportsACommitClosed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	bus := tb.bus
+	var mu sync.Mutex
+	var closedKeys []string
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				key := fmt.Sprint(g, "-", i)
+				err := bus.Tx(ctx, func(tx *sql.Tx) error {
+					if _, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, key); err != nil {
+						return err
+					}
+					return bus.PublishTx(ctx, tx, Event{Type: "order.placed", Key: key, Data: []byte("1")})
+				})
+				if errors.Is(err, ErrClosed) {
+					mu.Lock()
+					closedKeys = append(closedKeys, key)
+					mu.Unlock()
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := bus.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	tb.bus = nil
+	wg.Wait()
+	committed := 0
+	for _, k := range closedKeys {
+		var n int
+		if err := tb.db.QueryRow(`SELECT count(*) FROM counters WHERE key = ?`, k).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		committed += n
+	}
+	if committed > 0 {
+		t.Fatalf("%d of %d Bus.Tx calls that returned ErrClosed were committed, their events in the outbox", committed, len(closedKeys))
+	}
 }

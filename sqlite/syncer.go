@@ -37,6 +37,8 @@ type walSyncer struct {
 	done   chan struct{} // closed when a round completes, then replaced
 	f      *os.File      // the WAL file, opened at the first round that finds it
 	rounds uint64        // fsyncs done
+	// stopped: the loop is gone; sync fsyncs itself, holding mu.
+	stopped bool
 }
 
 func startSyncer(path string) *walSyncer {
@@ -46,7 +48,9 @@ func startSyncer(path string) *walSyncer {
 }
 
 // sync returns once an fsync of the WAL that began after the call has
-// completed: everything committed before the call is then on disk.
+// completed: everything committed before the call is then on disk. After
+// stop, it fsyncs itself: a commit made while the writer closes is still
+// made durable, and its caller told the truth about it.
 func (s *walSyncer) sync(ctx context.Context) error {
 	s.mu.Lock()
 	s.asked++
@@ -63,58 +67,92 @@ func (s *walSyncer) sync(ctx context.Context) error {
 			s.mu.Unlock()
 			return err
 		}
+		if s.stopped {
+			defer s.mu.Unlock()
+			return s.syncRound(round)
+		}
 		done := s.done
 		s.mu.Unlock()
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.group.Done():
-			return ErrClosed
 		}
 	}
 }
 
 func (s *walSyncer) run(ctx context.Context) {
-	defer func() {
-		if s.f != nil {
-			s.f.Close()
-		}
-	}()
 	for {
 		select {
 		case <-ctx.Done():
+			// The rounds asked for before the stop are done before it
+			// returns; later ones fsync in sync itself.
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.synced < s.asked {
+				s.syncRound(s.asked)
+			}
+			s.stopped = true
+			if s.f != nil {
+				s.f.Close()
+				s.f = nil
+			}
 			return
 		case <-s.kick:
 		}
 		s.mu.Lock()
 		round := s.asked // every round asked so far: their commits are in the file
+		f := s.f
 		s.mu.Unlock()
-		err := s.fsync()
+		f, err := s.fsync(f)
 		s.mu.Lock()
-		s.synced, s.err = round, err
-		s.rounds++
-		close(s.done)
-		s.done = make(chan struct{})
+		s.f = f
+		s.complete(round, err)
 		s.mu.Unlock()
 	}
 }
 
-func (s *walSyncer) fsync() error {
-	if s.f == nil {
-		f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+// syncRound fsyncs round and the rounds before it, holding s.mu (after stop,
+// or at it).
+func (s *walSyncer) syncRound(round uint64) error {
+	f, err := s.fsync(s.f)
+	s.f = f
+	if s.stopped && s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	s.complete(round, err)
+	return err
+}
+
+// complete records round as done with err and wakes its waiters, holding s.mu.
+func (s *walSyncer) complete(round uint64, err error) {
+	if round > s.synced {
+		s.synced, s.err = round, err
+	}
+	s.rounds++
+	close(s.done)
+	s.done = make(chan struct{})
+}
+
+// fsync syncs the WAL file f, opening it if f is nil, and returns the file
+// to keep (nil after an error, so that the next round opens it again).
+func (s *walSyncer) fsync(f *os.File) (*os.File, error) {
+	if f == nil {
+		var err error
+		f, err = os.OpenFile(s.path, os.O_RDWR, 0)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil // nothing was ever written to a WAL: nothing to sync
+			return nil, nil // nothing was ever written to a WAL: nothing to sync
 		}
 		if err != nil {
-			return fmt.Errorf("sqlite: open the WAL to sync it: %w", err)
+			return nil, fmt.Errorf("sqlite: open the WAL to sync it: %w", err)
 		}
-		s.f = f
 	}
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("sqlite: fsync the WAL: %w", err)
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sqlite: fsync the WAL: %w", err)
 	}
-	return nil
+	return f, nil
 }
 
 // fsyncs is how many fsyncs the syncer did.

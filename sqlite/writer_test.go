@@ -3,7 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -43,4 +46,93 @@ func setupWriter(t *testing.T) *writerBundle {
 		}
 	})
 	return &writerBundle{path: path, db: db, w: w}
+}
+
+// Tx calls racing Close: a group that committed while Close stops the
+// syncer must still be made durable and reported committed, not failed
+// (a caller told "failed" or ErrClosed retries, and publishes twice).
+func TestTxRacingCloseIsToldTheTruth(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wrong := 0
+	for round := range 50 {
+		db, err := Open(filepath.Join(t.TempDir(), fmt.Sprint(round, ".db")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`CREATE TABLE k (k TEXT PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriter(ctx, db, WriterConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		failed := map[string]error{}
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					key := fmt.Sprint(g, "-", i)
+					err := w.Tx(ctx, func(tx *sql.Tx) error {
+						_, err := tx.Exec(`INSERT INTO k VALUES (?)`, key)
+						return err
+					})
+					if err != nil {
+						mu.Lock()
+						failed[key] = err
+						mu.Unlock()
+					}
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(20 * time.Millisecond)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := w.Close(cctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		wg.Wait()
+		for key, err := range failed {
+			var n int
+			if err := db.QueryRow(`SELECT count(*) FROM k WHERE k = ?`, key).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 1 {
+				if wrong++; wrong < 4 {
+					t.Errorf("round %d: Tx %s reported %v, but its write is committed", round, key, err)
+				}
+			}
+		}
+		db.Close()
+	}
+	if wrong > 0 {
+		t.Errorf("%d committed Tx calls were reported as failed", wrong)
+	}
+}
+
+// After Close, the syncer still makes a commit durable: Durable fsyncs
+// itself instead of failing (a subscriber's last batch, committed while the
+// bus closes, acks only if it is durable).
+func TestDurableAfterClose(t *testing.T) {
+	t.Parallel()
+	wb := setupWriter(t)
+	ctx := context.Background()
+	if err := wb.w.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`CREATE TABLE t (x)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := wb.w.Stats().WALSyncs
+	wb.w.syncer.stop()
+	if err := wb.w.Durable(ctx); err != nil {
+		t.Fatalf("Durable after the syncer stopped: %v", err)
+	}
+	if after := wb.w.Stats().WALSyncs; after <= before {
+		t.Fatalf("Durable after stop did not fsync (%d fsyncs before, %d after)", before, after)
+	}
 }
