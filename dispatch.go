@@ -441,7 +441,10 @@ func callSafely(fn func() error) (err error) {
 // finish records the result of a worker's turn on kq: the first done items
 // were acked; failed (if any) is the item after them that failed.
 func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
-	if done > 0 && d.releaseLastDone(kq.items[:done]) {
+	d.mu.Lock()
+	acked := kq.items[:done:done] // enqueue appends to kq.items meanwhile
+	d.mu.Unlock()
+	if done > 0 && d.releaseLastDone(acked) {
 		if err := d.continueRelease(kq.key); err != nil {
 			d.b.log.Error("boxcar: could not go on releasing a parked key; it stays parked until its next dead letter is redriven or discarded",
 				logSub, d.s.name, logKey, kq.key, logError, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -267,6 +268,131 @@ func TestDeletedConsumerIsRecreated(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "created it again") {
 		t.Fatal("the recreation was not logged")
+	}
+}
+
+// A consumer deleted while its subscriber is not running: Subscribe creates
+// it again after what the subscriber is known to have handled (saved at its
+// Close), not from the stream's first event, which handed a plain handler
+// the whole retention again.
+func TestConsumerDeletedWhileStoppedResumes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	seen := newSeenLog()
+	h := HandlerFunc(func(ctx context.Context, m Message) error { seen.record(m); return nil })
+	sub, err := tb.bus.Subscribe(ctx, "mailer", h, SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 20)
+	waitFor(t, "20 handled", time.Minute, func() (bool, string) { return seen.distinct() == 20, fmt.Sprint(seen.distinct()) })
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.bus.js.DeleteConsumer(ctx, tb.bus.StreamName(), "mailer"); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1) // while it is gone
+	if sub, err = tb.bus.Subscribe(ctx, "mailer", h, SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "22 handled", time.Minute, func() (bool, string) { return seen.distinct() == 22, fmt.Sprint(seen.distinct()) })
+	if n := seen.repeats(); n != 0 {
+		t.Fatalf("the handler ran %d times again for events it had handled", n)
+	}
+	if st, err := sub.Stats(ctx); err != nil || st.Recreated != 1 {
+		t.Fatalf("stats %+v (%v): want the consumer counted as recreated", st, err)
+	}
+}
+
+// What a subscriber row knows in stream seqs (catch-up rules after types
+// were added, acked ranges, how far it is known to have handled) belongs to
+// one stream. After the store is lost and the relay refills a new stream
+// from the outbox, an old catch-up rule skipped, and acked, events the
+// subscriber never handled.
+func TestCatchupRuleDoesNotOutliveItsStream(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var fail atomic.Bool
+	h := HandlerFunc(func(ctx context.Context, m Message) error {
+		if fail.Load() {
+			return errors.New("down") // keeps failing, never acked
+		}
+		mu.Lock()
+		seen[m.Seq] = true
+		mu.Unlock()
+		return nil
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+	sub, err := tb.bus.Subscribe(ctx, "s", h, SubscribeOptions{Types: []string{"t.a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 { // outbox 1..200: t.a odd, t.b even
+		for _, typ := range []string{"t.a", "t.b"} {
+			if err := tb.bus.Publish(ctx, Event{Type: typ, Key: "k", Data: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "100 t.a handled", time.Minute, func() (bool, string) { return count() == 100, fmt.Sprint(count()) })
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// t.b added: the consumer is rewound, with a rule skipping t.a up to
+	// stream seq 199. The handler fails meanwhile; 50 new t.a events come
+	// (outbox 201..250).
+	fail.Store(true)
+	sub, err = tb.bus.Subscribe(ctx, "s", h, SubscribeOptions{Types: []string{"t.a", "t.b"}, MaxAttempts: 1000, MinBackoff: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if err := tb.bus.Publish(ctx, Event{Type: "t.a", Key: "n", Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRelayed(t, tb.bus, 250)
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tb.closeBus()
+	// Rows 1..100 were pruned long ago; the NATS store is lost.
+	if _, err := tb.db.Exec(`DELETE FROM boxcar_outbox WHERE seq <= 100`); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(tb.cfg.Dir); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(false)
+	mu.Lock()
+	clear(seen)
+	mu.Unlock()
+	tb.open()
+	if _, err := tb.bus.Subscribe(ctx, "s", h, SubscribeOptions{Types: []string{"t.a", "t.b"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A last event of key n: once it is handled, every earlier one of its
+	// key was handled or skipped.
+	if err := tb.bus.Publish(ctx, Event{Type: "t.a", Key: "n", Data: []byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the last event", time.Minute, func() (bool, string) { mu.Lock(); defer mu.Unlock(); return seen[251], "" })
+	mu.Lock()
+	defer mu.Unlock()
+	var missing []int64
+	for s := int64(201); s <= 250; s++ {
+		if !seen[s] {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of the 50 t.a events never handled were skipped: outbox seqs %v", len(missing), missing)
 	}
 }
 

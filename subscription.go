@@ -106,16 +106,26 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}
-	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(0))
+	if found && row.StreamCreatedNS != si.Created.UnixNano() {
+		// A new stream (the store was lost, or the stream recreated while
+		// the app was down): its seqs start over, and what the row knows
+		// in stream seqs is of the old one. The relay refills the new
+		// stream from the outbox; the dedupe table skips what was handled.
+		row.Acked, row.Catchup, row.ExpiredThrough, row.ReplayThrough, row.ReplayNoDedupe = nil, nil, 0, 0, false
+	}
+	start, err := s.resumeAfterLostConsumer(ctx, row, found)
+	if err != nil {
+		return err
+	}
+	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(start))
 	if err != nil {
 		return err
 	}
 	info := cons.CachedInfo()
-	seed := dispatcherSeed{floor: info.AckFloor.Stream}
-	if found && row.StreamCreatedNS == si.Created.UnixNano() {
-		seed.acked = row.Acked // skipped when redelivered below
+	seed := dispatcherSeed{floor: info.AckFloor.Stream, acked: row.Acked, catchup: row.Catchup}
+	if start > 0 {
+		seed.floor = start - 1
 	}
-	seed.catchup = row.Catchup
 	if row.ReplayThrough > info.AckFloor.Stream {
 		seed.replayThrough, seed.replayNoDedupe = row.ReplayThrough, row.ReplayNoDedupe
 	}
@@ -171,6 +181,30 @@ func (s *Subscription) start(ctx context.Context) error {
 	s.checkExpired(ctx)
 	s.group.Go(s.supervise)
 	return nil
+}
+
+// resumeAfterLostConsumer returns where to create the consumer of a
+// subscriber that ran before on this stream and whose consumer is gone (an
+// operator deleted it while the subscriber was not running): after what it
+// is known to have handled, not from the stream's first event, which would
+// hand a HandlerFunc the whole retention again. 0 when the consumer exists,
+// or nothing is known.
+func (s *Subscription) resumeAfterLostConsumer(ctx context.Context, row sqlite.SubscriberRow, found bool) (uint64, error) {
+	if !found || row.ExpiredThrough == 0 {
+		return 0, nil
+	}
+	_, err := s.b.events.Consumer(ctx, s.name)
+	if err == nil {
+		return 0, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, fmt.Errorf("read consumer %s: %w", s.name, err)
+	}
+	start := row.ExpiredThrough + 1
+	s.b.log.Error("boxcar: subscriber's consumer is gone (deleted while the subscriber was not running): created it again after the events it is known to have handled",
+		logSub, s.name, logFromSeq, start)
+	s.stats.recreated.Add(1)
+	return start, nil
 }
 
 // parkedKeys reads the keys the subscriber parked, and their heads.
@@ -300,6 +334,7 @@ func (s *Subscription) saveAtClose(ctx context.Context) {
 	s.mu.Lock()
 	row := s.row
 	row.Acked, row.Catchup = d.ackedRanges(), d.catchupRules()
+	row.ExpiredThrough = max(row.ExpiredThrough, info.AckFloor.Stream) // handled through: where a lost consumer resumes
 	row.StoppedNS = time.Now().UnixNano()
 	row.Expired = s.stats.expired.Load()
 	s.mu.Unlock()
