@@ -24,14 +24,14 @@ import (
 // busBundle is a database file, its registry, and the paths to open buses
 // on them.
 type busBundle struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	dir string
 	db  *sql.DB
 	reg *schema.Registry
 }
 
-func setupBus(t *testing.T) *busBundle {
+func setupBus(t testing.TB) *busBundle {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := sqlite.Open(filepath.Join(dir, "app.db"))

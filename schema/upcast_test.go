@@ -181,3 +181,30 @@ func TestValidateEventSeesOtherRegistrationsAtRefresh(t *testing.T) {
 		t.Errorf("ValidateEvent naming a version of a type without schema = %v", err)
 	}
 }
+
+// FuzzLiftAndValidate: whatever the payload and versions, the publish and
+// consumer paths return a payload or an error that names the type, and
+// never panic. go test -fuzz FuzzLiftAndValidate ./schema/
+func FuzzLiftAndValidate(f *testing.F) {
+	for _, seed := range []string{`{"user_id":"a","email":"a@example.com"}`, `{"user_id":"a","email_address":"a@example.com","plan":"pro"}`, `{"user_id":`, `null`, "\xff", `[]`, `{"email":{"email":1}}`} {
+		f.Add([]byte(seed), 0, 3)
+		f.Add([]byte(seed), 1, 2)
+	}
+	b := setupBus(f)
+	b.registerThreeVersions()
+	f.Fuzz(func(t *testing.T, data []byte, from, to int) {
+		from, to = from%5, to%5
+		out, err := b.reg.Lift(typSignup, from, to, data)
+		switch {
+		case err != nil && (!errors.Is(err, boxcar.ErrSchema) || !strings.Contains(err.Error(), typSignup)):
+			t.Fatalf("Lift(%d, %d) = %v: not an ErrSchema naming the type", from, to, err)
+		case err == nil && from != to && to >= 1:
+			if _, verr := b.reg.ValidateEvent(typSignup, to, out); verr != nil {
+				t.Fatalf("Lift(%d, %d) gave %s, which v%d rejects: %v", from, to, out, to, verr)
+			}
+		}
+		if _, err := b.reg.ValidateEvent(typSignup, from, data); err != nil && !strings.Contains(err.Error(), typSignup) {
+			t.Fatalf("ValidateEvent(v%d) = %v: does not name the type", from, err)
+		}
+	})
+}
