@@ -179,16 +179,15 @@ func RunCheck(ctx context.Context, stdout, stderr io.Writer, dir, dbPath string)
 // directory or a database file) with its versions, mode, latest
 // fingerprint and examples.
 func RunList(ctx context.Context, stdout, stderr io.Writer, src string) int {
+	fail := failer(stderr, "ls")
 	v, closeView, err := openView(ctx, src)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema ls: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	defer closeView()
 	types, err := v.types(ctx)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema ls: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	if len(types) == 0 {
 		fmt.Fprintf(stdout, "no schemas in %s\n", src)
@@ -199,20 +198,17 @@ func RunList(ctx context.Context, stdout, stderr io.Writer, src string) int {
 	for _, typ := range types {
 		versions, err := v.Versions(ctx, typ)
 		if err != nil {
-			fmt.Fprintf(stderr, "boxcar schema ls: %v\n", err)
-			return ExitUsage
+			return fail(err)
 		}
 		mode, err := v.mode(ctx, typ)
 		if err != nil {
-			fmt.Fprintf(stderr, "boxcar schema ls: %v\n", err)
-			return ExitUsage
+			return fail(err)
 		}
 		examples := 0
 		for _, s := range versions {
 			ex, err := v.Examples(ctx, typ, s.Version())
 			if err != nil {
-				fmt.Fprintf(stderr, "boxcar schema ls: %v\n", err)
-				return ExitUsage
+				return fail(err)
 			}
 			examples += len(ex)
 		}
@@ -226,26 +222,23 @@ func RunList(ctx context.Context, stdout, stderr io.Writer, src string) int {
 // RunShow is "boxcar schema show": version (0: the latest) of typ in src,
 // its mode, its schema as indented JSON and its examples.
 func RunShow(ctx context.Context, stdout, stderr io.Writer, src, typ string, version int) int {
+	fail := failer(stderr, "show")
 	v, closeView, err := openView(ctx, src)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema show: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	defer closeView()
 	s, err := v.get(ctx, typ, version)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema show: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	mode, err := v.mode(ctx, typ)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema show: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	examples, err := v.Examples(ctx, typ, s.Version())
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema show: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	fmt.Fprintf(stdout, "%s v%d of %s\nmode: %s\nsha256: %s\n", typ, s.Version(), v.where(typ, s.Version()), mode, s.Fingerprint())
 	fmt.Fprintln(stdout, indentJSON(s.Canonical()))
@@ -261,16 +254,15 @@ func RunShow(ctx context.Context, stdout, stderr io.Writer, src, typ string, ver
 // latest; from 0 the version before to. It returns ExitProblems if there
 // are any.
 func RunDiff(ctx context.Context, stdout, stderr io.Writer, src, typ string, from, to int) int {
+	fail := failer(stderr, "diff")
 	v, closeView, err := openView(ctx, src)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema diff: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	defer closeView()
 	b, err := v.get(ctx, typ, to)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema diff: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	if from == 0 {
 		if b.Version() == 1 {
@@ -281,8 +273,7 @@ func RunDiff(ctx context.Context, stdout, stderr io.Writer, src, typ string, fro
 	}
 	a, err := v.get(ctx, typ, from)
 	if err != nil {
-		fmt.Fprintf(stderr, "boxcar schema diff: %v\n", err)
-		return ExitUsage
+		return fail(err)
 	}
 	changes := Diff(a, b)
 	fmt.Fprintf(stdout, "%s v%d → v%d in %s: ", typ, a.Version(), b.Version(), src)
@@ -292,6 +283,15 @@ func RunDiff(ctx context.Context, stdout, stderr io.Writer, src, typ string, fro
 	}
 	fmt.Fprintf(stdout, "%d breaking %s\n%s", len(changes), plural(len(changes), "change", "changes"), FormatChanges(changes))
 	return ExitProblems
+}
+
+// failer returns a func that reports err for command sub and gives
+// ExitUsage.
+func failer(stderr io.Writer, sub string) func(err error) int {
+	return func(err error) int {
+		fmt.Fprintf(stderr, "boxcar schema %s: %v\n", sub, err)
+		return ExitUsage
+	}
 }
 
 func notADir(err error) string {
