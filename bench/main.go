@@ -15,7 +15,10 @@
 //     SubscribeOptions.MaxBatchTime and with unbounded batches;
 //   - defaults: what the safer defaults cost: end to end, Bus.Tx +
 //     PublishTx and latency with Boxcar's write connection at
-//     synchronous=NORMAL (the old behaviour) and FULL (the default).
+//     synchronous=NORMAL (the old behaviour) and FULL (the default);
+//   - schema: what validation at publish costs: Bus.Tx + PublishTx with the
+//     same JSON payloads without and with a schema.Registry as
+//     Config.Schemas, and ValidateEvent alone.
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -68,6 +71,7 @@ type options struct {
 	unboundedBatch time.Duration // write wait: MaxBatchTime of the comparison runs (0: none)
 	wwBacklog      int           // write wait: events in the stream for the subscribers
 	defaultsEvents int           // defaults: events per produce and end-to-end run
+	schemaEvents   int           // schema: transactions per run, for each setting
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -97,8 +101,9 @@ func main() {
 	flag.DurationVar(&o.unboundedBatch, "unbounded-batch", time.Hour, "write wait: SubscribeOptions.MaxBatchTime of the comparison runs, approximating the old unbounded batches (0: defaults only)")
 	flag.IntVar(&o.wwBacklog, "ww-backlog", 0, "write wait: events in the stream before the subscribers start, each at the first (0: 60,000 per second of -level-duration, plus 60,000)")
 	flag.IntVar(&o.defaultsEvents, "defaults-events", 20_000, "defaults: events per produce and end-to-end run, for each synchronous mode")
+	flag.IntVar(&o.schemaEvents, "schema-events", 20_000, "schema: Bus.Tx + PublishTx transactions per run, without and with a schema")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -126,6 +131,7 @@ func (o *options) validate() error {
 		{"-workers", o.workers, 1, 1024}, {"-writers", o.writers, 1, 256}, {"-rounds", o.rounds, 1, 0},
 		{"-write-rate", o.writeRate, 1, 10_000},
 		{"-defaults-events", o.defaultsEvents, 1000, 0},
+		{"-schema-events", o.schemaEvents, 1000, 0},
 	} {
 		switch {
 		case c.v < c.lo && c.hi == 0:
@@ -274,6 +280,7 @@ func run(o options) error {
 		{"e2e", benchEndToEnd},
 		{"writewait", benchWriteWait},
 		{"defaults", benchDefaults},
+		{"schema", benchSchema},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {

@@ -19,6 +19,42 @@
 // version instead of adding a copy of it, which could fail the checks
 // against the versions in between. Versions are never changed or deleted.
 //
+// # At start, at publish, at the consumer
+//
+// An app registers its schemas at start, before it opens the bus, and
+// hands the Registry to the bus as boxcar.Config.Schemas:
+//
+//	reg, _ := schema.NewRegistry(ctx, db)      // loads every registered version
+//	_, err := reg.RegisterDir(ctx, "schemas")  // schemas/TYPE/N.json; a no-op when nothing changed
+//	bus, _ := boxcar.Open(ctx, db, boxcar.Config{Dir: "data", Schemas: reg})
+//
+// PublishTx then validates every event of a type that has a schema
+// (ValidateEvent) against the latest version or the one the event names
+// (Event.SchemaVersion), refuses an invalid one with an error naming the
+// type, the version and the failing JSON path before anything is written,
+// and stamps the version on the event (Message.SchemaVersion). Validation
+// reads compiled schemas from memory: it never queries the database
+// (Registry says how another process's registrations become visible).
+//
+// A consumer names the version it reads with a typed handler,
+// TxHandler[T](reg, typ, version, fn) or HandlerFunc[T]: T is that
+// version's shape, and every event reaches fn in it. Upcasters
+// (Registry.Upcast), one per breaking step, lift older payloads step by
+// step (Lift); a compatible step needs none. A payload that cannot be
+// lifted or decoded is a *DecodeError matching boxcar.ErrSchema, and the
+// bus dead-letters the event at once with reason "schema".
+//
+// A breaking step (renaming a field) is refused by the default mode: make
+// it deliberately, by registering it under mode None with an upcaster from
+// the version before. Transitive modes check later versions against the
+// versions before the break too, which the upcaster hides from consumers
+// but not from the checker: after a break, a type's later versions are
+// registered under Backward (or None) rather than BackwardTransitive.
+//
+// In CI, Command (and RunCheck, RunList, RunShow, RunDiff) is "boxcar
+// schema check|ls|show|diff"; package schematest holds the contract-test
+// helpers.
+//
 // # The compatibility checker
 //
 // Everything rests on one question, answered by CheckReader: can a reader

@@ -45,31 +45,54 @@ func ValidateType(typ string) error {
 
 // Registry is the schema registry in the application's SQLite database:
 // the versions of each event type's schema, its compatibility mode and
-// example payloads. It is safe for concurrent use.
+// example payloads, and the upcasters registered in this process. It is
+// safe for concurrent use.
 //
-// Lookups (Latest, Get, Versions) are served from memory after a type's
-// first load: a map lookup, no query, no parse. Register through this
-// Registry updates that memory; a version registered elsewhere (another
-// process, another Registry) is found by Get when asked for by number,
-// and by Latest and Versions after Refresh.
+// Every registered version is held in memory, compiled: NewRegistry loads
+// them all, and Register (and RegisterDir) through this Registry adds the
+// new ones at once. Lookups (Latest, Get, Versions) are served from there:
+// a map lookup, no query, no parse. The publish path (ValidateEvent, as
+// boxcar.Config.Schemas) and the consumer path (Lift, Decode and the typed
+// handlers) use memory only and never touch the database.
+//
+// A version registered elsewhere (another process, another Registry on the
+// same file) becomes visible here at Refresh; until then Get still finds it
+// in the database when asked for by number, but ValidateEvent refuses an
+// event that names it (it does not query on the publish path) and
+// ValidateEvent of an event that names no version keeps validating against
+// the latest version this Registry knows. In the usual deployment this
+// never arises: each binary registers its own schemas at start
+// (RegisterDir), before it opens the bus.
 type Registry struct {
 	db  *sql.DB
 	now func() time.Time
 
-	mu    sync.RWMutex
-	types map[string][]*Schema // versions oldest first; only ever grows
+	mu        sync.RWMutex
+	types     map[string][]*Schema        // versions oldest first; only ever grows
+	upcasters map[string]map[int]Upcaster // type → from version → upcaster
 }
 
 // NewRegistry opens the registry in db, creating its tables (sqlite.Migrate)
-// if needed. db should come from sqlite.Open, whose transactions begin
-// IMMEDIATE: Register reads the latest version and inserts the next in one
-// transaction, and an immediate one holds the write lock from its start,
-// so concurrent registrations queue instead of failing.
+// if needed, and loads every registered version into memory. db should
+// come from sqlite.Open, whose transactions begin IMMEDIATE: Register reads
+// the latest version and inserts the next in one transaction, and an
+// immediate one holds the write lock from its start, so concurrent
+// registrations queue instead of failing.
 func NewRegistry(ctx context.Context, db *sql.DB) (*Registry, error) {
 	if err := sqlite.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("schema: registry: %w", err)
 	}
-	return &Registry{db: db, now: time.Now, types: map[string][]*Schema{}}, nil
+	return loadRegistry(ctx, db)
+}
+
+// loadRegistry is a Registry on db's tables as they are (no migration),
+// loaded into memory.
+func loadRegistry(ctx context.Context, db *sql.DB) (*Registry, error) {
+	r := &Registry{db: db, now: time.Now, types: map[string][]*Schema{}, upcasters: map[string]map[int]Upcaster{}}
+	if err := r.Refresh(ctx, ""); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Register adds raw as the next version of typ's schema, if it is
@@ -259,16 +282,20 @@ func (r *Registry) Versions(ctx context.Context, typ string) ([]*Schema, error) 
 }
 
 // Refresh reloads typ's versions from the database, to see versions
-// registered by another process; "" reloads every type in memory.
+// registered by another process; "" reloads every type, those new to this
+// Registry included. Versions already in memory are reused, not parsed
+// again. Call it where another process's registrations should become
+// visible to ValidateEvent and the typed handlers (for example from a
+// ticker of the app's, or after "boxcar schema" registered from a
+// directory); the publish path itself never reloads.
 func (r *Registry) Refresh(ctx context.Context, typ string) error {
 	types := []string{typ}
 	if typ == "" {
-		r.mu.RLock()
-		types = types[:0]
-		for t := range r.types {
-			types = append(types, t)
+		t, err := r.Types(ctx)
+		if err != nil {
+			return err
 		}
-		r.mu.RUnlock()
+		types = t
 	}
 	for _, t := range types {
 		if _, err := r.versions(ctx, t, true); err != nil {

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 // smallConfig keeps the processes few and short; the crash lands after
 // event 21 of 40, in the middle of a consumer's fetch.
 func smallConfig() config {
-	return config{Users: 40, CrashAt: 21, ReorderUsers: 20, Outage: 200 * time.Millisecond, Writers: 4, Timeout: 3 * time.Minute}
+	return config{Users: 40, CrashAt: 21, ReorderUsers: 20, Outage: 200 * time.Millisecond, DriftUsers: 20, Writers: 4, Timeout: 3 * time.Minute}
 }
 
 // runOne runs both sides of sc with real processes, real SIGKILLs, real
@@ -81,6 +81,41 @@ func TestReorderScenario(t *testing.T) {
 	}
 }
 
+// The schema-drift act, in this process: the naive consumers store an
+// empty address for exactly the renamed half; on Boxcar the checker and
+// PublishTx refuse the rename with their reasons, and every event, of v1
+// or v2, reaches the v2 consumers.
+func TestSchemaDriftScenario(t *testing.T) {
+	t.Parallel()
+	r := &runner{root: t.TempDir(), cfg: smallConfig()}
+	n := r.cfg.DriftUsers
+	naive, err := r.runSide(t.Context(), scenarioSchemaDrift, roleNaive)
+	if err != nil {
+		t.Fatalf("naive side: %v", err)
+	}
+	box, err := r.runSide(t.Context(), scenarioSchemaDrift, roleBoxcar)
+	if err != nil {
+		t.Fatalf("Boxcar side: %v", err)
+	}
+	t.Logf("naive: %+v %v", naive.out, naive.notes)
+	t.Logf("Boxcar: %+v %v", box.out, box.stats)
+	if wrong, of := scenarioSchemaDrift.count(naive.out); wrong != n-n/2 || of != n || naive.stats["empty"] != int64(n-n/2) {
+		t.Errorf("naive side: %d of %d %s (%d empty); want the %d renamed ones", wrong, of, scenarioSchemaDrift.wrong, naive.stats["empty"], n-n/2)
+	}
+	if box.out.Users != n || !allZero(box.out) {
+		t.Errorf("Boxcar side: outcome %+v, want %d users and every check exact", box.out, n)
+	}
+	if got := box.stats["v1_before"] + box.stats["v1_after"] + box.stats["v2_events"]; got != int64(n) || box.stats["v1_after"] == 0 || box.stats["failures"] != 0 {
+		t.Errorf("Boxcar side stats %v: want %d events, v1 ones after the rename too, no failures", box.stats, n)
+	}
+	notes := strings.Join(box.notes, "\n")
+	for _, want := range []string{"exit 1", "property `email` removed", "required-property-added", "refused, 2 breaking changes", "PublishTx: ", "user.signed_up v1: invalid payload at /email"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("the act's notes lack %q:\n%s", want, notes)
+		}
+	}
+}
+
 func TestTableAndFlags(t *testing.T) {
 	if _, err := selectScenarios("nope"); err == nil || !strings.Contains(err.Error(), "dual-write") {
 		t.Errorf("selectScenarios(nope) = %v, want an error listing the scenarios", err)
@@ -99,7 +134,13 @@ func TestTableAndFlags(t *testing.T) {
 		naive:  sideResult{out: outcome{Users: 10, Counted: 13}},
 		boxcar: sideResult{out: outcome{Users: 10, Counted: 10}, stats: map[string]int64{"analytics_skipped": 5}},
 	}})
-	for _, want := range []string{"3 of 10 signups counted twice", "5 redelivered events", "exact in every run"} {
+	printTable(&b, []row{{
+		sc: scenarioSchemaDrift, fault: "f",
+		naive:  sideResult{out: outcome{Users: 10, StaleEmail: 5}, notes: []string{"nothing noticed"}},
+		boxcar: sideResult{out: outcome{Users: 10}, stats: map[string]int64{"v1_before": 5, "v1_after": 2, "v2_events": 3}, notes: []string{"check: exit 1", "  FAIL x"}},
+	}})
+	for _, want := range []string{"3 of 10 signups counted twice", "5 redelivered events", "exact in every run",
+		"5 of 10 billed at an empty address", "7 v1 events", "   naive:  nothing noticed\n", "   Boxcar: check: exit 1\n", "             FAIL x\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}

@@ -5,14 +5,17 @@
 //  1. dual write without an outbox loses events at a crash;
 //  2. acking before processing loses them at a handler crash;
 //  3. a producer that retries failed publishes reorders two email changes;
-//  4. a consumer without a dedupe table double-counts after a crash.
+//  4. a consumer without a dedupe table double-counts after a crash;
+//  5. a producer renames a field and a consumer silently stores empty
+//     values (schema drift): Boxcar's registry refuses the rename, and an
+//     upcaster lifts old events for the new consumer.
 //
 // An auth service creates users and publishes user.signed_up and
 // user.email_changed; an email service sends a welcome email through an
 // external provider (a log file, the event ID as idempotency key), analytics
 // counts signups, billing keeps a subscription row with the invoice address.
 //
-// The crashes are real: the demo re-executes itself as child processes (the
+// The crashes (1 to 4) are real: the demo re-executes itself as child processes (the
 // app, and for the naive side a NATS broker) and SIGKILLs them. A pause point
 // in the child decides where the kill lands, so that it hits the window the
 // article describes; nothing fakes a result. Counts come from the files the
@@ -20,7 +23,7 @@
 // SQLite, plain NATS JetStream); Boxcar's side uses only its public API.
 //
 //	go run ./cmd/demo                       # all four, default sizes
-//	go run ./cmd/demo -scenario reorder     # one of dual-write, auto-ack, reorder, dedupe
+//	go run ./cmd/demo -scenario reorder     # one of dual-write, auto-ack, reorder, dedupe, schema-drift
 //	go run ./cmd/demo -users 10000 -crash-at 7000
 //
 // Progress goes to stderr, the table to stdout.
@@ -48,6 +51,7 @@ func main() {
 	flag.IntVar(&cfg.CrashAt, "crash-at", cfg.CrashAt, "the signup / handled event after which the crash lands (0: a little past half of -users)")
 	flag.IntVar(&cfg.ReorderUsers, "reorder-users", cfg.ReorderUsers, "users who change their email twice in the reorder scenario")
 	flag.DurationVar(&cfg.Outage, "outage", cfg.Outage, "how long the broker stays down in the reorder scenario")
+	flag.IntVar(&cfg.DriftUsers, "drift-users", cfg.DriftUsers, "signups in the schema-drift act (the rename comes after half of them)")
 	flag.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent auth requests")
 	flag.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a side after this long")
 	keep := flag.Bool("keep", false, "keep the work directory (databases, mail logs, stores) and print its path")
@@ -72,7 +76,7 @@ func main() {
 }
 
 func defaultConfig() config {
-	return config{Users: 2000, ReorderUsers: 200, Outage: time.Second, Writers: 4, Timeout: 3 * time.Minute}
+	return config{Users: 2000, ReorderUsers: 200, Outage: time.Second, DriftUsers: 200, Writers: 4, Timeout: 3 * time.Minute}
 }
 
 func (c config) validate() error {
@@ -85,6 +89,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-crash-at %d is beyond -users %d: the crash would never happen", c.CrashAt, c.Users)
 	case c.ReorderUsers < 1:
 		return fmt.Errorf("-reorder-users %d: need at least 1", c.ReorderUsers)
+	case c.DriftUsers < 2:
+		return fmt.Errorf("-drift-users %d: need at least 2 (the rename comes after half of them)", c.DriftUsers)
 	case c.Outage < 0:
 		return fmt.Errorf("-outage is negative")
 	case c.Writers < 1 || c.Writers > 256:

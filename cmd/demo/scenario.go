@@ -31,7 +31,7 @@ type scenario struct {
 }
 
 // scenarios in the order they run and print.
-var scenarios = []*scenario{scenarioDualWrite, scenarioAutoAck, scenarioReorder, scenarioDedupe}
+var scenarios = []*scenario{scenarioDualWrite, scenarioAutoAck, scenarioReorder, scenarioDedupe, scenarioSchemaDrift}
 
 // config holds the sizes the flags choose.
 type config struct {
@@ -39,6 +39,7 @@ type config struct {
 	CrashAt      int           // which signup / handled event the crash lands after
 	ReorderUsers int           // users who change their email twice in the reorder scenario
 	Outage       time.Duration // how long the broker stays down in the reorder scenario
+	DriftUsers   int           // signups in the schema-drift act, half of them after the rename
 	Writers      int           // concurrent auth requests
 	Timeout      time.Duration // per side
 }
@@ -64,6 +65,9 @@ type sideResult struct {
 	out   outcome
 	stats map[string]int64 // the last process's STATS
 	took  time.Duration
+	// notes are lines to print under the table about this side (what the
+	// schema-drift act's checker said).
+	notes []string
 }
 
 func (r *runner) sideDir(sc *scenario, side string) (string, error) {

@@ -23,8 +23,8 @@ func allZero(o outcome) bool {
 // with the bus's own numbers from its last process.
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tfailure mode (article)\tfault: SIGKILL of a real process\tthe naive way\tnaive got wrong\tBoxcar")
-	fmt.Fprintln(tw, "-\t----------------------\t--------------------------------\t-------------\t---------------\t------")
+	fmt.Fprintln(tw, "#\tfailure mode (article)\tfault (1-4: a SIGKILL of a real process)\tthe naive way\tnaive got wrong\tBoxcar")
+	fmt.Fprintln(tw, "-\t----------------------\t-----------------------------------------\t-------------\t---------------\t------")
 	for _, r := range rows {
 		nw, nof := r.sc.count(r.naive.out)
 		bw, bof := r.sc.count(r.boxcar.out)
@@ -35,6 +35,18 @@ func printTable(w io.Writer, rows []row) {
 	fmt.Fprintln(w, "How Boxcar contained it:")
 	for _, r := range rows {
 		fmt.Fprintf(w, "%d  %s: %s\n", r.sc.num, r.sc.boxcarWay, boxcarNote(r))
+		for _, side := range []struct {
+			name string
+			res  sideResult
+		}{{"naive", r.naive}, {"Boxcar", r.boxcar}} {
+			for i, n := range side.res.notes {
+				label := ""
+				if i == 0 {
+					label = side.name + ":"
+				}
+				fmt.Fprintf(w, "   %-7s %s\n", label, n)
+			}
+		}
 	}
 	fmt.Fprintln(w)
 	clean := true
@@ -64,6 +76,9 @@ func boxcarNote(r row) string {
 		return fmt.Sprintf("the relay stopped at the first failed publish and resent from there (%d failed round(s))", s["relay_failures"])
 	case scenarioDedupe:
 		return fmt.Sprintf("after the restart %d redelivered events were found in the dedupe table and skipped", s["analytics_skipped"])
+	case scenarioSchemaDrift:
+		return fmt.Sprintf("%d v1 events (%d from before the rename, %d from an old producer instance after it) reached the v2 consumers through the upcaster, beside %d v2 events; %d handler calls failed",
+			s["v1_before"]+s["v1_after"], s["v1_before"], s["v1_after"], s["v2_events"], s["failures"])
 	}
 	return ""
 }

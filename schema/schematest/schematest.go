@@ -11,14 +11,24 @@
 //			}
 //		})
 //	}
+//
+// A consumer that reads one version through upcasters tests the way it
+// runs: Registry registers the directory in a temporary database, the test
+// registers the consumer's upcasters on it, and ForEachMessage hands it
+// each example as a boxcar.Message for schema.Decode. A producer asserts
+// that the events its code builds validate against the version they name
+// (AssertValid). example_test.go has both.
 package schematest
 
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 
+	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/schema"
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // Source is where the helpers find schemas and examples: a
@@ -39,6 +49,29 @@ func Dir(t testing.TB, dir string) *schema.Set {
 		t.Fatalf("schematest: load %s: %v", dir, err)
 	}
 	return s
+}
+
+// Registry opens a registry in a new SQLite file in the test's temporary
+// directory and registers the schema directory dir in it
+// (Registry.RegisterDir), failing the test if any of it is refused. A
+// consumer's contract test registers its upcasters on it and reads every
+// version's examples through them, as the consumer does in production
+// (see ForEachMessage).
+func Registry(t testing.TB, dir string) *schema.Registry {
+	t.Helper()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "schematest.db"))
+	if err != nil {
+		t.Fatalf("schematest: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	reg, err := schema.NewRegistry(t.Context(), db)
+	if err != nil {
+		t.Fatalf("schematest: %v", err)
+	}
+	if _, err := reg.RegisterDir(t.Context(), dir); err != nil {
+		t.Fatalf("schematest: register %s: %v", dir, err)
+	}
+	return reg
 }
 
 // Parse parses a schema, failing the test if it is invalid.
@@ -148,4 +181,15 @@ func ForEachExample(t testing.TB, src Source, typ string, fn func(t testing.TB, 
 	if total == 0 {
 		t.Errorf("schematest: %s has no examples in any of its %d versions: add some (N.examples/*.json or Registry.AddExample)", typ, len(versions))
 	}
+}
+
+// ForEachMessage is ForEachExample for a consumer: fn gets each example as
+// the boxcar.Message a subscriber would receive for it (Type, Key "example",
+// SchemaVersion and Data set), so that a test can pass it through the same
+// schema.Decode (or handler) the consumer runs.
+func ForEachMessage(t testing.TB, src Source, typ string, fn func(t testing.TB, m boxcar.Message)) {
+	t.Helper()
+	ForEachExample(t, src, typ, func(t testing.TB, version int, payload []byte) {
+		fn(t, boxcar.Message{Type: typ, Key: "example", SchemaVersion: version, Data: payload})
+	})
 }
