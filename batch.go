@@ -447,6 +447,12 @@ func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handle
 		if err == nil {
 			err = errors.Join(sqlite.ErrTxEnded, cause)
 		}
+		if errors.Is(cause, sqlite.ErrTxEndedByStatement) {
+			// The handler ran COMMIT (or ROLLBACK) as SQL: its writes may be
+			// committed without the event's dedupe row, and running it again
+			// may apply it twice. A programming error: dead-letter it.
+			err = Permanent(err)
+		}
 		ae := &abortError{err: fmt.Errorf("handler of event %s: %w", it.m.ID, err)}
 		if !sqlite.IsDatabaseFailure(cause) && !sqlite.IsDatabaseFailure(err) {
 			ae.culprit = &outcome{it: it, err: err}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/boxcar-bus/boxcar/sqlite"
 	_ "github.com/mattn/go-sqlite3" // "sqlite3": a database not from sqlite.Open
 )
 
@@ -207,6 +208,118 @@ func TestTxHandlerThatSwallowsARollback(t *testing.T) {
 	}
 	if badCalls.Load() != 3 {
 		t.Fatalf("the bad handler ran %d times, want MaxAttempts (3)", badCalls.Load())
+	}
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
+}
+
+// Regression: the app's own transaction (database from sqlite.Open) that
+// SQLite ended on its own (INSERT OR ROLLBACK): a PublishTx with it ran in
+// autocommit and committed the event by itself, while the app's Commit
+// failed and its writes were gone. The guard covers the app's transactions
+// too: PublishTx fails, nothing is in the outbox.
+func TestPublishTxAfterSQLiteEndedTheAppsTx(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`INSERT INTO counters(key, n) VALUES('taken', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := tb.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`INSERT INTO counters(key, n) VALUES('mine', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT OR ROLLBACK INTO counters(key, n) VALUES('taken', 2)`); err == nil {
+		t.Fatal("want a conflict")
+	}
+	// The app handles the conflict by publishing a rejection in the same tx.
+	perr := tb.bus.PublishTx(ctx, tx, Event{Type: "order.rejected", Key: "taken", Data: []byte("1")})
+	if !errors.Is(perr, sqlite.ErrTxEnded) {
+		t.Errorf("PublishTx in a transaction SQLite ended: %v, want ErrTxEnded", perr)
+	}
+	if err := tx.Commit(); err == nil {
+		t.Error("Commit of a transaction SQLite ended succeeded")
+	}
+	if got := maxOutboxSeq(t, tb.db); got != 0 {
+		t.Fatalf("the transaction was rolled back but its event is in the outbox at seq %d", got)
+	}
+	// The connection is usable again.
+	if err := publishCounted(ctx, tb.bus, "order.placed", "k"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Regression: a Tx function that ended the shared transaction with SQL
+// (COMMIT) instead of returning was told "nothing of it was committed",
+// while its writes and its event were committed. Now every call of the
+// group is told the outcome is unknown.
+func TestSQLCommitInsideTxIsReportedUnknown(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	out := runGroup(t, tb.bus,
+		insertCounter("a"),
+		func(tx *sql.Tx) error {
+			if _, err := tx.Exec(`INSERT INTO counters(key, n) VALUES('b', 1)`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`COMMIT`)
+			return err
+		},
+		insertCounter("c"),
+	)
+	for i := range 2 {
+		if !errors.Is(out[i].err, sqlite.ErrTxEndedByStatement) || !strings.Contains(out[i].err.Error(), "unknown") {
+			t.Errorf("call %d returned %v, want an unknown outcome (ErrTxEndedByStatement)", i, out[i].err)
+		}
+	}
+	if out[2].err != nil {
+		t.Errorf("call 2 returned %v, want nil (a new transaction)", out[2].err)
+	}
+	if got := counterKeys(t, tb.db); got != "a,b,c" {
+		t.Fatalf("committed keys %q, want a,b,c (the COMMIT did commit)", got)
+	}
+}
+
+// A TxHandler that runs COMMIT as SQL commits its writes without its
+// event's dedupe row: running it again could apply it twice. It is
+// dead-lettered at its first attempt, as permanent; other keys go on.
+func TestTxHandlerThatCommitsWithSQL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	rec := recordingHandler("ledger")
+	var badCalls atomic.Int64
+	sub, err := tb.bus.Subscribe(ctx, "ledger", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if m.Key == "bad" {
+			badCalls.Add(1)
+			_, err := tx.ExecContext(ctx, `COMMIT`)
+			return err
+		}
+		return rec.tx(ctx, tx, m)
+	}), SubscribeOptions{MaxAttempts: 5, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		publishN(t, tb.bus, "good-"+fmt.Sprint(i), 3)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "bad", Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, tb.db, "ledger", 9)
+	waitFor(t, "the bad event to be dead-lettered", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.DeadLettered == 1, fmt.Sprintf("%+v %v", st, err)
+	})
+	if n := badCalls.Load(); n != 1 {
+		t.Fatalf("the handler that commits with SQL ran %d times, want 1", n)
+	}
+	dl, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{})
+	if err != nil || len(dl) != 1 || dl[0].Reason != "permanent" {
+		t.Fatalf("dead letters %+v (%v): want one, reason permanent", dl, err)
 	}
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }

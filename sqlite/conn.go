@@ -40,6 +40,12 @@ import (
 // Without the guard the statement would run, and commit, by itself.
 var ErrTxEnded = errors.New("sqlite: SQLite ended the transaction (a statement's error that rolls back the whole transaction was ignored: INSERT OR ROLLBACK, RAISE(ROLLBACK), a full disk, an interrupt); nothing more runs in it and nothing of it is committed")
 
+// ErrTxEndedByStatement is the cause TxEnded reports when a statement run
+// as SQL (COMMIT, END, ROLLBACK) ended the writer's transaction: what it
+// ended was shared with other callers, and whether it was committed is not
+// known to them.
+var ErrTxEndedByStatement = errors.New("sqlite: a statement (COMMIT, END or ROLLBACK run as SQL) ended the transaction: end it with tx.Commit or tx.Rollback, or return an error; whether its writes were committed is unknown")
+
 // driverWrap opens conns around the driver's connections, for one database.
 type driverWrap struct {
 	sqlite3.SQLiteDriver
@@ -66,21 +72,29 @@ type conn struct {
 	inTx     bool        // an app transaction holds the gate
 
 	errMu   sync.Mutex
-	lastErr error // the writer's connection: the last statement error since BEGIN
+	lastErr error // the writer's connection: why the statement that ended its transaction did
 }
 
-// noteErr remembers the error of a statement of the writer's connection:
-// when SQLite ends a transaction on its own, it tells why.
-func (c *conn) noteErr(err error) error {
-	if err != nil && c.writer.Load() {
+// noteEnd is run after each statement of c, which began inside a
+// transaction if inTx: if the statement ended the transaction of the
+// writer's connection, it remembers why (SQLite's error, or
+// ErrTxEndedByStatement for a statement that succeeded: COMMIT as SQL). An
+// error that left the transaction open (a constraint a savepoint absorbs)
+// is not the cause of a later end.
+func (c *conn) noteEnd(inTx bool, err error) error {
+	if inTx && c.writer.Load() && c.SQLiteConn.AutoCommit() {
+		cause := err
+		if cause == nil {
+			cause = ErrTxEndedByStatement
+		}
 		c.errMu.Lock()
-		c.lastErr = err
+		c.lastErr = cause
 		c.errMu.Unlock()
 	}
 	return err
 }
 
-// takeLastErr returns the last statement error since BEGIN and forgets it.
+// takeLastErr returns why the transaction ended and forgets it.
 func (c *conn) takeLastErr() error {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
@@ -101,12 +115,16 @@ func (c *conn) uncancel(ctx context.Context) (context.Context, error) {
 }
 
 // before is run before each statement: it refuses one outside the
-// writer's transaction, and shields it.
-func (c *conn) before(ctx context.Context) (context.Context, error) {
-	if c.guarded.Load() && c.SQLiteConn.AutoCommit() {
-		return nil, ErrTxEnded
+// transaction it was meant for (the writer's, or the app's own: SQLite
+// ended it, and the statement would run, and commit, by itself), and
+// shields it. It reports whether a transaction is open.
+func (c *conn) before(ctx context.Context) (context.Context, bool, error) {
+	auto := c.SQLiteConn.AutoCommit()
+	if auto && (c.guarded.Load() || c.inTx) {
+		return nil, false, ErrTxEnded
 	}
-	return c.uncancel(ctx)
+	ctx, err := c.uncancel(ctx)
+	return ctx, !auto, err
 }
 
 // queued reports whether a statement on c must take the gate for its
@@ -118,7 +136,7 @@ func (c *conn) lockGate(ctx context.Context) error {
 }
 
 func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	ctx, err := c.before(ctx)
+	ctx, inTx, err := c.before(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -129,16 +147,16 @@ func (c *conn) ExecContext(ctx context.Context, query string, args []driver.Name
 		defer c.state.gate.unlock()
 	}
 	res, err := c.SQLiteConn.ExecContext(ctx, query, args)
-	return res, c.noteErr(err)
+	return res, c.noteEnd(inTx, err)
 }
 
 func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	ctx, err := c.before(ctx)
+	ctx, inTx, err := c.before(ctx)
 	if err != nil {
 		return nil, err
 	}
 	rows, err := c.SQLiteConn.QueryContext(ctx, query, args)
-	return rows, c.noteErr(err)
+	return rows, c.noteEnd(inTx, err)
 }
 
 func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
@@ -209,7 +227,7 @@ type stmt struct {
 }
 
 func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	ctx, err := s.c.before(ctx)
+	ctx, inTx, err := s.c.before(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -220,16 +238,16 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		defer s.c.state.gate.unlock()
 	}
 	res, err := s.SQLiteStmt.ExecContext(ctx, args)
-	return res, s.c.noteErr(err)
+	return res, s.c.noteEnd(inTx, err)
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	ctx, err := s.c.before(ctx)
+	ctx, inTx, err := s.c.before(ctx)
 	if err != nil {
 		return nil, err
 	}
 	rows, err := s.SQLiteStmt.QueryContext(ctx, args)
-	return rows, s.c.noteErr(err)
+	return rows, s.c.noteEnd(inTx, err)
 }
 
 // Shield is the cancellation switch of one connection.

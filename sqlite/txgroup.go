@@ -216,6 +216,9 @@ func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
 // fn of the group called tx.Commit or tx.Rollback (cause is sql.ErrTxDone),
 // which leaves the outcome unknown.
 func groupError(cause error) error {
+	if errors.Is(cause, ErrTxEndedByStatement) {
+		return fmt.Errorf("boxcar: tx: a Tx function of the same group ran COMMIT, END or ROLLBACK as SQL, which ended the shared transaction, so whether this call's writes were committed is unknown: %w", cause)
+	}
 	if errors.Is(cause, sql.ErrTxDone) {
 		return fmt.Errorf("boxcar: tx: a Tx function of the same group ended the shared transaction (called tx.Commit or tx.Rollback), so whether this call's writes were committed is unknown: %w", cause)
 	}
@@ -318,13 +321,17 @@ func (g *txGroup) run(w *Writer, c *txCall) next {
 		}
 	}
 	r := callTxFn(c.fn, g.tx)
-	if ended, _ := w.TxEnded(); ended {
+	if ended, why := w.TxEnded(); ended {
 		// The transaction is over. If fn ended it (tx.Commit or
-		// tx.Rollback), database/sql knows, and what was committed is
-		// unknown. Otherwise SQLite ended it under fn (an error fn swallowed,
-		// or returned): nothing of the group is committed, and the guard
-		// kept fn's later statements from running on their own.
+		// tx.Rollback, which database/sql knows, or COMMIT run as SQL),
+		// what was committed is unknown. Otherwise SQLite ended it under fn
+		// (an error fn swallowed, or returned): nothing of the group is
+		// committed, and the guard kept fn's later statements from running
+		// on their own.
 		cause := ErrTxEnded
+		if errors.Is(why, ErrTxEndedByStatement) {
+			cause = why
+		}
 		if _, err := g.tx.ExecContext(bg, `SELECT 1`); errors.Is(err, sql.ErrTxDone) {
 			cause = err
 		}

@@ -181,8 +181,9 @@ func (w *Writer) Own() (done func()) {
 }
 
 // TxEnded reports whether the write connection's transaction was ended by
-// SQLite itself (see ErrTxEnded), and the error of the last statement that
-// failed in it, which tells why (nil if unknown: a database not from Open).
+// SQLite itself (see ErrTxEnded), and why: the error of the statement that
+// ended it, or ErrTxEndedByStatement for COMMIT, END or ROLLBACK run as SQL
+// (nil if unknown: a database not from Open).
 // Call it from the goroutine that runs the transaction, between statements.
 func (w *Writer) TxEnded() (ended bool, cause error) {
 	if w.ended == nil || !w.ended.AutoCommit() {
