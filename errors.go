@@ -51,6 +51,19 @@ var (
 	// that returns it has its event dead-lettered at once: retrying cannot
 	// help.
 	ErrReentrant = sqlite.ErrReentrant
+	// ErrBusy: a write (Tx, Publish, a transaction or statement of the
+	// app's on a database from sqlite.Open) waited for the database's only
+	// writer longer than the busy timeout (sqlite.Options.BusyTimeout): one
+	// transaction held it all along, most likely one of the app's left open
+	// (no Commit or Rollback) or a Tx function that hangs. Its message reads
+	// "database is locked", as SQLite's own; Stats.WriterHeldFor shows the
+	// holder's age.
+	ErrBusy = sqlite.ErrBusy
+	// ErrTxEnded: a statement ran in a transaction SQLite had ended on its
+	// own (a swallowed INSERT OR ROLLBACK, RAISE(ROLLBACK), a full disk):
+	// refused, where it would have run, and committed, by itself. Nothing of
+	// the transaction is committed.
+	ErrTxEnded = sqlite.ErrTxEnded
 )
 
 // eventError is a validation error of one field of an event.

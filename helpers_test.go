@@ -71,12 +71,18 @@ type testBundle struct {
 // closed at the end of the test.
 func setup(t testing.TB, cfg Config) *testBundle {
 	t.Helper()
+	return setupOptions(t, cfg, sqlite.Options{})
+}
+
+// setupOptions is setup with the database opened with opts.
+func setupOptions(t testing.TB, cfg Config, opts sqlite.Options) *testBundle {
+	t.Helper()
 	dir := t.TempDir()
 	tb := &testBundle{t: t, dir: dir, dbPath: filepath.Join(dir, "app.db"), cfg: cfg}
 	if tb.cfg.Dir == "" {
 		tb.cfg.Dir = filepath.Join(dir, "nats")
 	}
-	tb.db = openDB(t, tb.dbPath)
+	tb.db = openDBOptions(t, tb.dbPath, opts)
 	tb.open()
 	t.Cleanup(func() {
 		if tb.bus != nil {
@@ -92,7 +98,12 @@ func setup(t testing.TB, cfg Config) *testBundle {
 
 func openDB(t testing.TB, path string) *sql.DB {
 	t.Helper()
-	db, err := sqlite.Open(path)
+	return openDBOptions(t, path, sqlite.Options{})
+}
+
+func openDBOptions(t testing.TB, path string, opts sqlite.Options) *sql.DB {
+	t.Helper()
+	db, err := sqlite.OpenOptions(path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

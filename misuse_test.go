@@ -324,6 +324,61 @@ func TestTxHandlerThatCommitsWithSQL(t *testing.T) {
 	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }
 
+// Regression: the app leaked a transaction (an early return without
+// Rollback). Its other writes failed after the busy timeout, but a
+// Bus.Publish waited for ever, and Close neither failed it nor woke it: it
+// outlived Close. Now Close wakes it with ErrClosed, and without a Close it
+// fails after the busy timeout with ErrBusy, saying how long the lock has
+// been held; Stats shows the holder's age meanwhile.
+func TestLeakedAppTxDoesNotHangPublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setupOptions(t, Config{}, sqlite.Options{BusyTimeout: 500 * time.Millisecond})
+	// Begun on a goroutine that then goes away (on this one, a Publish is
+	// refused at once with ErrReentrant), and never ended until the end.
+	txc := make(chan *sql.Tx, 1)
+	go func() {
+		tx, err := tb.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		txc <- tx
+	}()
+	tx := <-txc
+	if tx == nil {
+		t.FailNow()
+	}
+	defer tx.Rollback()
+	err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte("1")})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "held for") {
+		t.Fatalf("Publish while a leaked transaction holds the writer: %v, want ErrBusy saying how long it is held", err)
+	}
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.WriterHeldFor < 500*time.Millisecond {
+		t.Errorf("Stats.WriterHeldFor %v with a transaction open for longer than the busy timeout", st.WriterHeldFor)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k", Data: []byte("2")}) }()
+	waitFor(t, "the Publish to wait", time.Minute, func() (bool, string) {
+		st, err := tb.bus.Stats(ctx)
+		return err == nil && st.WriterWaiting > 0, fmt.Sprint(st.WriterWaiting, err)
+	})
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := tb.bus.Close(cctx); err == nil {
+		t.Error("Close returned nil while a transaction of the app's holds the writer")
+	}
+	tb.bus = nil
+	// ErrClosed, or ErrBusy if the busy timeout came first on a slow
+	// machine (sqlite's TestRefuseTxWakesWaitingTx checks the wake itself).
+	if err := <-done; !errors.Is(err, ErrClosed) && !errors.Is(err, ErrBusy) {
+		t.Fatalf("the Publish waiting at Close returned %v, want ErrClosed", err)
+	}
+}
+
 // Regression: a database from a plain sql.Open kept journal_mode=delete;
 // under concurrent writers most transactions failed with "database is
 // locked". Open refuses it and says what to do.

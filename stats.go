@@ -41,6 +41,14 @@ type Stats struct {
 	// size of a group commit.
 	TxCommits int64
 	TxCalls   int64
+	// WriterHeldFor is how long the current holder of the database's only
+	// writer has held it (0 when free), and WriterWaiting how many writes
+	// wait for it (Tx calls, the app's transactions, Boxcar's own). Seconds
+	// held mean a transaction of the app's left open or a Tx function or
+	// handler that hangs: every writer waits, and fails after the busy
+	// timeout with ErrBusy.
+	WriterHeldFor time.Duration
+	WriterWaiting int
 	// Subscribers, by name.
 	Subscribers []SubscriberStats
 }
@@ -106,6 +114,8 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		StreamsRecreated: b.streamsRecreated.Load(),
 		TxCommits:        ws.TxCommits,
 		TxCalls:          ws.TxCalls,
+		WriterHeldFor:    ws.LockHeldFor,
+		WriterWaiting:    ws.AppWaiting + ws.BackgroundWaiting,
 	}
 	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
 	if err != nil {

@@ -46,6 +46,15 @@ type gate struct {
 	app    []*gateWaiter // oldest first
 	bg     []*gateWaiter
 	owner  atomic.Int64 // goroutine ID of the holder's code, 0 when free
+	since  atomic.Int64 // when the holder got the gate (unix ns), 0 when free
+}
+
+// heldFor is how long the current holder has held the gate (0 when free).
+func (g *gate) heldFor() time.Duration {
+	if ns := g.since.Load(); ns != 0 {
+		return time.Since(time.Unix(0, ns))
+	}
+	return 0
 }
 
 // ErrReentrant is returned to a call that would wait for the database's
@@ -76,6 +85,7 @@ func (g *gate) enter(bg bool) (granted <-chan struct{}, withdraw func() bool) {
 	defer g.mu.Unlock()
 	if !g.held {
 		g.held, g.lastBg = true, bg
+		g.since.Store(time.Now().UnixNano())
 		return closedChan, func() bool { return false }
 	}
 	w := &gateWaiter{granted: make(chan struct{}), bg: bg}
@@ -173,8 +183,10 @@ func (g *gate) unlock() {
 	}
 	if next == nil {
 		g.held = false
+		g.since.Store(0)
 		return
 	}
+	g.since.Store(time.Now().UnixNano())
 	g.lastBg = next.bg
 	close(next.granted)
 }

@@ -62,7 +62,7 @@ func (o Options) withDefaults() Options {
 		o.Synchronous = SyncNormal
 	}
 	if o.BusyTimeout == 0 {
-		o.BusyTimeout = 10 * time.Second
+		o.BusyTimeout = defaultBusyTimeout
 	}
 	return o
 }
@@ -83,6 +83,9 @@ func (o Options) validate() error {
 // SQL text, least recently used out. Boxcar runs about ten distinct
 // statements; the rest is for the application's.
 const stmtCacheSize = 64
+
+// defaultBusyTimeout is Options.BusyTimeout's default.
+const defaultBusyTimeout = 10 * time.Second
 
 // dbState is what the connections of one database from Open share: the
 // gate (its write lock in Go, see gate.go) and the watchers of its outbox

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/boxcar-bus/boxcar/internal/goroutine"
 )
@@ -137,6 +138,13 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	// group sizes with and without this).
 	runtime.Gosched()
 	granted, withdraw := w.gate.enter(appClass)
+	var timeout <-chan time.Time
+	if w.busy > 0 {
+		t := time.NewTimer(w.busy)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var stopped error
 	select {
 	case r := <-c.done:
 		if !withdraw() {
@@ -147,13 +155,21 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		w.gate.owner.Store(me)
 		w.lead(c)
 	case <-ctx.Done():
+		stopped = ctx.Err()
+	case <-timeout:
+		// The write lock was held all along: a transaction of the app's
+		// left open (no Commit or Rollback), or a Tx function that hangs.
+		stopped = fmt.Errorf("%w: a Tx call waited %v for the writer (held for %v by one transaction: one left open, or a Tx function that hangs?)",
+			ErrBusy, w.busy, w.gate.heldFor().Round(time.Millisecond))
+	case <-w.closing:
+		stopped = ErrClosed
+	}
+	if stopped != nil {
 		if !withdraw() {
 			w.gate.owner.Store(me) // granted meanwhile: lead a group after all
 			w.lead(c)
-			break
-		}
-		if w.txq.remove(c) {
-			return ctx.Err()
+		} else if w.txq.remove(c) {
+			return stopped
 		}
 		// A group took the call: its outcome follows.
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The single writer. SQLite admits one writer at a time; Writer makes that
@@ -66,9 +67,12 @@ type Writer struct {
 	ckpt   *checkpointer
 	syncer *walSyncer // nil with SyncNormal
 
-	refuseTx  atomic.Bool  // Tx calls not yet run return ErrClosed
-	txCommits atomic.Int64 // Tx groups committed
-	txCalls   atomic.Int64 // Tx calls in them
+	busy        time.Duration // the longest a Tx call waits for the write lock (the database's busy timeout)
+	refuseTx    atomic.Bool   // Tx calls not yet run return ErrClosed
+	closing     chan struct{} // closed at RefuseTx: wakes the Tx calls waiting for the lock
+	closingOnce sync.Once
+	txCommits   atomic.Int64 // Tx groups committed
+	txCalls     atomic.Int64 // Tx calls in them
 
 	closeOnce sync.Once
 	closeErr  error
@@ -87,9 +91,9 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	if sync != SyncFull && sync != SyncNormal {
 		return nil, fmt.Errorf("sqlite: writer: Synchronous is %q: use %q or %q", cfg.Synchronous, SyncFull, SyncNormal)
 	}
-	w := &Writer{db: db, cfg: cfg, gate: &gate{}}
+	w := &Writer{db: db, cfg: cfg, gate: &gate{}, busy: defaultBusyTimeout, closing: make(chan struct{})}
 	if st := stateOf(db); st != nil {
-		w.gate = &st.gate // the app's connections queue there too
+		w.gate, w.busy = &st.gate, st.busy // the app's connections queue there too
 	}
 	var err error
 	if w.conn, err = db.Conn(ctx); err != nil {
@@ -266,13 +270,17 @@ type WriterStats struct {
 	// WALSyncs counts the fsyncs of the WAL that made commits durable
 	// (SyncFull): each covers every commit made before it began.
 	WALSyncs uint64
+	// LockHeldFor is how long the current holder of the write lock has
+	// held it (0 when free). Seconds mean a transaction of the app's left
+	// open, or a Tx function or handler that hangs: every writer waits.
+	LockHeldFor time.Duration
 }
 
 // Stats reads the writer's counters.
 func (w *Writer) Stats() WriterStats {
 	app, bg := w.gate.waiting()
 	st := WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len(),
-		AppWaiting: app, BackgroundWaiting: bg}
+		AppWaiting: app, BackgroundWaiting: bg, LockHeldFor: w.gate.heldFor()}
 	if w.syncer != nil {
 		st.WALSyncs = w.syncer.fsyncs()
 	}
@@ -280,8 +288,12 @@ func (w *Writer) Stats() WriterStats {
 }
 
 // RefuseTx makes every Tx call that has not run yet, and every later one,
-// return ErrClosed. Boxcar's own writes (Write) go on until Close.
-func (w *Writer) RefuseTx() { w.refuseTx.Store(true) }
+// return ErrClosed: those waiting for the write lock return at once. Boxcar's
+// own writes (Write) go on until Close.
+func (w *Writer) RefuseTx() {
+	w.refuseTx.Store(true)
+	w.closingOnce.Do(func() { close(w.closing) })
+}
 
 // Close refuses Tx calls, waits (up to ctx) for the write lock, so for the
 // last write to finish, returns the write connection to the pool and stops

@@ -136,3 +136,38 @@ func TestDurableAfterClose(t *testing.T) {
 		t.Fatalf("Durable after stop did not fsync (%d fsyncs before, %d after)", before, after)
 	}
 }
+
+// A Tx call waiting for the write lock, which a transaction of the app's
+// holds (left open by a goroutine gone away), returns ErrClosed as soon as
+// the writer refuses Tx calls (Bus.Close), not after the busy timeout, nor
+// never.
+func TestRefuseTxWakesWaitingTx(t *testing.T) {
+	t.Parallel()
+	wb := setupWriter(t) // busy timeout 10s
+	ctx := context.Background()
+	txc := make(chan *sql.Tx, 1)
+	go func() {
+		tx, err := wb.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		txc <- tx
+	}()
+	tx := <-txc
+	if tx == nil {
+		t.FailNow()
+	}
+	defer tx.Rollback()
+	done := make(chan error, 1)
+	go func() { done <- wb.w.Tx(ctx, func(tx *sql.Tx) error { return nil }) }()
+	for wb.w.Stats().AppWaiting == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if held := wb.w.Stats().LockHeldFor; held <= 0 {
+		t.Errorf("LockHeldFor %v while a transaction holds the lock", held)
+	}
+	wb.w.RefuseTx()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("the waiting Tx returned %v, want ErrClosed", err)
+	}
+}
