@@ -1,0 +1,2 @@
+// Package boxcarwm is Boxcar's Watermill adapter.
+package boxcarwm
