@@ -263,15 +263,24 @@ func (g *group) handle(ctx context.Context, tx *sql.Tx, ev boxcar.Message) error
 	}()
 	select {
 	case <-msg.Acked():
+	case <-msg.Nacked():
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	// An Ack or Nack given before the subscription or ctx ended wins, even
+	// when both are ready by the time select chose.
+	select {
+	case <-msg.Acked():
 		g.forgetNacks(ev.ID)
 		return nil
 	case <-msg.Nacked():
 		return g.nacked(ev.ID)
-	case <-c.done:
-		return errConsumerGone
-	case <-ctx.Done():
-		return fmt.Errorf("boxcarwm: message %s not acked within SubscriberConfig.HandlerTimeout, or the subscriber is closing: %w", msg.UUID, ctx.Err())
+	default:
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boxcarwm: message %s not acked within SubscriberConfig.HandlerTimeout, or the subscriber is closing: %w", msg.UUID, err)
+	}
+	return errConsumerGone
 }
 
 // nacked counts a Nack of event id and returns the handler's error: a
