@@ -11,6 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/boxcar-bus/boxcar"
 	boxcarwm "github.com/boxcar-bus/boxcar/watermill"
@@ -484,5 +485,114 @@ func TestSubscriberName(t *testing.T) {
 			t.Fatalf("SubscriberName(%q, %q) = %q collides", c[0], c[1], n)
 		}
 		names[n] = true
+	}
+}
+
+// A subscription nobody reads does not hold SQLite's writer: past
+// DeliveryWait its message is rolled back and offered again later, so the
+// app's transactions go on; once the consumer reads, the message arrives.
+func TestIdleConsumerDoesNotHoldTheWriter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	msg := message.NewMessage(watermill.NewUUID(), nil)
+	if err := b.pub.Publish("idle", msg); err != nil {
+		t.Fatal(err)
+	}
+	// HandlerTimeout far beyond the bound below: only DeliveryWait can let
+	// the writer go.
+	_, ch := b.subscribe("g", "idle", func(c *boxcarwm.SubscriberConfig) { c.HandlerTimeout = 10 * time.Minute })
+	// The message was offered and not taken (a failure the subscriber
+	// counts) before the app writes: the writer is contended from here on.
+	name := boxcarwm.SubscriberName("idle", "g")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if failures(t, b.bus, name) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message was not offered (or the offer never gave up) within a minute")
+		}
+	}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := b.bus.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO applied(uuid, note) VALUES('app', ?)`, fmt.Sprint(i))
+			return err
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("app transaction %d while the consumer does not read: %v", i, err)
+		}
+	}
+	got := recv(t, ch)
+	got.Ack()
+	if got.UUID != msg.UUID {
+		t.Fatalf("received %s, want %s", got.UUID, msg.UUID)
+	}
+}
+
+func failures(t *testing.T, bus *boxcar.Bus, name string) int64 {
+	t.Helper()
+	st, err := bus.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Subscribers {
+		if s.Name == name {
+			return s.Failures
+		}
+	}
+	return 0
+}
+
+// WithTx(ctx, nil) publishes in a transaction of its own, even a message a
+// router marked as produced from a topic a Subscriber of the bus consumes,
+// and with nothing of that topic in flight.
+func TestWithNilTxPublishesOnItsOwn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, ch := b.subscribe("g", "marked")
+	routerMarked := func() *message.Message {
+		// A router's handler context, made by a router consuming the topic
+		// from Watermill's GoChannel.
+		var got *message.Message
+		goChannel := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
+		r, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.AddConsumerHandler("mark", "marked", goChannel, func(msg *message.Message) error {
+			got = message.NewMessage(watermill.NewUUID(), nil)
+			got.SetContext(msg.Context())
+			return nil
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		<-r.Running()
+		if err := goChannel.Publish("marked", message.NewMessage(watermill.NewUUID(), nil)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	marked := routerMarked()
+	if message.SubscribeTopicFromCtx(marked.Context()) != "marked" {
+		t.Fatal("the router did not mark the message's context with its subscribe topic")
+	}
+	if err := b.pub.Publish("marked", marked); !errors.Is(err, boxcarwm.ErrNoDelivery) {
+		t.Fatalf("Publish of a router-marked message with nothing in flight: %v, want ErrNoDelivery", err)
+	}
+	// The router canceled the handler context when it stopped; its values stay.
+	marked.SetContext(boxcarwm.WithTx(context.WithoutCancel(marked.Context()), nil))
+	if err := b.pub.Publish("marked", marked); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, ch); got.UUID != marked.UUID {
+		t.Fatalf("received %s, want %s", got.UUID, marked.UUID)
+	} else {
+		got.Ack()
 	}
 }

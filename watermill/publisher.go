@@ -52,6 +52,8 @@ type txKey struct{}
 // WithTx returns a context that makes the Publisher write messages carrying
 // it (msg.SetContext) into the outbox inside tx: they are published if and
 // only if tx commits. tx must be a transaction on the bus's database.
+// WithTx(ctx, nil) makes them go in a transaction of their own, even when a
+// router produced them (see Publisher).
 func WithTx(ctx context.Context, tx *sql.Tx) context.Context {
 	return context.WithValue(ctx, txKey{}, tx)
 }
@@ -107,7 +109,10 @@ type PublisherConfig struct {
 //     that the produced messages commit with the input's ack (the router
 //     publishes them before it acks); if that transaction is no longer in
 //     flight, Publish fails with ErrNoDelivery rather than publish them on
-//     their own;
+//     their own. The router's mark is the topic alone: a router handler
+//     that consumes a topic from another Pub/Sub while a Subscriber of the
+//     same bus consumes that topic too must set its produced messages'
+//     context with WithTx (nil for a transaction of their own);
 //  3. else in a transaction of its own (Bus.Publish), committed before
 //     Publish returns.
 //
@@ -195,8 +200,8 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 // txOf returns the transaction a message with context ctx is written in,
 // nil for one of its own.
 func (p *Publisher) txOf(ctx context.Context) (*sql.Tx, error) {
-	if tx, ok := TxFromContext(ctx); ok {
-		return tx, nil
+	if tx, set := ctx.Value(txKey{}).(*sql.Tx); set {
+		return tx, nil // nil: WithTx(ctx, nil), a transaction of its own
 	}
 	topic := message.SubscribeTopicFromCtx(ctx)
 	if topic == "" {
