@@ -327,6 +327,7 @@ func TestPublishRefuses(t *testing.T) {
 		{"Boxcar's own header", "t", []*message.Message{withMeta("Boxcar-Seq", "1")}, []error{boxcarwm.ErrInvalidMetadata}, "Boxcar-"},
 		{"value with a newline", "t", []*message.Message{withMeta("k", "a\nb")}, []error{boxcarwm.ErrInvalidMetadata}, "CR or LF"},
 		{"second message bad", "t", []*message.Message{message.NewMessage("ok", nil), withMeta("k", " padded")}, []error{boxcarwm.ErrInvalidMetadata}, "space"},
+		{"metadata over JetStream's header block", "t", []*message.Message{withMeta("big", strings.Repeat("v", 70<<10))}, []error{boxcar.ErrHeadersTooLarge}, "header block"},
 		{"payload too large", "t", []*message.Message{message.NewMessage("big", make([]byte, boxcar.DefaultMaxEventBytes+1))}, []error{boxcar.ErrPayloadTooLarge}, "big"},
 	}
 	for _, c := range cases {
@@ -594,5 +595,67 @@ func TestWithNilTxPublishesOnItsOwn(t *testing.T) {
 		t.Fatalf("received %s, want %s", got.UUID, marked.UUID)
 	} else {
 		got.Ack()
+	}
+}
+
+// Subscriptions of one (topic, group) share one Boxcar subscriber, which
+// stops with the group's last subscription; once every Subscriber closed,
+// nothing of the bus stays registered (goroutines: see TestMain).
+func TestCloseLeavesNothingRegistered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	newSub := func(group string) *boxcarwm.Subscriber {
+		s, err := boxcarwm.NewSubscriber(b.bus, suiteConfig(group), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1, s2, s3 := newSub("g"), newSub("g"), newSub("h")
+	for _, c := range []struct {
+		s     *boxcarwm.Subscriber
+		topic string
+	}{{s1, "a"}, {s1, "a"}, {s2, "a"}, {s2, "b"}, {s3, "a"}} {
+		if _, err := c.s.Subscribe(context.Background(), c.topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := func() map[string]bool {
+		st, err := b.bus.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]bool{}
+		for _, s := range st.Subscribers {
+			names[s.Name] = true
+		}
+		return names
+	}
+	want := []string{boxcarwm.SubscriberName("a", "g"), boxcarwm.SubscriberName("b", "g"), boxcarwm.SubscriberName("a", "h")}
+	if n, _ := boxcarwm.GroupsOf(b.bus); n != 3 || len(running()) != 3 {
+		t.Fatalf("%d groups and Boxcar subscribers %v, want the 3 of %v", n, running(), want)
+	}
+	for _, name := range want {
+		if !running()[name] {
+			t.Fatalf("Boxcar subscriber %s is not running: %v", name, running())
+		}
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !running()[want[0]] {
+		t.Fatal("closing one Subscriber of group g stopped the group's subscriber that the other still uses")
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := running(); r[want[0]] || r[want[1]] || !r[want[2]] {
+		t.Fatalf("after group g's Subscribers closed, Boxcar subscribers %v, want only %s", r, want[2])
+	}
+	if err := s3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, registered := boxcarwm.GroupsOf(b.bus); n != 0 || registered || len(running()) != 0 {
+		t.Fatalf("after every Close: %d groups, registered %v, Boxcar subscribers %v", n, registered, running())
 	}
 }

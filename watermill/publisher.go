@@ -35,9 +35,10 @@ var (
 	// ErrInvalidTopic: the topic is not a valid Boxcar event type (see
 	// Publisher).
 	ErrInvalidTopic = errors.New("boxcarwm: invalid topic")
-	// ErrInvalidMetadata: a metadata entry cannot travel as a Boxcar
-	// header (see Publisher). It also matches boxcar.ErrInvalidEvent.
-	ErrInvalidMetadata = fmt.Errorf("%w: metadata", boxcar.ErrInvalidEvent)
+	// ErrInvalidMetadata: a metadata entry (or the UUID) cannot travel as a
+	// Boxcar header (see Publisher). The error also matches
+	// boxcar.ErrInvalidEvent.
+	ErrInvalidMetadata = errors.New("boxcarwm: invalid metadata")
 	// ErrNoDelivery: a message produced by a Watermill router handler that
 	// consumes from a Boxcar subscriber of this bus was published after the
 	// consumed message's transaction ended (HandlerTimeout, Close, Nack), or
@@ -229,20 +230,28 @@ func (p *Publisher) event(topic string, msg *message.Message) (boxcar.Event, err
 	}
 	for k, v := range msg.Metadata {
 		if k == UUIDHeader {
-			return ev, fmt.Errorf("%w: message %s: metadata %q is reserved for the message UUID", ErrInvalidMetadata, msg.UUID, k)
+			return ev, &metadataError{fmt.Sprintf("message %s: metadata %q is reserved for the message UUID", msg.UUID, k)}
 		}
 		if err := validateHeader(k, v); err != nil {
-			return ev, fmt.Errorf("%w: message %s: %v", ErrInvalidMetadata, msg.UUID, err)
+			return ev, &metadataError{fmt.Sprintf("message %s: %v", msg.UUID, err)}
 		}
 		ev.Headers[k] = v
 	}
 	if msg.UUID != "" {
 		if err := validateHeader(UUIDHeader, msg.UUID); err != nil {
-			return ev, fmt.Errorf("%w: message UUID %q: %v", ErrInvalidMetadata, msg.UUID, err)
+			return ev, &metadataError{fmt.Sprintf("message UUID %q: %v", msg.UUID, err)}
 		}
 		ev.Headers[UUIDHeader] = msg.UUID
 	}
 	return ev, nil
+}
+
+// metadataError is a message's metadata (or UUID) Boxcar cannot carry.
+type metadataError struct{ detail string }
+
+func (e *metadataError) Error() string { return ErrInvalidMetadata.Error() + ": " + e.detail }
+func (e *metadataError) Unwrap() []error {
+	return []error{ErrInvalidMetadata, boxcar.ErrInvalidEvent}
 }
 
 // Close makes later Publish calls fail with ErrPublisherClosed. Publish is
