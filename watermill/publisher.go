@@ -130,6 +130,8 @@ type Publisher struct {
 	closed atomic.Bool
 }
 
+var _ message.Publisher = (*Publisher)(nil)
+
 // NewPublisher returns a Publisher writing into bus's outbox. logger may be
 // nil (no logs).
 func NewPublisher(bus *boxcar.Bus, cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {

@@ -173,6 +173,8 @@ type Subscriber struct {
 	watchers  sync.WaitGroup // one per subscription: its context
 }
 
+var _ message.Subscriber = (*Subscriber)(nil)
+
 // NewSubscriber returns a Subscriber on bus for cfg.Group. logger may be nil
 // (no logs). Close the Subscribers (and routers) before the bus.
 func NewSubscriber(bus *boxcar.Bus, cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
@@ -191,15 +193,14 @@ func NewSubscriber(bus *boxcar.Bus, cfg SubscriberConfig, logger watermill.Logge
 
 // consumer is one Subscribe call: its channel and context.
 type consumer struct {
-	s     *Subscriber
-	g     *group
-	ctx   context.Context // the Subscribe call's
-	out   chan *message.Message
-	done  chan struct{} // closed when the subscription ends
-	busy  bool          // holds a message; guarded by registry.mu
-	once  sync.Once
-	errMu sync.Mutex
-	err   error // of the detach that ended it
+	s    *Subscriber
+	g    *group
+	ctx  context.Context // the Subscribe call's
+	out  chan *message.Message
+	done chan struct{} // closed when the subscription ends
+	busy bool          // holds a message; guarded by registry.mu
+	once sync.Once
+	err  error // of the detach that ended it, set in once
 }
 
 // Subscribe returns a channel of topic's messages for the Subscriber's
@@ -247,16 +248,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // group's Boxcar subscriber if c was the group's last subscription.
 func (s *Subscriber) end(c *consumer) error {
 	c.once.Do(func() {
-		err := c.g.detach(c)
-		c.errMu.Lock()
-		c.err = err
-		c.errMu.Unlock()
+		c.err = c.g.detach(c)
 		s.mu.Lock()
 		delete(s.consumers, c)
 		s.mu.Unlock()
 	})
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
 	return c.err
 }
 
