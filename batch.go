@@ -423,7 +423,7 @@ func (d *dispatcher) supervise(hung **outcome, run func(w *handlerWatch) error) 
 // callTx runs the transactional handler for it with HandlerTimeout on its
 // context, under the watch of supervise.
 func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handlerWatch) error {
-	hctx, cancel := context.WithTimeout(ctx, d.s.opts.HandlerTimeout)
+	hctx, cancel := context.WithTimeout(holdsWriter(ctx), d.s.opts.HandlerTimeout)
 	defer cancel()
 	// Copy the message before begin: once the supervisor (under the
 	// watch's lock) abandons this call, a retry may update it.m while the

@@ -303,10 +303,15 @@ func (b *Bus) Close(ctx context.Context) error {
 // transaction instead (a full disk, an I/O error), every fn that ran in it
 // returns an error and none of their writes are committed.
 //
-// fn must not keep tx after it returns or call tx.Commit or tx.Rollback.
-// A call from fn back into the bus's writer (Tx, Publish, a transaction of
-// its own on the same database) returns ErrReentrant at once: use
-// PublishTx with the tx fn was given. If SQLite ends the transaction while
+// fn must not keep tx after it returns or end it (tx.Commit, tx.Rollback,
+// or COMMIT run as SQL: the outcome of its group is then unknown to every
+// call in it, and their errors say so). A call from fn back into the bus's
+// writer (Tx, Publish, a transaction of its own on the same database)
+// returns ErrReentrant at once: use PublishTx with the tx fn was given. (So
+// does one from a goroutine a TxHandler started with its context. One from
+// a goroutine fn started cannot be told apart from any other writer: it
+// waits for fn, which waits for it, until the busy timeout fails it with
+// ErrBusy. A Tx call waits for the writer at most the busy timeout.) If SQLite ends the transaction while
 // fn runs (a statement that rolls the whole transaction back, such as
 // INSERT OR ROLLBACK, whose error fn ignores), fn's later statements fail,
 // and Tx returns an error: nothing of fn, or of its group, is committed. ctx
@@ -319,11 +324,25 @@ func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if ctx.Value(writerHeldKey{}) != nil {
+		// A goroutine a TxHandler started, with the handler's context: the
+		// goroutine-ID check cannot see it, and it would wait for the writer
+		// the handler holds.
+		return fmt.Errorf("%w (the context is a TxHandler's)", ErrReentrant)
+	}
 	err := b.w.Tx(ctx, fn)
 	if err == sqlite.ErrClosed { //nolint:errorlint // only the refusal itself means "nothing ran"
 		return ErrClosed
 	}
 	return err
+}
+
+// writerHeldKey marks the context of a TxHandler call, which holds the
+// database's writer for as long as it runs.
+type writerHeldKey struct{}
+
+func holdsWriter(ctx context.Context) context.Context {
+	return context.WithValue(ctx, writerHeldKey{}, true)
 }
 
 // DB returns the database the bus was opened on.

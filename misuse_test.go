@@ -100,6 +100,38 @@ func TestPublishInsideTxHandlerFailsAtOnce(t *testing.T) {
 	}
 }
 
+// A TxHandler that publishes from a goroutine of its own (errgroup style,
+// with the handler's context): the goroutine-ID check cannot see it, and it
+// waited for the writer its handler holds, with every other writer behind
+// it. The handler's context is marked: refused at once.
+func TestPublishFromGoroutineOfTxHandlerFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	inner := make(chan error, 1)
+	_, err := tb.bus.Subscribe(ctx, "nested", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		done := make(chan error)
+		go func() { done <- tb.bus.Publish(ctx, Event{Type: "order.followup", Key: m.Key, Data: []byte("x")}) }()
+		err := <-done
+		select {
+		case inner <- err:
+		default:
+		}
+		return err
+	}), SubscribeOptions{Types: []string{"order.placed"}, HandlerTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	if err := <-inner; !errors.Is(err, ErrReentrant) {
+		t.Fatalf("Publish from a goroutine of a TxHandler, with its context: %v, want ErrReentrant", err)
+	}
+	// The app's own writes are not held up.
+	if err := publishCounted(ctx, tb.bus, "order.other", "k2"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The app's own transaction, on a database from sqlite.Open, and a Publish
 // on the same goroutine: refused at once instead of waiting for itself
 // (it used to fail after the 10 s busy timeout, "database is locked").
