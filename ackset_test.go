@@ -62,3 +62,47 @@ func TestAckedSet(t *testing.T) {
 		t.Fatalf("contiguousFrom(8) = %d, want 7 (8 is not in the set)", got)
 	}
 }
+
+// The acked set against a map, over random adds and trims: membership, the
+// ranges' shape (disjoint, not adjacent, ordered) and contiguousFrom.
+func TestAckedSetMatchesAMap(t *testing.T) {
+	t.Parallel()
+	seed := rand.Uint64()
+	r := rand.New(rand.NewPCG(seed, 0))
+	for round := range 2000 {
+		var s ackedSet
+		m := map[uint64]bool{}
+		floor := uint64(0)
+		for range 200 {
+			if r.IntN(10) == 0 {
+				floor = max(floor, uint64(r.IntN(60)))
+				s.trim(floor)
+				for k := range m {
+					if k <= floor {
+						delete(m, k)
+					}
+				}
+			} else if v := uint64(r.IntN(64) + 1); v > floor {
+				s.add(v)
+				m[v] = true
+			}
+			for v := range uint64(70) {
+				if s.has(v) != m[v] {
+					t.Fatalf("seed %d round %d: has(%d)=%v, want %v; ranges %v", seed, round, v, s.has(v), m[v], s.r)
+				}
+			}
+			for j := 1; j < len(s.r); j++ {
+				if s.r[j][0] <= s.r[j-1][1]+1 {
+					t.Fatalf("seed %d: ranges not disjoint, ordered and apart: %v", seed, s.r)
+				}
+			}
+			want := floor
+			for m[want+1] {
+				want++
+			}
+			if got := s.contiguousFrom(floor + 1); got != want {
+				t.Fatalf("seed %d: contiguousFrom(%d)=%d, want %d; %v", seed, floor+1, got, want, s.r)
+			}
+		}
+	}
+}

@@ -98,6 +98,16 @@ func (b *Bus) dedupeCutoff(ctx context.Context, now time.Time) (sqlite.DedupeCut
 		// subscriber handled it).
 		first = b.relay.cursor.Load() + 1
 	}
+	// Events still in the outbox may be relayed again (a stream lost with
+	// its store is refilled from it, and the relay's cursor may not know
+	// yet): their dedupe rows stay.
+	minSeq, _, err := sqlite.OutboxBounds(ctx, b.db)
+	if err != nil {
+		return sqlite.DedupeCutoff{}, fmt.Errorf("dedupe prune: %w", err)
+	}
+	if minSeq > 0 {
+		first = min(first, minSeq)
+	}
 	return sqlite.DedupeCutoff{
 		BeforeID:       ulidAt(now.Add(-b.cfg.DedupeRetention)),
 		BeforeSeq:      first,

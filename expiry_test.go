@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -70,4 +71,40 @@ func TestDedupeRetentionShorterThanRetentionIsRefused(t *testing.T) {
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("got %v, want ErrInvalidConfig", err)
 	}
+}
+
+// Dedupe rows of events still in the outbox stay, even once the stream no
+// longer holds them: a stream lost with its store is refilled from the
+// outbox, and without the rows its subscribers applied those events again.
+func TestDedupeRowsOutliveTheirEventsInTheOutbox(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{Retention: 2 * time.Second, DuplicateWindow: 100 * time.Millisecond})
+	sub, err := tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 3)
+	waitApplied(t, tb.db, "ledger", 3)
+	waitFor(t, "the events to expire from the stream", time.Minute, func() (bool, string) {
+		info, err := tb.bus.events.Info(ctx)
+		return err == nil && info.State.Msgs == 0, fmt.Sprint(info.State)
+	})
+	time.Sleep(100 * time.Millisecond) // past DedupeRetention (= Retention) by their IDs too
+	if err := sub.d.pruneDedupe(); err != nil {
+		t.Fatal(err)
+	}
+	tb.closeBus()
+	if err := os.RemoveAll(tb.cfg.Dir); err != nil { // the store is lost
+		t.Fatal(err)
+	}
+	tb.open()
+	if sub, err = tb.bus.Subscribe(ctx, "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refilled events to be handled", time.Minute, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.Skipped+st.Handled >= 3, fmt.Sprintf("%+v %v", st, err)
+	})
+	checkExactlyOnceInOrder(t, tb.db, "ledger")
 }
