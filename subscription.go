@@ -415,6 +415,15 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 		return err
 	}
 	s.mu.Lock()
+	if s.group.Stopping() {
+		// Close began meanwhile, and stops the dispatcher it finds under
+		// s.mu after that: not this one.
+		s.mu.Unlock()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.HandlerTimeout+5*time.Second)
+		defer cancel()
+		d.stop(stopCtx)
+		return ctx.Err()
+	}
 	s.cons, s.d, s.streamCreated = cons, d, si.Created
 	s.row.StreamCreatedNS = si.Created.UnixNano()
 	s.mu.Unlock()
