@@ -106,7 +106,11 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if err := checkDB(ctx, db); err != nil {
 		return nil, err
 	}
-	if err := sqlite.Migrate(ctx, db); err != nil {
+	if cfg.inspect {
+		if err := checkMigrated(ctx, db); err != nil {
+			return nil, err
+		}
+	} else if err := sqlite.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
 	w, err := sqlite.NewWriter(ctx, db, sqlite.WriterConfig{
@@ -141,7 +145,11 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if wrap := cfg.seams.wrapJetStream; wrap != nil {
 		b.js = wrap(b.js)
 	}
-	b.events, _, err = bjs.EnsureStreams(ctx, b.js, b.streamConfig())
+	if cfg.inspect {
+		err = b.findStreams(ctx)
+	} else {
+		b.events, _, err = bjs.EnsureStreams(ctx, b.js, b.streamConfig())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
 	}
@@ -156,8 +164,12 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		b.log.Info("boxcar: the database was not opened with sqlite.Open: commits on its own connections are found by the relay's poll, every Config.RelayPollInterval; Bus.Tx and Publish wake the relay at once",
 			logPollInterval, cfg.RelayPollInterval)
 	}
-	b.relay.start()
 	b.health = newHealthMonitor(b)
+	if cfg.inspect {
+		b.relay.group.Stop(ctx) // never runs: Health says it is stopped
+		return b, nil
+	}
+	b.relay.start()
 	b.health.start()
 	return b, nil
 }
@@ -321,8 +333,8 @@ func (b *Bus) Close(ctx context.Context) error {
 // rolls back the whole group). Once fn has run, Tx waits for the commit,
 // whatever ctx does, and reports its outcome.
 func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if b.closed.Load() {
-		return ErrClosed
+	if err := b.writable(); err != nil {
+		return err
 	}
 	if ctx.Value(writerHeldKey{}) != nil {
 		// A goroutine a TxHandler started, with the handler's context: the

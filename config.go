@@ -223,6 +223,8 @@ type Config struct {
 	// at once (or never). It cannot change what Boxcar does. Default nil.
 	Probe func(Probe)
 
+	// inspect: opened by Inspect, for reading only.
+	inspect bool
 	// seams are where the package's own tests reach into the data path;
 	// nil everywhere else.
 	seams *testSeams

@@ -218,8 +218,8 @@ func (o SubscribeOptions) validate() error {
 // types it had are not delivered again. The added type's history is handled
 // after, not interleaved with, the events of its keys already handled.
 func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts SubscribeOptions) (*Subscription, error) {
-	if b.closed.Load() {
-		return nil, ErrClosed
+	if err := b.writable(); err != nil {
+		return nil, err
 	}
 	if err := bjs.ValidateToken("subscriber name", name); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)

@@ -263,6 +263,9 @@ type RedriveResult struct {
 // held follow it, in their original order, and the key goes on after them.
 // A letter held behind a parked key's head cannot be redriven on its own.
 func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, error) {
+	if err := b.writable(); err != nil {
+		return RedriveResult{}, err
+	}
 	if req.By == "" {
 		return RedriveResult{}, fmt.Errorf("%w: RedriveRequest.By is empty: say who redrives (it is recorded)", ErrInvalidConfig)
 	}
@@ -442,6 +445,9 @@ var errRedriveRace = errors.New("boxcar: a redrive or discard of the same letter
 // discarded before. Discarding the head of a parked key releases the events
 // it held, in their original order.
 func (b *Bus) Discard(ctx context.Context, seq uint64, by, why string) (bool, error) {
+	if err := b.writable(); err != nil {
+		return false, err
+	}
 	if by == "" {
 		return false, fmt.Errorf("%w: Discard: by is empty: say who discards (it is recorded)", ErrInvalidConfig)
 	}

@@ -151,6 +151,9 @@ func (b *Bus) knownSubscriber(ctx context.Context, name string) (sqlite.Subscrib
 // pause is its consumer's, kept by the server across restarts. Events in
 // flight finish. by says who asks (required), why is logged with it.
 func (b *Bus) PauseSubscriber(ctx context.Context, name string, until time.Time, by, why string) error {
+	if err := b.writable(); err != nil {
+		return err
+	}
 	if by == "" {
 		return fmt.Errorf("%w: PauseSubscriber: by is empty: say who pauses (it is logged)", ErrInvalidConfig)
 	}
@@ -169,6 +172,9 @@ func (b *Bus) PauseSubscriber(ctx context.Context, name string, until time.Time,
 
 // ResumeSubscriber ends a pause.
 func (b *Bus) ResumeSubscriber(ctx context.Context, name, by, why string) error {
+	if err := b.writable(); err != nil {
+		return err
+	}
 	if by == "" {
 		return fmt.Errorf("%w: ResumeSubscriber: by is empty: say who resumes (it is logged)", ErrInvalidConfig)
 	}
@@ -187,6 +193,9 @@ func (b *Bus) ResumeSubscriber(ctx context.Context, name, by, why string) error 
 // (Close it first). Its dead letters stay in the dead-letter stream until
 // they expire. A subscriber of the same name subscribed later starts anew.
 func (b *Bus) RetireSubscriber(ctx context.Context, name, by, why string) error {
+	if err := b.writable(); err != nil {
+		return err
+	}
 	if by == "" {
 		return fmt.Errorf("%w: RetireSubscriber: by is empty: say who retires it (it is logged)", ErrInvalidConfig)
 	}
@@ -254,6 +263,9 @@ type ReplayStatus struct {
 // for a point the stream no longer holds, or a subscriber that never ran,
 // is an error, and changes nothing.
 func (b *Bus) Replay(ctx context.Context, req ReplayRequest) (ReplayStatus, error) {
+	if err := b.writable(); err != nil {
+		return ReplayStatus{}, err
+	}
 	if req.By == "" {
 		return ReplayStatus{}, fmt.Errorf("%w: ReplayRequest.By is empty: say who replays (it is logged)", ErrInvalidConfig)
 	}

@@ -104,8 +104,8 @@ func (s *idSource) next(now time.Time) string {
 // Commits on connections from sqlite.Open wake the relay at once; others are
 // found by the relay's poll.
 func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error {
-	if b.closed.Load() {
-		return ErrClosed
+	if err := b.writable(); err != nil {
+		return err
 	}
 	if tx == nil {
 		return fmt.Errorf("%w: tx is nil", ErrInvalidEvent)

@@ -48,6 +48,32 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+// MigrationState returns the highest migration applied to db (0 if none:
+// no Boxcar tables) and the highest this Boxcar has. It writes nothing.
+func MigrationState(ctx context.Context, db *sql.DB) (have, want int, err error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, name := range names {
+		num, _, _ := strings.Cut(strings.TrimPrefix(name, "migrations/"), "_")
+		if v, err := strconv.Atoi(num); err == nil {
+			want = max(want, v)
+		}
+	}
+	var exists int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'boxcar_migrations'`).Scan(&exists); err != nil {
+		return 0, want, fmt.Errorf("sqlite: migration state: %w", err)
+	}
+	if exists == 0 {
+		return 0, want, nil
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM boxcar_migrations`).Scan(&have); err != nil {
+		return 0, want, fmt.Errorf("sqlite: migration state: %w", err)
+	}
+	return have, want, nil
+}
+
 func applyMigration(ctx context.Context, db *sql.DB, version int, body string) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
