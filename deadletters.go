@@ -43,52 +43,52 @@ const DeadLetterReasonParked = "parked"
 
 // AttemptError is one failed attempt of a dead-lettered event.
 type AttemptError struct {
-	Attempt int
-	Error   string
-	At      time.Time
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
 }
 
 // DeadLetter is one letter of the dead-letter stream.
 type DeadLetter struct {
 	// Seq is the letter's sequence in the dead-letter stream: its ID for
 	// DeadLetter, Redrive and Discard.
-	Seq        uint64
-	Subscriber string
+	Seq        uint64 `json:"seq"`
+	Subscriber string `json:"subscriber"`
 	// Reason is "failed" (MaxAttempts), "permanent", "schema", "malformed"
 	// or "parked".
-	Reason   string
-	Error    string         // the last error
-	History  []AttemptError // the last attempts' errors, oldest first
-	Attempts int
+	Reason   string         `json:"reason"`
+	Error    string         `json:"error"`   // the last error
+	History  []AttemptError `json:"history"` // the last attempts' errors, oldest first
+	Attempts int            `json:"attempts"`
 	// The event. A malformed message has no type or key.
-	EventID       string
-	Type          string
-	Key           string
-	Headers       map[string]string
-	Data          []byte
-	Created       time.Time // when it was published
-	SchemaVersion int
+	EventID       string            `json:"event_id"`
+	Type          string            `json:"type"`
+	Key           string            `json:"key"`
+	Headers       map[string]string `json:"headers"`
+	Data          []byte            `json:"data"`
+	Created       time.Time         `json:"created"` // when it was published
+	SchemaVersion int               `json:"schema_version"`
 	// Where it was in the event stream, and in the outbox.
-	StreamSeq uint64
-	OutboxSeq int64
+	StreamSeq uint64 `json:"stream_seq"`
+	OutboxSeq int64  `json:"outbox_seq"`
 	// DeadAt is when it was dead-lettered.
-	DeadAt time.Time
-	State  DeadLetterState
+	DeadAt time.Time       `json:"dead_at"`
+	State  DeadLetterState `json:"state"`
 	// Action is what was done to it, if anything.
-	Action *DeadLetterAction
+	Action *DeadLetterAction `json:"action,omitempty"`
 	// NotRedrivable says why a copy cannot be redriven ("" if it can): a
 	// malformed message has no event; a letter cut to fit the server's
 	// limits lost part of it.
-	NotRedrivable string
+	NotRedrivable string `json:"not_redrivable"`
 }
 
 // DeadLetterAction is what an operator did to a dead letter.
 type DeadLetterAction struct {
-	Action    string // "redrive" or "discard"
-	By        string
-	Why       string
-	At        time.Time
-	OutboxSeq int64 // the redriven copy's
+	Action    string    `json:"action"` // "redrive" or "discard"
+	By        string    `json:"by"`
+	Why       string    `json:"why"`
+	At        time.Time `json:"at"`
+	OutboxSeq int64     `json:"outbox_seq"` // the redriven copy's
 }
 
 // DeadLetterFilter selects dead letters. Empty fields match everything.
@@ -251,10 +251,10 @@ type RedriveResult struct {
 	// Redriven are the letters whose copies went to the outbox, in their
 	// original order (with a parked key, the letters it held follow its
 	// head).
-	Redriven []uint64
+	Redriven []uint64 `json:"redriven"`
 	// Done counts the letters that were redriven or discarded before:
 	// nothing was done for them.
-	Done int
+	Done int `json:"done"`
 }
 
 // Redrive puts copies of dead letters back on the way to their subscriber,

@@ -36,21 +36,21 @@ func (s HealthState) rank() int {
 type ComponentHealth struct {
 	// Component is "relay", "outbox" or "subscriber"; Name is the
 	// subscriber's.
-	Component string
-	Name      string
-	State     HealthState
-	Reasons   []string
+	Component string      `json:"component"`
+	Name      string      `json:"name"`
+	State     HealthState `json:"state"`
+	Reasons   []string    `json:"reasons"`
 	// Lag is the events behind (outbox: not in the stream yet; subscriber:
 	// pending and unacked); Age the outbox's oldest event's wait.
-	Lag int64
-	Age time.Duration
+	Lag int64         `json:"lag"`
+	Age time.Duration `json:"age_ns"`
 }
 
 // Health is every component's state; State is the worst of them.
 type Health struct {
-	State      HealthState
-	Components []ComponentHealth
-	At         time.Time
+	State      HealthState       `json:"state"`
+	Components []ComponentHealth `json:"components"`
+	At         time.Time         `json:"at"`
 }
 
 // HealthOptions sets how health is judged. Every field has a default.

@@ -11,10 +11,10 @@ import (
 // Bounds[i-1]; the last count is of those above the last bound. It is what a
 // Prometheus histogram needs (package metrics exports it).
 type Histogram struct {
-	Bounds []float64 // upper bounds, seconds, ascending
-	Counts []uint64  // len(Bounds)+1
-	Count  uint64
-	Sum    float64 // seconds
+	Bounds []float64 `json:"bounds"` // upper bounds, seconds, ascending
+	Counts []uint64  `json:"counts"` // len(Bounds)+1
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum"` // seconds
 }
 
 // Quantile estimates the q-th quantile (0 < q < 1) from the buckets: the

@@ -40,30 +40,30 @@ func StartAt(t time.Time) StartPosition { return StartPosition{at: t} }
 // (every subscriber that ran, in this process or not), its consumer, and,
 // when it runs in this process, its Stats.
 type SubscriberInfo struct {
-	Name    string
-	Kind    string   // "tx" (TxHandler) or "plain" (HandlerFunc)
-	Types   []string // empty: every type
-	Running bool     // in this process
-	Created time.Time
-	Started time.Time
-	Stopped time.Time // of its last clean Close, zero while it runs or after a crash
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`    // "tx" (TxHandler) or "plain" (HandlerFunc)
+	Types   []string  `json:"types"`   // empty: every type
+	Running bool      `json:"running"` // in this process
+	Created time.Time `json:"created"`
+	Started time.Time `json:"started"`
+	Stopped time.Time `json:"stopped"` // of its last clean Close, zero while it runs or after a crash
 	// From its consumer (zero if it has none: retired, or the stream was
 	// replaced).
-	Pending     uint64
-	Unacked     int
-	AckFloor    uint64
-	Paused      bool
-	PausedUntil time.Time
+	Pending     uint64    `json:"pending"`
+	Unacked     int       `json:"unacked"`
+	AckFloor    uint64    `json:"ack_floor"`
+	Paused      bool      `json:"paused"`
+	PausedUntil time.Time `json:"paused_until"`
 	// Expired counts events that left the stream before it handled them.
-	Expired int64
+	Expired int64 `json:"expired"`
 	// ParkedKeys counts its keys parked behind a dead letter.
-	ParkedKeys int
+	ParkedKeys int `json:"parked_keys"`
 	// Replay is the replay in progress, if any.
-	Replay *ReplayStatus
+	Replay *ReplayStatus `json:"replay,omitempty"`
 	// Stats are its numbers in this process, when it runs here.
-	Stats *SubscriberStats
+	Stats *SubscriberStats `json:"stats,omitempty"`
 	// Err says why its consumer could not be read, if it could not.
-	Err string
+	Err string `json:"err,omitempty"`
 }
 
 // Subscribers lists every subscriber the database knows, by name.
@@ -229,9 +229,9 @@ func (b *Bus) RetireSubscriber(ctx context.Context, name, by, why string) error 
 // ReplayFrom says where a replay starts: one of a stream seq, an outbox
 // seq, or a time (the first event stored at or after it).
 type ReplayFrom struct {
-	StreamSeq uint64
-	OutboxSeq int64
-	Time      time.Time
+	StreamSeq uint64    `json:"stream_seq"`
+	OutboxSeq int64     `json:"outbox_seq"`
+	Time      time.Time `json:"time"`
 }
 
 // ReplayRequest asks for a subscriber's events again, from From to the
@@ -250,12 +250,12 @@ type ReplayRequest struct {
 
 // ReplayStatus is where a replay stands.
 type ReplayStatus struct {
-	Subscriber string
-	From       uint64 // stream seqs
-	Through    uint64
-	At         uint64 // the consumer's ack floor
-	NoDedupe   bool
-	Done       bool
+	Subscriber string `json:"subscriber"`
+	From       uint64 `json:"from"` // stream seqs
+	Through    uint64 `json:"through"`
+	At         uint64 `json:"at"` // the consumer's ack floor
+	NoDedupe   bool   `json:"no_dedupe"`
+	Done       bool   `json:"done"`
 }
 
 // Replay rewinds a subscriber (see ReplayRequest). It may run in this
@@ -364,14 +364,14 @@ func (b *Bus) ReplayProgress(ctx context.Context, subscriber string) (ReplayStat
 // OutboxEvent is an event in the outbox that the relay has not put in the
 // stream yet.
 type OutboxEvent struct {
-	Seq     int64
-	ID      string
-	Type    string
-	Key     string
-	Headers map[string]string
-	Size    int // bytes of data
-	Created time.Time
-	Age     time.Duration
+	Seq     int64             `json:"seq"`
+	ID      string            `json:"id"`
+	Type    string            `json:"type"`
+	Key     string            `json:"key"`
+	Headers map[string]string `json:"headers"`
+	Size    int               `json:"size"` // bytes of data
+	Created time.Time         `json:"created"`
+	Age     time.Duration     `json:"age_ns"`
 }
 
 // OutboxPending returns up to limit events waiting in the outbox (above the

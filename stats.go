@@ -16,88 +16,88 @@ import (
 type Stats struct {
 	// OutboxLag is the number of committed events not yet in the stream
 	// (max seq - cursor; rolled-back gaps make it an upper bound).
-	OutboxLag int64
+	OutboxLag int64 `json:"outbox_lag"`
 	// OutboxAge is how long the oldest event not yet in the stream has
 	// waited; 0 when the relay is caught up.
-	OutboxAge time.Duration
+	OutboxAge time.Duration `json:"outbox_age_ns"`
 	// RelayCursor is the outbox seq of the last event known to be in the stream.
-	RelayCursor int64
+	RelayCursor int64 `json:"relay_cursor"`
 	// RelayPublished counts events the relay published since Open.
-	RelayPublished int64
+	RelayPublished int64 `json:"relay_published"`
 	// RelayFailures counts publish rounds that failed (each is retried).
-	RelayFailures int64
+	RelayFailures int64 `json:"relay_failures"`
 	// RelaySetAside counts events the relay moved to boxcar_outbox_dead since
 	// Open: the stream refused them for good (larger than its limits), and
 	// they would have held every later event behind them. OutboxDead is how
 	// many such events the database holds, of all time; list them with
 	// Bus.OutboxDeadLetters.
-	RelaySetAside int64
-	OutboxDead    int
+	RelaySetAside int64 `json:"relay_set_aside"`
+	OutboxDead    int   `json:"outbox_dead"`
 	// StreamsRecreated counts the streams the bus created again since Open
 	// after an operator deleted them.
-	StreamsRecreated int64
+	StreamsRecreated int64 `json:"streams_recreated"`
 	// TxCommits counts the SQLite transactions Bus.Tx committed since Open,
 	// TxCalls the Tx calls committed in them: TxCalls/TxCommits is the mean
 	// size of a group commit.
-	TxCommits int64
-	TxCalls   int64
+	TxCommits int64 `json:"tx_commits"`
+	TxCalls   int64 `json:"tx_calls"`
 	// WriterHeldFor is how long the current holder of the database's only
 	// writer has held it (0 when free), and WriterWaiting how many writes
 	// wait for it (Tx calls, the app's transactions, Boxcar's own). Seconds
 	// held mean a transaction of the app's left open or a Tx function or
 	// handler that hangs: every writer waits, and fails after the busy
 	// timeout with ErrBusy.
-	WriterHeldFor time.Duration
-	WriterWaiting int
+	WriterHeldFor time.Duration `json:"writer_held_for_ns"`
+	WriterWaiting int           `json:"writer_waiting"`
 	// Subscribers, by name.
-	Subscribers []SubscriberStats
+	Subscribers []SubscriberStats `json:"subscribers"`
 }
 
 // SubscriberStats are one subscriber's numbers.
 type SubscriberStats struct {
-	Name string
+	Name string `json:"name"`
 	// Pending is how many events of the stream the consumer has not yet
 	// delivered; Unacked how many it delivered and awaits acks for.
 	// Consumer lag is Pending + Unacked.
-	Pending uint64
-	Unacked int
+	Pending uint64 `json:"pending"`
+	Unacked int    `json:"unacked"`
 	// InFlight is how many fetched messages this process holds unacked.
-	InFlight int
+	InFlight int `json:"in_flight"`
 	// StuckKeys is how many keys are waiting to retry a failed event.
-	StuckKeys int
+	StuckKeys int `json:"stuck_keys"`
 	// Handled counts events handled successfully since Subscribe; Skipped
 	// those found already handled in the dedupe table.
-	Handled int64
-	Skipped int64
+	Handled int64 `json:"handled"`
+	Skipped int64 `json:"skipped"`
 	// Failures counts handler errors and panics (each retried or
 	// dead-lettered); DeadLettered those sent to the dead-letter stream.
-	Failures     int64
-	DeadLettered int64
+	Failures     int64 `json:"failures"`
+	DeadLettered int64 `json:"dead_lettered"`
 	// Redelivered counts deliveries of messages delivered before: after a
 	// crash or restart (the consumer's reset to its ack floor), a timeout or
 	// a lost ack.
-	Redelivered int64
+	Redelivered int64 `json:"redelivered"`
 	// Ignored counts redeliveries dropped without handling: of messages this
 	// process still held, or had acked before (the redelivery crossed the
 	// ack, or a restart's reset redelivered it).
-	Ignored int64
+	Ignored int64 `json:"ignored"`
 	// Recreated counts the times the subscriber's consumer vanished (an
 	// operator deleted it, or its stream) and was created again.
-	Recreated int64
+	Recreated int64 `json:"recreated"`
 	// Expired counts events that left the stream (Config.Retention) before
 	// this subscriber handled them: lost for it, for good. For a subscriber
 	// filtered by type it is an upper bound (stream messages in the gap, of
 	// any type). Not zero means a subscriber fell behind its retention.
-	Expired int64
+	Expired int64 `json:"expired"`
 	// HandlerDuration is the distribution of handler calls' durations
 	// (successful or not); EndToEnd, of the time from PublishTx to the
 	// commit (TxHandler) or return (HandlerFunc) of the handler, for every
 	// event handled: the latency users feel.
-	HandlerDuration Histogram
-	EndToEnd        Histogram
+	HandlerDuration Histogram `json:"handler_duration"`
+	EndToEnd        Histogram `json:"end_to_end"`
 	// Err is why the consumer's numbers (Pending, Unacked) could not be
 	// read, if they could not; the rest is this process's own.
-	Err string
+	Err string `json:"err,omitempty"`
 }
 
 // Stats reads the bus's numbers. The outbox part costs two index lookups.
@@ -181,16 +181,16 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 // OutboxDeadLetter is an event the relay set aside because the stream
 // refuses it for good (see Stats.RelaySetAside).
 type OutboxDeadLetter struct {
-	Seq     int64 // its outbox seq (which a later event may reuse)
-	ID      string
-	Type    string
-	Key     string
-	Headers map[string]string
-	Data    []byte
-	Created time.Time // when PublishTx wrote it
-	Reason  string    // "too_large" or "bad_headers"
-	Error   string    // the server's refusal
-	SetAt   time.Time // when the relay set it aside
+	Seq     int64             `json:"seq"` // its outbox seq (which a later event may reuse)
+	ID      string            `json:"id"`
+	Type    string            `json:"type"`
+	Key     string            `json:"key"`
+	Headers map[string]string `json:"headers"`
+	Data    []byte            `json:"data"`
+	Created time.Time         `json:"created"` // when PublishTx wrote it
+	Reason  string            `json:"reason"`  // "too_large" or "bad_headers"
+	Error   string            `json:"error"`   // the server's refusal
+	SetAt   time.Time         `json:"set_at"`  // when the relay set it aside
 }
 
 // OutboxDeadLetters returns up to limit events the relay set aside, oldest
