@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,6 +81,8 @@ type DeadLetter struct {
 	// malformed message has no event; a letter cut to fit the server's
 	// limits lost part of it.
 	NotRedrivable string `json:"not_redrivable"`
+
+	dlqCreatedNS int64 // when its dead-letter stream was made: Seq counts in it
 }
 
 // DeadLetterAction is what an operator did to a dead letter.
@@ -148,7 +151,7 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 			return nil, 0, fmt.Errorf("boxcar: dead letters: %w", err)
 		}
 		seq = raw.Sequence
-		dl := b.deadLetterOf(raw)
+		dl := b.deadLetterOf(raw, dlq)
 		if (f.Type == "" || dl.Type == f.Type) && (f.Key == "" || dl.Key == f.Key) && (f.Reason == "" || dl.Reason == f.Reason) {
 			out = append(out, dl)
 		}
@@ -175,17 +178,17 @@ func (b *Bus) DeadLetter(ctx context.Context, seq uint64) (DeadLetter, error) {
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("boxcar: dead letter %d: %w", seq, err)
 	}
-	letters := []DeadLetter{b.deadLetterOf(raw)}
+	letters := []DeadLetter{b.deadLetterOf(raw, dlq)}
 	if err := b.withActions(ctx, letters); err != nil {
 		return DeadLetter{}, err
 	}
 	return letters[0], nil
 }
 
-// deadLetterOf reads a message of the dead-letter stream.
-func (b *Bus) deadLetterOf(raw *jetstream.RawStreamMsg) DeadLetter {
+// deadLetterOf reads a message of the dead-letter stream dlq.
+func (b *Bus) deadLetterOf(raw *jetstream.RawStreamMsg, dlq jetstream.Stream) DeadLetter {
 	info, err := bjs.DecodeDeadLetter(b.cfg.SubjectPrefix, raw.Header, raw.Data)
-	dl := DeadLetter{Seq: raw.Sequence, DeadAt: raw.Time, State: DeadLetterPending}
+	dl := DeadLetter{Seq: raw.Sequence, DeadAt: raw.Time, State: DeadLetterPending, dlqCreatedNS: dlq.CachedInfo().Created.UnixNano()}
 	if err != nil {
 		dl.Reason, dl.Error, dl.NotRedrivable = "unknown", err.Error(), "not a Boxcar dead letter"
 		return dl
@@ -212,11 +215,14 @@ func (b *Bus) deadLetterOf(raw *jetstream.RawStreamMsg) DeadLetter {
 
 // withActions fills in the state and action of letters.
 func (b *Bus) withActions(ctx context.Context, letters []DeadLetter) error {
+	if len(letters) == 0 {
+		return nil
+	}
 	seqs := make([]uint64, len(letters))
 	for i := range letters {
 		seqs[i] = letters[i].Seq
 	}
-	actions, err := sqlite.DLQActions(ctx, b.db, seqs)
+	actions, err := sqlite.DLQActions(ctx, b.db, letters[0].dlqCreatedNS, seqs)
 	if err != nil {
 		return fmt.Errorf("boxcar: dead letters: %w", err)
 	}
@@ -414,7 +420,10 @@ func (b *Bus) writeRedrives(ctx context.Context, letters []DeadLetter, release, 
 			if err != nil {
 				return err
 			}
-			fresh, err := sqlite.RecordDLQAction(ctx, tx, sqlite.DLQAction{DLQSeq: dl.Seq, Action: "redrive", By: by, Why: why, AtNS: now.UnixNano(), OutboxSeq: seq})
+			fresh, err := sqlite.RecordDLQAction(ctx, tx, sqlite.DLQAction{
+				DLQCreatedNS: dl.dlqCreatedNS, DLQSeq: dl.Seq, Subscriber: dl.Subscriber,
+				Action: "redrive", By: by, Why: why, AtNS: now.UnixNano(), OutboxSeq: seq,
+			})
 			if err != nil {
 				return err
 			}
@@ -461,7 +470,10 @@ func (b *Bus) Discard(ctx context.Context, seq uint64, by, why string) (bool, er
 	var fresh bool
 	err = b.Tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		fresh, err = sqlite.RecordDLQAction(ctx, tx, sqlite.DLQAction{DLQSeq: seq, Action: "discard", By: by, Why: why, AtNS: time.Now().UnixNano()})
+		fresh, err = sqlite.RecordDLQAction(ctx, tx, sqlite.DLQAction{
+			DLQCreatedNS: dl.dlqCreatedNS, DLQSeq: seq, Subscriber: dl.Subscriber,
+			Action: "discard", By: by, Why: why, AtNS: time.Now().UnixNano(),
+		})
 		return err
 	})
 	if err != nil || !fresh {
@@ -477,4 +489,44 @@ func (b *Bus) Discard(ctx context.Context, seq uint64, by, why string) (bool, er
 		b.relay.wake()
 	}
 	return true, nil
+}
+
+// DeadLetterDepth is how many letters of one subscriber the dead-letter
+// stream holds: all of them, and those nobody acted on yet (Pending, the
+// depth to alert on).
+type DeadLetterDepth struct {
+	Total   int `json:"total"`
+	Pending int `json:"pending"`
+}
+
+// DeadLetterDepths returns the dead-letter depth of every subscriber with
+// letters, by name. It reads the dead-letter stream's per-subject counts
+// (one request, paged by the client for large streams) and the database's
+// record of actions.
+func (b *Bus) DeadLetterDepths(ctx context.Context) (map[string]DeadLetterDepth, error) {
+	dlq, err := b.js.Stream(ctx, b.DLQStreamName())
+	if err != nil {
+		return nil, fmt.Errorf("boxcar: dead-letter depths: %w", err)
+	}
+	prefix := bjs.DLQPrefix(b.cfg.SubjectPrefix) + "."
+	info, err := dlq.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("boxcar: dead-letter depths: %w", err)
+	}
+	acted, err := sqlite.DLQActionCounts(ctx, b.db, info.Created.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("boxcar: dead-letter depths: %w", err)
+	}
+	out := map[string]DeadLetterDepth{}
+	for subject, n := range info.State.Subjects {
+		sub, _, _ := strings.Cut(strings.TrimPrefix(subject, prefix), ".")
+		d := out[sub]
+		d.Total += int(n)
+		out[sub] = d
+	}
+	for sub, d := range out {
+		d.Pending = max(d.Total-acted[sub], 0)
+		out[sub] = d
+	}
+	return out, nil
 }

@@ -170,3 +170,66 @@ func TestParkedKeyKeepsItsOrder(t *testing.T) {
 	waitApplied(t, tb.db, "billing", 12)
 	checkExactlyOnceInOrder(t, tb.db, "billing")
 }
+
+// DeadLetterDepths counts each subscriber's letters, all and pending; a
+// redrive or a discard takes one off the pending count. After an operator
+// deletes the dead-letter stream, the bus makes it again and numbers its
+// letters from 1 again: the actions recorded for the old letters must not
+// mark the new ones (they were shown as redriven, and a redrive did
+// nothing).
+func TestDeadLetterDepthsAndARecreatedStream(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var broken atomic.Bool
+	broken.Store(true)
+	opts := SubscribeOptions{MaxAttempts: 1}
+	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, true), opts); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "bad", 3)
+	letters := waitDeadLetters(t, tb.bus, "billing", 3)
+	if _, err := tb.bus.Discard(ctx, letters[0].Seq, "test", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.bus.Discard(ctx, letters[1].Seq, "test", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	depths, err := tb.bus.DeadLetterDepths(ctx)
+	if err != nil || depths["billing"] != (DeadLetterDepth{Total: 3, Pending: 1}) || len(depths) != 1 {
+		t.Fatalf("depths %+v (%v), want billing 3 in all, 1 pending", depths, err)
+	}
+
+	// The operator deletes the dead-letter stream; new letters come.
+	if err := tb.bus.js.DeleteStream(ctx, tb.bus.DLQStreamName()); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "bad", 2)
+	fresh := waitDeadLetters(t, tb.bus, "billing", 2)
+	for _, dl := range fresh {
+		if dl.State != DeadLetterPending || dl.Action != nil {
+			t.Fatalf("a new letter (seq %d) of a recreated stream is %s (%+v): the old stream's actions leaked onto it", dl.Seq, dl.State, dl.Action)
+		}
+	}
+	depths, err = tb.bus.DeadLetterDepths(ctx)
+	if err != nil || depths["billing"] != (DeadLetterDepth{Total: 2, Pending: 2}) {
+		t.Fatalf("depths after the stream was recreated %+v (%v), want 2 pending", depths, err)
+	}
+	broken.Store(false)
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: fresh[0].Seq, By: "test"})
+	if err != nil || len(res.Redriven) != 1 {
+		t.Fatalf("redrive of a new letter: %+v (%v), want it redriven", res, err)
+	}
+}
+
+// waitDeadLetters waits for n letters of subscriber and returns them.
+func waitDeadLetters(t *testing.T, bus *Bus, subscriber string, n int) []DeadLetter {
+	t.Helper()
+	var letters []DeadLetter
+	waitFor(t, fmt.Sprintf("%d dead letters of %s", n, subscriber), time.Minute, func() (bool, string) {
+		var err error
+		letters, _, err = bus.DeadLetters(context.Background(), DeadLetterFilter{Subscriber: subscriber})
+		return err == nil && len(letters) == n, fmt.Sprintf("%d letters, %v", len(letters), err)
+	})
+	return letters
+}

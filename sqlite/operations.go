@@ -9,24 +9,31 @@ import (
 
 // DLQAction is what an operator did to a dead letter (see migration 0002).
 type DLQAction struct {
-	DLQSeq    uint64
-	Action    string // "redrive" or "discard"
-	By        string
-	Why       string
-	AtNS      int64
-	OutboxSeq int64 // the redriven copy's, for a redrive
+	// DLQCreatedNS is when the dead-letter stream was made: with DLQSeq,
+	// the letter.
+	DLQCreatedNS int64
+	DLQSeq       uint64
+	Subscriber   string
+	Action       string // "redrive" or "discard"
+	By           string
+	Why          string
+	AtNS         int64
+	OutboxSeq    int64 // the redriven copy's, for a redrive
 }
 
-// DLQActions returns the actions of the dead letters in seqs, by seq.
-func DLQActions(ctx context.Context, q Querier, seqs []uint64) (map[uint64]DLQAction, error) {
+// DLQActions returns the actions of the dead letters in seqs of the stream
+// made at createdNS, by seq.
+func DLQActions(ctx context.Context, q Querier, createdNS int64, seqs []uint64) (map[uint64]DLQAction, error) {
 	out := map[uint64]DLQAction{}
 	for len(seqs) > 0 {
 		chunk := seqs[:min(len(seqs), 500)]
 		seqs = seqs[len(chunk):]
-		args := make([]any, len(chunk))
-		query := `SELECT dlq_seq, action, by_whom, why, at_ns, outbox_seq FROM boxcar_dlq_actions WHERE dlq_seq IN (?`
+		args := make([]any, 1, len(chunk)+1)
+		args[0] = createdNS
+		query := `SELECT dlq_created_ns, dlq_seq, subscriber, action, by_whom, why, at_ns, outbox_seq FROM boxcar_dlq_actions
+			WHERE dlq_created_ns = ? AND dlq_seq IN (?`
 		for i, s := range chunk {
-			args[i] = s
+			args = append(args, s)
 			if i > 0 {
 				query += `, ?`
 			}
@@ -37,7 +44,7 @@ func DLQActions(ctx context.Context, q Querier, seqs []uint64) (map[uint64]DLQAc
 		}
 		for rows.Next() {
 			var a DLQAction
-			if err := rows.Scan(&a.DLQSeq, &a.Action, &a.By, &a.Why, &a.AtNS, &a.OutboxSeq); err != nil {
+			if err := rows.Scan(&a.DLQCreatedNS, &a.DLQSeq, &a.Subscriber, &a.Action, &a.By, &a.Why, &a.AtNS, &a.OutboxSeq); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -53,13 +60,33 @@ func DLQActions(ctx context.Context, q Querier, seqs []uint64) (map[uint64]DLQAc
 // RecordDLQAction records a, and reports false (writing nothing) when the
 // letter has an action already.
 func RecordDLQAction(ctx context.Context, tx Execer, a DLQAction) (bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO boxcar_dlq_actions(dlq_seq, action, by_whom, why, at_ns, outbox_seq)
-		VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, a.DLQSeq, a.Action, a.By, a.Why, a.AtNS, a.OutboxSeq)
+	res, err := tx.ExecContext(ctx, `INSERT INTO boxcar_dlq_actions(dlq_created_ns, dlq_seq, subscriber, action, by_whom, why, at_ns, outbox_seq)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, a.DLQCreatedNS, a.DLQSeq, a.Subscriber, a.Action, a.By, a.Why, a.AtNS, a.OutboxSeq)
 	if err != nil {
 		return false, fmt.Errorf("record dead-letter action: %w", err)
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// DLQActionCounts returns how many letters of each subscriber in the
+// dead-letter stream made at createdNS were acted on.
+func DLQActionCounts(ctx context.Context, q Querier, createdNS int64) (map[string]int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT subscriber, count(*) FROM boxcar_dlq_actions WHERE dlq_created_ns = ? GROUP BY subscriber`, createdNS)
+	if err != nil {
+		return nil, fmt.Errorf("count dead-letter actions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
 }
 
 // InsertOutboxRow adds row to the outbox in tx and returns its seq (for

@@ -46,15 +46,20 @@ CREATE TABLE boxcar_subscribers (
 
 -- What operators did to dead letters (the dead-letter stream keeps the
 -- letters themselves): one row per letter at most, so a second redrive or
--- discard of a letter does nothing. outbox_seq: the redriven copy's.
+-- discard of a letter does nothing. A letter is its seq in the dead-letter
+-- stream made at dlq_created_ns: a stream an operator deleted and the bus made
+-- again numbers its letters from 1 again. outbox_seq: the redriven copy's.
 CREATE TABLE boxcar_dlq_actions (
-    dlq_seq    INTEGER PRIMARY KEY,
-    action     TEXT    NOT NULL,
-    by_whom    TEXT    NOT NULL,
-    why        TEXT    NOT NULL,
-    at_ns      INTEGER NOT NULL,
-    outbox_seq INTEGER NOT NULL DEFAULT 0
-);
+    dlq_created_ns INTEGER NOT NULL,
+    dlq_seq        INTEGER NOT NULL,
+    subscriber     TEXT    NOT NULL,
+    action         TEXT    NOT NULL,
+    by_whom        TEXT    NOT NULL,
+    why            TEXT    NOT NULL,
+    at_ns          INTEGER NOT NULL,
+    outbox_seq     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (dlq_created_ns, dlq_seq)
+) WITHOUT ROWID;
 
 -- Keys a subscriber parked (SubscribeOptions.ParkKeys): a dead-lettered event
 -- holds the later events of its key, which go to the dead-letter stream too,
