@@ -55,6 +55,7 @@ type options struct {
 	workers     int    // SubscribeOptions.Workers
 	writers     int    // goroutines running app transactions
 	sync        string // SQLite synchronous mode
+	busSync     string // Config.Synchronous of the buses of the main stages ("" = Boxcar's default)
 	rounds      int    // rounds of the produce and end-to-end runs (medians reported)
 	loads       string // offered loads, % of the measured maximum
 	fixedRate   int    // an extra offered load, events/s
@@ -91,7 +92,8 @@ func main() {
 	flag.IntVar(&o.subscribers, "subscribers", 1, "transactional subscribers (each handles every event)")
 	flag.IntVar(&o.workers, "workers", 8, "workers per subscriber (SubscribeOptions.Workers)")
 	flag.IntVar(&o.writers, "writers", 4, "goroutines running app transactions through Bus.Tx")
-	flag.StringVar(&o.sync, "sync", sqlite.SyncNormal, "SQLite synchronous mode: NORMAL or FULL")
+	flag.StringVar(&o.sync, "sync", sqlite.SyncNormal, "SQLite synchronous mode of the app's connections: NORMAL or FULL")
+	flag.StringVar(&o.busSync, "bus-sync", "", "Config.Synchronous of the bus in the produce, end-to-end, latency and write-wait stages: NORMAL or FULL (default: Boxcar's default, "+boxcar.DefaultSynchronous+")")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of the produce runs (bare, Bus.Tx and with PublishTx in turn) and of the flat-out end-to-end run; medians are reported")
 	flag.StringVar(&o.loads, "loads", "25,50,75", "offered loads for the latency runs, in % of the measured end-to-end maximum")
 	flag.IntVar(&o.fixedRate, "rate", 3000, "one more offered load for the latency runs, events/s (0: none)")
@@ -121,7 +123,7 @@ func main() {
 }
 
 func (o *options) validate() error {
-	o.sync = strings.ToUpper(o.sync)
+	o.sync, o.busSync = strings.ToUpper(o.sync), strings.ToUpper(o.busSync)
 	for _, c := range []struct {
 		flag      string
 		v, lo, hi int // hi 0: no upper bound
@@ -143,6 +145,8 @@ func (o *options) validate() error {
 	switch {
 	case o.sync != sqlite.SyncNormal && o.sync != sqlite.SyncFull:
 		return fmt.Errorf("-sync %q: use NORMAL or FULL", o.sync)
+	case o.busSync != "" && o.busSync != sqlite.SyncNormal && o.busSync != sqlite.SyncFull:
+		return fmt.Errorf("-bus-sync %q: use NORMAL or FULL (or leave it out for Boxcar's default)", o.busSync)
 	case o.levelDur < time.Second:
 		return fmt.Errorf("-level-duration %v: use at least 1s", o.levelDur)
 	case o.unboundedBatch < 0:
@@ -268,8 +272,12 @@ func run(o options) error {
 	syncDisks() // the page cache's dirty pages from before (an earlier run) are not this run's to write
 	w := newWorkload(o)
 	rep := &report{opts: o, start: time.Now(), loadBefore: loadAverage()}
+	busSync := o.busSync
+	if busSync == "" {
+		busSync = boxcar.DefaultSynchronous + " (the default)"
+	}
 	log.Printf("%d CPUs, %s, SQLite synchronous=%s (Boxcar's writer: %s), %d writers, %d keys, %d-byte payloads",
-		runtime.NumCPU(), runtime.Version(), o.sync, boxcar.DefaultSynchronous, o.writers, o.keys, o.payload)
+		runtime.NumCPU(), runtime.Version(), o.sync, busSync, o.writers, o.keys, o.payload)
 
 	stages := []struct {
 		name string

@@ -46,8 +46,12 @@ func (r *report) add(x row) { r.rows = append(r.rows, x) }
 func (r *report) text() string {
 	var b strings.Builder
 	o := r.opts
-	fmt.Fprintf(&b, "Boxcar bench: %d CPUs, %s/%s, %s; SQLite synchronous=%s (the app's connections; Boxcar's writer: %s, the default, except where a row says); %d writers; %d keys; %d-byte payloads; %d subscriber(s) × %d workers; run took %v; load average %s before, %s after\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.sync, boxcar.DefaultSynchronous, o.writers, o.keys, o.payload,
+	busSync := boxcar.DefaultSynchronous + ", the default"
+	if o.busSync != "" {
+		busSync = "Config.Synchronous=" + o.busSync + " (-bus-sync)"
+	}
+	fmt.Fprintf(&b, "Boxcar bench: %d CPUs, %s/%s, %s; SQLite synchronous=%s (the app's connections; Boxcar's writer: %s, except where a row says); %d writers; %d keys; %d-byte payloads; %d subscriber(s) × %d workers; run took %v; load average %s before, %s after\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.sync, busSync, o.writers, o.keys, o.payload,
 		o.subscribers, o.workers, r.elapsed.Round(time.Second), r.loadBefore, r.loadAfter)
 	b.WriteString("| stage | measure | result | vs baseline | target | met | notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")

@@ -105,6 +105,9 @@ func openEnv(ctx context.Context, dir string, o options, cfg boxcar.Config) (*en
 		return nil, err
 	}
 	cfg.Dir, cfg.Logger = filepath.Join(dir, "nats"), o.logger()
+	if cfg.Synchronous == "" {
+		cfg.Synchronous = o.busSync // the defaults stage sets its own
+	}
 	bus, err := boxcar.Open(ctx, db, cfg)
 	if err != nil {
 		db.Close()
