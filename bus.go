@@ -27,7 +27,13 @@ type Bus struct {
 	nc         *nats.Conn
 	maxPayload int // the server's: what an event's headers and data must fit
 	js         jetstream.JetStream
-	events     jetstream.Stream
+	events     jetstream.Stream // the stream the relay writes into: this bus's own, or the shared one
+	layout     bjs.Layout       // of the event subjects
+	dbID       string           // the database's own ID (boxcar_meta): what instance IDs and group slots are claimed for
+	// subJS is where subscribers' consumers live: b.js, or the hub's
+	// domain with Config.Leaf (hub then links this binary to it).
+	subJS jetstream.JetStream
+	hub   *hubLink
 
 	streamMu         sync.Mutex   // ensureStreams
 	streamsRecreated atomic.Int64 // streams an operator deleted, created again
@@ -40,6 +46,7 @@ type Bus struct {
 
 	mu       sync.Mutex
 	subs     map[string]*Subscription
+	slots    map[string]*Subscription // the group slots run here, by consumer name
 	closed   atomic.Bool
 	done     chan struct{} // closed when Close finished
 	closeErr error
@@ -86,12 +93,13 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		return nil, err
 	}
 	b := &Bus{
-		db:   db,
-		cfg:  cfg,
-		log:  cfg.Logger,
-		ids:  newIDSource(),
-		subs: map[string]*Subscription{},
-		done: make(chan struct{}),
+		db:    db,
+		cfg:   cfg,
+		log:   cfg.Logger,
+		ids:   newIDSource(),
+		subs:  map[string]*Subscription{},
+		slots: map[string]*Subscription{},
+		done:  make(chan struct{}),
 	}
 	// On failure, undo what was started, in reverse order.
 	var undo []func()
@@ -145,13 +153,24 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	if wrap := cfg.seams.wrapJetStream; wrap != nil {
 		b.js = wrap(b.js)
 	}
+	b.subJS = b.js
+	b.layout = bjs.Layout{Prefix: cfg.SubjectPrefix, Partitions: cfg.Partitions}
+	if b.dbID, err = b.databaseID(ctx); err != nil {
+		return nil, fmt.Errorf("boxcar: open: %w", err)
+	}
 	if cfg.inspect {
 		err = b.findStreams(ctx)
 	} else {
-		b.events, _, err = bjs.EnsureStreams(ctx, b.js, b.streamConfig())
+		b.events, err = b.openStreams(ctx)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: open: %w", err)
+	}
+	if !cfg.inspect {
+		if err := b.startTopology(ctx); err != nil {
+			return nil, fmt.Errorf("boxcar: open: %w", err)
+		}
+		undo = append(undo, func() { b.stopTopology(context.Background()) })
 	}
 
 	b.relay, err = newRelay(ctx, b)
@@ -171,6 +190,9 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 	}
 	b.relay.start()
 	b.health.start()
+	if b.hub != nil {
+		b.hub.start(ctx)
+	}
 	return b, nil
 }
 
@@ -195,10 +217,11 @@ func checkDB(ctx context.Context, db *sql.DB) error {
 func (b *Bus) streamConfig() bjs.StreamConfig {
 	return bjs.StreamConfig{
 		Name:       b.cfg.Stream,
-		Prefix:     b.cfg.SubjectPrefix,
+		Layout:     b.layout,
 		MaxAge:     b.cfg.Retention,
 		Duplicates: b.cfg.DuplicateWindow,
 		Replicas:   b.cfg.Replicas,
+		Shared:     b.cfg.topology() == topologyShared,
 	}
 }
 
@@ -226,6 +249,10 @@ func (b *Bus) connect(ctx context.Context) error {
 		SyncAlways:      cfg.SyncAlways,
 		MaxPayload:      int32(cfg.serverMaxPayload()),
 		Logger:          cfg.Logger,
+		Name:            cfg.serverName(),
+		Domain:          cfg.serverDomain(),
+		Leaf:            cfg.leafRemote(),
+		Cluster:         cfg.clusterRoutes(),
 	})
 	if errors.Is(err, bjs.ErrStoreKey) {
 		return fmt.Errorf("%w: the store's encryption (Config.StoreKey, Config.StoreCipher): %w", ErrInvalidConfig, err)
@@ -283,6 +310,9 @@ func (b *Bus) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("boxcar: health monitor: %w", err))
 	}
 	if err := b.relay.stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.stopTopology(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	b.unwatch()

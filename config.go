@@ -18,6 +18,8 @@ import (
 const (
 	DefaultStream             = "BOXCAR"
 	DefaultSubjectPrefix      = "boxcar"
+	DefaultInstanceID         = "main"
+	DefaultPartitions         = 64
 	DefaultReplicas           = 1
 	DefaultRetention          = 7 * 24 * time.Hour
 	DefaultDuplicateWindow    = 2 * time.Minute
@@ -69,13 +71,48 @@ type Config struct {
 	Dir string
 
 	// NATSURL, if set, connects to an external NATS server or cluster
-	// instead of embedding one. Default "" (embedded).
+	// instead of embedding one: instances on a shared cluster (see the
+	// README, "From one binary to a cluster"). Every instance has its own
+	// database and InstanceID, and publishes into the shared stream on its
+	// own subtree (prefix.InstanceID.>), chained per instance. Open fails if
+	// the server cannot be reached. Default "" (embedded).
 	NATSURL string
 	// NATSOptions are extra options for the connection to NATSURL
 	// (credentials, TLS). Default none.
 	NATSOptions []nats.Option
-	// Replicas of the streams on an external cluster. Default 1.
+	// Replicas of the streams on an external cluster (3 for a cluster of
+	// three or more). Default 1.
 	Replicas int
+
+	// InstanceID names this binary or instance: the origin token of the
+	// subjects it publishes (prefix.origin.partition.type.key, see doc.go),
+	// its JetStream domain with Leaf, its subtree of the shared stream with
+	// NATSURL or Cluster. ASCII letters, digits, '_' and '-', at most 32
+	// bytes. With Leaf, NATSURL or Cluster it is claimed for this database
+	// (in the KV bucket boxcar_instances of the hub or cluster): another
+	// database claiming it fails Open with ErrInstanceTaken (with Leaf, once
+	// the hub is reachable: until then the bus runs, and Health says so).
+	// Default "main"; required with Leaf.
+	InstanceID string
+	// Partitions is how many partitions event keys hash into: the partition
+	// token of every subject, which groups of instances share work by (see
+	// SubscribeOptions.Group). A stream records it, and every instance on a
+	// stream must use the stream's (Open refuses another). 1 to 1024.
+	// Default 64.
+	Partitions int
+	// Leaf, if set, joins a hub (a NATS cluster) as a leaf node: the
+	// binary keeps its embedded server, outbox and stream, publishes
+	// locally whether or not the hub is reachable, and the hub sources its
+	// stream into an aggregate that subscribers of every binary consume. See
+	// LeafConfig. Not with NATSURL or Cluster. Default nil.
+	Leaf *LeafConfig
+	// Cluster, if set, makes the embedded server a node of a NATS cluster
+	// joined by routes, sharing replicated streams (Replicas) with the other
+	// instances, as with NATSURL. It needs Listen: an embedded server that
+	// joins a cluster by routes must listen for clients (nats-server#5174:
+	// without a client listener it never becomes ready, and its shutdown
+	// hangs). See ClusterConfig. Default nil.
+	Cluster *ClusterConfig
 
 	// Listen, if set, makes the embedded server accept NATS clients on this
 	// loopback host:port, for the nats CLI and other tools. Default "": no
@@ -225,6 +262,9 @@ type Config struct {
 
 	// inspect: opened by Inspect, for reading only.
 	inspect bool
+	// upgradeLayout: opened by UpgradeLayout, which may rewrite a shared
+	// stream.
+	upgradeLayout bool
 	// seams are where the package's own tests reach into the data path;
 	// nil everywhere else.
 	seams *testSeams
@@ -263,6 +303,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SubjectPrefix == "" {
 		c.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if c.InstanceID == "" && c.Leaf == nil {
+		c.InstanceID = DefaultInstanceID
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Leaf != nil {
+		l := c.Leaf.withDefaults(c.Stream)
+		c.Leaf = &l
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
@@ -413,6 +463,9 @@ func (c Config) validate() error {
 		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
 	}
 	if err := c.Health.validate(); err != nil {
+		return err
+	}
+	if err := c.validateTopology(); err != nil {
 		return err
 	}
 	if s := strings.ToUpper(c.Synchronous); s != sqlite.SyncFull && s != sqlite.SyncNormal {

@@ -23,8 +23,14 @@ type Message struct {
 	Data    []byte
 	// Time is when the event was published (PublishTx ran).
 	Time time.Time
-	// Seq is the event's outbox seq: its position in commit order.
+	// Seq is the event's outbox seq: its position in commit order in the
+	// outbox of the instance that published it.
 	Seq int64
+	// Origin is the instance that published the event (its
+	// Config.InstanceID), and Partition its key's partition (see
+	// Config.Partitions).
+	Origin    string
+	Partition int
 	// StreamSeq is the event's sequence in the JetStream stream.
 	StreamSeq uint64
 	// Attempt is 1 on the first try of this event by this process, 2 on the
@@ -138,6 +144,12 @@ type SubscribeOptions struct {
 	// and resets the consumer to its ack floor at start, so a crashed
 	// process's messages come back at once and in order.
 	AckWait time.Duration
+	// Group, if set, makes this subscriber one member of a group of
+	// instances that share its work by key partition, keeping per-key
+	// order (see GroupOptions and the README's "From one binary to a
+	// cluster"). Default nil: this bus handles every event of the
+	// subscriber.
+	Group *GroupOptions
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -224,12 +236,22 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	if err := bjs.ValidateToken("subscriber name", name); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
+	if isSlotName(name) {
+		return nil, fmt.Errorf("%w: subscriber name %q ends like a group slot's consumer (name_slotN): choose another", ErrInvalidConfig, name)
+	}
 	if (h.tx == nil) == (h.plain == nil) {
 		return nil, fmt.Errorf("%w: handler is empty: make it with TxHandler or HandlerFunc", ErrInvalidConfig)
 	}
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
+	}
+	if opts.Group != nil {
+		g := *opts.Group
+		opts.Group = &g
+		if err := b.validateGroup(name, h, opts); err != nil {
+			return nil, err
+		}
 	}
 	b.mu.Lock()
 	if b.closed.Load() {
@@ -243,8 +265,14 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	b.subs[name] = nil // reserve the name while provisioning
 	b.mu.Unlock()
 
-	s := newSubscription(b, name, h, opts)
-	err := s.start(ctx)
+	var s *Subscription
+	var err error
+	if opts.Group != nil {
+		s, err = b.subscribeGroup(ctx, name, h, opts)
+	} else {
+		s = newSubscription(b, name, h, opts)
+		err = s.startOrWait(ctx)
+	}
 	b.mu.Lock()
 	if err == nil && b.closed.Load() {
 		err = ErrClosed
@@ -252,7 +280,9 @@ func (b *Bus) Subscribe(ctx context.Context, name string, h Handler, opts Subscr
 	if err != nil {
 		delete(b.subs, name)
 		b.mu.Unlock()
-		s.stopAll(ctx)
+		if s != nil {
+			s.stopAll(ctx)
+		}
 		return nil, fmt.Errorf("boxcar: subscribe %s: %w", name, err)
 	}
 	b.subs[name] = s
@@ -267,17 +297,18 @@ func fetchBatch(o SubscribeOptions) int { return min(o.MaxInFlight, 256) }
 // means the message is malformed (not written by a Boxcar relay): it is
 // dead-lettered, and the Message still carries its stream seq and
 // deliveries.
-func messageOf(prefix string, msg jetstream.Msg) (Message, error) {
+func messageOf(l bjs.Layout, msg jetstream.Msg) (Message, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return Message{}, fmt.Errorf("metadata: %w", err)
 	}
 	m := Message{StreamSeq: meta.Sequence.Stream, Delivered: meta.NumDelivered, Data: msg.Data()}
-	in, err := bjs.Decode(prefix, msg.Subject(), msg.Headers(), msg.Data())
+	in, err := bjs.Decode(l, msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		return m, err
 	}
 	m.ID, m.Type, m.Key, m.Headers, m.Seq, m.SchemaVersion = in.ID, in.Type, in.Key, in.Headers, in.Seq, in.SchemaVersion
+	m.Origin, m.Partition = in.Origin, in.Partition
 	m.redriveFor, m.release, m.releaseLast, m.Redriven = in.RedriveFor, in.Release, in.ReleaseLast, in.RedriveFor != ""
 	m.Time = time.Unix(0, in.CreatedNS)
 	return m, nil

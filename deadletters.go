@@ -187,7 +187,7 @@ func (b *Bus) DeadLetter(ctx context.Context, seq uint64) (DeadLetter, error) {
 
 // deadLetterOf reads a message of the dead-letter stream dlq.
 func (b *Bus) deadLetterOf(raw *jetstream.RawStreamMsg, dlq jetstream.Stream) DeadLetter {
-	info, err := bjs.DecodeDeadLetter(b.cfg.SubjectPrefix, raw.Header, raw.Data)
+	info, err := bjs.DecodeDeadLetter(b.layout, raw.Header, raw.Data)
 	dl := DeadLetter{Seq: raw.Sequence, DeadAt: raw.Time, State: DeadLetterPending, dlqCreatedNS: dlq.CachedInfo().Created.UnixNano()}
 	if err != nil {
 		dl.Reason, dl.Error, dl.NotRedrivable = "unknown", err.Error(), "not a Boxcar dead letter"

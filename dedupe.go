@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -88,6 +89,15 @@ func (d *dispatcher) pruneDedupe() error {
 // dedupeCutoff says which dedupe rows may go at now: of events older than
 // DedupeRetention that the stream no longer holds.
 func (b *Bus) dedupeCutoff(ctx context.Context, now time.Time) (sqlite.DedupeCutoff, error) {
+	if b.cfg.topology() != topologySingle {
+		// The stream holds the events of several instances, whose outbox
+		// seqs are their own: this outbox cannot tell whether one is still
+		// in the stream. Go by age alone, with a margin of a whole
+		// retention: an event reaches the stream (the hub's, after an
+		// outage) at most that late and still counts.
+		cut := ulidAt(now.Add(-b.cfg.DedupeRetention - b.cfg.Retention))
+		return sqlite.DedupeCutoff{BeforeID: cut, BeforeSeq: math.MaxInt64, LegacyBeforeID: cut}, nil
+	}
 	first, found, err := bjs.FirstEvent(ctx, b.events)
 	if err != nil {
 		return sqlite.DedupeCutoff{}, fmt.Errorf("dedupe prune: %w", err)

@@ -247,7 +247,7 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 // the message is acked; a redelivery of a message still held is dropped, and
 // one of a message handled before is acked and dropped.
 func (d *dispatcher) enqueue(msg jetstream.Msg) {
-	m, bad := messageOf(d.b.cfg.SubjectPrefix, msg)
+	m, bad := messageOf(d.b.layout, msg)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, held := d.held[m.StreamSeq]; held {

@@ -64,6 +64,20 @@ var (
 	// refused, where it would have run, and committed, by itself. Nothing of
 	// the transaction is committed.
 	ErrTxEnded = sqlite.ErrTxEnded
+	// ErrInstanceTaken: Config.InstanceID is claimed, in the cluster or
+	// hub, by another database. Each instance needs an ID of its own; the
+	// error says how to free one whose database is gone.
+	ErrInstanceTaken = errors.New("boxcar: instance ID taken by another database")
+	// ErrOldLayout: the event stream holds events in the subject layout of
+	// an older Boxcar (prefix.type.key). Open upgrades an embedded store by
+	// itself; a stream on Config.NATSURL or Config.Cluster is refused with
+	// this error, which names the way to upgrade it (UpgradeLayout).
+	ErrOldLayout = bjs.ErrOldLayout
+	// ErrGroup: a group subscriber (SubscribeOptions.Group) cannot join its
+	// group: its Members or the stream's partitions differ from the
+	// group's, or every slot of a TxHandler group is claimed by other
+	// databases. The error says which, and how to fix it.
+	ErrGroup = errors.New("boxcar: cannot join the subscriber group")
 )
 
 // eventError is a validation error of one field of an event.

@@ -71,7 +71,7 @@ type relayedMsg struct {
 	seq     uint64
 }
 
-func newRelayedMsg(prefix string, seq uint64) *relayedMsg {
+func newRelayedMsg(l bjs.Layout, seq uint64) *relayedMsg {
 	key := "k" + strconv.FormatUint(seq, 10)
 	h := nats.Header{}
 	h.Set(jetstream.MsgIDHeader, "id-"+key)
@@ -79,7 +79,7 @@ func newRelayedMsg(prefix string, seq uint64) *relayedMsg {
 	h.Set(bjs.HeaderKey, key)
 	h.Set(bjs.HeaderSeq, strconv.FormatUint(seq, 10))
 	h.Set(bjs.HeaderTime, strconv.FormatInt(time.Now().UnixNano(), 10))
-	return &relayedMsg{subject: bjs.Subject(prefix, "t.x", key), hdr: h, seq: seq}
+	return &relayedMsg{subject: l.Subject("main", "t.x", key), hdr: h, seq: seq}
 }
 
 func (m *relayedMsg) Metadata() (*jetstream.MsgMetadata, error) {
@@ -108,7 +108,7 @@ func TestFetchLoopSurvivesMissedPull(t *testing.T) {
 	}), SubscribeOptions{}.withDefaults())
 	it := &missedPullIterator{missAt: n / 2, stopped: make(chan struct{})}
 	for i := 1; i <= n; i++ {
-		it.msgs = append(it.msgs, newRelayedMsg(tb.bus.cfg.SubjectPrefix, uint64(i)))
+		it.msgs = append(it.msgs, newRelayedMsg(tb.bus.layout, uint64(i)))
 	}
 	s.d = newDispatcher(s, nil, dispatcherSeed{})
 	s.d.run(it)

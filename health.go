@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
@@ -170,7 +172,11 @@ func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 		if sub := b.subscription(r.Name); sub != nil {
 			ss.expired = sub.stats.expired.Load()
 		}
-		c, err := b.events.Consumer(ctx, r.Name)
+		var c jetstream.Consumer
+		events, err := b.subEvents()
+		if err == nil {
+			c, err = events.Consumer(ctx, r.Name)
+		}
 		if err != nil {
 			ss.err = err.Error()
 		} else {

@@ -20,4 +20,9 @@ const (
 	logBy           = "by"
 	logWhy          = "why"
 	logRelease      = "release"
+	logHub          = "hub"
+	logInstance     = "instance"
+	logSlot         = "slot"
+	logGroup        = "group"
+	logEvents       = "events"
 )

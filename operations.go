@@ -116,7 +116,11 @@ func (b *Bus) Subscribers(ctx context.Context) ([]SubscriberInfo, error) {
 }
 
 func (b *Bus) consumerInfo(ctx context.Context, name string) (*jetstream.ConsumerInfo, error) {
-	c, err := b.events.Consumer(ctx, name)
+	st, err := b.subEvents()
+	if err != nil {
+		return nil, err
+	}
+	c, err := st.Consumer(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +132,10 @@ func (b *Bus) consumerInfo(ctx context.Context, name string) (*jetstream.Consume
 func (b *Bus) subscription(name string) *Subscription {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.subs[name]
+	if s := b.subs[name]; s != nil && s.group == nil {
+		return s
+	}
+	return b.slots[name] // a group slot run here, by its consumer's name
 }
 
 // knownSubscriber returns the database's row of name, or ErrNotFound.
@@ -163,7 +170,11 @@ func (b *Bus) PauseSubscriber(ctx context.Context, name string, until time.Time,
 	if until.IsZero() {
 		until = time.Now().AddDate(100, 0, 0)
 	}
-	if _, err := b.events.PauseConsumer(ctx, name, until); err != nil {
+	st, err := b.subEvents()
+	if err != nil {
+		return err
+	}
+	if _, err := st.PauseConsumer(ctx, name, until); err != nil {
 		return fmt.Errorf("boxcar: pause %s: %w", name, err)
 	}
 	b.log.Info("boxcar: subscriber paused", logSub, name, "until", until, logBy, by, logWhy, why)
@@ -181,7 +192,11 @@ func (b *Bus) ResumeSubscriber(ctx context.Context, name, by, why string) error 
 	if _, err := b.knownSubscriber(ctx, name); err != nil {
 		return err
 	}
-	if _, err := b.events.ResumeConsumer(ctx, name); err != nil {
+	st, err := b.subEvents()
+	if err != nil {
+		return err
+	}
+	if _, err := st.ResumeConsumer(ctx, name); err != nil {
 		return fmt.Errorf("boxcar: resume %s: %w", name, err)
 	}
 	b.log.Info("boxcar: subscriber resumed", logSub, name, logBy, by, logWhy, why)
@@ -205,7 +220,11 @@ func (b *Bus) RetireSubscriber(ctx context.Context, name, by, why string) error 
 	if b.subscription(name) != nil {
 		return fmt.Errorf("%w: subscriber %q is running in this process: Close its Subscription first", ErrInvalidConfig, name)
 	}
-	if err := b.events.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	events, err := b.subEvents()
+	if err != nil {
+		return err
+	}
+	if err := events.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("boxcar: retire %s: %w", name, err)
 	}
 	for {
@@ -306,7 +325,14 @@ func (b *Bus) replayRange(ctx context.Context, from ReplayFrom) (uint64, uint64,
 	if set != 1 {
 		return 0, 0, fmt.Errorf("%w: ReplayFrom: set exactly one of StreamSeq, OutboxSeq and Time", ErrInvalidConfig)
 	}
-	si, err := b.events.Info(ctx)
+	events, err := b.subEvents()
+	if err != nil {
+		return 0, 0, fmt.Errorf("boxcar: replay: %w", err)
+	}
+	if from.OutboxSeq > 0 && b.cfg.topology() != topologySingle {
+		return 0, 0, fmt.Errorf("%w: ReplayFrom.OutboxSeq with several instances: the stream holds the events of every instance, whose outbox seqs are their own; replay from a StreamSeq or a Time", ErrInvalidConfig)
+	}
+	si, err := events.Info(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("boxcar: replay: %w", err)
 	}
@@ -319,12 +345,12 @@ func (b *Bus) replayRange(ctx context.Context, from ReplayFrom) (uint64, uint64,
 	case from.StreamSeq > 0:
 		seq = from.StreamSeq
 	case from.OutboxSeq > 0:
-		seq, err = bjs.SeqAtOrAfter(ctx, b.events, first, last, func(m *jetstream.RawStreamMsg) bool {
+		seq, err = bjs.SeqAtOrAfter(ctx, events, first, last, func(m *jetstream.RawStreamMsg) bool {
 			s, _, ok := bjs.OutboxSeqOf(m.Header)
 			return !ok || s < from.OutboxSeq
 		})
 	default:
-		seq, err = bjs.SeqAtOrAfter(ctx, b.events, first, last, func(m *jetstream.RawStreamMsg) bool { return m.Time.Before(from.Time) })
+		seq, err = bjs.SeqAtOrAfter(ctx, events, first, last, func(m *jetstream.RawStreamMsg) bool { return m.Time.Before(from.Time) })
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("boxcar: replay: %w", err)
@@ -338,7 +364,11 @@ func (b *Bus) replayRange(ctx context.Context, from ReplayFrom) (uint64, uint64,
 // rewind resets a subscriber's consumer for a replay and records it, for a
 // subscriber not running here: its next Subscribe goes on from there.
 func (b *Bus) rewind(ctx context.Context, row sqlite.SubscriberRow, st ReplayStatus) error {
-	if _, err := b.events.ResetConsumerToSequence(ctx, row.Name, st.From); err != nil {
+	events, err := b.subEvents()
+	if err != nil {
+		return err
+	}
+	if _, err := events.ResetConsumerToSequence(ctx, row.Name, st.From); err != nil {
 		return fmt.Errorf("boxcar: replay: reset the consumer to stream seq %d: %w", st.From, err)
 	}
 	row.Acked, row.Catchup = nil, nil // replayed events run again: forget what was acked

@@ -34,7 +34,7 @@ import (
 // published again). That lets the cursor be saved lazily.
 type relay struct {
 	b   *Bus
-	pub *bjs.Publisher
+	pub bjs.Writer
 
 	group  *lifecycle.Group // the relay's goroutine
 	wakeCh chan struct{}
@@ -64,14 +64,14 @@ type checkpoint struct {
 func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 	r := &relay{
 		b:      b,
-		pub:    bjs.NewPublisher(b.js, b.events, b.cfg.SubjectPrefix),
 		group:  lifecycle.New(),
 		wakeCh: make(chan struct{}, 1),
 	}
-	r.pub.Owns = r.owns
+	wc := bjs.WriterConfig{Layout: b.layout, Origin: b.cfg.InstanceID, Shared: b.cfg.topology() == topologyShared, Owns: r.owns}
 	if b.cfg.Probe != nil {
-		r.pub.MidBatch = func() { b.probe(ProbeRelayMidBatch) }
+		wc.MidBatch = func() { b.probe(ProbeRelayMidBatch) }
 	}
+	r.pub = bjs.NewWriter(b.js, b.events, wc)
 	saved, err := sqlite.Cursor(ctx, b.db, b.cfg.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)

@@ -3,7 +3,10 @@ package boxcar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -49,8 +52,21 @@ type Stats struct {
 	// timeout with ErrBusy.
 	WriterHeldFor time.Duration `json:"writer_held_for_ns"`
 	WriterWaiting int           `json:"writer_waiting"`
-	// Subscribers, by name.
+	// Subscribers, by name. A group's slots run here are listed one by
+	// one, by their consumers' names (name_slotN).
 	Subscribers []SubscriberStats `json:"subscribers"`
+
+	// Topology is "single", "leaf" or "shared" (see Config.Leaf,
+	// Config.NATSURL, Config.Cluster); InstanceID this instance's.
+	Topology   string `json:"topology"`
+	InstanceID string `json:"instance_id"`
+	// Hub is the leaf's link to its hub (nil unless Config.Leaf): whether
+	// it is connected, how far the hub's aggregate is behind this binary's
+	// stream (SourceLag), and what went wrong.
+	Hub *HubStatus `json:"hub,omitempty"`
+	// Groups are this instance's groups (SubscribeOptions.Group): the slots
+	// it runs, the live members.
+	Groups []GroupStatus `json:"groups,omitempty"`
 }
 
 // SubscriberStats are one subscriber's numbers.
@@ -98,6 +114,13 @@ type SubscriberStats struct {
 	// Err is why the consumer's numbers (Pending, Unacked) could not be
 	// read, if they could not; the rest is this process's own.
 	Err string `json:"err,omitempty"`
+	// Group and Slot: the group and slot a group slot's numbers are of
+	// (Name is then the slot's consumer).
+	Group string `json:"group,omitempty"`
+	Slot  int    `json:"slot,omitempty"`
+	// Waiting is why a leaf's subscriber has not started yet: the hub has
+	// not answered since Subscribe.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Stats reads the bus's numbers. The outbox part costs two index lookups.
@@ -140,8 +163,22 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 	b.mu.Unlock()
 	sort.Slice(subs, func(i, j int) bool { return subs[i].name < subs[j].name })
 	for _, s := range subs {
+		if s.group != nil {
+			st.Groups = append(st.Groups, s.group.status())
+			slots := s.group.slotSubs()
+			for _, i := range slices.Sorted(maps.Keys(slots)) {
+				ss, _ := slots[i].Stats(ctx)
+				st.Subscribers = append(st.Subscribers, ss)
+			}
+			continue
+		}
 		ss, _ := s.Stats(ctx) // a subscriber's error is in its Err
 		st.Subscribers = append(st.Subscribers, ss)
+	}
+	st.Topology, st.InstanceID = string(b.cfg.topology()), b.cfg.InstanceID
+	if b.hub != nil {
+		hs := b.hub.status()
+		st.Hub = &hs
 	}
 	return st, nil
 }
@@ -150,9 +187,12 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 // the server cannot say, the error is returned and also set in Err, and the
 // rest of the numbers are there.
 func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
+	if s.group != nil {
+		return s.groupStats(ctx)
+	}
 	d, cons := s.current()
 	ss := SubscriberStats{
-		Name:            s.name,
+		Name:            s.consumer,
 		Handled:         s.stats.handled.Load(),
 		Skipped:         s.stats.skipped.Load(),
 		Failures:        s.stats.failures.Load(),
@@ -163,6 +203,13 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 		Expired:         s.stats.expired.Load(),
 		HandlerDuration: s.stats.handlerTime.snapshot(),
 		EndToEnd:        s.stats.endToEnd.snapshot(),
+	}
+	if s.slot != nil {
+		ss.Group, ss.Slot = s.name, s.slot.idx
+	}
+	if d == nil {
+		ss.Waiting = s.waitingFor()
+		return ss, nil
 	}
 	d.mu.Lock()
 	ss.InFlight = len(d.held)
@@ -213,4 +260,34 @@ func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID str
 		out = append(out, d)
 	}
 	return out, total, nil
+}
+
+// groupStats sums the numbers of the group's slots run here (Name is the
+// group's; Pending and Unacked are of those slots' consumers).
+func (s *Subscription) groupStats(ctx context.Context) (SubscriberStats, error) {
+	sum := SubscriberStats{Name: s.name, Group: s.name}
+	var errs []error
+	for _, sub := range s.group.slotSubs() {
+		ss, err := sub.Stats(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		sum.Pending += ss.Pending
+		sum.Unacked += ss.Unacked
+		sum.InFlight += ss.InFlight
+		sum.StuckKeys += ss.StuckKeys
+		sum.Handled += ss.Handled
+		sum.Skipped += ss.Skipped
+		sum.Failures += ss.Failures
+		sum.DeadLettered += ss.DeadLettered
+		sum.Redelivered += ss.Redelivered
+		sum.Ignored += ss.Ignored
+		sum.Recreated += ss.Recreated
+		sum.Expired += ss.Expired
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		sum.Err = err.Error()
+	}
+	return sum, err
 }

@@ -30,13 +30,18 @@ import (
 // last closed cleanly (so that a restart skips them instead of handling them
 // again), catch-up rules after types were added, and the expired count.
 type Subscription struct {
-	b     *Bus
-	name  string
-	opts  SubscribeOptions
-	h     Handler
-	stats subscriberStats
-	group *lifecycle.Group // the supervisor
-	lost  chan error       // a dispatcher reports that its consumer vanished
+	b    *Bus
+	name string
+	// consumer names the JetStream consumer and the boxcar_subscribers row:
+	// the subscriber's name, or a group slot's (see group.go).
+	consumer string
+	slot     *groupSlot // set on a group slot's subscription
+	group    *group     // set on a group's public Subscription, which has no consumer of its own
+	opts     SubscribeOptions
+	h        Handler
+	stats    subscriberStats
+	sup      *lifecycle.Group // the supervisor
+	lost     chan error       // a dispatcher reports that its consumer vanished
 
 	opMu          sync.Mutex // recover and replay replace the dispatcher one at a time
 	mu            sync.Mutex
@@ -47,10 +52,47 @@ type Subscription struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// waiting is why a leaf's subscriber has not started yet ("" once it
+	// has): the hub is unreachable.
+	waiting string
+}
+
+func (s *Subscription) setWaiting(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting = ""
+	if err != nil {
+		s.waiting = err.Error()
+	}
+}
+
+func (s *Subscription) waitingFor() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting
 }
 
 func newSubscription(b *Bus, name string, h Handler, opts SubscribeOptions) *Subscription {
-	return &Subscription{b: b, name: name, h: h, opts: opts, group: lifecycle.New(), lost: make(chan error, 1)}
+	return &Subscription{b: b, name: name, consumer: name, h: h, opts: opts, sup: lifecycle.New(), lost: make(chan error, 1)}
+}
+
+// stream is the stream the subscriber consumes: the bus's, or the hub's
+// aggregate (nil until the hub was first reached).
+func (s *Subscription) stream() jetstream.Stream { return s.b.subStream() }
+
+// ensureStream makes sure the stream the subscriber reads exists and
+// returns its info: the bus's own, created again if an operator deleted it,
+// or the hub's aggregate, which the hub link creates again.
+func (s *Subscription) ensureStream(ctx context.Context) (*jetstream.StreamInfo, error) {
+	if s.b.hub == nil {
+		return s.b.ensureStreams(ctx)
+	}
+	st := s.stream()
+	if st == nil {
+		return nil, errHubNotLinked
+	}
+	return st.Info(ctx)
 }
 
 // Name returns the subscriber's name.
@@ -64,20 +106,23 @@ func (s *Subscription) kind() string {
 }
 
 func (s *Subscription) filters() []string {
-	return typeFilters(s.b.cfg.SubjectPrefix, s.opts.Types)
+	if s.slot != nil {
+		return s.slot.filters()
+	}
+	return typeFilters(s.b.layout, s.opts.Types)
 }
 
-func typeFilters(prefix string, types []string) []string {
+func typeFilters(l bjs.Layout, types []string) []string {
 	filters := make([]string, 0, len(types))
 	for _, t := range types {
-		filters = append(filters, bjs.TypeFilter(prefix, t))
+		filters = append(filters, l.TypeFilter(t))
 	}
 	return filters
 }
 
 func (s *Subscription) consumerConfig(startSeq uint64) bjs.ConsumerConfig {
 	return bjs.ConsumerConfig{
-		Name:          s.name,
+		Name:          s.consumer,
 		Filters:       s.filters(),
 		AckWait:       s.opts.AckWait,
 		MaxAckPending: s.opts.MaxInFlight + fetchBatch(s.opts) + 64,
@@ -98,11 +143,11 @@ func (s *Subscription) current() (*dispatcher, jetstream.Consumer) {
 // recover, and starts it and the supervisor.
 func (s *Subscription) start(ctx context.Context) error {
 	b := s.b
-	row, found, err := sqlite.LoadSubscriber(ctx, b.db, s.name)
+	row, found, err := sqlite.LoadSubscriber(ctx, b.db, s.consumer)
 	if err != nil {
 		return err
 	}
-	si, err := b.events.Info(ctx)
+	si, err := s.stream().Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}
@@ -117,7 +162,7 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(start))
+	cons, err := bjs.EnsureConsumer(ctx, s.stream(), s.consumerConfig(start))
 	if err != nil {
 		return err
 	}
@@ -143,7 +188,7 @@ func (s *Subscription) start(ctx context.Context) error {
 	case resetTo > 0:
 		// Deliver the added types' history: back to their first event, with
 		// the old types' events up to the old ack floor skipped.
-		if _, err := b.events.ResetConsumerToSequence(ctx, s.name, resetTo); err != nil {
+		if _, err := s.stream().ResetConsumerToSequence(ctx, s.consumer, resetTo); err != nil {
 			return fmt.Errorf("reset consumer to the added types' first event (stream seq %d): %w", resetTo, err)
 		}
 		seed.deliveredBefore, seed.floor = info.Delivered.Stream, resetTo-1
@@ -154,7 +199,7 @@ func (s *Subscription) start(ctx context.Context) error {
 		// What it redelivers that was handled is skipped: by the acked
 		// ranges a clean Close saved, else (after a crash) by the dedupe
 		// table (a HandlerFunc is at-least-once there).
-		if _, err := b.events.ResetConsumer(ctx, s.name); err != nil {
+		if _, err := s.stream().ResetConsumer(ctx, s.consumer); err != nil {
 			return fmt.Errorf("reset consumer to its ack floor: %w", err)
 		}
 		// The reset starts delivery counts over: what the consumer had
@@ -163,9 +208,9 @@ func (s *Subscription) start(ctx context.Context) error {
 	}
 	now := time.Now().UnixNano()
 	if !found {
-		row = sqlite.SubscriberRow{Name: s.name, CreatedNS: now}
+		row = sqlite.SubscriberRow{Name: s.consumer, CreatedNS: now}
 	}
-	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.cfg.Stream, sortedTypes(s.opts.Types), s.kind(), now, 0
+	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.subStreamName(), sortedTypes(s.opts.Types), s.kind(), now, 0
 	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
 	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
 		return err
@@ -179,7 +224,7 @@ func (s *Subscription) start(ctx context.Context) error {
 		return err
 	}
 	s.checkExpired(ctx)
-	s.group.Go(s.supervise)
+	s.sup.Go(s.supervise)
 	return nil
 }
 
@@ -193,12 +238,12 @@ func (s *Subscription) resumeAfterLostConsumer(ctx context.Context, row sqlite.S
 	if !found || row.ExpiredThrough == 0 {
 		return 0, nil
 	}
-	_, err := s.b.events.Consumer(ctx, s.name)
+	_, err := s.stream().Consumer(ctx, s.consumer)
 	if err == nil {
 		return 0, nil
 	}
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, fmt.Errorf("read consumer %s: %w", s.name, err)
+		return 0, fmt.Errorf("read consumer %s: %w", s.consumer, err)
 	}
 	start := row.ExpiredThrough + 1
 	s.b.log.Error("boxcar: subscriber's consumer is gone (deleted while the subscriber was not running): created it again after the events it is known to have handled",
@@ -247,11 +292,14 @@ func (s *Subscription) typesAdded(ctx context.Context, row sqlite.SubscriberRow,
 			return 0, nil, nil
 		}
 	}
-	filters := typeFilters(s.b.cfg.SubjectPrefix, added)
+	filters := typeFilters(s.b.layout, added)
 	if len(added) == 0 {
-		filters = []string{s.b.cfg.SubjectPrefix + ".>"}
+		filters = []string{s.b.layout.All()}
 	}
-	first, ok, err := bjs.FirstMatching(ctx, s.b.events, filters, 1)
+	if s.slot != nil {
+		filters = s.slot.filtersOf(added)
+	}
+	first, ok, err := bjs.FirstMatching(ctx, s.stream(), filters, 1)
 	if err != nil || !ok || first > info.Delivered.Stream {
 		return 0, nil, err // no history below the consumer's position
 	}
@@ -278,11 +326,13 @@ func (s *Subscription) Close(ctx context.Context) error {
 // close finishes a Close whose stop returned stopErr: it saves what a
 // restart needs and leaves the bus.
 func (s *Subscription) close(ctx context.Context, stopErr error) error {
-	if stopErr == nil {
+	if stopErr == nil && s.group == nil {
 		s.saveAtClose(ctx)
 	}
 	s.b.mu.Lock()
-	delete(s.b.subs, s.name)
+	if s.slot == nil {
+		delete(s.b.subs, s.name)
+	}
 	s.b.mu.Unlock()
 	return stopErr
 }
@@ -305,9 +355,13 @@ func closeAll(ctx context.Context, subs []*Subscription) []error {
 	return errs
 }
 
-// stopAll stops the supervisor and the dispatcher.
+// stopAll stops the supervisor and the dispatcher (a group's: its slots
+// held here).
 func (s *Subscription) stopAll(ctx context.Context) error {
-	errSup := s.group.Stop(ctx)
+	if s.group != nil {
+		return s.group.close(ctx)
+	}
+	errSup := s.sup.Stop(ctx)
 	d, _ := s.current()
 	var err error
 	if d != nil {
@@ -324,6 +378,9 @@ func (s *Subscription) stopAll(ctx context.Context) error {
 // them again, which is at-least-once as after a crash.
 func (s *Subscription) saveAtClose(ctx context.Context) {
 	d, cons := s.current()
+	if d == nil {
+		return // never started (waiting for the hub)
+	}
 	info, err := cons.Info(ctx)
 	if err != nil {
 		s.b.log.Warn("boxcar: subscriber could not read its consumer at close: a restart handles again what it acked above its ack floor",
@@ -389,7 +446,7 @@ func (s *Subscription) recover(ctx context.Context, cause error) {
 
 func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause error) error {
 	b := s.b
-	si, err := b.ensureStreams(ctx)
+	si, err := s.ensureStream(ctx)
 	if err != nil {
 		return err
 	}
@@ -406,7 +463,7 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 		seed.acked = old.ackedRanges()
 	}
 	seed.floor = max(start, 1) - 1
-	cons, err := bjs.EnsureConsumer(ctx, b.events, s.consumerConfig(start))
+	cons, err := bjs.EnsureConsumer(ctx, s.stream(), s.consumerConfig(start))
 	if err != nil {
 		return err
 	}
@@ -415,7 +472,7 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 		return err
 	}
 	s.mu.Lock()
-	if s.group.Stopping() {
+	if s.sup.Stopping() {
 		// Close began meanwhile, and stops the dispatcher it finds under
 		// s.mu after that: not this one.
 		s.mu.Unlock()
@@ -443,7 +500,10 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 func (s *Subscription) checkExpired(ctx context.Context) {
 	b := s.b
 	d, cons := s.current()
-	si, err := b.events.Info(ctx)
+	if d == nil {
+		return // not started yet (waiting for the hub)
+	}
+	si, err := s.stream().Info(ctx)
 	if err != nil {
 		return
 	}
@@ -518,7 +578,7 @@ func (s *Subscription) replay(ctx context.Context, st ReplayStatus) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if _, err := s.b.events.ResetConsumerToSequence(ctx, s.name, st.From); err != nil {
+	if _, err := s.stream().ResetConsumerToSequence(ctx, s.consumer, st.From); err != nil {
 		// Go on where it was, with what it knew.
 		if rerr := s.restartAsBefore(ctx, old, cons); rerr != nil {
 			return errors.Join(err, rerr)

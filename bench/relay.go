@@ -29,6 +29,9 @@ const (
 	relayInFlight = 2000 // the bus's async publish window (2 × RelayBatch)
 )
 
+// benchLayout is the subject layout of a bus with the default Config.
+var benchLayout = bjs.Layout{Prefix: defaultPrefix, Partitions: boxcar.DefaultPartitions}
+
 // benchRelay fills an outbox with o.backlog rows while no bus is open, then
 // measures (1) a raw JetStream async publish of the same messages, with the
 // same subjects, headers and payloads, into a fresh embedded server, and (2)
@@ -155,7 +158,7 @@ func rawPublish(ctx context.Context, dir, streamName string, msgs []bjs.Outgoing
 		return 0, err
 	}
 	stream, _, err := bjs.EnsureStreams(ctx, js, bjs.StreamConfig{
-		Name: streamName, Prefix: defaultPrefix, MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute, Replicas: 1,
+		Name: streamName, Layout: benchLayout, MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute, Replicas: 1,
 	})
 	if err != nil {
 		return 0, err
@@ -164,7 +167,7 @@ func rawPublish(ctx context.Context, dir, streamName string, msgs []bjs.Outgoing
 	prev := ""
 	for i := range msgs {
 		o := &msgs[i]
-		m := nats.NewMsg(bjs.Subject(defaultPrefix, o.Type, o.Key))
+		m := nats.NewMsg(benchLayout.Subject("main", o.Type, o.Key))
 		m.Header.Set(bjs.HeaderSeq, strconv.FormatInt(o.Seq, 10))
 		m.Header.Set(bjs.HeaderType, o.Type)
 		m.Header.Set(bjs.HeaderKey, o.Key)

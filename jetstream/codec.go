@@ -19,11 +19,16 @@ import (
 // it back, and the dead-letter envelope. Everything Boxcar writes into or
 // reads from a message is here, with one set of header names.
 //
-// An event message: subject prefix.type.encodedKey (see Subject), the
-// payload as data, and these headers:
+// An event message: subject prefix.origin.partition.type.encodedKey (see
+// Layout, in subject.go: the one place the layout is decided), the payload
+// as data, and these headers:
 //
 //	Nats-Msg-Id                the event ID (JetStream's duplicate window)
-//	Nats-Expected-Last-Msg-Id  the previous event's ID (the relay's chain)
+//	Nats-Expected-Last-Msg-Id  the previous event's ID (the relay's chain,
+//	                           when the relay is the stream's only writer)
+//	Nats-Batch-*, Nats-Expected-Last-Subject-Sequence(-Subject)
+//	                           the chain of an instance sharing the stream
+//	                           (see BatchPublisher)
 //	Boxcar-Seq                 outbox seq, decimal
 //	Boxcar-Type                event type
 //	Boxcar-Key                 raw key, as NATS carries header values (see HeaderForm)
@@ -80,7 +85,13 @@ func headerLine(name string) int { return len(name) + len(": \r\n") }
 var boxcarHeaderBlock = len("NATS/1.0\r\n\r\n") +
 	headerLine(HeaderSeq) + maxNumLen + headerLine(HeaderType) + headerLine(HeaderKey) +
 	headerLine(HeaderTime) + maxNumLen +
-	headerLine(jetstream.MsgIDHeader) + maxIDLen + headerLine(jetstream.ExpectedLastMsgIDHeader) + maxIDLen
+	headerLine(jetstream.MsgIDHeader) + maxIDLen + max(headerLine(jetstream.ExpectedLastMsgIDHeader)+maxIDLen, batchChainHeaders)
+
+// batchChainHeaders is the most BatchPublisher adds to a message: the
+// batch's ID, sequence and commit, and the subtree chain's expectation.
+var batchChainHeaders = headerLine(headerBatchID) + maxBatchIDLen + headerLine(headerBatchSeq) + maxNumLen +
+	headerLine(headerBatchCommit) + 1 + headerLine(jetstream.ExpectedLastSubjSeqHeader) + maxNumLen +
+	headerLine(jetstream.ExpectedLastSubjSeqSubjHeader) + 64 + len(".") + 64 + len(".>")
 
 // HeaderReserve is the most Encode adds to an event's own headers and data,
 // whatever its type and key (MaxTypeLen, MaxKeyLen): what a server's max
@@ -145,10 +156,10 @@ type Outgoing struct {
 	CreatedNS int64
 }
 
-// Encode builds the stream message of o. prevID is the ID of the event
-// published just before it ("" for none): the server refuses the message
-// unless that is the stream's last message ID.
-func Encode(prefix string, o *Outgoing, prevID string) *nats.Msg {
+// Encode builds the stream message of o, published by origin. prevID is the
+// ID of the event published just before it ("" for none): the server
+// refuses the message unless that is the stream's last message ID.
+func Encode(l Layout, origin string, o *Outgoing, prevID string) *nats.Msg {
 	// The header map is sized once, and Boxcar's own names, already in
 	// canonical form, are stored directly; Set canonicalizes each name.
 	h := make(nats.Header, len(o.Headers)+6)
@@ -163,7 +174,7 @@ func Encode(prefix string, o *Outgoing, prevID string) *nats.Msg {
 	if prevID != "" {
 		h[jetstream.ExpectedLastMsgIDHeader] = []string{prevID}
 	}
-	return &nats.Msg{Subject: Subject(prefix, o.Type, o.Key), Header: h, Data: o.Data}
+	return &nats.Msg{Subject: l.Subject(origin, o.Type, o.Key), Header: h, Data: o.Data}
 }
 
 // Incoming is an event decoded from a stream message.
@@ -171,6 +182,8 @@ type Incoming struct {
 	ID        string
 	Type      string
 	Key       string
+	Origin    string            // the instance that published it
+	Partition int               // the key's partition
 	Headers   map[string]string // the event's own headers, nil if none
 	Data      []byte
 	Seq       int64 // outbox seq
@@ -188,15 +201,17 @@ type Incoming struct {
 // Decode reads an event message. An error means the message is not a
 // well-formed Boxcar event (a foreign or hand-made message): the subject
 // must be one Encode builds, and the headers must agree with it.
-func Decode(prefix, subject string, h nats.Header, data []byte) (Incoming, error) {
+func Decode(l Layout, subject string, h nats.Header, data []byte) (Incoming, error) {
 	in := Incoming{Data: data}
 	if h == nil {
 		return in, errors.New("no headers: not published by a Boxcar relay")
 	}
-	typ, key, err := ParseSubject(prefix, subject)
+	ps, err := l.Parse(subject)
 	if err != nil {
 		return in, err
 	}
+	typ, key := ps.Type, ps.Key
+	in.Origin, in.Partition = ps.Origin, ps.Partition
 	in.ID = h.Get(jetstream.MsgIDHeader)
 	if in.ID == "" {
 		return in, fmt.Errorf("header %s is missing", jetstream.MsgIDHeader)
@@ -430,9 +445,10 @@ type DeadLetterInfo struct {
 	HeadersDropped bool
 }
 
-// DecodeDeadLetter reads a message of the dead-letter stream; prefix is
-// the event subjects' prefix.
-func DecodeDeadLetter(prefix string, h nats.Header, data []byte) (DeadLetterInfo, error) {
+// DecodeDeadLetter reads a message of the dead-letter stream; l is the
+// event stream's layout. A letter written before the current layout names
+// its event's subject in layout 1: the type header tells which.
+func DecodeDeadLetter(l Layout, h nats.Header, data []byte) (DeadLetterInfo, error) {
 	if h == nil {
 		return DeadLetterInfo{}, errors.New("no headers: not a Boxcar dead letter")
 	}
@@ -458,8 +474,11 @@ func DecodeDeadLetter(prefix string, h nats.Header, data []byte) (DeadLetterInfo
 		json.Unmarshal([]byte(hist), &d.History) // a broken history is only a history lost
 	}
 	if d.Reason != "malformed" {
-		// The subject in the event stream tells the type and the key exactly.
-		if typ, key, err := ParseSubject(prefix, d.Subject); err == nil {
+		// The subject in the event stream tells the type and the key
+		// exactly; the type header, which layout it is in.
+		if ps, err := l.Parse(d.Subject); err == nil && ps.Type == h.Get(HeaderType) {
+			d.Type, d.Key = ps.Type, ps.Key
+		} else if typ, key, err := ParseLegacySubject(l.Prefix, d.Subject); err == nil && typ == h.Get(HeaderType) {
 			d.Type, d.Key = typ, key
 		}
 	}

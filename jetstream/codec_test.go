@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,30 +15,33 @@ import (
 // one Encode would build for its type and key, it has an ID and a positive
 // outbox seq, and no reserved header leaks into its headers.
 func FuzzDecode(f *testing.F) {
+	l := Layout{Prefix: "boxcar", Partitions: 64}
+	k1 := "boxcar.main." + strconv.Itoa(Partition("k1", 64)) + ".order.placed.k1"
+	odd := "boxcar.main." + strconv.Itoa(Partition("k. *>é", 64)) + ".order.placed.~ay5iICo-w6k"
 	good := "NATS/1.0\r\nNats-Msg-Id: 01HZX\r\nBoxcar-Type: order.placed\r\nBoxcar-Key: k1\r\nBoxcar-Seq: 12\r\nBoxcar-Time: 1700000000000000000\r\nTenant: acme\r\n\r\n"
-	f.Add("boxcar.order.placed.k1", good, []byte("payload"))
-	f.Add("boxcar.order.placed.~ay5iICo-w6k", strings.Replace(good, "Boxcar-Key: k1", "Boxcar-Key: k. *>é", 1), []byte{})
-	f.Add("boxcar.order.placed.k1", "", []byte("no headers"))
+	f.Add(k1, good, []byte("payload"))
+	f.Add(odd, strings.Replace(good, "Boxcar-Key: k1", "Boxcar-Key: k. *>é", 1), []byte{})
+	f.Add(k1, "", []byte("no headers"))
 	f.Add("boxcar.order", good, []byte(nil))
 	f.Add("boxcar..k1", good, []byte("empty type token"))
 	f.Add("other.order.placed.k1", good, []byte("foreign prefix"))
 	f.Add("boxcar.order.placed.~~~", good, []byte("bad key token"))
-	f.Add("boxcar.order.placed.k1", strings.Replace(good, "Boxcar-Seq: 12", "Boxcar-Seq: -1", 1), []byte("x"))
-	f.Add("boxcar.order.placed.k1", strings.Replace(good, "Boxcar-Seq: 12", "Boxcar-Seq: 99999999999999999999", 1), []byte("x"))
-	f.Add("boxcar.order.placed.k1", strings.Replace(good, "Boxcar-Time: 1700000000000000000", "Boxcar-Time: soon", 1), []byte("x"))
-	f.Add("boxcar.order.placed.k1", strings.Replace(good, "Boxcar-Type: order.placed", "Boxcar-Type: order.paid", 1), []byte("x"))
-	f.Add("boxcar.order.placed.k1", "NATS/1.0 503\r\n\r\n", []byte("status line"))
-	f.Add("boxcar.order.placed.k1", "NATS/1.0\r\nNats-Msg-Id:\r\nbroken line without colon\r\n\r\n", []byte("x"))
+	f.Add(k1, strings.Replace(good, "Boxcar-Seq: 12", "Boxcar-Seq: -1", 1), []byte("x"))
+	f.Add(k1, strings.Replace(good, "Boxcar-Seq: 12", "Boxcar-Seq: 99999999999999999999", 1), []byte("x"))
+	f.Add(k1, strings.Replace(good, "Boxcar-Time: 1700000000000000000", "Boxcar-Time: soon", 1), []byte("x"))
+	f.Add(k1, strings.Replace(good, "Boxcar-Type: order.placed", "Boxcar-Type: order.paid", 1), []byte("x"))
+	f.Add(k1, "NATS/1.0 503\r\n\r\n", []byte("status line"))
+	f.Add(k1, "NATS/1.0\r\nNats-Msg-Id:\r\nbroken line without colon\r\n\r\n", []byte("x"))
 	f.Fuzz(func(t *testing.T, subject, rawHeader string, data []byte) {
 		var h nats.Header
 		if rawHeader != "" {
 			h, _ = nats.DecodeHeadersMsg([]byte(rawHeader))
 		}
-		in, err := Decode("boxcar", subject, h, data)
+		in, err := Decode(l, subject, h, data)
 		if err != nil {
 			return
 		}
-		if got := Subject("boxcar", in.Type, in.Key); got != subject {
+		if got := l.Subject(in.Origin, in.Type, in.Key); got != subject {
 			t.Fatalf("accepted subject %q as type %q key %q, whose subject is %q", subject, in.Type, in.Key, got)
 		}
 		if in.ID == "" || in.Seq <= 0 {
@@ -58,15 +62,16 @@ func FuzzDecode(f *testing.F) {
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	t.Parallel()
 	o := &Outgoing{Seq: 42, ID: "01HZX", Type: "user.signed_up", Key: "user 42.eu *>", Headers: map[string]string{"Tenant": "acme"}, Data: []byte("{}"), CreatedNS: 1700}
-	m := Encode("boxcar", o, "01HZW")
+	l := Layout{Prefix: "boxcar", Partitions: 64}
+	m := Encode(l, "billing", o, "01HZW")
 	if got := m.Header.Get("Nats-Expected-Last-Msg-Id"); got != "01HZW" {
 		t.Fatalf("chain header %q, want the previous ID", got)
 	}
-	in, err := Decode("boxcar", m.Subject, m.Header, m.Data)
+	in, err := Decode(l, m.Subject, m.Header, m.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.ID != o.ID || in.Type != o.Type || in.Key != o.Key || in.Seq != o.Seq || in.CreatedNS != o.CreatedNS ||
+	if in.Origin != "billing" || in.Partition != Partition(o.Key, 64) || in.ID != o.ID || in.Type != o.Type || in.Key != o.Key || in.Seq != o.Seq || in.CreatedNS != o.CreatedNS ||
 		len(in.Headers) != 1 || in.Headers["Tenant"] != "acme" || string(in.Data) != "{}" {
 		t.Fatalf("decoded %+v from %+v", in, o)
 	}

@@ -31,13 +31,23 @@ func FuzzKeySubjectRoundTrip(f *testing.F) {
 		if ValidateType(typ) != nil {
 			return
 		}
-		subject := Subject("boxcar", typ, key)
-		gotType, gotKey, err := ParseSubject("boxcar", subject)
-		if err != nil || gotType != typ || gotKey != key {
-			t.Fatalf("type %q key %q -> subject %q -> type %q key %q, %v", typ, key, subject, gotType, gotKey, err)
+		l := Layout{Prefix: "boxcar", Partitions: 64}
+		subject := l.Subject("main", typ, key)
+		got, err := l.Parse(subject)
+		if err != nil || got.Type != typ || got.Key != key || got.Origin != "main" || got.Partition != Partition(key, 64) {
+			t.Fatalf("type %q key %q -> subject %q -> %+v, %v", typ, key, subject, got, err)
 		}
-		if !strings.HasPrefix(subject, TypeFilter("boxcar", typ)[:len(TypeFilter("boxcar", typ))-1]) {
-			t.Fatalf("subject %q is not matched by its type's filter %q", subject, TypeFilter("boxcar", typ))
+		for _, filter := range []string{l.TypeFilter(typ), l.PartitionFilter(got.Partition, typ), l.PartitionFilter(got.Partition, ""), l.OriginFilter("main")} {
+			if !subjectMatches(filter, subject) {
+				t.Fatalf("subject %q is not matched by the filter %q", subject, filter)
+			}
+		}
+		if subjectMatches(l.PartitionFilter((got.Partition+1)%64, ""), subject) {
+			t.Fatalf("subject %q is matched by another partition's filter", subject)
+		}
+		typ1, key1, err := ParseLegacySubject("boxcar", LegacySubject("boxcar", typ, key))
+		if err != nil || typ1 != typ || key1 != key {
+			t.Fatalf("legacy: type %q key %q -> %q %q, %v", typ, key, typ1, key1, err)
 		}
 	})
 }
@@ -60,20 +70,37 @@ func FuzzDecodeKey(f *testing.F) {
 	})
 }
 
+// subjectMatches reports whether filter (NATS wildcards * and >) matches
+// subject.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || tok != "*" && tok != s[i] {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
 // FuzzParseSubject: any subject parses without panic; one it accepts is
-// rebuilt exactly from its type and key.
+// rebuilt exactly from its origin, type and key.
 func FuzzParseSubject(f *testing.F) {
-	for _, s := range []string{"boxcar.order.placed.k1", "boxcar.order.placed.~dXNlci40Mg", "boxcar.order", "boxcar.", "boxcar..k",
+	for _, s := range []string{"boxcar.main.17.order.placed.k1", "boxcar.o.0.order.placed.~dXNlci40Mg", "boxcar.o.99.a.k", "boxcar.o.1.a",
+		"boxcar.order.placed.k1", "boxcar.order.placed.~dXNlci40Mg", "boxcar.order", "boxcar.", "boxcar..k",
 		"boxcar.order.placed.", "other.order.placed.k", "boxcar.a.b.c.d.~", "boxcar.*.>", "boxcarx.a.k"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, subject string) {
-		typ, key, err := ParseSubject("boxcar", subject)
+		l := Layout{Prefix: "boxcar", Partitions: 64}
+		p, err := l.Parse(subject)
 		if err != nil {
 			return
 		}
-		if got := Subject("boxcar", typ, key); got != subject {
-			t.Fatalf("subject %q parsed as type %q key %q, which build %q", subject, typ, key, got)
+		if got := l.Subject(p.Origin, p.Type, p.Key); got != subject {
+			t.Fatalf("subject %q parsed as %+v, which builds %q", subject, p, got)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,10 +13,84 @@ import (
 // StreamConfig names and sizes Boxcar's two streams.
 type StreamConfig struct {
 	Name       string        // event stream, e.g. BOXCAR; the dead letters go to Name_DLQ
-	Prefix     string        // subject prefix, e.g. boxcar; dead letters use Prefix_dlq
+	Layout     Layout        // subjects; dead letters use Layout.Prefix_dlq
 	MaxAge     time.Duration // retention of both streams: the replay window
 	Duplicates time.Duration // JetStream duplicate window
 	Replicas   int           // 1 for the embedded server
+	// Shared: several instances write into the event stream (each on its
+	// own subtree, with atomic batches: see BatchPublisher).
+	Shared bool
+	// FirstSeq, if set, is the first seq of an event stream created now (a
+	// layout upgrade keeps the old stream's seqs).
+	FirstSeq uint64
+}
+
+// ErrOldLayout is returned by EnsureStreams for an event stream that holds
+// events in an older subject layout (see LayoutVersion): it must be
+// upgraded (UpgradeLayout) before it is used. *OldLayoutError says more.
+var ErrOldLayout = errors.New("the event stream holds events in an older subject layout")
+
+// OldLayoutError describes a stream of an older layout.
+type OldLayoutError struct {
+	Stream   string
+	Layout   int    // its layout version (1: before the layout was recorded)
+	Messages uint64 // events it holds
+}
+
+func (e *OldLayoutError) Error() string {
+	return fmt.Sprintf("stream %s holds %d events in subject layout %d (prefix.type.key), this Boxcar writes layout %d (prefix.origin.partition.type.key)",
+		e.Stream, e.Messages, e.Layout, LayoutVersion)
+}
+
+func (e *OldLayoutError) Unwrap() error { return ErrOldLayout }
+
+// ErrLayoutMismatch is returned by EnsureStreams for a stream whose
+// recorded layout is not this one: a newer layout, or another partition
+// count.
+var ErrLayoutMismatch = errors.New("the event stream's subject layout does not match")
+
+// StreamLayout reads the layout a stream's configuration records: version
+// 1 when it records none (a stream of Boxcar before the layout was
+// recorded), and its partition count (0 with version 1).
+func StreamLayout(cfg jetstream.StreamConfig) (version, partitions int, err error) {
+	v, ok := cfg.Metadata[MetaLayout]
+	if !ok {
+		return 1, 0, nil
+	}
+	if version, err = strconv.Atoi(v); err != nil || version < 1 {
+		return 0, 0, fmt.Errorf("stream %s: metadata %s=%q is not a layout version", cfg.Name, MetaLayout, v)
+	}
+	if partitions, err = strconv.Atoi(cfg.Metadata[MetaPartitions]); err != nil || partitions < 1 {
+		return 0, 0, fmt.Errorf("stream %s: metadata %s=%q is not a partition count", cfg.Name, MetaPartitions, cfg.Metadata[MetaPartitions])
+	}
+	return version, partitions, nil
+}
+
+// checkLayout compares an existing event stream's recorded layout with c's.
+// A stream of layout 1 that holds no event is taken over as it is (its
+// metadata is then written).
+func checkLayout(info *jetstream.StreamInfo, c StreamConfig) error {
+	version, partitions, err := StreamLayout(info.Config)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLayoutMismatch, err)
+	}
+	switch {
+	case version == 1 && info.State.Msgs == 0:
+		return nil
+	case version < LayoutVersion:
+		return &OldLayoutError{Stream: c.Name, Layout: version, Messages: info.State.Msgs}
+	case version > LayoutVersion:
+		return fmt.Errorf("%w: stream %s records subject layout %d, written by a newer Boxcar; this one knows layout %d: upgrade this binary", ErrLayoutMismatch, c.Name, version, LayoutVersion)
+	case partitions != c.Layout.Partitions:
+		return fmt.Errorf("%w: stream %s is partitioned in %d (metadata %s), and this instance has Config.Partitions %d: every instance on a stream must use the stream's partition count; set Config.Partitions to %d",
+			ErrLayoutMismatch, c.Name, partitions, MetaPartitions, c.Layout.Partitions, partitions)
+	}
+	return nil
+}
+
+// streamMetadata is what the event stream's configuration records.
+func streamMetadata(c StreamConfig) map[string]string {
+	return map[string]string{MetaLayout: strconv.Itoa(LayoutVersion), MetaPartitions: strconv.Itoa(c.Layout.Partitions)}
 }
 
 // DLQName is the dead-letter stream of the event stream name.
@@ -26,19 +101,38 @@ func DLQPrefix(prefix string) string { return prefix + "_dlq" }
 
 // EnsureStreams creates or updates the event stream and its dead-letter
 // stream and returns both.
+//
+// An existing event stream must be of this layout (checkLayout): one that
+// holds events of an older layout fails with an *OldLayoutError, one of
+// another partition count or a newer layout with ErrLayoutMismatch, and
+// nothing is changed.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) (events, dlq jetstream.Stream, err error) {
 	replicas := max(c.Replicas, 1)
+	firstSeq := uint64(0)
+	if old, err := js.Stream(ctx, c.Name); err == nil {
+		if err := checkLayout(old.CachedInfo(), c); err != nil {
+			return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
+		}
+	} else if errors.Is(err, jetstream.ErrStreamNotFound) {
+		firstSeq = c.FirstSeq
+	} else {
+		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
+	}
 	events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		FirstSeq:    firstSeq,
 		Name:        c.Name,
 		Description: "Boxcar events, relayed from the SQLite outbox in commit order",
-		Subjects:    []string{c.Prefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      c.MaxAge,
-		Duplicates:  c.Duplicates,
-		Replicas:    replicas,
-		AllowDirect: true,
+		Subjects:    []string{c.Layout.All()},
+		Metadata:    streamMetadata(c),
+		// Instances sharing the stream publish atomic batches.
+		AllowAtomicPublish: c.Shared,
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardOld,
+		MaxAge:             c.MaxAge,
+		Duplicates:         c.Duplicates,
+		Replicas:           replicas,
+		AllowDirect:        true,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
@@ -46,7 +140,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	dlq, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        DLQName(c.Name),
 		Description: "Boxcar dead letters: events a subscriber gave up on, with the reason in headers",
-		Subjects:    []string{DLQPrefix(c.Prefix) + ".>"},
+		Subjects:    []string{DLQPrefix(c.Layout.Prefix) + ".>"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,

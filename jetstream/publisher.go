@@ -29,7 +29,8 @@ import (
 type Publisher struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	prefix string
+	layout Layout
+	origin string
 	// prevID is the ID of the last event sent (stored, or in flight and
 	// stored unless the chain breaks); "" means the next publish carries no
 	// expectation (right after Resync, when the stream's end was just read
@@ -58,10 +59,47 @@ type pendingAck struct {
 	seq int64
 }
 
-// NewPublisher returns a publisher into stream, whose subjects start with
-// prefix. js must have been made with an async publish timeout.
-func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, prefix string) *Publisher {
-	return &Publisher{js: js, stream: stream, prefix: prefix}
+// NewPublisher returns a publisher into stream of the events origin
+// publishes, in layout l. js must have been made with an async publish
+// timeout.
+func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, l Layout, origin string) *Publisher {
+	return &Publisher{js: js, stream: stream, layout: l, origin: origin}
+}
+
+// Writer is how the relay puts the outbox into the stream: a Publisher when
+// it is the stream's only writer (one binary, or a leaf's own stream), a
+// BatchPublisher when instances share the stream. Send starts publishing a
+// batch after everything sent before; Await waits for the oldest batch sent
+// and not awaited; after an error, Resync before sending again.
+type Writer interface {
+	Send(msgs []Outgoing)
+	Await(ctx context.Context) (lastSeq int64, n int, err error)
+	InFlight() int
+	Resync(ctx context.Context) (StreamEnd, error)
+}
+
+// WriterConfig chooses and configures the relay's Writer.
+type WriterConfig struct {
+	Layout Layout
+	Origin string // the instance whose outbox is published
+	// Shared: other instances write into the stream too (each on its own
+	// origin's subtree): a BatchPublisher. Otherwise a Publisher.
+	Shared bool
+	// Owns and MidBatch: see Publisher.
+	Owns     func(ctx context.Context, outboxSeq int64, id string) (bool, error)
+	MidBatch func()
+}
+
+// NewWriter returns the Writer cfg asks for.
+func NewWriter(js jetstream.JetStream, stream jetstream.Stream, cfg WriterConfig) Writer {
+	if cfg.Shared {
+		p := NewBatchPublisher(js, stream, cfg.Layout, cfg.Origin)
+		p.Owns, p.MidBatch = cfg.Owns, cfg.MidBatch
+		return p
+	}
+	p := NewPublisher(js, stream, cfg.Layout, cfg.Origin)
+	p.Owns, p.MidBatch = cfg.Owns, cfg.MidBatch
+	return p
 }
 
 // Publish sends msgs in order, pipelined, and waits for every ack (also of
@@ -96,7 +134,7 @@ func (p *Publisher) Send(msgs []Outgoing) {
 	prev := p.prevID
 	for i := range msgs {
 		o := &msgs[i]
-		m := Encode(p.prefix, o, prev)
+		m := Encode(p.layout, p.origin, o, prev)
 		prev = o.ID
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {

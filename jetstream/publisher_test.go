@@ -13,6 +13,9 @@ import (
 	"github.com/boxcar-bus/boxcar/internal/lossyjs"
 )
 
+// testLayout is the subject layout of the package's tests.
+var testLayout = Layout{Prefix: "ev", Partitions: 8}
+
 type bundle struct {
 	srv    *Server
 	js     *lossyjs.JetStream // the real JetStream, with faults off until a test sets one
@@ -38,12 +41,12 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, _, err := EnsureStreams(context.Background(), js, StreamConfig{Name: "EV", Prefix: "ev", MaxAge: time.Hour, Duplicates: time.Minute})
+	events, _, err := EnsureStreams(context.Background(), js, StreamConfig{Name: "EV", Layout: testLayout, MaxAge: time.Hour, Duplicates: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lossy := lossyjs.Wrap(js)
-	return &bundle{srv: srv, js: lossy, events: events, pub: NewPublisher(lossy, events, "ev")}
+	return &bundle{srv: srv, js: lossy, events: events, pub: NewPublisher(lossy, events, testLayout, "o1")}
 }
 
 func outgoing(from, to int64) []Outgoing {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,6 +68,17 @@ type ServerConfig struct {
 	MaxPayload int32
 	// Logger receives the server's log lines.
 	Logger *slog.Logger
+
+	// Name is the server's name, unique in a cluster. Default "boxcar".
+	Name string
+	// Domain is the server's JetStream domain: a leaf's own, so that its
+	// stream stays apart from the hub's and other leaves'. Default none.
+	Domain string
+	// Leaf, if set, joins a hub as a leaf node (needs Domain).
+	Leaf *LeafRemote
+	// Cluster, if set, makes the server a node of a cluster by routes
+	// (needs Listen).
+	Cluster *ClusterRoutes
 }
 
 // check refuses a configuration that would start an insecure server.
@@ -98,6 +110,12 @@ func (cfg ServerConfig) check() error {
 	if _, err := storeCipher(cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)); err != nil {
 		return err
 	}
+	if cfg.Cluster != nil && cfg.Listen == "" {
+		return errors.New("jetstream: ServerConfig.Cluster is set without Listen: a cluster node needs a client listener (without one nats-server never becomes ready and its shutdown hangs: nats-server#5174)")
+	}
+	if cfg.Leaf != nil && cfg.Domain == "" {
+		return errors.New("jetstream: ServerConfig.Leaf is set without Domain: a leaf needs a JetStream domain of its own")
+	}
 	return nil
 }
 
@@ -106,6 +124,10 @@ type Server struct {
 	srv      *server.Server
 	lock     *dirLock
 	password string // of internalUser
+
+	opts    *server.Options // as started: CutLeaf reloads a copy
+	leafMu  sync.Mutex
+	leafErr string // the last error nats-server logged about its leaf connection
 
 	shutdown sync.Once
 	stopped  chan struct{} // closed when the server has stopped and the lock is released
@@ -181,8 +203,9 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	opts := &server.Options{
-		ServerName:         "boxcar",
+		ServerName:         cmp.Or(cfg.Name, "boxcar"),
 		JetStream:          true,
+		JetStreamDomain:    cfg.Domain,
 		StoreDir:           storeDir,
 		NoSigs:             true,
 		DontListen:         cfg.Listen == "",
@@ -212,11 +235,22 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 			opts.TLSConfig = cfg.TLS.Clone()
 		}
 	}
+	if cfg.Leaf != nil {
+		if err := applyLeaf(opts, cfg.Domain, cfg.Leaf); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Cluster != nil {
+		if err := applyCluster(opts, cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: new server: %w", err)
 	}
-	srv.SetLoggerV2(&serverLogger{l: logger}, false, false, false)
+	s := &Server{srv: srv, opts: opts.Clone(), password: password, stopped: make(chan struct{})}
+	srv.SetLoggerV2(&serverLogger{l: logger, leaf: s.noteLeafLog}, false, false, false)
 	srv.Start()
 	stop := func() {
 		srv.Shutdown()
@@ -242,7 +276,7 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		stop()
 		return nil, err
 	}
-	return &Server{srv: srv, password: password, stopped: make(chan struct{})}, nil
+	return s, nil
 }
 
 // Connect opens an in-process client connection (no socket), as the
@@ -304,8 +338,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 const logComponent = "component"
 
 // serverLogger forwards nats-server logs to slog. Fatalf logs at error level
-// and returns: an embedded library must never exit its host process.
-type serverLogger struct{ l *slog.Logger }
+// and returns: an embedded library must never exit its host process. The
+// errors about the leaf connection also go to leaf (Server.LeafError).
+type serverLogger struct {
+	l    *slog.Logger
+	leaf func(string)
+}
 
 func (s *serverLogger) Noticef(format string, v ...any) {
 	s.l.Debug(fmt.Sprintf(format, v...), logComponent, "nats-server")
@@ -330,7 +368,11 @@ func (s *serverLogger) Fatalf(format string, v ...any) {
 	s.l.Error("fatal: "+fmt.Sprintf(format, v...), logComponent, "nats-server")
 }
 func (s *serverLogger) Errorf(format string, v ...any) {
-	s.l.Error(fmt.Sprintf(format, v...), logComponent, "nats-server")
+	msg := fmt.Sprintf(format, v...)
+	if s.leaf != nil && strings.Contains(strings.ToLower(msg), "leafnode") {
+		s.leaf(msg)
+	}
+	s.l.Error(msg, logComponent, "nats-server")
 }
 func (s *serverLogger) Debugf(format string, v ...any) {
 	s.l.Debug(fmt.Sprintf(format, v...), logComponent, "nats-server")

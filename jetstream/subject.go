@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -111,22 +112,123 @@ func DecodeKey(tok string) (string, error) {
 	return k, nil
 }
 
-// Subject returns prefix.type.encodedKey.
-func Subject(prefix, typ, key string) string {
-	return prefix + "." + typ + "." + EncodeKey(key)
+// The subject layout of the event stream, version 2 (LayoutVersion), the
+// one place it is decided:
+//
+//		<prefix>.<origin>.<partition>.<type…>.<key>
+//
+//	  - origin: the instance that published the event (Config.InstanceID): the
+//	    writer's own subtree, on which the relay chains its publishes when
+//	    several instances write into one stream (Nats-Expected-Last-Subject-
+//	    Sequence with the subject <prefix>.<origin>.>).
+//	  - partition: the key's partition, decimal, 0 to Partitions-1: FNV-1a
+//	    (32 bits) of the key's subject token, modulo Partitions: the hash
+//	    nats-server's {{partition(n,i)}} subject mapping computes over that
+//	    token. At a fixed position, so that consumers can filter on it and
+//	    subject transforms can pick it: the key-derived token that work
+//	    sharing needs (the type before it has a variable number of tokens).
+//	  - type: one or more tokens (ValidateType).
+//	  - key: one token (EncodeKey).
+//
+// Version 1 (Boxcar before scale-out) was <prefix>.<type…>.<key>: its key
+// cannot be picked by position, and a stream of it is upgraded at Open (see
+// the root package's upgrade.go). A stream records its layout and partition
+// count in its metadata (MetaLayout, MetaPartitions).
+const LayoutVersion = 2
+
+// Metadata keys of the event stream's configuration.
+const (
+	MetaLayout     = "boxcar_layout"     // the subject layout version, decimal
+	MetaPartitions = "boxcar_partitions" // Layout.Partitions, decimal
+)
+
+// MaxPartitions bounds Layout.Partitions.
+const MaxPartitions = 1024
+
+// Layout builds and parses the subjects of one stream.
+type Layout struct {
+	Prefix     string // the subjects' first token, e.g. "boxcar"
+	Partitions int    // how many partitions keys hash into, 1 to MaxPartitions
 }
 
-// TypeFilter returns the subject filter that matches every key of typ.
-func TypeFilter(prefix, typ string) string {
-	return prefix + "." + typ + ".*"
-}
-
-// ParseSubject splits prefix.type.keyToken back into type and raw key.
-func ParseSubject(prefix, subject string) (typ, key string, err error) {
-	rest, ok := strings.CutPrefix(subject, prefix+".")
-	if !ok {
-		return "", "", fmt.Errorf("subject %q does not start with %q", subject, prefix+".")
+// Partition is the partition of key among n: FNV-1a-32 of its subject token
+// modulo n, as nats-server's partition(n, i) mapping computes it.
+func Partition(key string, n int) int {
+	tok := EncodeKey(key)
+	h := uint32(2166136261)
+	for i := 0; i < len(tok); i++ {
+		h ^= uint32(tok[i])
+		h *= 16777619
 	}
+	return int(h % uint32(n))
+}
+
+// Subject returns prefix.origin.partition.type.encodedKey.
+func (l Layout) Subject(origin, typ, key string) string {
+	tok := EncodeKey(key)
+	return l.Prefix + "." + origin + "." + strconv.Itoa(Partition(key, l.Partitions)) + "." + typ + "." + tok
+}
+
+// All is the filter that matches every event of the stream.
+func (l Layout) All() string { return l.Prefix + ".>" }
+
+// OriginFilter matches every event origin published: its subtree.
+func (l Layout) OriginFilter(origin string) string { return l.Prefix + "." + origin + ".>" }
+
+// TypeFilter matches every event of typ, of any origin, partition and key.
+func (l Layout) TypeFilter(typ string) string { return l.Prefix + ".*.*." + typ + ".*" }
+
+// PartitionFilter matches the events of partition p, of typ (every type
+// when typ is "").
+func (l Layout) PartitionFilter(p int, typ string) string {
+	if typ == "" {
+		return l.Prefix + ".*." + strconv.Itoa(p) + ".>"
+	}
+	return l.Prefix + ".*." + strconv.Itoa(p) + "." + typ + ".*"
+}
+
+// Parsed is a subject of the layout, read back.
+type Parsed struct {
+	Origin    string
+	Partition int
+	Type      string
+	Key       string
+}
+
+// Parse reads a subject Subject builds. It refuses anything else: another
+// prefix, a bad token, a partition that is not the key's.
+func (l Layout) Parse(subject string) (Parsed, error) {
+	rest, ok := strings.CutPrefix(subject, l.Prefix+".")
+	if !ok {
+		return Parsed{}, fmt.Errorf("subject %q does not start with %q", subject, l.Prefix+".")
+	}
+	origin, rest, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Parsed{}, fmt.Errorf("subject %q has no partition token", subject)
+	}
+	if err := ValidateToken("origin", origin); err != nil {
+		return Parsed{}, fmt.Errorf("subject %q: %w", subject, err)
+	}
+	ptok, rest, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Parsed{}, fmt.Errorf("subject %q has no type token", subject)
+	}
+	p, err := strconv.Atoi(ptok)
+	if err != nil || p < 0 || p >= l.Partitions || strconv.Itoa(p) != ptok {
+		return Parsed{}, fmt.Errorf("subject %q: partition token %q is not a partition of %d", subject, ptok, l.Partitions)
+	}
+	typ, key, err := splitTypeKey(subject, rest)
+	if err != nil {
+		return Parsed{}, err
+	}
+	if want := Partition(key, l.Partitions); want != p {
+		return Parsed{}, fmt.Errorf("subject %q: key %q is in partition %d, not %d", subject, key, want, p)
+	}
+	return Parsed{Origin: origin, Partition: p, Type: typ, Key: key}, nil
+}
+
+// splitTypeKey splits "type….keyToken" into the type and the raw key.
+func splitTypeKey(subject, rest string) (typ, key string, err error) {
 	i := strings.LastIndexByte(rest, '.')
 	if i < 0 {
 		return "", "", fmt.Errorf("subject %q has no key token", subject)
@@ -140,6 +242,22 @@ func ParseSubject(prefix, subject string) (typ, key string, err error) {
 		return "", "", fmt.Errorf("subject %q: %w", subject, err)
 	}
 	return typ, key, nil
+}
+
+// LegacySubject and ParseLegacySubject are layout 1, prefix.type.keyToken:
+// what a stream written before the current layout holds (see
+// LayoutVersion). Only the upgrade, and dead letters of that time, use them.
+func LegacySubject(prefix, typ, key string) string {
+	return prefix + "." + typ + "." + EncodeKey(key)
+}
+
+// ParseLegacySubject splits a layout-1 subject into type and raw key.
+func ParseLegacySubject(prefix, subject string) (typ, key string, err error) {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q does not start with %q", subject, prefix+".")
+	}
+	return splitTypeKey(subject, rest)
 }
 
 // ValidateToken checks a name used as one subject token and as a JetStream

@@ -1,0 +1,249 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// BatchPublisher puts one instance's outbox events into a stream that other
+// instances write into too (a shared cluster), in outbox order, each exactly
+// once. It is not safe for concurrent use.
+//
+// Publisher's chain (Nats-Expected-Last-Msg-Id) is stream-wide: with a
+// second writer, every message of one would break the other's chain. Here
+// each instance writes on its own subtree, prefix.origin.> (see Layout), and
+// chains on it: the first message of each publish carries
+// Nats-Expected-Last-Subject-Sequence (the stream seq of the last message
+// stored on the subtree) with Nats-Expected-Last-Subject-Sequence-Subject
+// prefix.origin.>, which nats-server checks against the subtree whatever the
+// other instances wrote meanwhile (checked on v2.15.3: a stale expectation
+// is refused with err_code 10071).
+//
+// That expectation names a stream seq, which is known only once the previous
+// publish is acked; so the messages of a Send go as one atomic batch
+// (server 2.12+: Nats-Batch-Id, -Sequence, -Commit, on a stream with
+// AllowAtomicPublish): the server stores all of them, in order, right after
+// the expected seq, or none. A gap is impossible, and after any failure
+// Resync reads the subtree's last message back from the stream. The next
+// batch is sent once the previous one is acked (a round trip per batch of
+// up to MaxAtomicBatch events). Atomic batches refuse
+// Nats-Expected-Last-Msg-Id and a duplicate Nats-Msg-Id: neither is sent
+// twice, since the chain says what is stored.
+type BatchPublisher struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	layout Layout
+	origin string
+
+	// expect is the stream seq of the last message of the origin's subtree
+	// that is stored or in flight ahead: the next batch's expectation.
+	expect   uint64
+	inflight []*atomicSend // sent, not yet awaited; oldest first
+	// last is the commit of the most recent batch sent, whose ack gives the
+	// next expectation; nil once known.
+	last *atomicBatchPub
+
+	// Owns and MidBatch: as Publisher's.
+	Owns     func(ctx context.Context, outboxSeq int64, id string) (bool, error)
+	MidBatch func()
+}
+
+// MaxAtomicBatch is the most messages nats-server takes in one atomic batch
+// (its default max_batch_size); a Send of more goes as several.
+const MaxAtomicBatch = 1000
+
+// Header names of atomic batch publish (nats-server's JSBatch*).
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+	maxBatchIDLen     = 22 // a NUID
+)
+
+// ErrForeignWriter is returned by BatchPublisher.Resync when the origin's
+// subtree ends with a message this outbox did not publish: another
+// instance (another database) publishes with the same instance ID.
+var ErrForeignWriter = errors.New("another writer publishes on this instance's subjects")
+
+// NewBatchPublisher returns a publisher of origin's events into stream, in
+// layout l, chained on origin's subtree. js must have been made with an
+// async publish timeout. Call Resync before the first Send.
+func NewBatchPublisher(js jetstream.JetStream, stream jetstream.Stream, l Layout, origin string) *BatchPublisher {
+	return &BatchPublisher{js: js, stream: stream, layout: l, origin: origin}
+}
+
+// atomicSend is one Send: one atomic batch per MaxAtomicBatch messages.
+type atomicSend struct {
+	batches []*atomicBatchPub
+	count   int
+	lastSeq int64
+	sendErr error
+}
+
+// atomicBatchPub is one atomic batch on its way.
+type atomicBatchPub struct {
+	commit   jetstream.PubAckFuture
+	firstSeq int64 // outbox seq of its first message, for errors
+	done     bool  // ack or error read (into seq, err)
+	seq      uint64
+	err      error
+}
+
+// wait reads the batch's commit ack once, bounded by ctx (nil: by the
+// async publish timeout alone).
+func (a *atomicBatchPub) wait(ctx context.Context) {
+	if a.done {
+		return
+	}
+	var ctxDone <-chan struct{}
+	if ctx != nil {
+		ctxDone = ctx.Done()
+	}
+	select {
+	case ack := <-a.commit.Ok():
+		a.seq = ack.Sequence
+	case err := <-a.commit.Err():
+		a.err = &PublishError{Seq: a.firstSeq, Err: fmt.Errorf("atomic batch: %w", err)}
+	case <-ctxDone:
+		a.err = ctx.Err()
+		return // not done: a later wait reads the outcome
+	}
+	a.done = true
+}
+
+// Send publishes msgs as atomic batches chained on the origin's subtree.
+// When a batch is still in flight, Send first waits for its ack (bounded by
+// the async publish timeout): its last stream seq is the next expectation.
+func (p *BatchPublisher) Send(msgs []Outgoing) {
+	s := &atomicSend{count: len(msgs)}
+	if len(msgs) > 0 {
+		s.lastSeq = msgs[len(msgs)-1].Seq
+	}
+	p.inflight = append(p.inflight, s)
+	for start := 0; start < len(msgs) && s.sendErr == nil; start += MaxAtomicBatch {
+		chunk := msgs[start:min(start+MaxAtomicBatch, len(msgs))]
+		if p.last != nil {
+			p.last.wait(nil)
+			if p.last.err != nil {
+				// The chain is broken: nothing after it may be stored.
+				s.sendErr = fmt.Errorf("not sent after a failed batch: %w", p.last.err)
+				return
+			}
+			p.expect, p.last = p.last.seq, nil
+		}
+		b, err := p.sendBatch(chunk)
+		if err != nil {
+			s.sendErr = err
+			return
+		}
+		s.batches = append(s.batches, b)
+		p.last = b
+	}
+}
+
+func (p *BatchPublisher) sendBatch(chunk []Outgoing) (*atomicBatchPub, error) {
+	id := nuid.Next()
+	nc := p.js.Conn()
+	for i := range chunk {
+		o := &chunk[i]
+		m := Encode(p.layout, p.origin, o, "")
+		m.Header[headerBatchID] = []string{id}
+		m.Header[headerBatchSeq] = []string{strconv.Itoa(i + 1)}
+		if i == 0 {
+			m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(p.expect, 10)}
+			m.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{p.layout.OriginFilter(p.origin)}
+		}
+		if i == len(chunk)-1 {
+			m.Header[headerBatchCommit] = []string{"1"}
+			f, err := p.js.PublishMsgAsync(m)
+			if err != nil {
+				return nil, &PublishError{Seq: o.Seq, Err: err}
+			}
+			return &atomicBatchPub{commit: f, firstSeq: chunk[0].Seq}, nil
+		}
+		// The batch's other messages are staged by the server; it answers
+		// the commit for all of them.
+		if err := nc.PublishMsg(m); err != nil {
+			return nil, &PublishError{Seq: o.Seq, Err: err}
+		}
+		if i == len(chunk)/2 && p.MidBatch != nil {
+			p.MidBatch()
+		}
+	}
+	return nil, errors.New("publisher: empty batch")
+}
+
+// InFlight is how many Sends have not been awaited.
+func (p *BatchPublisher) InFlight() int { return len(p.inflight) }
+
+// Await waits for the oldest Send not yet awaited and returns its last
+// outbox seq and size. It returns nil only if every message of it is in the
+// stream, and so are those of every Send before it.
+func (p *BatchPublisher) Await(ctx context.Context) (lastSeq int64, n int, err error) {
+	if len(p.inflight) == 0 {
+		return 0, 0, errors.New("publisher: await with no batch in flight")
+	}
+	s := p.inflight[0]
+	p.inflight = p.inflight[1:]
+	var firstErr error
+	for _, b := range s.batches {
+		b.wait(ctx)
+		if firstErr == nil {
+			firstErr = b.err
+		}
+	}
+	if firstErr == nil {
+		firstErr = s.sendErr
+	}
+	if firstErr != nil {
+		return 0, 0, firstErr
+	}
+	if n := len(s.batches); n > 0 && s.batches[n-1] == p.last {
+		p.expect, p.last = p.last.seq, nil
+	}
+	return s.lastSeq, s.count, nil
+}
+
+// Resync waits for the Sends in flight (their results no longer matter),
+// reads the last message of the origin's subtree and restarts the chain
+// from it. The subtree must end with an event of this outbox (Owns):
+// otherwise another instance publishes with the same origin, and Resync
+// returns ErrForeignWriter.
+func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
+	for p.InFlight() > 0 {
+		p.Await(ctx)
+	}
+	p.last, p.expect = nil, 0
+	info, err := p.stream.Info(ctx)
+	if err != nil {
+		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
+	}
+	end := StreamEnd{LastSeq: info.State.LastSeq}
+	subtree := p.layout.OriginFilter(p.origin)
+	m, err := p.stream.GetLastMsgForSubject(ctx, subtree)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return end, nil // nothing of ours is left: expect 0
+	}
+	if err != nil {
+		return StreamEnd{}, fmt.Errorf("resync: last message of %s: %w", subtree, err)
+	}
+	s, id, ok := OutboxSeqOf(m.Header)
+	ours := ok
+	if ok && p.Owns != nil {
+		if ours, err = p.Owns(ctx, s, id); err != nil {
+			return StreamEnd{}, fmt.Errorf("resync: check message %d: %w", m.Sequence, err)
+		}
+	}
+	if !ours {
+		return StreamEnd{}, fmt.Errorf("resync: %w: stream %s seq %d on %s (event ID %q, outbox seq %q) is not an event of this database's outbox: is another instance running with the same instance ID?",
+			ErrForeignWriter, info.Config.Name, m.Sequence, subtree, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get(HeaderSeq))
+	}
+	p.expect = m.Sequence
+	end.OutboxSeq, end.Found = s, true
+	return end, nil
+}
