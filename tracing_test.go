@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -98,25 +99,32 @@ func TestTracingHooksFollowAnEvent(t *testing.T) {
 	if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "k1", Headers: map[string]string{"own": "x"}}, Event{Type: "order.placed", Key: "flaky"}); err != nil {
 		t.Fatal(err)
 	}
-	var headers []string
-	for range 2 {
+	// A batch whose handler fails runs the others again (see TxHandler):
+	// the same header or call can come twice.
+	seen := map[string]bool{}
+	for len(seen) < 2 {
 		select {
 		case h := <-got:
-			headers = append(headers, h)
+			seen[h] = true
 		case <-time.After(30 * time.Second):
 			t.Fatal("events not handled")
 		}
 	}
+	distinct := func(s []string) []string {
+		s = slices.Clone(s)
+		slices.Sort(s)
+		return slices.Compact(s)
+	}
 	waitFor(t, "the traced calls", 10*time.Second, func() (bool, string) {
 		c, p, e, pr := rt.snapshot()
-		return len(c) == 4 && len(p) >= 1 && e[len(e)-1] == nil && len(pr) == 3, fmt.Sprintf("created %v published %d ends %v processed %v", c, len(p), e, pr)
+		return len(c) == 4 && len(p) >= 1 && e[len(e)-1] == nil && len(distinct(pr)) == 3, fmt.Sprintf("created %v published %d ends %v processed %v", c, len(p), e, pr)
 	})
 	created, published, pubEnds, processed := rt.snapshot()
+	headers := slices.Sorted(maps.Keys(seen))
 	ids := []string{created[0], created[1]}
 	if want := []string{ids[0], ids[1], "end:" + ids[0] + ":<nil>", "end:" + ids[1] + ":<nil>"}; !slices.Equal(created, want) {
 		t.Fatalf("create callbacks %v, want %v", created, want)
 	}
-	slices.Sort(headers)
 	if want := []string{"created-" + ids[0], "created-" + ids[1]}; !slices.Equal(headers, want) {
 		t.Fatalf("handlers saw headers %v, want %v", headers, want)
 	}
@@ -143,7 +151,7 @@ func TestTracingHooksFollowAnEvent(t *testing.T) {
 		"billing " + ids[1] + " created-" + ids[1] + " attempt=1 end=first attempt fails",
 		"billing " + ids[1] + " created-" + ids[1] + " attempt=2 end=<nil>",
 	}
-	slices.Sort(processed)
+	processed = distinct(processed)
 	slices.Sort(want)
 	if !slices.Equal(processed, want) {
 		t.Fatalf("process callbacks\n%s\nwant\n%s", strings.Join(processed, "\n"), strings.Join(want, "\n"))
