@@ -132,7 +132,9 @@ type Config struct {
 	// (the figure's line says it).
 	Seed int64
 	// Dir is the work directory: the database, the store, child.log.
-	// Default: a t.TempDir().
+	// Default: a t.TempDir() of the parent's (Result.Dir). Code before
+	// Crash runs in every child too, and a child exits without the test's
+	// cleanups: a t.TempDir() made there is left behind, empty, by each one.
 	Dir string
 }
 
@@ -155,6 +157,7 @@ type Subscriber struct {
 
 // Result is the figure of a run.
 type Result struct {
+	Dir     string // the work directory (Config.Dir)
 	Seed    int64
 	Kills   int
 	KillsAt map[string]int // by who killed ("fault": the child at a probe; "parent") and where

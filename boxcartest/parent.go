@@ -57,7 +57,7 @@ type parent struct {
 
 func (p *parent) run(ctx context.Context) (res Result, err error) {
 	cfg := p.cfg
-	res.Seed, res.KillsAt = cfg.Seed, map[string]int{}
+	res.Dir, res.Seed, res.KillsAt = cfg.Dir, cfg.Seed, map[string]int{}
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0xb0c4))
 	logf, err := os.OpenFile(filepath.Join(cfg.Dir, "child.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
