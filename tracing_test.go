@@ -73,8 +73,9 @@ func (r *recordingTracing) snapshot() (created []string, published [][]Message, 
 
 // The hooks see each event's life: Create at PublishTx (its header travels
 // in the event), Publish per relay batch with the headers, Process around
-// every handler call with the header, the handler's result and the context
-// it returned; a failed attempt and its retry are two calls.
+// every handler call (TxHandler and HandlerFunc) with the header, the
+// handler's result and the context it returned; a failed attempt and its
+// retry are two calls.
 func TestTracingHooksFollowAnEvent(t *testing.T) {
 	t.Parallel()
 	rt := &recordingTracing{header: "traceparent"}
@@ -93,6 +94,14 @@ func TestTracingHooksFollowAnEvent(t *testing.T) {
 		got <- m.Headers["traceparent"]
 		return nil
 	}), SubscribeOptions{MinBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainCtx := make(chan bool, 2)
+	_, err = tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error {
+		plainCtx <- ctx.Value(tracedKey{}) == m.ID
+		return nil
+	}), SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +126,7 @@ func TestTracingHooksFollowAnEvent(t *testing.T) {
 	}
 	waitFor(t, "the traced calls", 10*time.Second, func() (bool, string) {
 		c, p, e, pr := rt.snapshot()
-		return len(c) == 4 && len(p) >= 1 && e[len(e)-1] == nil && len(distinct(pr)) == 3, fmt.Sprintf("created %v published %d ends %v processed %v", c, len(p), e, pr)
+		return len(c) == 4 && len(p) >= 1 && e[len(e)-1] == nil && len(distinct(pr)) == 5, fmt.Sprintf("created %v published %d ends %v processed %v", c, len(p), e, pr)
 	})
 	created, published, pubEnds, processed := rt.snapshot()
 	headers := slices.Sorted(maps.Keys(seen))
@@ -150,9 +159,16 @@ func TestTracingHooksFollowAnEvent(t *testing.T) {
 		"billing " + ids[0] + " created-" + ids[0] + " attempt=1 end=<nil>",
 		"billing " + ids[1] + " created-" + ids[1] + " attempt=1 end=first attempt fails",
 		"billing " + ids[1] + " created-" + ids[1] + " attempt=2 end=<nil>",
+		"mailer " + ids[0] + " created-" + ids[0] + " attempt=1 end=<nil>",
+		"mailer " + ids[1] + " created-" + ids[1] + " attempt=1 end=<nil>",
 	}
 	processed = distinct(processed)
 	slices.Sort(want)
+	for range 2 {
+		if !<-plainCtx {
+			t.Fatal("the HandlerFunc's context is not the one Process returned")
+		}
+	}
 	if !slices.Equal(processed, want) {
 		t.Fatalf("process callbacks\n%s\nwant\n%s", strings.Join(processed, "\n"), strings.Join(want, "\n"))
 	}

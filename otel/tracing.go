@@ -71,7 +71,9 @@ type Config struct {
 //     of the trace context the event's own headers carry. Its context is
 //     written into the event's headers (traceparent, tracestate): the event's
 //     creation context, which travels with it through the outbox, the
-//     stream, dead letters, redrives and replays.
+//     stream, dead letters, redrives and replays. Headers of the same names
+//     the event had are replaced (they were the parent if the context had
+//     no span).
 //   - "publish <type>" (CLIENT; "publish" when the batch mixes types), for
 //     each batch the relay sends to the stream, ended when the stream acked
 //     it, linked to the creation context of each event of the batch.
