@@ -217,6 +217,13 @@ type Config struct {
 	// nil: no validation.
 	Schemas SchemaValidator
 
+	// Tracing, if set, is told of each event's creation (PublishTx), its
+	// publish (each relay batch) and each handler call, and adds headers
+	// (a trace context) to each event at PublishTx (see Tracing; the module
+	// github.com/boxcar-bus/boxcar/otel is one, for OpenTelemetry). Default
+	// nil: no tracing, and no cost.
+	Tracing Tracing
+
 	// Logger receives Boxcar's logs. Default: discard.
 	Logger *slog.Logger
 

@@ -416,7 +416,9 @@ func (d *dispatcher) callPlain(m Message) error {
 	res := make(chan error, 1)
 	d.handlers.Go(func(context.Context) {
 		start := time.Now()
-		err := callSafely(func() error { return d.s.h.plain(ctx, m) })
+		hctx, end := d.b.traceProcess(ctx, d.s.name, m)
+		err := callSafely(func() error { return d.s.h.plain(hctx, m) })
+		end(err)
 		d.stats.handlerTime.observe(time.Since(start))
 		res <- err
 	})

@@ -148,7 +148,10 @@
 // consumers, publishes the outbox in order exactly once and holds the wire
 // codec. Operations (cmd/boxcar, admin, metrics) and the schema registry
 // (schema) are built on the root package's public API; adapters with heavy
-// dependencies (watermill, otel) have modules of their own.
+// dependencies (watermill, otel) have modules of their own. Config.Tracing
+// is the hook tracing systems plug into (the otel module implements it with
+// OpenTelemetry); package boxcartest crash-tests an app's own handlers, the
+// way cmd/torture crash-tests Boxcar.
 //
 // A complete program is in examples/quickstart.
 //
