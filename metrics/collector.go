@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 
 	"github.com/boxcar-bus/boxcar"
 )
@@ -23,11 +25,12 @@ type Options struct {
 	// Namespace starts every metric's name (namespace_outbox_lag_events).
 	// Default "boxcar". The rules in deploy/prometheus assume the default.
 	Namespace string
-	// ConstLabels are added to every metric: {"bus": "orders"} tells two
-	// buses of one process apart on one registry (without them the second
-	// Register fails: the metrics would collide). Their names must not be
-	// the Collector's own labels (subscriber, result, component, state,
-	// read). Default none.
+	// ConstLabels are added to every metric. Two buses of one process
+	// share a registry only if each has const labels that tell it apart,
+	// with the same names ({"bus": "orders"}, {"bus": "billing"}): the
+	// registry refuses a second collector of the same metric names, and one
+	// whose label names differ. Their names must not be the Collector's own
+	// labels (subscriber, result, component, state, read). Default none.
 	ConstLabels prometheus.Labels
 	// ScrapeTimeout bounds all the reads of one scrape together (Stats,
 	// Health, Subscribers, DeadLetterDepths). A read cut short is counted
@@ -50,8 +53,16 @@ func (o Options) validate() error {
 	if o.ScrapeTimeout < 0 {
 		return fmt.Errorf("metrics: Options.ScrapeTimeout %v is negative: use 0 for the default (%v)", o.ScrapeTimeout, DefaultScrapeTimeout)
 	}
+	// Classic names (not the UTF-8 ones client_golang also accepts): they
+	// work in every PromQL without quoting, and in Prometheus 2.
+	if !model.LegacyValidation.IsValidMetricName(o.Namespace) {
+		return fmt.Errorf("metrics: Options.Namespace %q: use letters, digits and '_', not starting with a digit", o.Namespace)
+	}
 	own := []string{labelSubscriber, labelResult, labelComponent, labelState, labelRead}
 	for name := range o.ConstLabels {
+		if !model.LegacyValidation.IsValidLabelName(name) || strings.HasPrefix(name, "__") {
+			return fmt.Errorf("metrics: Options.ConstLabels: %q is not a label name: use letters, digits and '_', not starting with a digit or \"__\"", name)
+		}
 		for _, l := range own {
 			if name == l {
 				return fmt.Errorf("metrics: Options.ConstLabels has %q, a label of the Collector's own metrics: rename it (for example to bus_%s)", name, name)
