@@ -222,6 +222,15 @@ func TestRegister(t *testing.T) {
 	} else if n := len(newScrape(mfs).series("boxcar_outbox_lag_events")); n != 2 {
 		t.Errorf("outbox lag: %d series, want 2 (one per bus label)", n)
 	}
+	global, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range global {
+		if strings.HasPrefix(mf.GetName(), "boxcar_") {
+			t.Errorf("%s is on the global registry", mf.GetName())
+		}
+	}
 	bad := map[string]metrics.Options{
 		"a label of the collector's": {ConstLabels: prometheus.Labels{"subscriber": "x"}},
 		"a negative timeout":         {ScrapeTimeout: -1},

@@ -136,14 +136,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ScrapeTimeout)
 	defer cancel()
 	r := c.read(ctx)
+	e := emitter{d: c.d, ch: ch, fail: func(w read) { c.errs[w].Add(1) }}
 	if !r.closed {
-		e := emitter{d: c.d, ch: ch, fail: func(w read) { c.errs[w].Add(1) }}
 		e.bus(r)
 		e.subscribers(r)
 		e.health(r)
 	}
-	for i, name := range readNames {
-		ch <- prometheus.MustNewConstMetric(c.d.scrapeErrors, prometheus.CounterValue, float64(c.errs[i].Load()), name)
+	for i, name := range readNames { // after the emits, which can count errors
+		e.counter(c.d.scrapeErrors, float64(c.errs[i].Load()), name)
 	}
 }
 
@@ -153,7 +153,6 @@ type reading struct {
 	stats  *boxcar.Stats
 	health *boxcar.Health
 	subs   []boxcar.SubscriberInfo
-	subsOK bool
 	depths map[string]boxcar.DeadLetterDepth
 }
 
@@ -181,7 +180,7 @@ func (c *Collector) read(ctx context.Context) reading {
 		r.health = &h
 	}
 	if subs, err := c.bus.Subscribers(ctx); !fail(readSubscribers, err) {
-		r.subs, r.subsOK = subs, true
+		r.subs = subs
 		for _, s := range subs {
 			if s.Err != "" {
 				c.errs[readConsumer].Add(1)
