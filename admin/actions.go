@@ -53,7 +53,7 @@ func (h *handler) formWrite(fn formFunc, fields ...string) http.HandlerFunc {
 			err = h.checkWrite(form.Get("token"))
 		}
 		if err != nil {
-			h.audit(r, truncate(raw, maxOperatorLen), err, "")
+			h.audit(r, truncate(raw, maxOperatorLen), http.StatusSeeOther, err, "")
 			h.errorPage(w, r, err)
 			return
 		}
@@ -64,7 +64,7 @@ func (h *handler) formWrite(fn formFunc, fields ...string) http.HandlerFunc {
 		if err == nil {
 			result, back, err = fn(ctx, r, form, by(operator, "page", r))
 		}
-		h.audit(r, truncate(raw, maxOperatorLen), err, result)
+		h.audit(r, truncate(raw, maxOperatorLen), http.StatusSeeOther, err, result)
 		if err != nil {
 			h.errorPageBack(w, r, err, back)
 			return
@@ -234,7 +234,7 @@ func (h *handler) formDiscard(ctx context.Context, r *http.Request, form url.Val
 		return "", "", err
 	}
 	back := "deadletters/" + strconv.FormatUint(seq, 10)
-	ok, err := h.bus.Discard(ctx, seq, by, form.Get("why"))
+	ok, err := h.discard(ctx, seq, by, form.Get("why"))
 	if err != nil {
 		return "", back, err
 	}

@@ -80,7 +80,7 @@ func (h *handler) apiWrite(fn apiWriteFunc) http.HandlerFunc {
 			err = authErr
 		}
 		if err != nil {
-			h.audit(r, truncate(raw, maxOperatorLen), err, "")
+			h.audit(r, truncate(raw, maxOperatorLen), http.StatusOK, err, "")
 			writeError(w, err)
 			return
 		}
@@ -88,7 +88,7 @@ func (h *handler) apiWrite(fn apiWriteFunc) http.HandlerFunc {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 		defer cancel()
 		out, detail, err := fn(ctx, r, by(operator, "API", r))
-		h.audit(r, operator, err, detail)
+		h.audit(r, operator, http.StatusOK, err, detail)
 		if err != nil {
 			writeError(w, err)
 			return

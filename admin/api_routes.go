@@ -213,10 +213,16 @@ func checkRedriveAll(req boxcar.RedriveRequest) error {
 	return checkWhy(req.Why)
 }
 
-// redrive redrives, and reports a letter another redrive or discard took
-// first as done. (The library reports that race as an error it does not
-// export; the letter's state, read again, tells.)
+// redrive redrives, one at a time per handler: the library reports a
+// letter that a concurrent redrive or discard took first as an error it
+// does not export, and its caller may read the letter before the other's
+// commit shows. Serialized, the second redrive finds the letter acted on
+// and reports it done. A race with a writer outside this handler (another
+// handler, the library called directly) is read back from the letter's
+// state once.
 func (h *handler) redrive(ctx context.Context, req boxcar.RedriveRequest) (boxcar.RedriveResult, error) {
+	h.letterWrites.Lock()
+	defer h.letterWrites.Unlock()
 	res, err := h.bus.Redrive(ctx, req)
 	if err != nil && req.Seq != 0 && errorOf(err).code == codeInternal {
 		if dl, rerr := h.bus.DeadLetter(ctx, req.Seq); rerr == nil && dl.State != boxcar.DeadLetterPending {
@@ -225,6 +231,13 @@ func (h *handler) redrive(ctx context.Context, req boxcar.RedriveRequest) (boxca
 	}
 	res.Redriven = nonNil(res.Redriven)
 	return res, err
+}
+
+// discard discards, one at a time per handler with redrives.
+func (h *handler) discard(ctx context.Context, seq uint64, by, why string) (bool, error) {
+	h.letterWrites.Lock()
+	defer h.letterWrites.Unlock()
+	return h.bus.Discard(ctx, seq, by, why)
 }
 
 type discardBody struct {
@@ -243,7 +256,7 @@ func (h *handler) postDiscard(ctx context.Context, r *http.Request, by string) (
 	if err := checkWhy(body.Why); err != nil {
 		return nil, "", err
 	}
-	ok, err := h.bus.Discard(ctx, seq, by, body.Why)
+	ok, err := h.discard(ctx, seq, by, body.Why)
 	if err != nil {
 		return nil, "", err
 	}

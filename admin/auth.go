@@ -126,10 +126,13 @@ func by(operator, via string, r *http.Request) string {
 	return fmt.Sprintf("%s via admin %s from %s", operator, via, r.RemoteAddr)
 }
 
-// audit logs a write and its result, before its response is written.
-// operator is the raw name given when it was refused.
-func (h *handler) audit(r *http.Request, operator string, err error, detail string) {
-	result, status := "ok", http.StatusOK
+// audit logs a write and its result (status, if it succeeded), before its
+// response is written. operator is the raw name given when it was refused.
+func (h *handler) audit(r *http.Request, operator string, status int, err error, detail string) {
+	result := "ok"
+	if operator == "" {
+		operator = "anonymous"
+	}
 	if err != nil {
 		ae := errorOf(err)
 		result, status = ae.code, ae.status

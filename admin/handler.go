@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/boxcar-bus/boxcar"
 )
@@ -71,6 +72,9 @@ type handler struct {
 	mux    *http.ServeMux
 	flash  *flashes
 	render *renderer
+	// letterWrites serializes this handler's redrives and discards (see
+	// redrive).
+	letterWrites sync.Mutex
 }
 
 // NewHandler returns the admin handler of bus: the JSON API under /api/

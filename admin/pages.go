@@ -193,7 +193,8 @@ type subscriberView struct {
 	Health   *boxcar.ComponentHealth
 	Depth    boxcar.DeadLetterDepth
 	Lag      int64
-	Rate     string // mean handled per second since it started here
+	Rate     string // mean handled per second since it started here,
+	RateOver string // over this long
 	P50, P99 string // end-to-end latency, bucket bounds
 	Replay   *replayProgress
 }
@@ -222,7 +223,7 @@ func subscriberViewOf(s boxcar.SubscriberInfo, hl boxcar.Health, depths map[stri
 		}
 	}
 	if s.Stats != nil {
-		v.Rate = rateSince(s.Stats.Handled, s.Started, now)
+		v.Rate, v.RateOver = rateSince(s.Stats.Handled, s.Started, now)
 		if e := s.Stats.EndToEnd; e.Count > 0 {
 			v.P50 = "≤ " + fmtDuration(time.Duration(e.Quantile(0.5)*float64(time.Second)))
 			v.P99 = "≤ " + fmtDuration(time.Duration(e.Quantile(0.99)*float64(time.Second)))
@@ -231,14 +232,16 @@ func subscriberViewOf(s boxcar.SubscriberInfo, hl boxcar.Health, depths map[stri
 	return v
 }
 
-// rateSince is the mean rate of n events since start: the counters are
-// since the subscriber started in this process, and so is the rate.
-func rateSince(n int64, start, now time.Time) string {
+// rateSince is the mean rate of n events since start, and the time it is
+// over: the counters count since the subscriber started in this process,
+// and so does the rate (a difference between two page loads would not be
+// a rate of anything).
+func rateSince(n int64, start, now time.Time) (string, string) {
 	el := now.Sub(start)
 	if start.IsZero() || el <= 0 {
-		return ""
+		return "", ""
 	}
-	return fmt.Sprintf("%.1f/s over %s", float64(n)/el.Seconds(), fmtDuration(el))
+	return fmt.Sprintf("%.1f/s", float64(n)/el.Seconds()), fmtDuration(el)
 }
 
 // letterList is a page of dead letters, or why it could not be read.

@@ -199,26 +199,27 @@ func sortedHeaders(h map[string]string) []header {
 // replayProgress is a replay's place, for a <progress> bar.
 type replayProgress struct {
 	boxcar.ReplayStatus
-	// Value and Max are the bar's: events acked since From of those from
-	// From to Through. Without From (the library does not keep it for a
-	// replay it did not start in this request), the bar spans the stream
-	// from its seq 1, and Label says so.
+	// Value and Max are the bar's: the events up to the ack floor of those
+	// up to Through, from From. Without From (the library does not record
+	// it in SubscriberInfo), the bar counts from the stream's seq 1, and
+	// Title says so.
 	Value, Max uint64
 	Percent    int
 	Label      string
+	Title      string
 }
 
 func replayProgressOf(st *boxcar.ReplayStatus) *replayProgress {
 	if st == nil {
 		return nil
 	}
-	p := &replayProgress{ReplayStatus: *st}
+	p := &replayProgress{ReplayStatus: *st, Label: fmt.Sprintf("at stream seq %d of %d", st.At, st.Through)}
 	from := st.From
 	if from == 0 {
 		from = 1
-		p.Label = fmt.Sprintf("ack floor at stream seq %d of %d (replay through %d)", st.At, st.Through, st.Through)
+		p.Title = "the bar counts from the stream's seq 1: where the replay started is not recorded"
 	} else {
-		p.Label = fmt.Sprintf("stream seq %d of %d to %d", st.At, from, st.Through)
+		p.Title = fmt.Sprintf("replaying stream seqs %d to %d", st.From, st.Through)
 	}
 	if st.Through >= from {
 		p.Max = st.Through - from + 1
