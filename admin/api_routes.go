@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -58,7 +59,7 @@ func (h *handler) postPause(ctx context.Context, r *http.Request, by string) (an
 	if err := h.pause(ctx, name, body.Until, by, body.Why); err != nil {
 		return nil, "", err
 	}
-	return okBody{OK: true}, describe("subscriber=%s until=%v", name, body.Until), nil
+	return okBody{OK: true}, fmt.Sprintf("subscriber=%s until=%v", name, body.Until), nil
 }
 
 // pause pauses name until until (zero: until resumed), refusing a time
@@ -78,7 +79,7 @@ func (h *handler) postResume(ctx context.Context, r *http.Request, by string) (a
 	if err := h.bus.ResumeSubscriber(ctx, name, by, why); err != nil {
 		return nil, "", err
 	}
-	return okBody{OK: true}, describe("subscriber=%s", name), nil
+	return okBody{OK: true}, fmt.Sprintf("subscriber=%s", name), nil
 }
 
 func (h *handler) postRetire(ctx context.Context, r *http.Request, by string) (any, string, error) {
@@ -89,7 +90,7 @@ func (h *handler) postRetire(ctx context.Context, r *http.Request, by string) (a
 	if err := h.bus.RetireSubscriber(ctx, name, by, why); err != nil {
 		return nil, "", err
 	}
-	return okBody{OK: true}, describe("subscriber=%s", name), nil
+	return okBody{OK: true}, fmt.Sprintf("subscriber=%s", name), nil
 }
 
 func (h *handler) postReplay(ctx context.Context, r *http.Request, by string) (any, string, error) {
@@ -108,7 +109,7 @@ func (h *handler) postReplay(ctx context.Context, r *http.Request, by string) (a
 	if err != nil {
 		return nil, "", err
 	}
-	return st, describe("subscriber=%s from=%d through=%d no_dedupe=%v", name, st.From, st.Through, st.NoDedupe), nil
+	return st, fmt.Sprintf("subscriber=%s from=%d through=%d no_dedupe=%v", name, st.From, st.Through, st.NoDedupe), nil
 }
 
 // replay refuses what the library would read as "not set" (a negative
@@ -179,7 +180,7 @@ func (h *handler) postRedrive(ctx context.Context, r *http.Request, by string) (
 	if err != nil {
 		return nil, "", err
 	}
-	return res, describe("seq=%d redriven=%v done=%d", seq, res.Redriven, res.Done), nil
+	return res, fmt.Sprintf("seq=%d redriven=%v done=%d", seq, res.Redriven, res.Done), nil
 }
 
 func (h *handler) postRedriveAll(ctx context.Context, r *http.Request, by string) (any, string, error) {
@@ -195,7 +196,7 @@ func (h *handler) postRedriveAll(ctx context.Context, r *http.Request, by string
 	if err != nil {
 		return nil, "", err
 	}
-	return res, describe("subscriber=%s key=%q redriven=%v done=%d", req.Subscriber, req.Key, res.Redriven, res.Done), nil
+	return res, fmt.Sprintf("subscriber=%s key=%q redriven=%v done=%d", req.Subscriber, req.Key, res.Redriven, res.Done), nil
 }
 
 // checkRedriveAll checks a redrive of a subscriber's letters (of one key,
@@ -260,7 +261,7 @@ func (h *handler) postDiscard(ctx context.Context, r *http.Request, by string) (
 	if err != nil {
 		return nil, "", err
 	}
-	return discardBody{Discarded: ok}, describe("seq=%d discarded=%v", seq, ok), nil
+	return discardBody{Discarded: ok}, fmt.Sprintf("seq=%d discarded=%v", seq, ok), nil
 }
 
 func (h *handler) getOutbox(r *http.Request) (any, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/admin"
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // NewHandler refuses options it cannot serve safely, naming the field, and
@@ -172,7 +173,12 @@ func TestWritesNeedTheWriteToken(t *testing.T) {
 // API; the page also takes it as a Basic password, and asks for one).
 func TestReadTokenGuardsReads(t *testing.T) {
 	t.Parallel()
-	b := setup(t, admin.Options{Token: writeToken, ReadToken: readToken})
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "boxcar_outbox_pending_events 0") })
+	b := setup(t, admin.Options{Token: writeToken, ReadToken: readToken, Metrics: metrics})
+	want(t, "metrics without credential", b.get("/metrics", nil), 401, "")
+	if r := b.get("/metrics", nil, "Authorization", "Bearer "+readToken); r.status != 200 || !bytes.Contains(r.body, []byte("boxcar_outbox_pending_events")) {
+		t.Fatalf("the Metrics hook: %s", r)
+	}
 	r := b.get("/api/status", nil)
 	want(t, "no credential", r, 401, "unauthorized")
 	if r.header.Get("WWW-Authenticate") == "" {
@@ -546,4 +552,61 @@ func TestInspectBusIsReadOnly(t *testing.T) {
 	if dl := b.letter(seq); dl.State != boxcar.DeadLetterPending {
 		t.Fatalf("inspected letter is %s", dl.State)
 	}
+}
+
+// /api/outbox lists the events the relay has not published, oldest first,
+// paged by after and limit; so does the outbox page. (Events left in the
+// outbox of an app that stopped, read through boxcar.Inspect, where no
+// relay runs.)
+func TestOutboxListsWaitingEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{})
+	b.publish("first", "1")
+	waitFor(t, "the relay caught up", func() (bool, string) {
+		st, err := b.bus.Stats(b.ctx)
+		return err == nil && st.RelayCursor == 1, fmt.Sprint(st.RelayCursor, err)
+	})
+	if err := b.bus.Close(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// What the app committed before it stopped, the relay not yet.
+	tx, err := b.db.BeginTx(b.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []sqlite.OutboxRow
+	for i := range 3 {
+		rows = append(rows, sqlite.OutboxRow{ID: fmt.Sprintf("01JTEST%019d", i), Type: "order.shipped", Key: fmt.Sprintf("k%d", i),
+			Data: []byte("xy"), CreatedNS: time.Now().Add(-time.Minute).UnixNano()})
+	}
+	if err := sqlite.InsertEvents(b.ctx, tx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	inspected, err := boxcar.Inspect(b.ctx, b.db, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inspected.Close(b.ctx) })
+	b.bus = inspected
+	b.srv = b.serve(admin.Options{})
+
+	var list struct{ Items []boxcar.OutboxEvent }
+	if want(t, "outbox", b.get("/api/outbox", &list), 200, ""); len(list.Items) != 3 || list.Items[0].Seq != 2 || list.Items[0].Key != "k0" ||
+		list.Items[0].Size != 2 || list.Items[0].Age < time.Minute {
+		t.Fatalf("outbox %+v", list)
+	}
+	if b.get("/api/outbox?limit=2", &list); len(list.Items) != 2 {
+		t.Fatalf("outbox, limit 2: %+v", list)
+	}
+	if b.get("/api/outbox?after=3", &list); len(list.Items) != 1 || list.Items[0].Seq != 4 {
+		t.Fatalf("outbox after 3: %+v", list)
+	}
+	var status struct{ Stats boxcar.Stats }
+	if b.get("/api/status", &status); status.Stats.OutboxLag != 3 || status.Stats.OutboxAge < time.Minute {
+		t.Fatalf("stats with 3 events waiting: %+v", status.Stats)
+	}
+	wantPage(t, "outbox page", b.get("/outbox?limit=2", nil), 200, "order.shipped", "k1", `href="./outbox?after=3&amp;limit=2"`)
 }

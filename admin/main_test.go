@@ -40,6 +40,7 @@ var (
 type bundle struct {
 	t      *testing.T
 	ctx    context.Context
+	dbPath string
 	db     *sql.DB
 	cfg    boxcar.Config
 	bus    *boxcar.Bus
@@ -62,7 +63,8 @@ func setupConfig(t *testing.T, cfg boxcar.Config, opts admin.Options) *bundle {
 	cfg.Dir = filepath.Join(dir, "nats")
 	b := &bundle{t: t, ctx: context.Background(), logs: &syncBuffer{}, cfg: cfg}
 	b.broken.Store(true)
-	db, err := sqlite.Open(filepath.Join(dir, "app.db"))
+	b.dbPath = filepath.Join(dir, "app.db")
+	db, err := sqlite.Open(b.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

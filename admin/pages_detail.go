@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/boxcar-bus/boxcar"
 )
@@ -39,7 +40,7 @@ func (h *handler) subscriberPage(r *http.Request, q url.Values) (string, any, er
 	if err != nil {
 		depths = nil // the list below shows the error
 	}
-	v := subscriberPageView{Sub: subscriberViewOf(info, hl, depths, h.viewOf(r, "", nil).Now), ReasonParked: boxcar.DeadLetterReasonParked}
+	v := subscriberPageView{Sub: subscriberViewOf(info, hl, depths, time.Now()), ReasonParked: boxcar.DeadLetterReasonParked}
 	v.Letters = h.letterList(ctx, boxcar.DeadLetterFilter{Subscriber: name, State: boxcar.DeadLetterPending, Limit: overviewLetters})
 	return "Subscriber " + name, v, nil
 }
@@ -96,16 +97,22 @@ type outboxView struct {
 func (h *handler) outboxView(ctx context.Context, after int64, afterSeq int64, afterID string, limit int) outboxView {
 	var v outboxView
 	var err error
+	page := func(q url.Values) string {
+		if limit != defaultLimit && limit != overviewOutbox {
+			q.Set("limit", strconv.Itoa(limit))
+		}
+		return "outbox?" + q.Encode()
+	}
 	if v.Pending, err = h.bus.OutboxPending(ctx, after, limit); err != nil {
 		v.PendingErr = err.Error()
 	} else if len(v.Pending) == limit {
-		v.NextPending = "outbox?after=" + strconv.FormatInt(v.Pending[limit-1].Seq, 10)
+		v.NextPending = page(url.Values{"after": {strconv.FormatInt(v.Pending[limit-1].Seq, 10)}})
 	}
 	if v.SetAside, v.SetAsideAll, err = h.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit); err != nil {
 		v.SetAsideErr = err.Error()
 	} else if len(v.SetAside) == limit {
 		last := v.SetAside[limit-1]
-		v.NextSetAside = "outbox?" + url.Values{"after_seq": {strconv.FormatInt(last.Seq, 10)}, "after_id": {last.ID}}.Encode()
+		v.NextSetAside = page(url.Values{"after_seq": {strconv.FormatInt(last.Seq, 10)}, "after_id": {last.ID}})
 	}
 	return v
 }

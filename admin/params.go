@@ -3,7 +3,6 @@ package admin
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -205,6 +204,3 @@ func nameOf(r *http.Request) (string, error) {
 	name := r.PathValue("name")
 	return name, checkName(name)
 }
-
-// describe formats a value for the audit log's detail.
-func describe(format string, args ...any) string { return fmt.Sprintf(format, args...) }
