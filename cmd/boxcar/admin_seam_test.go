@@ -73,6 +73,24 @@ func contractHandler(bus *boxcar.Bus, token string) http.Handler {
 			}
 		})
 	}
+	readRoutes(m, bus, get)
+	post("/api/subscribers/{name}/{action}", func(r *http.Request, by string) (any, error) { return subscriberWrite(bus, r, by) })
+	post("/api/deadletters/redrive", func(r *http.Request, by string) (any, error) {
+		var b struct{ Subscriber, Key, Why string }
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		return bus.Redrive(r.Context(), boxcar.RedriveRequest{Subscriber: b.Subscriber, Key: b.Key, By: by, Why: b.Why})
+	})
+	post("/api/deadletters/{seq}/{action}", func(r *http.Request, by string) (any, error) { return deadLetterWrite(bus, r, by) })
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "not_found", "no route "+r.URL.Path)
+	})
+	return m
+}
+
+// readRoutes adds the GET routes.
+func readRoutes(m *http.ServeMux, bus *boxcar.Bus, get func(string, func(*http.Request) (any, error))) {
 	ctx := func(r *http.Request) context.Context { return r.Context() }
 	get("/api/status", func(r *http.Request) (any, error) {
 		st, err := bus.Stats(ctx(r))
@@ -108,7 +126,6 @@ func contractHandler(bus *boxcar.Bus, token string) http.Handler {
 		return nil, errors.Join(err, fmt.Errorf("subscriber %q: %w", r.PathValue("name"), boxcar.ErrNotFound))
 	})
 	get("/api/subscribers/{name}/replay", func(r *http.Request) (any, error) { return bus.ReplayProgress(ctx(r), r.PathValue("name")) })
-	post("/api/subscribers/{name}/{action}", func(r *http.Request, by string) (any, error) { return subscriberWrite(bus, r, by) })
 	get("/api/deadletters", func(r *http.Request) (any, error) { return deadLetters(bus, r) })
 	get("/api/deadletters/{seq}", func(r *http.Request) (any, error) {
 		seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
@@ -117,14 +134,6 @@ func contractHandler(bus *boxcar.Bus, token string) http.Handler {
 		}
 		return bus.DeadLetter(ctx(r), seq)
 	})
-	post("/api/deadletters/redrive", func(r *http.Request, by string) (any, error) {
-		var b struct{ Subscriber, Key, Why string }
-		if err := decode(r, &b); err != nil {
-			return nil, err
-		}
-		return bus.Redrive(ctx(r), boxcar.RedriveRequest{Subscriber: b.Subscriber, Key: b.Key, By: by, Why: b.Why})
-	})
-	post("/api/deadletters/{seq}/{action}", func(r *http.Request, by string) (any, error) { return deadLetterWrite(bus, r, by) })
 	get("/api/outbox", func(r *http.Request) (any, error) {
 		after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 		limit := intParam(r, "limit", 100)
@@ -136,10 +145,6 @@ func contractHandler(bus *boxcar.Bus, token string) http.Handler {
 		items, total, err := bus.OutboxDeadLetters(ctx(r), after, r.URL.Query().Get("after_id"), intParam(r, "limit", 100))
 		return map[string]any{"items": items, "total": total}, err
 	})
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, http.StatusNotFound, "not_found", "no route "+r.URL.Path)
-	})
-	return m
 }
 
 func subscriberWrite(bus *boxcar.Bus, r *http.Request, by string) (any, error) {

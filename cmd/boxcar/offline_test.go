@@ -62,118 +62,125 @@ func (s *offlineStory) run(args ...string) result {
 func TestOfflineReads(t *testing.T) {
 	s := newOfflineStory(t)
 
-	t.Run("status", func(t *testing.T) {
-		r := s.run("status")
-		if r.code != exitOK {
-			t.Fatal(r)
-		}
-		mustContain(t, "status", r.stdout, "the app is down", "RELAY", "cursor", "outbox lag", "2 events", "1 in boxcar_outbox_dead",
-			"SUBSCRIBER", "STATE", "DEAD-LETTERED", "billing", "ledger", "audit", "the relay is not running")
-		var js statusJSON
-		decodeJSON(t, s.run("status", "-o", "json"), &js)
-		if js.Stats.OutboxLag != 2 || js.Stats.RelayCursor != s.cursor || js.Stats.OutboxDead != 1 || len(js.Subscribers) != 3 {
-			t.Fatalf("status JSON: stats %+v, %d subscribers", js.Stats, len(js.Subscribers))
-		}
-		if ch, _ := componentState(js.Health, "relay", ""); ch.State != boxcar.HealthStopped {
-			t.Errorf("relay %+v offline, want stopped", ch)
-		}
-		audit := subscriberNamed(t, js.Subscribers, "audit")
-		// (A replay's From is not kept by the app: only its end.)
-		if audit.Kind != "plain" || audit.Replay == nil || audit.Replay.Done || audit.Replay.At != 0 || audit.Replay.Through < 8 || audit.Pending < 8 {
-			t.Errorf("audit %+v, replay %+v: want a plain subscriber with a replay from 1 recorded, pending", audit, audit.Replay)
-		}
-		if l := subscriberNamed(t, js.Subscribers, "ledger"); l.ParkedKeys != 1 {
-			t.Errorf("ledger has %d parked keys, want 1", l.ParkedKeys)
-		}
-	})
-
-	t.Run("health", func(t *testing.T) {
-		r := s.run("health")
-		if r.code != exitUnhealthy { // the relay does not run offline
-			t.Fatalf("health offline: %s", r)
-		}
-		mustContain(t, "health", r.stdout, "COMPONENT", "relay", "stopped", "audit", "not running anywhere")
-		var h boxcar.Health
-		decodeJSON(t, s.run("health", "--output", "json"), &h)
-		if ch, ok := componentState(h, "subscriber", "audit"); !ok || ch.State != boxcar.HealthStopped || ch.Lag == 0 {
-			t.Errorf("audit %+v: want stopped and behind", ch)
-		}
-		if ch, _ := componentState(h, "subscriber", "billing"); ch.State != boxcar.HealthOK {
-			t.Errorf("billing %+v: want ok (caught up)", ch)
-		}
-	})
-
-	t.Run("subscribers", func(t *testing.T) {
-		r := s.run("subscribers")
-		mustContain(t, "subscribers", r.stdout, "NAME", "KIND", "billing", "tx", "audit", "plain", "order.placed", "0/")
-		var js listJSON[boxcar.SubscriberInfo]
-		decodeJSON(t, s.run("subscribers", "-o", "json"), &js)
-		if len(js.Items) != 3 || subscriberNamed(t, js.Items, "billing").Kind != "tx" {
-			t.Fatalf("subscribers JSON %+v", js.Items)
-		}
-		r = s.run("subscribers", "show", "ledger")
-		mustContain(t, "subscribers show", r.stdout, "ledger", "parked keys", "order.placed")
-		var si boxcar.SubscriberInfo
-		decodeJSON(t, s.run("subscribers", "show", "ledger", "-o", "json"), &si)
-		if si.Name != "ledger" || si.ParkedKeys != 1 || si.Running {
-			t.Fatalf("ledger %+v", si)
-		}
-		r = s.run("subscribers", "show", "nosuch")
-		if r.code != exitFailed || !strings.Contains(r.stderr, `"nosuch"`) || !strings.Contains(r.stderr, "not found") {
-			t.Fatalf("unknown subscriber: %s", r)
-		}
-	})
-
+	t.Run("status", func(t *testing.T) { testOfflineStatus(t, s) })
+	t.Run("health", func(t *testing.T) { testOfflineHealth(t, s) })
+	t.Run("subscribers", func(t *testing.T) { testOfflineSubscribers(t, s) })
 	t.Run("dlq ls", func(t *testing.T) { testOfflineDLQList(t, s) })
-	t.Run("dlq show", func(t *testing.T) {
-		testHostileShown(t, s.run("dlq", "show", num(s.hostile)))
-		r := s.run("dlq", "show", num(s.bin))
-		mustContain(t, "binary letter", r.stdout, "binary: hex dump", "00 01 02 ff fe 41 1b 5b", "discarded", "binary junk", "by test")
-		if strings.Contains(r.stdout, "\x1b") {
-			t.Errorf("the binary payload's escape reached the output:\n%q", r.stdout)
-		}
-		var dl boxcar.DeadLetter
-		decodeJSON(t, s.run("dlq", "show", num(s.bin), "-o", "json"), &dl)
-		if string(dl.Data) != string(binaryPayload) || dl.State != boxcar.DeadLetterDiscarded {
-			t.Fatalf("bin letter JSON %+v", dl)
-		}
-		if r := s.run("dlq", "show", "99999"); r.code != exitFailed || !strings.Contains(r.stderr, "not found") {
-			t.Fatalf("dlq show of no letter: %s", r)
-		}
-	})
-
-	t.Run("outbox ls", func(t *testing.T) {
-		r := s.run("outbox", "ls")
-		mustContain(t, "outbox ls", r.stdout, "SEQ", "AGE", "late", "Trace=0", "Trace=1")
-		var js listJSON[boxcar.OutboxEvent]
-		decodeJSON(t, s.run("outbox", "ls", "-o", "json"), &js)
-		if len(js.Items) != 2 || js.Items[0].Seq <= s.cursor || js.Items[0].Key != "late" || js.Items[0].Age <= 0 {
-			t.Fatalf("outbox JSON %+v (cursor %d)", js.Items, s.cursor)
-		}
-		decodeJSON(t, s.run("outbox", "ls", "--after", num(js.Items[0].Seq), "-o", "json"), &js)
-		if len(js.Items) != 1 {
-			t.Fatalf("outbox after the first: %+v", js.Items)
-		}
-		r = s.run("outbox", "ls", "--dead")
-		mustContain(t, "outbox ls --dead", r.stdout, "huge", "too_large", "1 set aside in all")
-		var dead outboxDeadJSON
-		decodeJSON(t, s.run("outbox", "ls", "--dead", "-o", "json"), &dead)
-		if dead.Total != 1 || len(dead.Items) != 1 || dead.Items[0].Reason != "too_large" || len(dead.Items[0].Data) != 4000 {
-			t.Fatalf("outbox dead JSON %+v", dead)
-		}
-	})
-
+	t.Run("dlq show", func(t *testing.T) { testOfflineDlqShow(t, s) })
+	t.Run("outbox ls", func(t *testing.T) { testOfflineOutboxLs(t, s) })
 	t.Run("replay --watch", func(t *testing.T) { testWatchInterrupted(t, s) })
 	t.Run("writes", func(t *testing.T) { testOfflineWrites(t, s) })
-	t.Run("schema", func(t *testing.T) {
-		r := runCLI(context.Background(), nil, "schema", "ls", s.dbPath)
-		if r.code != exitOK || !strings.Contains(r.stdout, "no schemas in") {
-			t.Fatalf("schema ls of the app's database: %s", r)
-		}
-		if r := runCLI(context.Background(), nil, "schema"); r.code != exitUsage || !strings.Contains(r.stderr, "boxcar schema <command>") {
-			t.Fatalf("schema without a command: %s", r)
-		}
-	})
+	t.Run("schema", func(t *testing.T) { testOfflineSchema(t, s) })
+}
+
+func testOfflineStatus(t *testing.T, s *offlineStory) {
+	r := s.run("status")
+	if r.code != exitOK {
+		t.Fatal(r)
+	}
+	mustContain(t, "status", r.stdout, "the app is down", "RELAY", "cursor", "outbox lag", "2 events", "1 in boxcar_outbox_dead", "published        - (the app is down)",
+		"SUBSCRIBER", "STATE", "DEAD-LETTERED", "billing", "ledger", "audit", "the relay is not running")
+	var js statusJSON
+	decodeJSON(t, s.run("status", "-o", "json"), &js)
+	if js.Stats.OutboxLag != 2 || js.Stats.RelayCursor != s.cursor || js.Stats.OutboxDead != 1 || len(js.Subscribers) != 3 {
+		t.Fatalf("status JSON: stats %+v, %d subscribers", js.Stats, len(js.Subscribers))
+	}
+	if ch, _ := componentState(js.Health, "relay", ""); ch.State != boxcar.HealthStopped {
+		t.Errorf("relay %+v offline, want stopped", ch)
+	}
+	audit := subscriberNamed(t, js.Subscribers, "audit")
+	// (A replay's From is not kept by the app: only its end.)
+	if audit.Kind != "plain" || audit.Replay == nil || audit.Replay.Done || audit.Replay.At != 0 || audit.Replay.Through < 8 || audit.Pending < 8 {
+		t.Errorf("audit %+v, replay %+v: want a plain subscriber with a replay from 1 recorded, pending", audit, audit.Replay)
+	}
+	if l := subscriberNamed(t, js.Subscribers, "ledger"); l.ParkedKeys != 1 {
+		t.Errorf("ledger has %d parked keys, want 1", l.ParkedKeys)
+	}
+}
+
+func testOfflineHealth(t *testing.T, s *offlineStory) {
+	r := s.run("health")
+	if r.code != exitUnhealthy { // the relay does not run offline
+		t.Fatalf("health offline: %s", r)
+	}
+	mustContain(t, "health", r.stdout, "COMPONENT", "relay", "stopped", "audit", "not running anywhere")
+	var h boxcar.Health
+	decodeJSON(t, s.run("health", "--output", "json"), &h)
+	if ch, ok := componentState(h, "subscriber", "audit"); !ok || ch.State != boxcar.HealthStopped || ch.Lag == 0 {
+		t.Errorf("audit %+v: want stopped and behind", ch)
+	}
+	if ch, _ := componentState(h, "subscriber", "billing"); ch.State != boxcar.HealthOK {
+		t.Errorf("billing %+v: want ok (caught up)", ch)
+	}
+}
+
+func testOfflineSubscribers(t *testing.T, s *offlineStory) {
+	r := s.run("subscribers")
+	mustContain(t, "subscribers", r.stdout, "NAME", "KIND", "billing", "tx", "audit", "plain", "order.placed", "0/")
+	var js listJSON[boxcar.SubscriberInfo]
+	decodeJSON(t, s.run("subscribers", "-o", "json"), &js)
+	if len(js.Items) != 3 || subscriberNamed(t, js.Items, "billing").Kind != "tx" {
+		t.Fatalf("subscribers JSON %+v", js.Items)
+	}
+	r = s.run("subscribers", "show", "ledger")
+	mustContain(t, "subscribers show", r.stdout, "ledger", "parked keys", "order.placed")
+	var si boxcar.SubscriberInfo
+	decodeJSON(t, s.run("subscribers", "show", "ledger", "-o", "json"), &si)
+	if si.Name != "ledger" || si.ParkedKeys != 1 || si.Running {
+		t.Fatalf("ledger %+v", si)
+	}
+	r = s.run("subscribers", "show", "nosuch")
+	if r.code != exitFailed || !strings.Contains(r.stderr, `"nosuch"`) || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("unknown subscriber: %s", r)
+	}
+}
+
+func testOfflineDlqShow(t *testing.T, s *offlineStory) {
+	testHostileShown(t, s.run("dlq", "show", num(s.hostile)))
+	r := s.run("dlq", "show", num(s.bin))
+	mustContain(t, "binary letter", r.stdout, "binary: hex dump", "00 01 02 ff fe 41 1b 5b", "discarded", "binary junk", "by test")
+	if strings.Contains(r.stdout, "\x1b") {
+		t.Errorf("the binary payload's escape reached the output:\n%q", r.stdout)
+	}
+	var dl boxcar.DeadLetter
+	decodeJSON(t, s.run("dlq", "show", num(s.bin), "-o", "json"), &dl)
+	if string(dl.Data) != string(binaryPayload) || dl.State != boxcar.DeadLetterDiscarded {
+		t.Fatalf("bin letter JSON %+v", dl)
+	}
+	if r := s.run("dlq", "show", "99999"); r.code != exitFailed || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("dlq show of no letter: %s", r)
+	}
+}
+
+func testOfflineOutboxLs(t *testing.T, s *offlineStory) {
+	r := s.run("outbox", "ls")
+	mustContain(t, "outbox ls", r.stdout, "SEQ", "AGE", "late", "Trace=0", "Trace=1")
+	var js listJSON[boxcar.OutboxEvent]
+	decodeJSON(t, s.run("outbox", "ls", "-o", "json"), &js)
+	if len(js.Items) != 2 || js.Items[0].Seq <= s.cursor || js.Items[0].Key != "late" || js.Items[0].Age <= 0 {
+		t.Fatalf("outbox JSON %+v (cursor %d)", js.Items, s.cursor)
+	}
+	decodeJSON(t, s.run("outbox", "ls", "--after", num(js.Items[0].Seq), "-o", "json"), &js)
+	if len(js.Items) != 1 {
+		t.Fatalf("outbox after the first: %+v", js.Items)
+	}
+	r = s.run("outbox", "ls", "--dead")
+	mustContain(t, "outbox ls --dead", r.stdout, "huge", "too_large", "1 set aside in all")
+	var dead outboxDeadJSON
+	decodeJSON(t, s.run("outbox", "ls", "--dead", "-o", "json"), &dead)
+	if dead.Total != 1 || len(dead.Items) != 1 || dead.Items[0].Reason != "too_large" || len(dead.Items[0].Data) != 4000 {
+		t.Fatalf("outbox dead JSON %+v", dead)
+	}
+}
+
+func testOfflineSchema(t *testing.T, s *offlineStory) {
+	r := runCLI(context.Background(), nil, "schema", "ls", s.dbPath)
+	if r.code != exitOK || !strings.Contains(r.stdout, "no schemas in") {
+		t.Fatalf("schema ls of the app's database: %s", r)
+	}
+	if r := runCLI(context.Background(), nil, "schema"); r.code != exitUsage || !strings.Contains(r.stderr, "boxcar schema <command>") {
+		t.Fatalf("schema without a command: %s", r)
+	}
 }
 
 func subscriberNamed(t *testing.T, subs []boxcar.SubscriberInfo, name string) boxcar.SubscriberInfo {

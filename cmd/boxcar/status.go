@@ -74,7 +74,8 @@ func cmdStatus(ctx context.Context, c *cli, args []string) int {
 		if c.jsonOut() {
 			return c.printJSON(statusJSON{Stats: st.Stats, Health: st.Health, Subscribers: subs})
 		}
-		printStatus(c.stdout, b.Where(), st.Stats, st.Health, subs)
+		_, down := b.(*offlineBackend)
+		printStatus(c.stdout, b.Where(), down, st.Stats, st.Health, subs)
 		return nil
 	})
 }
@@ -89,16 +90,25 @@ func componentState(h boxcar.Health, component, name string) (boxcar.ComponentHe
 	return boxcar.ComponentHealth{}, false
 }
 
-func printStatus(w io.Writer, where string, st boxcar.Stats, h boxcar.Health, subs []boxcar.SubscriberInfo) {
+// printStatus prints the status tables; down: read from the files, where
+// the counters since the app started mean nothing.
+func printStatus(w io.Writer, where string, down bool, st boxcar.Stats, h boxcar.Health, subs []boxcar.SubscriberInfo) {
 	fmt.Fprintf(w, "%s, at %s: %s\n\n", cell(where), h.At.Local().Format("2006-01-02 15:04:05"), cell(string(h.State)))
 	relay, _ := componentState(h, "relay", "")
 	outbox, _ := componentState(h, "outbox", "")
 	t := newTable(w, "RELAY", "")
 	t.row("state", cell(string(relay.State)))
 	t.row("cursor", num(st.RelayCursor))
-	t.row("published", num(st.RelayPublished)+" since the app started")
-	t.row("failures", num(st.RelayFailures))
-	t.row("set aside", fmt.Sprintf("%d since the app started, %d in boxcar_outbox_dead (outbox ls --dead)", st.RelaySetAside, st.OutboxDead))
+	sinceStart := func(n int64) string {
+		if down {
+			return "- (the app is down)"
+		}
+		return num(n) + " since the app started"
+	}
+	t.row("published", sinceStart(st.RelayPublished))
+	t.row("failures", sinceStart(st.RelayFailures))
+	t.row("set aside", sinceStart(st.RelaySetAside))
+	t.row("outbox dead", num(st.OutboxDead)+" in boxcar_outbox_dead (outbox ls --dead)")
 	t.row("outbox", cell(string(outbox.State)))
 	t.row("outbox lag", num(st.OutboxLag)+" events")
 	t.row("outbox age", dur(st.OutboxAge))
