@@ -104,6 +104,9 @@ func (c *cli) fail(name string, err error) int {
 	}
 	text, _ := escapeText(msg)
 	fmt.Fprintf(c.stderr, "boxcar %s: %s\n", name, strings.ReplaceAll(text, "\n", `\n`))
+	if errors.Is(err, errUsage) {
+		fmt.Fprintf(c.stderr, "usage: see boxcar %s -h, and boxcar help for where the app is\n", name)
+	}
 	return code
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/boxcar-bus/boxcar"
 )
 
 func TestCell(t *testing.T) {
@@ -87,5 +89,34 @@ func TestJSONSafe(t *testing.T) {
 	}
 	if !strings.Contains(string(safe), `\udb40\udc41`) || !strings.Contains(string(safe), "ok é") {
 		t.Errorf("jsonSafe: %s", safe)
+	}
+}
+
+// The bar counts from the replay's first seq; on a terminal it redraws one
+// line in place, elsewhere it prints a line per change.
+func TestProgressBar(t *testing.T) {
+	var b strings.Builder
+	p := &progressBar{w: &b, tty: true, name: "billing", from: 5}
+	st := boxcar.ReplayStatus{From: 5, Through: 14, At: 4}
+	p.show(st)
+	st.At = 9
+	p.show(st)
+	p.show(st) // unchanged: not drawn again
+	st.At, st.Done = 14, true
+	p.show(st)
+	p.end("done")
+	want := "\rreplay billing [>                             ]   0%  at stream seq 4 of 14\x1b[K" +
+		"\rreplay billing [===============>              ]  50%  at stream seq 9 of 14\x1b[K" +
+		"\rreplay billing [==============================] 100%  at stream seq 14 of 14\x1b[K\ndone\n"
+	if b.String() != want {
+		t.Errorf("terminal bar:\n%q\nwant\n%q", b.String(), want)
+	}
+	b.Reset()
+	p = &progressBar{w: &b, name: "billing", from: 5}
+	p.show(boxcar.ReplayStatus{Through: 14, At: 9})
+	p.show(boxcar.ReplayStatus{Through: 14, At: 9})
+	p.end("")
+	if got := strings.Count(b.String(), "\n"); got != 1 || strings.Contains(b.String(), "\r") {
+		t.Errorf("log bar: %q", b.String())
 	}
 }
