@@ -88,7 +88,7 @@ func testOnlineSubscribers(t *testing.T, s *onlineStory) {
 	}
 	mustContain(t, "subscribers show", s.run("subscribers", "show", "billing").stdout, "dead-lettered", "handler p50/p99")
 	r := s.run("subscribers", "show", "nosuch")
-	if r.code != exitFailed || !strings.Contains(r.stderr, "not found") || !strings.Contains(r.stderr, "(not_found)") {
+	if r.code != exitFailed || !strings.Contains(r.stderr, `"nosuch"`) || !strings.Contains(r.stderr, "(not_found)") {
 		t.Fatalf("unknown subscriber: %s", r)
 	}
 }
