@@ -432,7 +432,9 @@ func (d *dispatcher) callTx(ctx context.Context, tx *sql.Tx, it *item, w *handle
 	w.begin(it)
 	w.calls++
 	start := time.Now()
+	hctx, end := d.b.traceProcess(hctx, d.s.name, m)
 	err := callSafely(func() error { return d.s.h.tx(hctx, tx, m) })
+	end(err)
 	d.stats.handlerTime.observe(time.Since(start))
 	if !w.end() {
 		return &abortError{err: errors.New("handler abandoned after its timeout")}

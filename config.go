@@ -29,7 +29,7 @@ const (
 	DefaultCursorSaveInterval = 100 * time.Millisecond
 	DefaultPruneDelay         = 3 * time.Minute
 	DefaultPublishTimeout     = 5 * time.Second
-	DefaultSynchronous        = sqlite.SyncFull
+	DefaultSynchronous        = sqlite.SyncNormal
 
 	DefaultWorkers        = 8
 	DefaultBatchSize      = 256
@@ -226,17 +226,21 @@ type Config struct {
 	// or redelivery can apply an event twice.
 	DedupeRetention time.Duration
 
-	// Synchronous is how durable Boxcar makes what it reports: with
-	// sqlite.SyncFull (the default), Bus.Tx and Publish return, a
-	// subscriber acks its events, and the relay publishes an event, only
-	// once the commit is on disk and survives a power loss. One fsync of the
-	// WAL covers every commit made before it and runs off the write lock,
-	// so the writer goes on meanwhile (the write connection itself commits
-	// with synchronous=NORMAL). With sqlite.SyncNormal nothing waits: a power
-	// loss can lose the last commits, including handler effects whose events
-	// were acked (then never redelivered) and transactions whose events were
-	// published. The app's own connections keep the mode sqlite.OpenOptions
-	// gave them, but their events too are published only once durable.
+	// Synchronous is when Bus.Tx and Publish return. Whatever it is, what
+	// leaves the database waits until it is on disk: the relay publishes an
+	// event, and a subscriber acks the events of its transaction, only once
+	// an fsync of the WAL covers the commit (one fsync covers every commit
+	// made before it and runs off the write lock, so the writer goes on
+	// meanwhile; the write connection commits with synchronous=NORMAL). So
+	// a power loss never leaves a published event whose transaction the
+	// database lost, nor an acked event whose handler's effects it lost.
+	//   - sqlite.SyncNormal (the default): Tx returns at the commit, as the
+	//     app's own connections from sqlite.Open do (NORMAL by default): a
+	//     power loss (not a crash of the process) can take back the last
+	//     transactions, each with its events, which were never published.
+	//   - sqlite.SyncFull: Tx returns once its commit is on disk: what it
+	//     reported survives a power loss. Costs a shared fsync per group of
+	//     commits (bench/RESULTS.md, the defaults stage).
 	Synchronous string
 
 	// Health sets how Bus.Health judges the components. Defaults: see
@@ -249,6 +253,13 @@ type Config struct {
 	// event carries the version it matched (Message.SchemaVersion). Default
 	// nil: no validation.
 	Schemas SchemaValidator
+
+	// Tracing, if set, is told of each event's creation (PublishTx), its
+	// publish (each relay batch) and each handler call, and adds headers
+	// (a trace context) to each event at PublishTx (see Tracing; the module
+	// github.com/boxcar-bus/boxcar/otel is one, for OpenTelemetry). Default
+	// nil: no tracing, and no cost.
+	Tracing Tracing
 
 	// Logger receives Boxcar's logs. Default: discard.
 	Logger *slog.Logger

@@ -416,7 +416,9 @@ func (d *dispatcher) callPlain(m Message) error {
 	res := make(chan error, 1)
 	d.handlers.Go(func(context.Context) {
 		start := time.Now()
-		err := callSafely(func() error { return d.s.h.plain(ctx, m) })
+		hctx, end := d.b.traceProcess(ctx, d.s.name, m)
+		err := callSafely(func() error { return d.s.h.plain(hctx, m) })
+		end(err)
 		d.stats.handlerTime.observe(time.Since(start))
 		res <- err
 	})
@@ -539,7 +541,12 @@ func (d *dispatcher) ack(it *item) {
 // handled before its types were added (a catch-up rule). Call with d.mu
 // held.
 func (d *dispatcher) handledBefore(m Message, bad error) bool {
-	if d.acked.has(m.StreamSeq) {
+	if m.StreamSeq <= d.floor || d.acked.has(m.StreamSeq) {
+		// At or below the ack floor the dispatcher started from (or read
+		// since): acked before. A consumer delivers there only when the
+		// server did not start it where it was told (seen under load with
+		// a consumer created again right after an operator deleted it:
+		// it delivered from the stream's first message).
 		return true
 	}
 	if bad != nil {

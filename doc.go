@@ -60,18 +60,18 @@
 //     HandlerFunc then sees again the refilled events it had handled. Both
 //     are counted (Stats.StreamsRecreated, SubscriberStats.Recreated) and
 //     logged at error level.
-//   - Durability is SQLite's and JetStream's. With Config.Synchronous
-//     sqlite.SyncFull (the default) Bus.Tx and Publish return, subscribers
-//     ack, and the relay publishes, only what is on disk: one fsync of the
-//     WAL covers every commit before it, off the write lock. A commit is
-//     visible to readers a moment before it is durable. With
-//     sqlite.SyncNormal a power loss can lose the last commits: Tx calls
-//     (their rows and events together), subscriber effects whose events were
-//     acked (then never redelivered), and app transactions whose events were
-//     published (subscribers then handle an event whose transaction the
-//     database lost). The app's own connections commit with the mode of
-//     sqlite.OpenOptions (SyncNormal by default): a power loss can take back
-//     their last transactions, whose events were not published yet.
+//   - Durability is SQLite's and JetStream's. What leaves the database is
+//     on disk first: the relay publishes an event, and a subscriber acks
+//     the events its transaction handled, only once an fsync of the WAL
+//     covers the commit (one fsync covers every commit before it, off the
+//     write lock). So a power loss never leaves a published event whose
+//     transaction the database lost, nor an acked event whose effects it
+//     lost. Bus.Tx and Publish return at the commit with Config.Synchronous
+//     sqlite.SyncNormal (the default), as the app's own connections from
+//     sqlite.Open do: a power loss can take back the last transactions,
+//     each with its events, never published. With sqlite.SyncFull they
+//     return once the commit is on disk. A commit is visible to readers a
+//     moment before it is durable.
 //     JetStream's store fsyncs every two minutes unless
 //     Config.SyncAlways; the outbox keeps relayed events for
 //     Config.PruneDelay so that a stream that lost acked writes is refilled
@@ -102,9 +102,7 @@
 //     already pruned, or more than 10,000 foreign messages at the stream's
 //     end, can make the relay publish events a second time.
 //   - Acked JetStream writes lost further back than Config.PruneDelay cannot
-//     be republished (the rows are gone); after a power loss with
-//     sqlite.SyncNormal the stream can hold events whose transactions the
-//     database lost.
+//     be republished (the rows are gone).
 //   - Bus.Tx calls that share a group commit share its fate when SQLite
 //     ends the whole transaction (a full disk, an I/O error, or a statement
 //     such as INSERT OR ROLLBACK whose error a call ignored): every call in
@@ -150,7 +148,10 @@
 // consumers, publishes the outbox in order exactly once and holds the wire
 // codec. Operations (cmd/boxcar, admin, metrics) and the schema registry
 // (schema) are built on the root package's public API; adapters with heavy
-// dependencies (watermill, otel) have modules of their own.
+// dependencies (watermill, otel) have modules of their own. Config.Tracing
+// is the hook tracing systems plug into (the otel module implements it with
+// OpenTelemetry); package boxcartest crash-tests an app's own handlers, the
+// way cmd/torture crash-tests Boxcar.
 //
 // A complete program is in examples/quickstart.
 //

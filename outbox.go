@@ -133,10 +133,20 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 	// microseconds; ctx was checked above.
 	now := time.Now()
 	rows := make([]sqlite.OutboxRow, len(events))
+	var trace createTrace // Config.Tracing's create callbacks, ended with the write
 	for i := range events {
 		e := &events[i]
 		r := &rows[i]
-		if h := e.Headers; len(h) > 0 || versions[i] > 0 {
+		r.ID = b.ids.next(now)
+		h := e.Headers
+		if b.cfg.Tracing != nil {
+			var err error
+			if h, err = trace.create(ctx, b, i, r.ID, e, now); err != nil {
+				trace.end(err)
+				return err
+			}
+		}
+		if len(h) > 0 || versions[i] > 0 {
 			if versions[i] > 0 {
 				// Boxcar's own header, in the row with the event's.
 				h = maps.Clone(h)
@@ -151,11 +161,14 @@ func (b *Bus) PublishTx(ctx context.Context, tx *sql.Tx, events ...Event) error 
 		if r.Data == nil {
 			r.Data = []byte{}
 		}
-		r.ID, r.Type, r.Key, r.CreatedNS = b.ids.next(now), e.Type, e.Key, now.UnixNano()
+		r.Type, r.Key, r.CreatedNS = e.Type, e.Key, now.UnixNano()
 	}
 	if err := sqlite.InsertEvents(context.WithoutCancel(ctx), tx, rows); err != nil {
-		return fmt.Errorf("boxcar: publish: %w", err)
+		err = fmt.Errorf("boxcar: publish: %w", err)
+		trace.end(err)
+		return err
 	}
+	trace.end(nil)
 	return nil
 }
 

@@ -54,6 +54,9 @@ type relay struct {
 
 	rows []sqlite.OutboxRow
 	out  []bjs.Outgoing
+	// traced are the end functions of Config.Tracing's Publish for the
+	// batches in flight, oldest first (see tracing.go).
+	traced []func(error)
 }
 
 type checkpoint struct {
@@ -193,6 +196,7 @@ func (r *relay) run(ctx context.Context) {
 			break
 		}
 		if err != nil {
+			r.traceEndAll(err)
 			r.failures.Add(1)
 			if !r.setAside(ctx, err) {
 				backoff = min(max(backoff*2, 10*time.Millisecond), 5*time.Second)
@@ -234,6 +238,7 @@ func (r *relay) run(ctx context.Context) {
 			break
 		}
 	}
+	r.traceEndAll(ctx.Err())
 	// Stopped: save the cursor with a fresh context, bounded.
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -323,6 +328,7 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 			}
 			sent = r.rows[read-1].Seq
 			clear(r.rows)
+			r.traceSend(ctx)
 			r.pub.Send(r.out)
 			clear(r.out)
 			if r.pub.InFlight() < relayDepth {
@@ -336,6 +342,7 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
+		r.traceAcked()
 		b.probe(ProbeRelayAfterAck)
 		r.cursor.Store(last)
 		r.published.Add(int64(n))

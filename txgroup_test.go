@@ -163,40 +163,46 @@ func TestTxGroupCommitIsolatesEachCall(t *testing.T) {
 }
 
 // When SQLite ends the whole transaction under a call (as it does on a full
-// disk or an interrupted statement; here the call runs ROLLBACK itself), the
-// calls that ran before it in the group fail with it and nothing of them is
-// committed; the calls after it run in a new transaction.
+// disk or an interrupted statement; here an INSERT OR ROLLBACK that
+// conflicts, whose error the call returns), the calls that ran before it in
+// the group fail with it and nothing of them is committed; the calls after
+// it run in a new transaction. (ROLLBACK run as SQL is another case: see
+// TestSQLCommitInsideTxIsReportedUnknown.)
 func TestTxGroupSharesTheFateOfItsTransaction(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
+	if _, err := tb.db.Exec(`INSERT INTO counters(key, n) VALUES('taken', 1)`); err != nil {
+		t.Fatal(err)
+	}
 	out := runGroup(t, tb.bus,
 		insertCounter("a"),
 		func(tx *sql.Tx) error {
 			if err := insertCounter("b")(tx); err != nil {
 				return err
 			}
-			_, err := tx.Exec(`ROLLBACK`)
-			return err // nil: the call does not know what it did
+			_, err := tx.Exec(`INSERT OR ROLLBACK INTO counters(key, n) VALUES('taken', 2)`)
+			return err
 		},
 		insertCounter("c"),
 	)
-	for i := range 2 {
-		if out[i].err == nil || !strings.Contains(out[i].err.Error(), "nothing of it was committed") {
-			t.Fatalf("call %d returned %v, want the shared transaction's failure", i, out[i].err)
-		}
+	if out[0].err == nil || !strings.Contains(out[0].err.Error(), "nothing of it was committed") {
+		t.Fatalf("call 0 returned %v, want the shared transaction's failure", out[0].err)
+	}
+	if out[1].err == nil {
+		t.Fatal("the call whose statement ended the transaction returned nil")
 	}
 	if out[2].err != nil {
 		t.Fatalf("call 2 returned %v, want nil (a new transaction)", out[2].err)
 	}
-	if got := counterKeys(t, tb.db); got != "c" {
-		t.Fatalf("committed keys %q, want only c", got)
+	if got := counterKeys(t, tb.db); got != "c,taken" {
+		t.Fatalf("committed keys %q, want c and the row from before", got)
 	}
 	// The write connection is healthy afterwards.
 	if err := tb.bus.Tx(context.Background(), insertCounter("d")); err != nil {
 		t.Fatal(err)
 	}
-	if got := counterKeys(t, tb.db); got != "c,d" {
-		t.Fatalf("committed keys %q, want c,d", got)
+	if got := counterKeys(t, tb.db); got != "c,d,taken" {
+		t.Fatalf("committed keys %q, want c,d,taken", got)
 	}
 }
 

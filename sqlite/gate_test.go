@@ -233,15 +233,16 @@ func TestWriteAfterSQLiteEndedTheTransaction(t *testing.T) {
 	}
 }
 
-// By default (SyncFull) a Tx returns only after an fsync of the WAL that
-// began after its commit: what it committed survives a power loss. The
-// fsync runs off the write lock (the connection itself commits with
+// With SyncFull a Tx returns only after an fsync of the WAL that began
+// after its commit: what it committed survives a power loss. The fsync runs
+// off the write lock (the connection itself commits with
 // synchronous=NORMAL), one for all who asked while the last one ran. With
-// SyncNormal nothing waits.
+// SyncNormal (the default) Tx returns at the commit, and Durable, which the
+// relay and subscribers wait for, fsyncs.
 func TestWriterMakesCommitsDurable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	wb := setupWriter(t)
+	wb := setupWriterConfig(t, WriterConfig{Synchronous: SyncFull})
 	var mode int
 	if err := wb.w.Conn(ctx, func(c *sql.Conn) error {
 		return c.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode)
@@ -251,50 +252,42 @@ func TestWriterMakesCommitsDurable(t *testing.T) {
 	if mode != 1 {
 		t.Fatalf("write connection synchronous=%d, want 1 (NORMAL): the fsync is the syncer's", mode)
 	}
-	for i := range 10 {
-		before := wb.w.Stats().WALSyncs
-		if err := wb.w.Tx(ctx, func(tx *sql.Tx) error {
-			_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, fmt.Sprint(i))
+	insert := func(w *Writer, key string) {
+		t.Helper()
+		if err := w.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, key)
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for i := range 10 {
+		before := wb.w.Stats().WALSyncs
+		insert(wb.w, fmt.Sprint(i))
 		if after := wb.w.Stats().WALSyncs; after <= before {
-			t.Fatalf("Tx %d returned with no fsync of the WAL since its commit (%d before, %d after)", i, before, after)
+			t.Fatalf("SyncFull: Tx %d returned with no fsync of the WAL since its commit (%d before, %d after)", i, before, after)
 		}
 	}
 	// Many writers share fsyncs.
 	var wg sync.WaitGroup
 	before := wb.w.Stats().WALSyncs
 	for i := range 200 {
-		wg.Go(func() {
-			if err := wb.w.Tx(ctx, func(tx *sql.Tx) error {
-				_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, fmt.Sprint("many-", i))
-				return err
-			}); err != nil {
-				t.Error(err)
-			}
-		})
+		wg.Go(func() { insert(wb.w, fmt.Sprint("many-", i)) })
 	}
 	wg.Wait()
 	if n := wb.w.Stats().WALSyncs - before; n >= 200 {
 		t.Fatalf("200 concurrent Tx calls took %d fsyncs: they should share them", n)
 	}
 
-	db2, err := Open(filepath.Join(t.TempDir(), "n.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db2.Close()
-	normal, err := NewWriter(ctx, db2, WriterConfig{Synchronous: SyncNormal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer normal.Close(ctx)
-	if err := normal.Tx(ctx, func(tx *sql.Tx) error { _, err := tx.Exec(`CREATE TABLE x(y)`); return err }); err != nil {
-		t.Fatal(err)
-	}
+	normal := setupWriter(t).w
+	insert(normal, "a")
 	if n := normal.Stats().WALSyncs; n != 0 {
-		t.Fatalf("SyncNormal: %d fsyncs, want none", n)
+		t.Fatalf("SyncNormal: Tx waited for %d fsyncs, want none", n)
+	}
+	if err := normal.Durable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := normal.Stats().WALSyncs; n == 0 {
+		t.Fatal("SyncNormal: Durable returned without an fsync: what the relay publishes and subscribers ack must be on disk")
 	}
 }

@@ -193,6 +193,12 @@ func (w *Writer) lead(own *txCall) {
 		return
 	}
 	r := txResult{}
+	if !w.txWaits {
+		for _, c := range committed {
+			c.done <- r
+		}
+		return
+	}
 	if err := w.Durable(context.Background()); err != nil {
 		r.err = fmt.Errorf("boxcar: tx: committed, but the fsync that makes it durable failed (a power loss could undo it): %w", err)
 	}

@@ -42,13 +42,14 @@ type WriterConfig struct {
 	// its callers get their results (Boxcar wakes the relay there). It must
 	// not block.
 	AfterTxCommit func()
-	// Synchronous is how durable a commit of the writer is when it is
-	// reported: SyncFull (the default) waits, after the commit and off the
-	// write lock, for an fsync of the WAL (see syncer.go): Tx returns, and
-	// Durable lets its callers ack or publish, only once the commit would
-	// survive a power loss. SyncNormal does not wait: the last commits may be
-	// lost in a power loss or an OS crash. Either way the write connection
-	// itself commits with synchronous=NORMAL.
+	// Synchronous is when Tx reports a commit. Either way Durable waits
+	// for an fsync of the WAL that covers every commit before it (see
+	// syncer.go), off the write lock, and the write connection commits with
+	// synchronous=NORMAL: what leaves the database (a published event, an
+	// ack) waits for Durable. SyncFull: Tx returns once its commit is
+	// durable (it survives a power loss). SyncNormal (the default): Tx
+	// returns at the commit, as the app's own connections do in NORMAL: a
+	// power loss can take back the last commits, together.
 	Synchronous string
 	// Logger receives the checkpointer's warnings. Default: discard.
 	Logger *slog.Logger
@@ -57,15 +58,16 @@ type WriterConfig struct {
 // Writer is the single writer of one database. Make it with NewWriter and
 // Close it before closing the database.
 type Writer struct {
-	db     *sql.DB
-	cfg    WriterConfig
-	gate   *gate // the database's (from Open), or the writer's own
-	conn   *sql.Conn
-	ended  autoCommitter // the write connection's driver: tells a transaction SQLite ended
-	shield *Shield       // nil for a database not from Open
-	txq    txQueue
-	ckpt   *checkpointer
-	syncer *walSyncer // nil with SyncNormal
+	db      *sql.DB
+	cfg     WriterConfig
+	gate    *gate // the database's (from Open), or the writer's own
+	conn    *sql.Conn
+	ended   autoCommitter // the write connection's driver: tells a transaction SQLite ended
+	shield  *Shield       // nil for a database not from Open
+	txq     txQueue
+	ckpt    *checkpointer
+	syncer  *walSyncer // nil for a database without a file (then Durable returns at once)
+	txWaits bool       // SyncFull: Tx results wait for Durable
 
 	busy        time.Duration // the longest a Tx call waits for the write lock (the database's busy timeout)
 	refuseTx    atomic.Bool   // Tx calls not yet run return ErrClosed
@@ -85,7 +87,7 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Synchronous == "" {
-		cfg.Synchronous = SyncFull
+		cfg.Synchronous = SyncNormal
 	}
 	sync := strings.ToUpper(cfg.Synchronous)
 	if sync != SyncFull && sync != SyncNormal {
@@ -117,14 +119,12 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 			return nil, fmt.Errorf("sqlite: writer: %w", err)
 		}
 	}
-	if sync == SyncFull {
-		path, err := mainFile(ctx, w.conn)
-		if err != nil {
-			w.conn.Close()
-			return nil, fmt.Errorf("sqlite: writer: %w", err)
-		}
-		w.syncer = startSyncer(path + "-wal")
+	path, err := mainFile(ctx, w.conn)
+	if err != nil {
+		w.conn.Close()
+		return nil, fmt.Errorf("sqlite: writer: %w", err)
 	}
+	w.syncer, w.txWaits = startSyncer(path+"-wal"), sync == SyncFull
 	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock)
 	return w, nil
 }
@@ -156,8 +156,8 @@ func mainFile(ctx context.Context, c *sql.Conn) (string, error) {
 }
 
 // Durable returns once everything committed before the call (by the
-// writer or any other connection) is on disk, with SyncFull; with
-// SyncNormal at once. Call it without the write lock.
+// writer or any other connection) is on disk. Call it without the write
+// lock.
 func (w *Writer) Durable(ctx context.Context) error {
 	if w.syncer == nil {
 		return nil

@@ -21,6 +21,11 @@ type writerBundle struct {
 
 func setupWriter(t *testing.T) *writerBundle {
 	t.Helper()
+	return setupWriterConfig(t, WriterConfig{})
+}
+
+func setupWriterConfig(t *testing.T, cfg WriterConfig) *writerBundle {
+	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "w.db")
 	db, err := Open(path)
@@ -34,7 +39,7 @@ func setupWriter(t *testing.T) *writerBundle {
 	if _, err := db.Exec(`CREATE TABLE counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWriter(ctx, db, WriterConfig{})
+	w, err := NewWriter(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

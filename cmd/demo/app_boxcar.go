@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/boxcar-bus/boxcar"
+	"github.com/boxcar-bus/boxcar/examples/signup"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -131,19 +132,8 @@ func (a *boxcarApp) subscribe(ctx context.Context) error {
 	}
 	// Billing: a subscription row at signup; its invoice address follows
 	// the user's email changes, in order.
-	_, err = a.bus.Subscribe(ctx, "billing", boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
-		var ev userEvent
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			return boxcar.Permanent(err)
-		}
-		a.c.point("billing", a.c.count("billing"))
-		q := sqlSubscribe
-		if m.Type == typeEmailChanged {
-			q = sqlBillingEmail
-		}
-		_, err := tx.ExecContext(ctx, q, ev.UserID, ev.Email)
-		return err
-	}), boxcar.SubscribeOptions{Types: []string{typeSignedUp, typeEmailChanged}})
+	billing := signup.Billing{OnEvent: func() { a.c.point("billing", a.c.count("billing")) }}
+	_, err = a.bus.Subscribe(ctx, signup.BillingSubscriber, boxcar.TxHandler(billing.Handle), signup.BillingOptions())
 	return err
 }
 
@@ -181,26 +171,12 @@ func (a *boxcarApp) produce(ctx context.Context) error {
 
 func (a *boxcarApp) signUp(ctx context.Context, i int) error {
 	id, email := userID(i), emailOf(i, 0)
-	return a.bus.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, sqlInsertUser, id, email); err != nil {
-			return err
-		}
-		return a.bus.PublishTx(ctx, tx, boxcar.Event{
-			Type: typeSignedUp, Key: id, Data: mustJSON(userEvent{UserID: id, Email: email}),
-		})
-	})
+	return a.bus.Tx(ctx, func(tx *sql.Tx) error { return signup.SignUp(ctx, a.bus, tx, id, email) })
 }
 
 func (a *boxcarApp) changeEmail(ctx context.Context, i, version int) error {
 	id, email := userID(i), emailOf(i, version)
-	return a.bus.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, sqlChangeEmail, email, id); err != nil {
-			return err
-		}
-		return a.bus.PublishTx(ctx, tx, boxcar.Event{
-			Type: typeEmailChanged, Key: id, Data: mustJSON(userEvent{UserID: id, Email: email}),
-		})
-	})
+	return a.bus.Tx(ctx, func(tx *sql.Tx) error { return signup.ChangeEmail(ctx, a.bus, tx, id, email) })
 }
 
 // waitRelayed waits until the outbox is empty above the relay's cursor.

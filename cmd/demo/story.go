@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	_ "github.com/mattn/go-sqlite3" // the naive side's and the checker's plain SQLite
+
+	"github.com/boxcar-bus/boxcar/examples/signup"
 )
 
 // The article's signup story, shared by both sides: the auth service owns
@@ -20,15 +22,12 @@ import (
 // the address to send invoices to.
 
 const (
-	typeSignedUp     = "user.signed_up"
-	typeEmailChanged = "user.email_changed"
+	typeSignedUp     = signup.TypeSignedUp
+	typeEmailChanged = signup.TypeEmailChanged
 )
 
 // userEvent is the payload of both event types.
-type userEvent struct {
-	UserID string `json:"user_id"`
-	Email  string `json:"email"`
-}
+type userEvent = signup.UserEvent
 
 func userID(i int) string { return fmt.Sprintf("u%05d", i) }
 
@@ -50,32 +49,16 @@ func mustJSON(v any) []byte {
 // appSchema is the application's own tables, in the same SQLite file as
 // Boxcar's (on the Boxcar side) so that a handler's writes commit with its
 // dedupe row.
-const appSchema = `
-CREATE TABLE IF NOT EXISTS users (
-	id    TEXT PRIMARY KEY,
-	email TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-	name TEXT PRIMARY KEY,
-	n    INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counters(name, n) VALUES ('signups', 0);
-CREATE TABLE IF NOT EXISTS subscriptions (
-	user_id TEXT PRIMARY KEY,
-	plan    TEXT NOT NULL,
-	email   TEXT NOT NULL
-);`
+const appSchema = signup.Schema
 
-// The services' SQL, the same on both sides.
+// The services' SQL, the same on both sides (the Boxcar side's services are
+// package signup's).
 const (
-	sqlInsertUser  = `INSERT INTO users(id, email) VALUES (?, ?)`
-	sqlChangeEmail = `UPDATE users SET email = ? WHERE id = ?`
-	// Not idempotent by nature: run twice, it counts twice.
-	sqlCountSignup = `UPDATE counters SET n = n + 1 WHERE name = 'signups'`
-	sqlSubscribe   = `INSERT INTO subscriptions(user_id, plan, email) VALUES (?, 'free', ?)
-		ON CONFLICT(user_id) DO NOTHING`
-	sqlBillingEmail = `INSERT INTO subscriptions(user_id, plan, email) VALUES (?, 'free', ?)
-		ON CONFLICT(user_id) DO UPDATE SET email = excluded.email`
+	sqlInsertUser   = signup.InsertUserSQL
+	sqlChangeEmail  = signup.ChangeEmailSQL
+	sqlCountSignup  = signup.CountSignupSQL // not idempotent: run twice, it counts twice
+	sqlSubscribe    = signup.SubscribeSQL
+	sqlBillingEmail = signup.BillingEmailSQL
 )
 
 // mailbox is the email provider, an external system: every send request is
