@@ -153,7 +153,7 @@ func TestTxGroupCommitIsolatesEachCall(t *testing.T) {
 	}
 	waitRelayed(t, tb.bus, maxOutboxSeq(t, tb.db))
 	msgs := streamMessages(t, tb.bus)
-	if len(msgs) != 2 || msgs[0].Subject != "boxcar.group.done.e" || msgs[1].Subject != "boxcar.group.marker.m" {
+	if len(msgs) != 2 || msgs[0].Subject != tb.bus.layout.Subject("main", "group.done", "e") || msgs[1].Subject != tb.bus.layout.Subject("main", "group.marker", "m") {
 		var subjects []string
 		for _, m := range msgs {
 			subjects = append(subjects, m.Subject)
