@@ -36,8 +36,9 @@ func (s HealthState) rank() int {
 
 // ComponentHealth is one component's state and why.
 type ComponentHealth struct {
-	// Component is "relay", "outbox" or "subscriber"; Name is the
-	// subscriber's.
+	// Component is "relay", "outbox", "subscriber" or, for a leaf
+	// (Config.Leaf), "hub"; Name is the subscriber's, or the hub's
+	// aggregate stream.
 	Component string      `json:"component"`
 	Name      string      `json:"name"`
 	State     HealthState `json:"state"`
@@ -210,7 +211,7 @@ func (b *Bus) Health(ctx context.Context) (Health, error) {
 	b.health.mu.Lock()
 	samples := slices.Clone(b.health.samples)
 	b.health.mu.Unlock()
-	return judge(samples, b.cfg.Health), nil
+	return b.withHubHealth(judge(samples, b.cfg.Health)), nil
 }
 
 // judge applies the rules to a window of samples (oldest first, at least

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
@@ -143,7 +144,7 @@ func (h *hubLink) sync(ctx context.Context) bool {
 		}
 	}
 	h.lastErr = err.Error()
-	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		h.lastErr += fmt.Sprintf(" (no JetStream answers in the hub's domain %q: is Config.Leaf.HubDomain right, and does the hub run JetStream?)", b.cfg.Leaf.HubDomain)
 	}
 	return false
