@@ -324,6 +324,7 @@ type subscriberStats struct {
 	ignored      atomic.Int64 // redeliveries of messages still held or handled before
 	recreated    atomic.Int64 // consumers created again after they vanished
 	expired      atomic.Int64 // events that left the stream before they were handled
+	deliveryGaps atomic.Int64 // deliveries lost in transit, each followed by a consumer reset
 	handlerTime  histogram    // of each handler call
 	endToEnd     histogram    // from publish to handled, of each event handled
 }

@@ -93,6 +93,10 @@ type dispatcher struct {
 	deliveredBefore uint64
 	waiting         int // keys waiting for a retry
 	stopping        bool
+	// lastDelivery is the highest consumer sequence seen; gapped, that a
+	// delivery was lost in transit (see deliverygap.go).
+	lastDelivery uint64
+	gapped       bool
 }
 
 // dispatcherSeed is what a new dispatcher starts from.
@@ -104,6 +108,10 @@ type dispatcherSeed struct {
 	deliveredBefore uint64
 	replayThrough   uint64
 	replayNoDedupe  bool
+	// delivered is the consumer sequence of the consumer's last delivery
+	// before this dispatcher (0 right after a reset, or for a new
+	// consumer): see deliverygap.go.
+	delivered uint64
 }
 
 func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed) *dispatcher {
@@ -125,6 +133,7 @@ func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed
 		deliveredBefore: seed.deliveredBefore,
 		replayThrough:   seed.replayThrough,
 		replayNoDedupe:  seed.replayNoDedupe,
+		lastDelivery:    seed.delivered,
 	}
 	if d.parked == nil {
 		d.parked = map[string]uint64{}
@@ -247,6 +256,9 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 // the message is acked; a redelivery of a message still held is dropped, and
 // one of a message handled before is acked and dropped.
 func (d *dispatcher) enqueue(msg jetstream.Msg) {
+	if d.deliveryGap(msg) {
+		return // deliveries before it were lost: see deliverygap.go
+	}
 	m, bad := messageOf(d.b.layout, msg)
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -51,8 +52,28 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name, description
 }
 
 // claimInstance claims id for database dbID in the instances bucket of js,
-// or returns ErrInstanceTaken if another database holds it.
+// or returns ErrInstanceTaken if another database holds it. A cluster that
+// has just started may have no JetStream responder yet for a moment: that
+// is retried for up to claimRetryFor.
 func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
+	deadline := time.Now().Add(claimRetryFor)
+	for {
+		err := claimInstanceOnce(ctx, js, replicas, stream, id, dbID)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// claimRetryFor bounds claimInstance's retries of a missing responder.
+const claimRetryFor = 5 * time.Second
+
+func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
 	kv, err := ensureBucket(ctx, js, instancesBucket, "Boxcar: which database each instance ID belongs to", replicas)
 	if err != nil {
 		return fmt.Errorf("claim instance ID %q: %w", id, err)

@@ -100,6 +100,10 @@ type SubscriberStats struct {
 	// Recreated counts the times the subscriber's consumer vanished (an
 	// operator deleted it, or its stream) and was created again.
 	Recreated int64 `json:"recreated"`
+	// DeliveryGaps counts the times deliveries were lost in transit (a
+	// slow-consumer drop, a reconnect, a cluster node that died): each
+	// time the consumer was reset to its ack floor, to keep per-key order.
+	DeliveryGaps int64 `json:"delivery_gaps"`
 	// Expired counts events that left the stream (Config.Retention) before
 	// this subscriber handled them: lost for it, for good. For a subscriber
 	// filtered by type it is an upper bound (stream messages in the gap, of
@@ -200,6 +204,7 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 		Redelivered:     s.stats.redelivered.Load(),
 		Ignored:         s.stats.ignored.Load(),
 		Recreated:       s.stats.recreated.Load(),
+		DeliveryGaps:    s.stats.deliveryGaps.Load(),
 		Expired:         s.stats.expired.Load(),
 		HandlerDuration: s.stats.handlerTime.snapshot(),
 		EndToEnd:        s.stats.endToEnd.snapshot(),
@@ -283,6 +288,7 @@ func (s *Subscription) groupStats(ctx context.Context) (SubscriberStats, error) 
 		sum.Redelivered += ss.Redelivered
 		sum.Ignored += ss.Ignored
 		sum.Recreated += ss.Recreated
+		sum.DeliveryGaps += ss.DeliveryGaps
 		sum.Expired += ss.Expired
 	}
 	err := errors.Join(errs...)

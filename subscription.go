@@ -41,7 +41,8 @@ type Subscription struct {
 	h        Handler
 	stats    subscriberStats
 	sup      *lifecycle.Group // the supervisor
-	lost     chan error       // a dispatcher reports that its consumer vanished
+	lost     chan error       // a dispatcher reports that its consumer vanished, or lost deliveries
+	gaps     gapStreak        // paces the resets after lost deliveries (deliverygap.go)
 
 	opMu          sync.Mutex // recover and replay replace the dispatcher one at a time
 	mu            sync.Mutex
@@ -205,6 +206,9 @@ func (s *Subscription) start(ctx context.Context) error {
 		// The reset starts delivery counts over: what the consumer had
 		// delivered before counts as redelivered.
 		seed.deliveredBefore = info.Delivered.Stream
+	default:
+		// No reset: the consumer's deliveries go on from its last.
+		seed.delivered = info.Delivered.Consumer
 	}
 	now := time.Now().UnixNano()
 	if !found {
@@ -426,6 +430,10 @@ func (s *Subscription) supervise(ctx context.Context) {
 func (s *Subscription) recover(ctx context.Context, cause error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	if errors.Is(cause, errDeliveryGap) {
+		s.resetAfterGap(ctx, cause) // deliverygap.go
+		return
+	}
 	b := s.b
 	old, _ := s.current()
 	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
@@ -467,6 +475,7 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 	if err != nil {
 		return err
 	}
+	seed.delivered = cons.CachedInfo().Delivered.Consumer
 	d := newDispatcher(s, cons, seed)
 	if err := d.start(); err != nil {
 		return err
@@ -580,7 +589,7 @@ func (s *Subscription) replay(ctx context.Context, st ReplayStatus) error {
 	}
 	if _, err := s.stream().ResetConsumerToSequence(ctx, s.consumer, st.From); err != nil {
 		// Go on where it was, with what it knew.
-		if rerr := s.restartAsBefore(ctx, old, cons); rerr != nil {
+		if rerr := s.restartAsBefore(ctx, old, cons, old.lastDeliverySeen()); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		return fmt.Errorf("boxcar: replay: reset the consumer to stream seq %d: %w", st.From, err)
@@ -594,13 +603,14 @@ func (s *Subscription) replay(ctx context.Context, st ReplayStatus) error {
 	return s.b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) })
 }
 
-// restartAsBefore starts a dispatcher that goes on where old stopped.
-func (s *Subscription) restartAsBefore(ctx context.Context, old *dispatcher, cons jetstream.Consumer) error {
+// restartAsBefore starts a dispatcher that goes on where old stopped;
+// delivered is the consumer's last delivery (0 after a reset).
+func (s *Subscription) restartAsBefore(ctx context.Context, old *dispatcher, cons jetstream.Consumer, delivered uint64) error {
 	parked, err := s.parkedKeys(ctx)
 	if err != nil {
 		return err
 	}
-	d := newDispatcher(s, cons, dispatcherSeed{acked: old.ackedRanges(), catchup: old.catchupRules(), floor: old.floorSeen(),
+	d := newDispatcher(s, cons, dispatcherSeed{acked: old.ackedRanges(), catchup: old.catchupRules(), floor: old.floorSeen(), delivered: delivered,
 		parked: parked, replayThrough: old.replayThrough, replayNoDedupe: old.replayNoDedupe})
 	if err := d.start(); err != nil {
 		return err

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -225,7 +228,12 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	}
 	end := StreamEnd{LastSeq: info.State.LastSeq}
 	subtree := p.layout.OriginFilter(p.origin)
-	m, err := p.stream.GetLastMsgForSubject(ctx, subtree)
+	var m *jetstream.RawStreamMsg
+	err = retryNoResponders(ctx, func() error {
+		var err error
+		m, err = p.stream.GetLastMsgForSubject(ctx, subtree)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return end, nil // nothing of ours is left: expect 0
 	}
@@ -246,4 +254,25 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	p.expect = m.Sequence
 	end.OutboxSeq, end.Found = s, true
 	return end, nil
+}
+
+// noRespondersFor bounds retryNoResponders.
+const noRespondersFor = 5 * time.Second
+
+// retryNoResponders calls fn until it returns something else than "no
+// responders", for up to noRespondersFor: a replicated stream created a
+// moment ago has no direct-get responder until its replicas are up.
+func retryNoResponders(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(noRespondersFor)
+	for {
+		err := fn()
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -164,8 +164,8 @@ func (c *Cluster) startNode(i int) error {
 	return nil
 }
 
-// WaitReady waits until every running node is ready for clients and the
-// JetStream meta group has a leader that answers.
+// WaitReady waits until every running node is ready for clients and
+// answers JetStream requests (the meta group has a leader).
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	c.mu.Lock()
 	var srvs []*server.Server
@@ -182,20 +182,38 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 			}
 		}
 	}
-	for {
-		for _, s := range srvs {
-			if s.JetStreamIsLeader() {
-				if err := c.pingJS(ctx, s); err == nil {
-					return nil
-				}
-			}
-		}
+	// The meta leader must know every running node as a live peer (else
+	// an R3 stream finds "no suitable peers for placement"), and every
+	// running node must answer JetStream requests: a client may connect
+	// to any of them.
+	for !c.peersKnown(srvs) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("hub: no JetStream meta leader: %w", ctx.Err())
+			return fmt.Errorf("hub: the JetStream meta leader does not know every node: %w", ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	for _, s := range srvs {
+		for c.pingJS(ctx, s) != nil {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("hub: %s: JetStream does not answer: %w", s.Name(), ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// peersKnown reports whether a node leads the JetStream meta group and
+// sees every node of srvs as a live peer.
+func (c *Cluster) peersKnown(srvs []*server.Server) bool {
+	for _, s := range srvs {
+		if s.JetStreamIsLeader() {
+			return len(s.JetStreamClusterPeers()) >= len(srvs)
+		}
+	}
+	return false
 }
 
 func (c *Cluster) pingJS(ctx context.Context, s *server.Server) error {
