@@ -31,7 +31,8 @@ type StoredMsg struct {
 // stream's last seq at the call, in order, at most batch at a time. It
 // reads through an ephemeral consumer without acks, deleted at the end.
 func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int, fn func([]StoredMsg) error) error {
-	info, err := s.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := retryNoResponders(ctx, func() (err error) { info, err = s.Info(ctx); return err })
 	if err != nil {
 		return fmt.Errorf("jetstream: read stream: %w", err)
 	}
@@ -40,9 +41,13 @@ func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int,
 	if info.State.Msgs == 0 || from > last {
 		return nil
 	}
-	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
-		InactiveThreshold: time.Minute, MemoryStorage: true,
+	var cons jetstream.Consumer
+	err = retryNoResponders(ctx, func() (err error) {
+		cons, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+			InactiveThreshold: time.Minute, MemoryStorage: true,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("jetstream: read stream: %w", err)

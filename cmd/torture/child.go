@@ -36,6 +36,12 @@ const (
 	envDrainFor = "BOXCAR_TORTURE_DRAIN_TIMEOUT"
 	envAckWait  = "BOXCAR_TORTURE_ACK_WAIT"    // SubscribeOptions.AckWait, "" for the default
 	envPrune    = "BOXCAR_TORTURE_PRUNE_DELAY" // Config.PruneDelay, "" for the default
+	// Multi-process mode (multi.go): the instance's ID, the hub's leaf
+	// URLs (comma-separated), and how many events of all instances the
+	// drain must see handled.
+	envInstance = "BOXCAR_TORTURE_INSTANCE"
+	envLeaf     = "BOXCAR_TORTURE_LEAF"
+	envExpect   = "BOXCAR_TORTURE_EXPECT"
 )
 
 // Subscriber names.
@@ -129,13 +135,38 @@ type childConfig struct {
 	drainTimeout time.Duration
 	ackWait      time.Duration
 	pruneDelay   time.Duration
+	instance     string   // multi-process mode: this instance's ID ("" otherwise)
+	leaf         []string // multi-process mode: the hub's leaf URLs
+	expect       int64    // multi-process drain: events of all instances to see handled
+}
+
+// subName is a subscriber's name in this process: with several instances
+// on one hub each has its own consumer on the hub's aggregate.
+func (c childConfig) subName(base string) string {
+	if c.instance == "" {
+		return base
+	}
+	return base + "_" + c.instance
+}
+
+// key is the i-th key of this instance: each key is produced by one
+// instance (per-key order holds for keys produced by one binary).
+func (c childConfig) key(i int) string {
+	if c.instance == "" {
+		return keyName(i)
+	}
+	return c.instance + "-" + keyName(i)
 }
 
 func childConfigFromEnv() (childConfig, error) {
 	c := childConfig{
-		mode:  os.Getenv(envChild),
-		dir:   os.Getenv(envDir),
-		fault: boxcar.Probe(os.Getenv(envFault)),
+		mode:     os.Getenv(envChild),
+		dir:      os.Getenv(envDir),
+		fault:    boxcar.Probe(os.Getenv(envFault)),
+		instance: os.Getenv(envInstance),
+	}
+	if l := os.Getenv(envLeaf); l != "" {
+		c.leaf = strings.Split(l, ",")
 	}
 	var err error
 	num := func(name string, parse func(string) error) {
@@ -168,6 +199,12 @@ func childConfigFromEnv() (childConfig, error) {
 	}
 	num(envAckWait, optDuration(&c.ackWait))
 	num(envPrune, optDuration(&c.pruneDelay))
+	num(envExpect, func(s string) (e error) {
+		if s != "" {
+			c.expect, e = strconv.ParseInt(s, 10, 64)
+		}
+		return
+	})
 	if err != nil {
 		return c, err
 	}
@@ -224,6 +261,10 @@ func openChild(ctx context.Context, cfg childConfig, log *slog.Logger) (*child, 
 		return nil, fmt.Errorf("app schema: %w", err)
 	}
 	bcfg := boxcar.Config{Dir: filepath.Join(cfg.dir, "nats"), Logger: log, PruneDelay: cfg.pruneDelay}
+	if cfg.instance != "" {
+		bcfg.InstanceID = cfg.instance
+		bcfg.Leaf = &boxcar.LeafConfig{URLs: cfg.leaf, ReconnectInterval: 200 * time.Millisecond}
+	}
 	if cfg.mode == "run" && cfg.fault != "" {
 		// Armed from Open: the point may fire as soon as the relay or a
 		// subscriber runs, including while catching up after the last kill.
@@ -237,10 +278,10 @@ func openChild(ctx context.Context, cfg childConfig, log *slog.Logger) (*child, 
 	opts := boxcar.SubscribeOptions{MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 1000, AckWait: cfg.ackWait}
 	txOpts := opts
 	txOpts.Types = eventTypes
-	if _, err := bus.Subscribe(ctx, subTx, boxcar.TxHandler(c.handleTx), txOpts); err != nil {
+	if _, err := bus.Subscribe(ctx, cfg.subName(subTx), boxcar.TxHandler(c.handleTx), txOpts); err != nil {
 		return nil, err
 	}
-	if _, err := bus.Subscribe(ctx, subPlain, boxcar.HandlerFunc(c.handlePlain), opts); err != nil {
+	if _, err := bus.Subscribe(ctx, cfg.subName(subPlain), boxcar.HandlerFunc(c.handlePlain), opts); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -323,7 +364,7 @@ func (c *child) writeTx(ctx context.Context, rng *rand.Rand, w, i, n int, doomed
 	fn := func(tx *sql.Tx) error {
 		events := make([]boxcar.Event, n)
 		for j := range events {
-			key := keyName(rng.IntN(c.cfg.keys))
+			key := c.cfg.key(rng.IntN(c.cfg.keys))
 			var cnt int64
 			if err := tx.QueryRowContext(ctx, `INSERT INTO app_counter(key, n) VALUES (?, 1)
 				ON CONFLICT(key) DO UPDATE SET n = n + 1 RETURNING n`, key).Scan(&cnt); err != nil {
@@ -388,6 +429,9 @@ func (c *child) drain(ctx context.Context) error {
 	var committed int64
 	if err := c.db.QueryRowContext(ctx, `SELECT count(*) FROM app_events`).Scan(&committed); err != nil {
 		return err
+	}
+	if c.cfg.expect > 0 {
+		committed = c.cfg.expect // the events of every instance
 	}
 	quiet := 0
 	var last string

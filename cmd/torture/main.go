@@ -57,6 +57,8 @@ func main() {
 	flag.Float64Var(&cfg.LoseWrites, "lose-writes", 0, "probability, after a kill, of restoring the JetStream store from an older copy (lost acked writes)")
 	flag.IntVar(&cfg.SnapshotEvery, "snapshot-every", 10, "with -lose-writes: copy the store every so many lives")
 	flag.DurationVar(&cfg.PruneDelay, "prune-delay", 0, "Config.PruneDelay (0: Boxcar's default; small values prune relayed outbox rows at once)")
+	flag.IntVar(&cfg.Instances, "instances", 0, "multi-process mode: run this many instances (>= 2) as leaves of a 3-node hub on loopback, killing them one by one")
+	flag.Float64Var(&cfg.HubAway, "hub-away", 0.05, "multi-process mode: probability, per kill, of taking the whole hub away for 0.5-3s instead")
 	flag.Parse()
 	if cfg.Seed == 0 {
 		cfg.Seed = time.Now().UnixNano()

@@ -44,6 +44,11 @@ type parentConfig struct {
 	Out            io.Writer // progress lines
 	ProgressEvery  int       // print a progress line every so many lives (0: 25)
 	ChildExtraEnvs []string  // extra environment for the child (tests)
+	// Instances >= 2 runs the multi-process mode (multi.go): that many
+	// instances as leaves of a 3-node hub; HubAway is the probability, per
+	// kill, of taking the hub away for a while instead.
+	Instances int
+	HubAway   float64
 }
 
 func defaultParentConfig() parentConfig {
@@ -90,6 +95,8 @@ type result struct {
 	StreamDuplicates int64
 	RolledBackLeaked int64
 	Details          []string // one line per problem found (capped)
+	Instances        int      // multi-process mode: how many (0 otherwise)
+	HubOutages       int      // multi-process mode: times the hub was taken away
 }
 
 func (r result) OK() bool {
@@ -97,8 +104,12 @@ func (r result) OK() bool {
 }
 
 func (r result) Line() string {
-	return fmt.Sprintf("kills=%d events=%d lost=%d duplicates=%d order_violations=%d stream_duplicates=%d rolled_back_leaked=%d",
+	line := fmt.Sprintf("kills=%d events=%d lost=%d duplicates=%d order_violations=%d stream_duplicates=%d rolled_back_leaked=%d",
 		r.Kills, r.Events, r.Lost, r.Duplicates, r.OrderViolations, r.StreamDuplicates, r.RolledBackLeaked)
+	if r.Instances >= 2 {
+		line = fmt.Sprintf("instances=%d %s hub_outages=%d", r.Instances, line, r.HubOutages)
+	}
+	return line
 }
 
 // runParent runs the whole torture: lives and kills until both targets are
@@ -135,6 +146,11 @@ func runParent(ctx context.Context, cfg parentConfig) (res result, err error) {
 	fmt.Fprintf(cfg.Out, "torture: dir=%s seed=%d kills>=%d events>=%d keys=%d writers=%d\n",
 		dir, cfg.Seed, cfg.Kills, cfg.Events, cfg.Keys, cfg.Writers)
 
+	if cfg.Instances >= 2 {
+		res.Instances = cfg.Instances
+		err := runMulti(ctx, cfg, dir, logf, &res)
+		return res, err
+	}
 	counter := &committedCounter{path: filepath.Join(dir, "app.db")}
 	defer counter.close()
 	start := time.Now()
