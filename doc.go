@@ -1,5 +1,6 @@
-// Package boxcar is an embedded, broker-free event bus for a single Go
-// binary: a transactional outbox in SQLite, relayed in order and exactly once
+// Package boxcar is an embedded, broker-free event bus for a Go binary
+// (and, when one machine is not enough, for several on a NATS cluster:
+// see "From one binary to a cluster"): a transactional outbox in SQLite, relayed in order and exactly once
 // into an embedded NATS JetStream server, consumed by subscribers that keep
 // per-key order, ack only after processing, and dedupe in the same
 // transaction as their side effects.
@@ -135,8 +136,89 @@
 //     delivered without it. What the stream would refuse at the time of
 //     PublishTx (a header block over 64 KiB, a message over the server's max
 //     payload) is refused there, with nothing written.
-//   - One Bus per database and per Config.Dir. Several live instances of one
-//     subscriber (scale-out) are not the single-binary design.
+//   - One Bus per database and per Config.Dir. Several instances of one
+//     subscriber share work only as a group (SubscribeOptions.Group, below).
+//
+// # From one binary to a cluster
+//
+// The subject layout, decided once in jetstream/subject.go (layout 2):
+//
+//	<prefix>.<origin>.<partition>.<type…>.<key>
+//
+// origin is Config.InstanceID (default "main"), the writer's own subtree;
+// partition is FNV-1a-32 of the key's subject token modulo
+// Config.Partitions (default 64), at a fixed position so that consumers can
+// filter on it; the stream records the layout and the partition count in
+// its metadata (boxcar_layout, boxcar_partitions), and Open refuses a
+// stream of another count (ErrLayoutMismatch). A stream of layout 1
+// (prefix.type.key, Boxcar before scale-out) is upgraded by Open for an
+// embedded store, in place: every event keeps its stream seq, the
+// consumers are made again at their ack floors, the subscribers resume
+// where they were, and an Open killed mid-way resumes it (its progress is
+// in the database). The rewritten events' age (Config.Retention) starts
+// over; dead letters keep their old subjects and are read as they are. On
+// Config.NATSURL, where other instances may use the stream, Open refuses it
+// with ErrOldLayout: stop every instance, run boxcar.UpgradeLayout(ctx, db,
+// cfg) once with the instance whose database fed the stream, and start
+// them again.
+//
+// Leaf per binary (Config.Leaf): each binary keeps its embedded server,
+// outbox and stream, and joins a hub (a NATS cluster) as a leaf node with
+// Config.InstanceID as its JetStream domain; the hub's aggregate stream
+// (Config.Stream+"_ALL") sources every binary's stream, and subscribers of
+// every binary consume the aggregate. What holds: everything above for each
+// binary's own outbox and stream; the aggregate holds each event once; per
+// key order at every subscriber for keys produced by one binary; a TxHandler
+// applies each event once; a binary publishes while the hub is unreachable
+// (its events wait in its own stream, for up to Config.Retention) and the
+// hub catches up when it is back; deny rules on the leaf connection keep
+// one binary's events out of another's stream. Stats.Hub and the "hub"
+// component of Health show the leaf connection, the source lag and errors.
+// What does not: no order between events of different binaries (sources
+// interleave by arrival), so a key written by two binaries has no order;
+// subscribers wait while the hub is unreachable (Subscribe returns, and
+// SubscriberStats.Waiting says why); the hub can take 10 to 20 s to resume
+// sourcing after a leaf restart (nats-server's source health check); an
+// instance ID is claimed for its database in the hub's KV bucket
+// boxcar_instances, so a second database with the same ID is refused
+// (ErrInstanceTaken) once the hub answers, but in the seconds before its
+// refusal both leaves are on the hub with one domain.
+//
+// Instances on a shared cluster (Config.NATSURL, Replicas 3): instances
+// share one replicated stream, each publishing on its own subtree in atomic
+// batches chained with Nats-Expected-Last-Subject-Sequence on
+// <prefix>.<origin>.>, so the stream holds each instance's events once, in
+// its outbox order, across a stream leader's death; another database with
+// an instance ID in use is refused (ErrInstanceTaken). Per-key order holds
+// for keys produced by one instance; a subscriber whose deliveries are lost
+// in transit (a slow-consumer drop, a reconnect, a node that died) sees the
+// gap in the consumer's delivery numbers and resets its consumer to its ack
+// floor before handling anything newer (SubscriberStats.DeliveryGaps): a
+// HandlerFunc may then see repeats. What does not hold: no order across
+// instances; a subscriber name runs in one instance at a time (several
+// share work only as a group); the relay waits for each batch's ack before
+// the next (one round trip per batch). Config.Cluster makes the embedded
+// server a cluster node by routes, and needs Config.Listen (without a
+// client listener nats-server never becomes ready and its shutdown hangs:
+// nats-server#5174): Open refuses it without.
+//
+// Groups (SubscribeOptions.Group{Members}): slot i of a group owns the
+// partitions p with p mod Members == i, as a durable consumer of its own,
+// claimed in the KV bucket boxcar_groups. A TxHandler group's slots are
+// sticky: each database claims one for good, because its handler's writes
+// and dedupe rows live in that database; each event is applied exactly once,
+// in per-key order, in the database that owns its partition, and the
+// partitions of a member that is down wait for it (they never move by
+// themselves: freeing a claim by hand moves them to a database whose dedupe
+// table does not know what the first one applied). A HandlerFunc group's
+// slots are leased (LeaseTTL, default 10s): a dead member's slots move to
+// the others within about LeaseTTL, and the taker resets the slot's
+// consumer to its ack floor, so no event of a key is handled before an
+// earlier event of that key the dead member had not acked; across the
+// handoff a HandlerFunc is at-least-once (Message.ID is the idempotency
+// key). Leases are not exclusivity: a member cut off from the cluster stops
+// its slots after LeaseTTL/2, and a handler already running then can still
+// finish after the taker started.
 //
 // # Packages
 //

@@ -44,4 +44,7 @@ type testSeams struct {
 	wrapJetStream func(jetstream.JetStream) jetstream.JetStream
 	// ack replaces a subscriber's msg.Ack.
 	ack func(jetstream.Msg) error
+	// upgradePhase, if set, is called as the layout upgrade enters each
+	// phase; an error stops the upgrade there, as a crash would.
+	upgradePhase func(phase string) error
 }

@@ -139,6 +139,11 @@ func (b *Bus) saveUpgrade(ctx context.Context, st *upgradeState, phase string) e
 // upgrade runs the phases from st.Phase on.
 func (b *Bus) upgrade(ctx context.Context, st *upgradeState) error {
 	for {
+		if f := b.cfg.seams; f != nil && f.upgradePhase != nil {
+			if err := f.upgradePhase(st.Phase); err != nil {
+				return err
+			}
+		}
 		var err error
 		switch st.Phase {
 		case phaseStaging:

@@ -291,3 +291,52 @@ func startExternalServer(t *testing.T) *server.Server {
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
 }
+
+// An upgrade stopped at the start of any phase (as a crash there would stop
+// it) fails that Open, with the phase named, and the next Open resumes it
+// and finishes: the stream holds every event once at its seq, in the new
+// layout, and the subscriber resumes where it was.
+func TestOpenResumesAnInterruptedUpgrade(t *testing.T) {
+	for _, phase := range []string{phaseStaging, phaseStaged, phaseRewriting, phaseConsumers} {
+		t.Run(phase, func(t *testing.T) {
+			tb := setup(t, Config{})
+			makeLegacyStore(t, tb, 12, 8, func() (jetstream.JetStream, func()) {
+				srv, err := bjs.Start(bjs.ServerConfig{Dir: tb.cfg.Dir, Logger: testLogger()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc, err := srv.Connect("downgrade")
+				if err != nil {
+					t.Fatal(err)
+				}
+				js, err := jetstream.New(nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return js, func() { nc.Close(); srv.Shutdown(context.Background()) }
+			})
+			crash := errors.New("crash")
+			cfg := tb.cfg
+			cfg.seams = &testSeams{upgradePhase: func(p string) error {
+				if p == phase {
+					return crash
+				}
+				return nil
+			}}
+			_, err := Open(context.Background(), tb.db, cfg)
+			if !errors.Is(err, crash) || !strings.Contains(err.Error(), "phase "+phase) {
+				t.Fatalf("Open stopped at phase %s: %v", phase, err)
+			}
+			tb.open()
+			checkLayout2(t, tb.bus, DefaultInstanceID, 20)
+			checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 20)
+			if _, err := tb.bus.Subscribe(context.Background(), "s", recordingHandler("s"), SubscribeOptions{Types: []string{"order.placed", "order.paid"}}); err != nil {
+				t.Fatal(err)
+			}
+			waitApplied(t, tb.db, "s", 20)
+			if n := checkExactlyOnceInOrder(t, tb.db, "s"); n != 20 {
+				t.Fatalf("applied %d, want 20", n)
+			}
+		})
+	}
+}

@@ -97,7 +97,7 @@ func runMulti(ctx context.Context, cfg parentConfig, dir string, logf *os.File, 
 			return err
 		}
 	}
-	var committed int64
+	var committed, printed int64
 	for res.Kills < cfg.Kills || committed < int64(cfg.Events) {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -108,7 +108,8 @@ func runMulti(ctx context.Context, cfg parentConfig, dir string, logf *os.File, 
 		if committed, err = m.committed(ctx); err != nil {
 			return err
 		}
-		if m.life%int64(max(cfg.ProgressEvery, 1)) == 0 {
+		if every := int64(max(cfg.ProgressEvery, 1)); m.life/every > printed {
+			printed = m.life / every
 			fmt.Fprintf(cfg.Out, "torture: life %d kills=%d committed=%d hub_outages=%d elapsed=%s\n", m.life, res.Kills, committed, m.outages, time.Since(start).Round(time.Second))
 		}
 	}
