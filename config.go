@@ -106,12 +106,13 @@ type Config struct {
 	// stream into an aggregate that subscribers of every binary consume. See
 	// LeafConfig. Not with NATSURL or Cluster. Default nil.
 	Leaf *LeafConfig
-	// Cluster, if set, makes the embedded server a node of a NATS cluster
-	// joined by routes, sharing replicated streams (Replicas) with the other
-	// instances, as with NATSURL. It needs Listen: an embedded server that
-	// joins a cluster by routes must listen for clients (nats-server#5174:
-	// without a client listener it never becomes ready, and its shutdown
-	// hangs). See ClusterConfig. Default nil.
+	// Cluster is reserved for an embedded server that joins a NATS cluster
+	// by routes. Not supported yet: Open refuses it (without Listen with
+	// the reason nats-server gives no choice about, nats-server#5174: a
+	// server that joins by routes without a client listener never becomes
+	// ready and its shutdown hangs; with Listen because embedded nodes did
+	// not form a JetStream cluster in Boxcar's tests). Run a NATS cluster
+	// and use NATSURL, or Leaf. Default nil.
 	Cluster *ClusterConfig
 
 	// Listen, if set, makes the embedded server accept NATS clients on this

@@ -197,10 +197,11 @@
 // HandlerFunc may then see repeats. What does not hold: no order across
 // instances; a subscriber name runs in one instance at a time (several
 // share work only as a group); the relay waits for each batch's ack before
-// the next (one round trip per batch). Config.Cluster makes the embedded
-// server a cluster node by routes, and needs Config.Listen (without a
-// client listener nats-server never becomes ready and its shutdown hangs:
-// nats-server#5174): Open refuses it without.
+// the next (one round trip per batch). An embedded server joining the
+// cluster by routes (Config.Cluster) is not supported yet: Open refuses it,
+// without Config.Listen with the reason (nats-server#5174: such a server
+// never becomes ready and its shutdown hangs), with it because embedded
+// nodes did not form a JetStream cluster in the tests.
 //
 // Groups (SubscribeOptions.Group{Members}): slot i of a group owns the
 // partitions p with p mod Members == i, as a durable consumer of its own,

@@ -214,3 +214,17 @@ func subscribeOnCluster(t *testing.T, bus *Bus, name string, h Handler, opts Sub
 		t.Logf("subscribe %s: %v; again", name, err)
 	}
 }
+
+// Config.Cluster with a listener is not supported yet, and says so at once
+// (rather than an Open that waits for a cluster that never forms).
+func TestClusterWithListenIsNotSupportedYet(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir+"/app.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, db, Config{Dir: dir + "/nats", InstanceID: "n1", Listen: "127.0.0.1:0", ListenAdminPassword: NewSecret(),
+		Cluster: &ClusterConfig{Name: "c", Listen: "127.0.0.1:0", Routes: []string{"nats-route://127.0.0.1:1"}}})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Config.NATSURL") {
+		t.Fatalf("Config.Cluster with Listen: %v; want ErrInvalidConfig pointing to Config.NATSURL", err)
+	}
+}
