@@ -24,6 +24,9 @@ const (
 	roleWorkload  = "workload"   // writers and a subscriber, forever
 	roleHangKey   = "hang-key"   // a subscriber that hangs on one key's 3rd event
 	roleSignal    = "signal"     // send itself SIGHUP with the bus open
+	// a member of a HandlerFunc group on a shared cluster (BOXCAR_NATSURL,
+	// BOXCAR_INSTANCE), recording what it handles, with the time
+	roleGroupMember = "group-member"
 )
 
 func env(name string) string { return os.Getenv(name) }
@@ -45,6 +48,9 @@ func runChild(role string) int {
 	if _, err := db.Exec(appSchema); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
+	}
+	if role == roleGroupMember {
+		return runGroupMember(ctx, db) // topology_group_crash_test.go
 	}
 	cfg := Config{Dir: env("BOXCAR_DIR")}
 	if w := envInt("BOXCAR_DUP_WINDOW_MS", 0); w > 0 {

@@ -242,11 +242,11 @@ func (g *group) join(ctx context.Context) error {
 		kind = "tx"
 	}
 	want := groupConfig{Members: g.opts.Group.Members, Partitions: b.cfg.Partitions, Kind: kind}
-	if err := g.checkConfig(ctx, want); err != nil {
+	if err := retryNoResponders(ctx, func() error { return g.checkConfig(ctx, want) }); err != nil {
 		return err
 	}
 	if g.sticky {
-		return g.claimSticky(ctx)
+		return retryNoResponders(ctx, func() error { return g.claimSticky(ctx) })
 	}
 	g.round(ctx)
 	return nil

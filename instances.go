@@ -56,9 +56,19 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name, description
 // has just started may have no JetStream responder yet for a moment: that
 // is retried for up to claimRetryFor.
 func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
+	return retryNoResponders(ctx, func() error { return claimInstanceOnce(ctx, js, replicas, stream, id, dbID) })
+}
+
+// claimRetryFor bounds retryNoResponders.
+const claimRetryFor = 5 * time.Second
+
+// retryNoResponders calls fn again while it fails with "no responders",
+// for up to claimRetryFor: a cluster that has just started, or a KV bucket
+// created a moment ago, has no JetStream responder for a moment.
+func retryNoResponders(ctx context.Context, fn func() error) error {
 	deadline := time.Now().Add(claimRetryFor)
 	for {
-		err := claimInstanceOnce(ctx, js, replicas, stream, id, dbID)
+		err := fn()
 		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
 			return err
 		}
@@ -69,9 +79,6 @@ func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, st
 		}
 	}
 }
-
-// claimRetryFor bounds claimInstance's retries of a missing responder.
-const claimRetryFor = 5 * time.Second
 
 func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
 	kv, err := ensureBucket(ctx, js, instancesBucket, "Boxcar: which database each instance ID belongs to", replicas)
