@@ -136,7 +136,9 @@ func (h *healthMonitor) run(ctx context.Context) {
 	t := time.NewTicker(h.opts.Interval)
 	defer t.Stop()
 	for {
-		h.sample(ctx)
+		if smp, err := h.sample(ctx); err == nil {
+			h.keep(smp)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -145,8 +147,8 @@ func (h *healthMonitor) run(ctx context.Context) {
 	}
 }
 
-// sample takes a look at every component and keeps it in the window. It
-// only reads: an idle bus writes nothing.
+// sample takes a look at every component. It only reads: an idle bus
+// writes nothing.
 func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 	b := h.b
 	s := healthSample{at: time.Now(), subs: map[string]subSample{}, cursor: b.relay.cursor.Load(),
@@ -181,28 +183,37 @@ func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 		}
 		s.subs[r.Name] = ss
 	}
+	return s, nil
+}
+
+// keep adds the monitor's own sample to the window and drops what fell out
+// of it. Only the monitor keeps samples, one per Interval: however often
+// Health is called, the window holds at most Window/Interval+1 samples and
+// judges the same spacing.
+func (h *healthMonitor) keep(s healthSample) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.samples = append(h.samples, s)
 	cut := 0
 	for cut < len(h.samples)-1 && s.at.Sub(h.samples[cut].at) > h.opts.Window {
 		cut++
 	}
 	h.samples = append(h.samples[:0], h.samples[cut:]...)
-	h.mu.Unlock()
-	return s, nil
 }
 
 // Health judges every component by its samples over Config.Health.Window,
-// with a fresh sample taken now.
+// with a fresh sample taken now as the newest (judged, not kept: calling
+// Health often changes neither the window nor the memory it takes).
 func (b *Bus) Health(ctx context.Context) (Health, error) {
 	if b.closed.Load() {
 		return Health{}, ErrClosed
 	}
-	if _, err := b.health.sample(ctx); err != nil {
+	now, err := b.health.sample(ctx)
+	if err != nil {
 		return Health{}, fmt.Errorf("boxcar: health: %w", err)
 	}
 	b.health.mu.Lock()
-	samples := slices.Clone(b.health.samples)
+	samples := append(slices.Clone(b.health.samples), now)
 	b.health.mu.Unlock()
 	return judge(samples, b.cfg.Health), nil
 }

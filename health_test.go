@@ -148,3 +148,23 @@ func TestHealthStoppedAndLosing(t *testing.T) {
 		t.Fatalf("bus state %s with a losing subscriber", h.State)
 	}
 }
+
+// A probe or scraper calling Health in a tight loop changes neither the
+// window nor its memory: only the monitor keeps samples, one per Interval.
+func TestHealthCalledInALoopKeepsTheWindowBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	opts := HealthOptions{Interval: time.Hour, Window: 3 * time.Hour}
+	tb := setup(t, Config{Health: opts})
+	for range 2000 {
+		if _, err := tb.bus.Health(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.bus.health.mu.Lock()
+	n := len(tb.bus.health.samples)
+	tb.bus.health.mu.Unlock()
+	if bound := int(opts.Window/opts.Interval) + 1; n > bound {
+		t.Fatalf("the window holds %d samples after 2000 calls of Health; at most %d", n, bound)
+	}
+}
