@@ -225,7 +225,13 @@ func (p *pipeline) observeAcks() error {
 // every subscriber acked all of them (an ack follows the handler's commit),
 // seen by polling the bus's stats every 5 ms.
 func (p *pipeline) runFlatOut(ctx context.Context, base, n int) (done time.Time, wres writeResult, err error) {
-	wres, err = p.w.write(ctx, p.bus, writeSpec{n: n, publish: true, firstIdx: base})
+	return p.runPaced(ctx, base, n, 0)
+}
+
+// runPaced writes n events, one every interval (0: flat out), and returns
+// when every subscriber acked all of them, as runFlatOut.
+func (p *pipeline) runPaced(ctx context.Context, base, n int, interval time.Duration) (done time.Time, wres writeResult, err error) {
+	wres, err = p.w.write(ctx, p.bus, writeSpec{n: n, publish: true, firstIdx: base, interval: interval})
 	if err != nil {
 		return done, wres, err
 	}
