@@ -60,7 +60,8 @@ type WriterConfig struct {
 type Writer struct {
 	db      *sql.DB
 	cfg     WriterConfig
-	gate    *gate // the database's (from Open), or the writer's own
+	gate    *gate    // the database's (from Open), or the writer's own
+	st      *dbState // the database's state (from Open), nil otherwise
 	conn    *sql.Conn
 	ended   autoCommitter // the write connection's driver: tells a transaction SQLite ended
 	shield  *Shield       // nil for a database not from Open
@@ -96,6 +97,7 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	w := &Writer{db: db, cfg: cfg, gate: &gate{}, busy: defaultBusyTimeout, closing: make(chan struct{})}
 	if st := stateOf(db); st != nil {
 		w.gate, w.busy = &st.gate, st.busy // the app's connections queue there too
+		w.st = st
 	}
 	var err error
 	if w.conn, err = db.Conn(ctx); err != nil {
