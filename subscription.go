@@ -139,6 +139,36 @@ func (s *Subscription) start(ctx context.Context) error {
 	if rule != nil {
 		seed.catchup = append(seed.catchup, *rule)
 	}
+	if err := s.rewind(ctx, resetTo, info, &seed); err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	if !found {
+		row = sqlite.SubscriberRow{Name: s.name, CreatedNS: now}
+	}
+	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.cfg.Stream, sortedTypes(s.opts.Types), s.kind(), now, 0
+	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
+	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+		return err
+	}
+	s.stats.expired.Store(row.Expired)
+	s.mu.Lock()
+	s.cons, s.streamCreated, s.row = cons, si.Created, row
+	s.d = newDispatcher(s, cons, seed)
+	s.mu.Unlock()
+	if err := s.d.start(); err != nil {
+		return err
+	}
+	s.checkExpired(ctx)
+	s.group.Go(s.supervise)
+	return nil
+}
+
+// rewind moves the consumer back where start found it must deliver from:
+// to resetTo, the first event of types added to the subscription, or to its
+// ack floor when messages of a dead connection are still unacked.
+func (s *Subscription) rewind(ctx context.Context, resetTo uint64, info *jetstream.ConsumerInfo, seed *dispatcherSeed) error {
+	b := s.b
 	switch {
 	case resetTo > 0:
 		// Deliver the added types' history: back to their first event, with
@@ -161,25 +191,6 @@ func (s *Subscription) start(ctx context.Context) error {
 		// delivered before counts as redelivered.
 		seed.deliveredBefore = info.Delivered.Stream
 	}
-	now := time.Now().UnixNano()
-	if !found {
-		row = sqlite.SubscriberRow{Name: s.name, CreatedNS: now}
-	}
-	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.cfg.Stream, sortedTypes(s.opts.Types), s.kind(), now, 0
-	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
-	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
-		return err
-	}
-	s.stats.expired.Store(row.Expired)
-	s.mu.Lock()
-	s.cons, s.streamCreated, s.row = cons, si.Created, row
-	s.d = newDispatcher(s, cons, seed)
-	s.mu.Unlock()
-	if err := s.d.start(); err != nil {
-		return err
-	}
-	s.checkExpired(ctx)
-	s.group.Go(s.supervise)
 	return nil
 }
 
