@@ -105,8 +105,20 @@ func rehearseOutbox(t *testing.T, r *rehearsal) {
 		t.Fatalf("outbox ls --dead: %+v, want none", dead)
 	}
 
-	// Step 5: restart the app (events wait), then give the stream room.
-	s.restart()
+	// Step 5: restart the app (events wait; while it is down the CLI reads
+	// its files), then give the stream room.
+	s.closeBus()
+	r.offline(s.dbPath, s.dir)
+	var down statusJSON
+	r.json("boxcar status", &down)
+	pending = listJSON[boxcar.OutboxEvent]{}
+	r.json("boxcar outbox ls", &pending)
+	if down.Stats.OutboxLag != 5 || len(pending.Items) != 5 {
+		t.Fatalf("offline, the app down: status %+v, outbox %d events; want the 5 waiting", down.Stats, len(pending.Items))
+	}
+	s.subs = map[string]*boxcar.Subscription{}
+	s.open()
+	s.serve()
 	r.online(s.url, s.token)
 	s.subscribe("billing", apply("billing", nil), boxcar.SubscribeOptions{})
 	s.updateStream(func(c *jetstream.StreamConfig, st jetstream.StreamState) { c.MaxMsgs = -1 })
