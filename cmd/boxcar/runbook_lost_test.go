@@ -92,18 +92,7 @@ func rehearseOutbox(t *testing.T, r *rehearsal) {
 		t.Errorf("outbox reasons %q", c.Reasons)
 	}
 
-	// Steps 3 and 4: what waits, oldest first; nothing set aside.
-	var pending listJSON[boxcar.OutboxEvent]
-	r.json("boxcar outbox ls", &pending)
-	if len(pending.Items) != 5 || pending.Items[0].Seq >= pending.Items[4].Seq || pending.Items[0].Key != "k" || pending.Items[0].Age <= 0 {
-		t.Fatalf("outbox ls: %+v", pending.Items)
-	}
-	mustContain(t, "outbox ls", r.ok("boxcar outbox ls").stdout, "order.placed")
-	var dead outboxDeadJSON
-	r.json("boxcar outbox ls --dead", &dead)
-	if dead.Total != 0 {
-		t.Fatalf("outbox ls --dead: %+v, want none", dead)
-	}
+	outboxWaiting(t, r)
 
 	// Step 5: restart the app (events wait; while it is down the CLI reads
 	// its files), then give the stream room.
@@ -111,7 +100,7 @@ func rehearseOutbox(t *testing.T, r *rehearsal) {
 	r.offline(s.dbPath, s.dir)
 	var down statusJSON
 	r.json("boxcar status", &down)
-	pending = listJSON[boxcar.OutboxEvent]{}
+	var pending listJSON[boxcar.OutboxEvent]
 	r.json("boxcar outbox ls", &pending)
 	if down.Stats.OutboxLag != 5 || len(pending.Items) != 5 {
 		t.Fatalf("offline, the app down: status %+v, outbox %d events; want the 5 waiting", down.Stats, len(pending.Items))
@@ -241,39 +230,7 @@ func rehearseSubscriberBehind(t *testing.T, r *rehearsal) {
 	s.publish(order("acct", "2"), order("acct", "3"), order("other", "1"))
 	s.waitEffects("ledger", map[string][]string{"acct": {"1"}, "other": {"1"}})
 
-	// Step 1: each state and its reason.
-	reason := func(h boxcar.Health, name string) string {
-		return strings.Join(component(t, h, "subscriber", name).Reasons, ";")
-	}
-	h := r.waitHealth("subscriber", "ledger", boxcar.HealthStalled)
-	if !strings.Contains(reason(h, "ledger"), "events behind and no progress for") {
-		t.Errorf("ledger: %q", reason(h, "ledger"))
-	}
-	h = r.waitHealth("subscriber", "old", boxcar.HealthStopped)
-	if !strings.Contains(reason(h, "old"), "not running anywhere, 3 events behind") {
-		t.Errorf("old: %q", reason(h, "old"))
-	}
-	if c := component(t, h, "subscriber", "billing"); c.State != boxcar.HealthOK || !strings.Contains(reason(h, "billing"), "paused by an operator") {
-		t.Errorf("billing: %+v", c)
-	}
-	if res := r.run("boxcar health", nil); res.code != exitUnhealthy {
-		t.Errorf("health with a stopped subscriber: %s", res)
-	}
-
-	// Step 2: the numbers.
-	mustContain(t, "subscribers", r.ok("boxcar subscribers").stdout, "billing", "old", "ledger")
-	if si, _ := r.subscriberInfo("billing"); !si.Paused || si.Pending+uint64(si.Unacked) != 3 {
-		t.Errorf("billing: %+v, want paused, 3 behind", si)
-	}
-	if si, _ := r.subscriberInfo("old"); si.Running || si.Pending != 3 {
-		t.Errorf("old: %+v, want not running, 3 pending", si)
-	}
-	// stuck_keys counts the keys waiting out a backoff (not those in an
-	// attempt): read until one is seen.
-	waitFor(t, "ledger's stuck key", func() (bool, string) {
-		si, _ := r.subscriberInfo("ledger")
-		return si.Stats != nil && si.Stats.StuckKeys == 1 && si.Stats.Failures > 0, fmt.Sprintf("%+v", si.Stats)
-	})
+	behindDiagnosis(t, r)
 
 	// Step 3: the fixes.
 	r.ok("boxcar subscribers resume S", "S", "billing")
@@ -502,4 +459,59 @@ func rehearseStreamDeleted(t *testing.T, r *rehearsal) {
 		t.Errorf("health: %s", res)
 	}
 	s.waitEffects("billing", map[string][]string{"k": {"1", "2", "3"}})
+}
+
+// outboxWaiting is 1.1's steps 3 and 4, the relay blocked with 5 events
+// waiting.
+func outboxWaiting(t *testing.T, r *rehearsal) {
+	// Steps 3 and 4: what waits, oldest first; nothing set aside.
+	var pending listJSON[boxcar.OutboxEvent]
+	r.json("boxcar outbox ls", &pending)
+	if len(pending.Items) != 5 || pending.Items[0].Seq >= pending.Items[4].Seq || pending.Items[0].Key != "k" || pending.Items[0].Age <= 0 {
+		t.Fatalf("outbox ls: %+v", pending.Items)
+	}
+	mustContain(t, "outbox ls", r.ok("boxcar outbox ls").stdout, "order.placed")
+	var dead outboxDeadJSON
+	r.json("boxcar outbox ls --dead", &dead)
+	if dead.Total != 0 {
+		t.Fatalf("outbox ls --dead: %+v, want none", dead)
+	}
+}
+
+// behindDiagnosis is 1.3's steps 1 and 2: ledger stalled, old stopped,
+// billing paused.
+func behindDiagnosis(t *testing.T, r *rehearsal) {
+	// Step 1: each state and its reason.
+	reason := func(h boxcar.Health, name string) string {
+		return strings.Join(component(t, h, "subscriber", name).Reasons, ";")
+	}
+	h := r.waitHealth("subscriber", "ledger", boxcar.HealthStalled)
+	if !strings.Contains(reason(h, "ledger"), "events behind and no progress for") {
+		t.Errorf("ledger: %q", reason(h, "ledger"))
+	}
+	h = r.waitHealth("subscriber", "old", boxcar.HealthStopped)
+	if !strings.Contains(reason(h, "old"), "not running anywhere, 3 events behind") {
+		t.Errorf("old: %q", reason(h, "old"))
+	}
+	if c := component(t, h, "subscriber", "billing"); c.State != boxcar.HealthOK || !strings.Contains(reason(h, "billing"), "paused by an operator") {
+		t.Errorf("billing: %+v", c)
+	}
+	if res := r.run("boxcar health", nil); res.code != exitUnhealthy {
+		t.Errorf("health with a stopped subscriber: %s", res)
+	}
+
+	// Step 2: the numbers.
+	mustContain(t, "subscribers", r.ok("boxcar subscribers").stdout, "billing", "old", "ledger")
+	if si, _ := r.subscriberInfo("billing"); !si.Paused || si.Pending+uint64(si.Unacked) != 3 {
+		t.Errorf("billing: %+v, want paused, 3 behind", si)
+	}
+	if si, _ := r.subscriberInfo("old"); si.Running || si.Pending != 3 {
+		t.Errorf("old: %+v, want not running, 3 pending", si)
+	}
+	// stuck_keys counts the keys waiting out a backoff (not those in an
+	// attempt): read until one is seen.
+	waitFor(t, "ledger's stuck key", func() (bool, string) {
+		si, _ := r.subscriberInfo("ledger")
+		return si.Stats != nil && si.Stats.StuckKeys == 1 && si.Stats.Failures > 0, fmt.Sprintf("%+v", si.Stats)
+	})
 }

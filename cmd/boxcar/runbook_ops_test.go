@@ -214,35 +214,7 @@ func rehearseStuckWriter(t *testing.T, r *rehearsal) {
 		t.Fatalf("a write while the writer is held: %v, want ErrBusy", err)
 	}
 
-	// Step 3: restart.
-	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	s.bus.Close(cctx) // fails: the writer is held; what it stopped stays stopped
-	s.bus = nil
-	if err := leaked.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sqlite.OpenOptions(s.dbPath, sqlite.Options{BusyTimeout: busy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.db = db
-	s.subs = map[string]*boxcar.Subscription{}
-	waitFor(t, "the old bus to release its store", func() (bool, string) {
-		bus, err := boxcar.Open(ctx, s.db, s.cfg)
-		if err != nil {
-			if !strings.Contains(err.Error(), "still closing") {
-				t.Fatalf("open after the restart: %v", err)
-			}
-			return false, err.Error()
-		}
-		s.bus = bus
-		return true, ""
-	})
-	s.serve()
+	restartHeld(t, s, leaked, busy)
 	r.online(s.url, s.token)
 	s.subscribe("billing", apply("billing", nil), boxcar.SubscribeOptions{})
 
@@ -315,4 +287,40 @@ func rehearseScrapeErrors(t *testing.T, r *rehearsal) {
 	r.ok("boxcar status")
 	r.ok("boxcar subscribers")
 	r.ok("boxcar dlq ls")
+}
+
+// restartHeld is 6's step 3, the app process restarted: the bus closed
+// (it cannot finish while leaked holds the writer), leaked rolled back as
+// SQLite does when its process ends, the database and the bus opened again.
+func restartHeld(t *testing.T, s *stage, leaked *sql.Tx, busy time.Duration) {
+	ctx := context.Background()
+	// Step 3: restart.
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	s.bus.Close(cctx) // fails: the writer is held; what it stopped stays stopped
+	s.bus = nil
+	if err := leaked.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlite.OpenOptions(s.dbPath, sqlite.Options{BusyTimeout: busy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.db = db
+	s.subs = map[string]*boxcar.Subscription{}
+	waitFor(t, "the old bus to release its store", func() (bool, string) {
+		bus, err := boxcar.Open(ctx, s.db, s.cfg)
+		if err != nil {
+			if !strings.Contains(err.Error(), "still closing") {
+				t.Fatalf("open after the restart: %v", err)
+			}
+			return false, err.Error()
+		}
+		s.bus = bus
+		return true, ""
+	})
+	s.serve()
 }

@@ -260,7 +260,6 @@ func rehearseRetrying(t *testing.T, r *rehearsal) {
 func rehearseDeadLetter(t *testing.T, r *rehearsal) {
 	s := newStage(t, rehearsalConfig())
 	r.online(s.url, s.token)
-	ctx := context.Background()
 	var bug atomic.Bool
 	bug.Store(true)
 	s.subscribe("billing", apply("billing", failWhile(&bug, "", "a", "b", "c", "d")), boxcar.SubscribeOptions{MaxAttempts: 1})
@@ -293,31 +292,8 @@ func rehearseDeadLetter(t *testing.T, r *rehearsal) {
 	}
 	mustContain(t, "dlq show", r.ok("boxcar dlq show SEQ", "SEQ", num(a.Seq)).stdout, "bug")
 
-	// Step 3: the fix is deployed, then each way.
 	bug.Store(false)
-	var res boxcar.RedriveResult
-	r.json("boxcar dlq redrive SEQ", &res, "SEQ", num(a.Seq))
-	if !slices.Equal(res.Redriven, []uint64{a.Seq}) || res.Done != 0 {
-		t.Fatalf("redrive one: %+v", res)
-	}
-	if got, _ := s.bus.DeadLetter(ctx, a.Seq); got.State != boxcar.DeadLetterRedriven {
-		t.Errorf("a: state %s", got.State)
-	}
-	res = boxcar.RedriveResult{}
-	r.json("boxcar dlq redrive --subscriber S [--key K]", &res, "S", "billing", "K", "b")
-	if !slices.Equal(res.Redriven, seqs(b1, b2)) || res.Done != 0 {
-		t.Fatalf("redrive of key b: %+v, want %v", res, seqs(b1, b2))
-	}
-	var disc discardJSON
-	r.json(`boxcar dlq discard SEQ --why "refund issued by hand"`, &disc, "SEQ", num(d.Seq))
-	if got, _ := s.bus.DeadLetter(ctx, d.Seq); !disc.Discarded || got.State != boxcar.DeadLetterDiscarded || got.Action == nil || got.Action.Why != "refund issued by hand" {
-		t.Fatalf("discard: %+v %+v", disc, got)
-	}
-	res = boxcar.RedriveResult{}
-	r.json("boxcar dlq redrive --subscriber S [--key K]", &res, "S", "billing")
-	if c := s.letterOf("billing", "c", "1"); !slices.Equal(res.Redriven, []uint64{c.Seq}) || res.Done != 4 {
-		t.Fatalf("redrive of billing: %+v, want [%d] and 4 done before", res, c.Seq)
-	}
+	redriveEachWay(t, r, s, a, b1, b2, d)
 
 	// Step 4.
 	s.waitEffects("billing", map[string][]string{"ok": {"1"}, "a": {"1"}, "b": {"1", "2"}, "c": {"1"}})
@@ -331,7 +307,7 @@ func rehearseDeadLetter(t *testing.T, r *rehearsal) {
 	if n := s.redrivenEffects("billing"); n != 4 {
 		t.Errorf("%d effects with Message.Redriven, want 4", n)
 	}
-	res = boxcar.RedriveResult{}
+	var res boxcar.RedriveResult
 	r.json("boxcar dlq redrive SEQ", &res, "SEQ", num(a.Seq))
 	if len(res.Redriven) != 0 || res.Done != 1 {
 		t.Fatalf("second redrive: %+v", res)
@@ -428,5 +404,35 @@ func rehearseParkedKey(t *testing.T, r *rehearsal) {
 	})
 	if v := s.mustMetric("boxcar_subscriber_handled_total", "subscriber", "ledger", "result", "ok"); v != 9 {
 		t.Errorf("handled ok %v, want 9 (1 + the 8 redriven)", v)
+	}
+}
+
+// redriveEachWay is 4.3's step 3 after the fix: a redriven alone, b by
+// key, d discarded, the rest (c) by subscriber.
+func redriveEachWay(t *testing.T, r *rehearsal, s *stage, a, b1, b2, d boxcar.DeadLetter) {
+	ctx := context.Background()
+	// Step 3: the fix is deployed (the caller), then each way.
+	var res boxcar.RedriveResult
+	r.json("boxcar dlq redrive SEQ", &res, "SEQ", num(a.Seq))
+	if !slices.Equal(res.Redriven, []uint64{a.Seq}) || res.Done != 0 {
+		t.Fatalf("redrive one: %+v", res)
+	}
+	if got, _ := s.bus.DeadLetter(ctx, a.Seq); got.State != boxcar.DeadLetterRedriven {
+		t.Errorf("a: state %s", got.State)
+	}
+	res = boxcar.RedriveResult{}
+	r.json("boxcar dlq redrive --subscriber S [--key K]", &res, "S", "billing", "K", "b")
+	if !slices.Equal(res.Redriven, seqs(b1, b2)) || res.Done != 0 {
+		t.Fatalf("redrive of key b: %+v, want %v", res, seqs(b1, b2))
+	}
+	var disc discardJSON
+	r.json(`boxcar dlq discard SEQ --why "refund issued by hand"`, &disc, "SEQ", num(d.Seq))
+	if got, _ := s.bus.DeadLetter(ctx, d.Seq); !disc.Discarded || got.State != boxcar.DeadLetterDiscarded || got.Action == nil || got.Action.Why != "refund issued by hand" {
+		t.Fatalf("discard: %+v %+v", disc, got)
+	}
+	res = boxcar.RedriveResult{}
+	r.json("boxcar dlq redrive --subscriber S [--key K]", &res, "S", "billing")
+	if c := s.letterOf("billing", "c", "1"); !slices.Equal(res.Redriven, []uint64{c.Seq}) || res.Done != 4 {
+		t.Fatalf("redrive of billing: %+v, want [%d] and 4 done before", res, c.Seq)
 	}
 }

@@ -319,36 +319,43 @@ func runOps(ctx context.Context, r *runner, sc *scenario, side string) (sideResu
 	if err := p.wait(ctx); err != nil {
 		return sideResult{}, err
 	}
-	r.prog.step(sc, side, "app v1.5 (the fix) deployed: redrive, rebuild")
-	o.aside("(v1.5 deployed: billing accepts '+'; the app restarted)")
-	spec.Phase, spec.PauseAt = phaseFixed, map[string]int{"fixed": 1}
-	if p, err = startProc(r.exe, side+" app v1.5", spec, r.prog.counters); err != nil {
-		return sideResult{}, err
-	}
-	defer p.kill()
-	if err := p.await(ctx, "READY"); err != nil {
-		return sideResult{}, err
-	}
-	if err := p.await(ctx, "POINT fixed"); err != nil {
-		return sideResult{}, err
-	}
-	if err := o.redrive(ctx, dir); err != nil {
-		return sideResult{}, err
-	}
-	if err := o.rebuild(ctx, dir); err != nil {
-		return sideResult{}, err
-	}
-	if r.cfg.Serve && side == roleBoxcar && r.hold != nil {
-		r.hold(url + "/")
-	}
-	if err := p.resume(); err != nil {
-		return sideResult{}, err
-	}
-	if err := p.wait(ctx); err != nil {
+	if err := r.runFixed(ctx, sc, side, spec, o); err != nil {
 		return sideResult{}, err
 	}
 	out, err := check(ctx, dir)
 	return sideResult{out: out, stats: o.stats, notes: o.notes, took: time.Since(start)}, err
+}
+
+// runFixed is the act's second app process, v1.5: the operator redrives
+// and rebuilds, then (with -serve) holds the status page, then lets it end.
+func (r *runner) runFixed(ctx context.Context, sc *scenario, side string, spec childSpec, o *operator) error {
+	r.prog.step(sc, side, "app v1.5 (the fix) deployed: redrive, rebuild")
+	o.aside("(v1.5 deployed: billing accepts '+'; the app restarted)")
+	spec.Phase, spec.PauseAt = phaseFixed, map[string]int{"fixed": 1}
+	p, err := startProc(r.exe, side+" app v1.5", spec, r.prog.counters)
+	if err != nil {
+		return err
+	}
+	defer p.kill()
+	if err := p.await(ctx, "READY"); err != nil {
+		return err
+	}
+	if err := p.await(ctx, "POINT fixed"); err != nil {
+		return err
+	}
+	if err := o.redrive(ctx, spec.Dir); err != nil {
+		return err
+	}
+	if err := o.rebuild(ctx, spec.Dir); err != nil {
+		return err
+	}
+	if r.cfg.Serve && side == roleBoxcar && r.hold != nil {
+		r.hold(o.api.URL() + "/")
+	}
+	if err := p.resume(); err != nil {
+		return err
+	}
+	return p.wait(ctx)
 }
 
 // diagnose reads what billing v1.4 left: its parked keys and its letters.
