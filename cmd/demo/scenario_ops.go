@@ -15,6 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/boxcar-bus/boxcar/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/admin"
 	"github.com/boxcar-bus/boxcar/admin/client"
@@ -133,9 +137,14 @@ func runOpsApp(spec childSpec, c *control) error {
 	return nil
 }
 
-// serveAdmin mounts the admin handler under /admin/ on 127.0.0.1:port.
+// serveAdmin mounts the admin handler under /admin/ on 127.0.0.1:port, with
+// the bus's Prometheus metrics at /admin/metrics, as an app would.
 func serveAdmin(bus *boxcar.Bus, port int, token string) (stop func(), err error) {
-	h, err := admin.NewHandler(bus, admin.Options{Token: token})
+	reg := prometheus.NewRegistry()
+	if _, err := metrics.Register(reg, bus, metrics.Options{}); err != nil {
+		return nil, err
+	}
+	h, err := admin.NewHandler(bus, admin.Options{Token: token, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})})
 	if err != nil {
 		return nil, err
 	}
