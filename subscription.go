@@ -370,7 +370,13 @@ func (s *Subscription) supervise(ctx context.Context) {
 		case err := <-s.lost:
 			s.recover(ctx, err)
 		case <-t.C:
-			s.checkExpired(ctx)
+			if err := s.checkExpired(ctx); consumerGone(err) {
+				// A consumer deleted while none of its pull requests waited
+				// at the server sends no "consumer deleted" to the fetch
+				// loop: its next pulls find no responder, which nats.go's
+				// iterator swallows. Reading the consumer here finds it.
+				s.recover(ctx, err)
+			}
 		}
 	}
 }
@@ -381,7 +387,13 @@ func (s *Subscription) recover(ctx context.Context, cause error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	b := s.b
-	old, _ := s.current()
+	old, cons := s.current()
+	if _, err := cons.Info(ctx); !consumerGone(err) {
+		// Already made again (the fetch loop's report and the
+		// supervisor's read of one deletion), or the server cannot say:
+		// the next tick looks again.
+		return
+	}
 	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
 	old.stop(stopCtx)
 	cancel()
@@ -451,16 +463,16 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 // acked. For a subscriber of every type that is exact; for one filtered by
 // type it is an upper bound: the gap may hold other types' events. It also
 // trims the acked ranges and finishes catch-ups.
-func (s *Subscription) checkExpired(ctx context.Context) {
+func (s *Subscription) checkExpired(ctx context.Context) error {
 	b := s.b
 	d, cons := s.current()
 	si, err := b.events.Info(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	d.noteFloor(info.AckFloor.Stream)
 	first := si.State.FirstSeq
@@ -492,11 +504,18 @@ func (s *Subscription) checkExpired(ctx context.Context) {
 			logSub, s.name, "expired", lost, "through_stream_seq", first-1)
 	}
 	if !changed {
-		return // nothing moved: an idle bus writes nothing
+		return nil // nothing moved: an idle bus writes nothing
 	}
 	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
 		b.log.Warn("boxcar: subscriber could not save its state", logSub, s.name, logError, err)
 	}
+	return nil
+}
+
+// consumerGone reports whether err says the subscriber's consumer (or its
+// stream) no longer exists.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // replay rewinds the running subscription for a replay: a new dispatcher
