@@ -169,7 +169,7 @@ func (b *Bus) PauseSubscriber(ctx context.Context, name string, until time.Time,
 	if _, err := b.events.PauseConsumer(ctx, name, until); err != nil {
 		return fmt.Errorf("boxcar: pause %s: %w", name, err)
 	}
-	b.log.Info("boxcar: subscriber paused", logSub, name, "until", until, logBy, by, logWhy, why)
+	b.log.Info("boxcar: subscriber paused", logSub, name, logUntil, until, logBy, by, logWhy, why)
 	return nil
 }
 
@@ -292,7 +292,7 @@ func (b *Bus) Replay(ctx context.Context, req ReplayRequest) (ReplayStatus, erro
 	if err != nil {
 		return ReplayStatus{}, err
 	}
-	b.log.Info("boxcar: replay", logSub, req.Subscriber, logFromSeq, from, "through_seq", through, "nodedupe", req.NoDedupe,
+	b.log.Info("boxcar: replay", logSub, req.Subscriber, logFromSeq, from, logThroughSeq, through, logNoDedupe, req.NoDedupe,
 		logBy, req.By, logWhy, req.Why)
 	return st, nil
 }

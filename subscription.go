@@ -501,7 +501,7 @@ func (s *Subscription) checkExpired(ctx context.Context) error {
 	if lost > 0 {
 		s.stats.expired.Add(int64(lost))
 		b.log.Error("boxcar: events left the stream (Config.Retention) before the subscriber handled them",
-			logSub, s.name, "expired", lost, "through_stream_seq", first-1)
+			logSub, s.name, logExpired, lost, logThroughStreamSeq, first-1)
 	}
 	if !changed {
 		return nil // nothing moved: an idle bus writes nothing
