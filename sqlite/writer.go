@@ -269,8 +269,9 @@ type WriterStats struct {
 	// write lock now: Tx groups and the app's own transactions, and
 	// Boxcar's background writes (see gate.go).
 	AppWaiting, BackgroundWaiting int
-	// WALSyncs counts the fsyncs of the WAL that made commits durable
-	// (SyncFull): each covers every commit made before it began.
+	// WALSyncs counts the fsyncs of the WAL that made commits durable (for
+	// the relay's publishes, the subscribers' acks and SyncFull's Tx): each
+	// covers every commit made before it began.
 	WALSyncs uint64
 	// LockHeldFor is how long the current holder of the write lock has
 	// held it (0 when free). Seconds mean a transaction of the app's left
