@@ -111,61 +111,14 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		}
 	}()
 
-	if err := checkDB(ctx, db); err != nil {
+	if err := b.openStore(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.inspect {
-		if err := checkMigrated(ctx, db); err != nil {
-			return nil, err
-		}
-	} else if err := sqlite.Migrate(ctx, db); err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
-	}
-	w, err := sqlite.NewWriter(ctx, db, sqlite.WriterConfig{
-		AfterTxCommit: func() {
-			b.probe(ProbeAfterCommit)
-			b.relay.wake()
-		},
-		Synchronous: cfg.Synchronous,
-		Logger:      cfg.Logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
-	}
-	b.w = w
-	undo = append(undo, func() { w.Close(context.Background()) })
-
-	if err := b.connect(ctx); err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
+	undo = append(undo, func() { b.w.Close(context.Background()) })
+	if err := b.openEvents(ctx); err != nil {
+		return nil, err
 	}
 	undo = append(undo, b.disconnect)
-	b.maxPayload = int(b.nc.MaxPayload())
-	if need := cfg.MaxEventBytes + bjs.HeaderReserve; need > b.maxPayload {
-		return nil, fmt.Errorf("%w: Config.MaxEventBytes (%d) with Boxcar's headers needs a max payload of %d bytes, and the server at Config.NATSURL allows %d: lower MaxEventBytes or raise the server's max_payload", ErrInvalidConfig, cfg.MaxEventBytes, need, b.maxPayload)
-	}
-
-	b.js, err = jetstream.New(b.nc,
-		jetstream.WithPublishAsyncMaxPending(max(cfg.RelayBatch, 1)*2),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
-	}
-	if wrap := cfg.seams.wrapJetStream; wrap != nil {
-		b.js = wrap(b.js)
-	}
-	b.subJS = b.js
-	b.layout = bjs.Layout{Prefix: cfg.SubjectPrefix, Partitions: cfg.Partitions}
-	if b.dbID, err = b.databaseID(ctx); err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
-	}
-	if cfg.inspect {
-		err = b.findStreams(ctx)
-	} else {
-		b.events, err = b.openStreams(ctx)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("boxcar: open: %w", err)
-	}
 	if !cfg.inspect {
 		if err := b.startTopology(ctx); err != nil {
 			return nil, fmt.Errorf("boxcar: open: %w", err)
@@ -194,6 +147,77 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		b.hub.start(ctx)
 	}
 	return b, nil
+}
+
+// openStore checks the database, migrates it (Inspect: checks that it is
+// migrated) and starts the single writer.
+func (b *Bus) openStore(ctx context.Context) error {
+	db, cfg := b.db, b.cfg
+	if err := checkDB(ctx, db); err != nil {
+		return err
+	}
+	if cfg.inspect {
+		if err := checkMigrated(ctx, db); err != nil {
+			return err
+		}
+	} else if err := sqlite.Migrate(ctx, db); err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	w, err := sqlite.NewWriter(ctx, db, sqlite.WriterConfig{
+		AfterTxCommit: func() {
+			b.probe(ProbeAfterCommit)
+			b.relay.wake()
+		},
+		Synchronous: cfg.Synchronous,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	b.w = w
+	return nil
+}
+
+// openEvents connects to NATS (the embedded server, or Config.NATSURL),
+// checks its max payload against Config.MaxEventBytes, and makes sure of the
+// streams (Inspect: finds them). On an error it disconnects.
+func (b *Bus) openEvents(ctx context.Context) (err error) {
+	cfg := b.cfg
+	if err := b.connect(ctx); err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			b.disconnect()
+		}
+	}()
+	b.maxPayload = int(b.nc.MaxPayload())
+	if need := cfg.MaxEventBytes + bjs.HeaderReserve; need > b.maxPayload {
+		return fmt.Errorf("%w: Config.MaxEventBytes (%d) with Boxcar's headers needs a max payload of %d bytes, and the server at Config.NATSURL allows %d: lower MaxEventBytes or raise the server's max_payload", ErrInvalidConfig, cfg.MaxEventBytes, need, b.maxPayload)
+	}
+	b.js, err = jetstream.New(b.nc,
+		jetstream.WithPublishAsyncMaxPending(max(cfg.RelayBatch, 1)*2),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	if wrap := cfg.seams.wrapJetStream; wrap != nil {
+		b.js = wrap(b.js)
+	}
+	b.subJS = b.js
+	b.layout = bjs.Layout{Prefix: cfg.SubjectPrefix, Partitions: cfg.Partitions}
+	if b.dbID, err = b.databaseID(ctx); err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	if cfg.inspect {
+		err = b.findStreams(ctx)
+	} else {
+		b.events, err = b.openStreams(ctx) // upgrade.go: upgrades (or refuses) an older layout
+	}
+	if err != nil {
+		return fmt.Errorf("boxcar: open: %w", err)
+	}
+	return nil
 }
 
 // checkDB refuses a database Boxcar cannot serve well: one not in WAL mode

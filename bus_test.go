@@ -10,9 +10,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 )
 
@@ -282,5 +284,71 @@ func TestTxRacingCloseNeverReportsACommitClosed(t *testing.T) {
 	}
 	if committed > 0 {
 		t.Fatalf("%d of %d Bus.Tx calls that returned ErrClosed were committed, their events in the outbox", committed, len(closedKeys))
+	}
+}
+
+// Nothing leaves the database before it is on disk (issue 6, item 11): the
+// relay publishes an event only after an fsync of the WAL that followed its
+// commit, and a subscriber acks only after one that followed its handler's
+// commit. A quiet bus fsyncs only when asked, so a publish or ack that did
+// not wait for one finds the count where it was at the commit.
+func TestPublishAndAckWaitForTheWALFsync(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	bus := tb.bus
+	syncs := func() uint64 { return bus.w.Stats().WALSyncs }
+	type seen struct {
+		what  string
+		syncs uint64
+	}
+	got := make(chan seen, 16)
+	for _, subj := range []string{bus.cfg.SubjectPrefix + ".>", "$JS.ACK.>"} {
+		what := "publish"
+		if strings.HasPrefix(subj, "$JS.ACK") {
+			what = "ack"
+		}
+		s, err := bus.Conn().Subscribe(subj, func(*nats.Msg) { got <- seen{what, syncs()} })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Unsubscribe()
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var atHandler atomic.Uint64
+	_, err := bus.Subscribe(ctx, "ledger", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		atHandler.Store(syncs())
+		return nil
+	}), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the bus settle: the subscriber's own start writes are behind us.
+	time.Sleep(200 * time.Millisecond)
+	var atCommit uint64
+	if err := bus.Tx(ctx, func(tx *sql.Tx) error {
+		return bus.PublishTx(ctx, tx, Event{Type: "order.placed", Key: "k", Data: []byte("{}")})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	atCommit = syncs()
+	for _, want := range []string{"publish", "ack"} {
+		select {
+		case s := <-got:
+			if s.what != want {
+				t.Fatalf("saw %s, want %s first", s.what, want)
+			}
+			base := atCommit
+			if want == "ack" {
+				base = atHandler.Load()
+			}
+			if s.syncs <= base {
+				t.Errorf("%s with %d WAL fsyncs, as many as at its commit (%d): it did not wait for one", want, s.syncs, base)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("no %s within a minute", want)
+		}
 	}
 }

@@ -375,9 +375,61 @@ func (c Config) withDefaults() Config {
 // validate checks a Config with its defaults filled in; its errors say how
 // to fix it.
 func (c Config) validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	bad := badConfig
+	if err := c.validateAccess(); err != nil {
+		return err
 	}
+	if err := bjs.ValidateToken("Config.Stream", c.Stream); err != nil {
+		return bad("%v", err)
+	}
+	if err := bjs.ValidateToken("Config.SubjectPrefix", c.SubjectPrefix); err != nil {
+		return bad("%v", err)
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"Retention", c.Retention}, {"DuplicateWindow", c.DuplicateWindow}, {"RelayPollInterval", c.RelayPollInterval},
+		{"CursorSaveInterval", c.CursorSaveInterval}, {"PublishTimeout", c.PublishTimeout}, {"DedupeRetention", c.DedupeRetention},
+	} {
+		if f.d < 0 {
+			return bad("Config.%s is negative: use 0 for the default", f.name)
+		}
+	}
+	if c.PruneDelay < 0 {
+		return bad("Config.PruneDelay is negative")
+	}
+	if c.DedupeRetention < c.Retention {
+		return bad("Config.DedupeRetention (%v) is shorter than Config.Retention (%v): a replay within the stream's window would apply events twice; use at least Retention (0 for the default, Retention)", c.DedupeRetention, c.Retention)
+	}
+	if c.DuplicateWindow > c.Retention {
+		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)
+	}
+	if c.MaxEventBytes < 0 || c.MaxEventBytes > maxMaxEventBytes {
+		return bad("Config.MaxEventBytes %d: use 1 to %d (64 MiB less room for Boxcar's headers; 0 for the default)", c.MaxEventBytes, maxMaxEventBytes)
+	}
+	if c.RelayBatch < 0 || c.RelayBatch > 10_000 {
+		return bad("Config.RelayBatch %d: use 1 to 10000 (0 for the default)", c.RelayBatch)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
+	}
+	if err := c.Health.validate(); err != nil {
+		return err
+	}
+	if err := c.validateTopology(); err != nil { // topology.go
+		return err
+	}
+	if s := strings.ToUpper(c.Synchronous); s != sqlite.SyncFull && s != sqlite.SyncNormal {
+		return bad("Config.Synchronous %q: use sqlite.SyncFull or sqlite.SyncNormal", c.Synchronous)
+	}
+	return nil
+}
+
+// validateAccess checks what protects the embedded server: where it
+// listens, its passwords and TLS, and the store's encryption.
+func (c Config) validateAccess() error {
+	bad := badConfig
 	if c.Dir == "" && c.NATSURL == "" {
 		return bad("Config.Dir is empty: set it to a writable directory for the embedded NATS store (or set Config.NATSURL)")
 	}
@@ -439,49 +491,9 @@ func (c Config) validate() error {
 			return bad("Config.StoreCipher %q: use boxcar.StoreCipherChaCha20Poly1305 or boxcar.StoreCipherAESGCM", c.StoreCipher)
 		}
 	}
-	if err := bjs.ValidateToken("Config.Stream", c.Stream); err != nil {
-		return bad("%v", err)
-	}
-	if err := bjs.ValidateToken("Config.SubjectPrefix", c.SubjectPrefix); err != nil {
-		return bad("%v", err)
-	}
-	for _, f := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"Retention", c.Retention}, {"DuplicateWindow", c.DuplicateWindow}, {"RelayPollInterval", c.RelayPollInterval},
-		{"CursorSaveInterval", c.CursorSaveInterval}, {"PublishTimeout", c.PublishTimeout}, {"DedupeRetention", c.DedupeRetention},
-	} {
-		if f.d < 0 {
-			return bad("Config.%s is negative: use 0 for the default", f.name)
-		}
-	}
-	if c.PruneDelay < 0 {
-		return bad("Config.PruneDelay is negative")
-	}
-	if c.DedupeRetention < c.Retention {
-		return bad("Config.DedupeRetention (%v) is shorter than Config.Retention (%v): a replay within the stream's window would apply events twice; use at least Retention (0 for the default, Retention)", c.DedupeRetention, c.Retention)
-	}
-	if c.DuplicateWindow > c.Retention {
-		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)
-	}
-	if c.MaxEventBytes < 0 || c.MaxEventBytes > maxMaxEventBytes {
-		return bad("Config.MaxEventBytes %d: use 1 to %d (64 MiB less room for Boxcar's headers; 0 for the default)", c.MaxEventBytes, maxMaxEventBytes)
-	}
-	if c.RelayBatch < 0 || c.RelayBatch > 10_000 {
-		return bad("Config.RelayBatch %d: use 1 to 10000 (0 for the default)", c.RelayBatch)
-	}
-	if c.Replicas < 0 || c.Replicas > 5 {
-		return bad("Config.Replicas %d: use 1 to 5", c.Replicas)
-	}
-	if err := c.Health.validate(); err != nil {
-		return err
-	}
-	if err := c.validateTopology(); err != nil {
-		return err
-	}
-	if s := strings.ToUpper(c.Synchronous); s != sqlite.SyncFull && s != sqlite.SyncNormal {
-		return bad("Config.Synchronous %q: use sqlite.SyncFull or sqlite.SyncNormal", c.Synchronous)
-	}
 	return nil
+}
+
+func badConfig(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 }

@@ -115,6 +115,9 @@ const maxDeadLetterScan = 10_000
 // DeadLetters returns the letters that match f, oldest first, and the Seq to
 // pass as f.After for the next page (0 when there is none).
 func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, uint64, error) {
+	if b.closed.Load() {
+		return nil, 0, ErrClosed
+	}
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
@@ -167,6 +170,9 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 
 // DeadLetter returns the letter seq of the dead-letter stream.
 func (b *Bus) DeadLetter(ctx context.Context, seq uint64) (DeadLetter, error) {
+	if b.closed.Load() {
+		return DeadLetter{}, ErrClosed
+	}
 	dlq, err := b.js.Stream(ctx, b.DLQStreamName())
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("boxcar: dead letter %d: %w", seq, err)
@@ -504,6 +510,9 @@ type DeadLetterDepth struct {
 // (one request, paged by the client for large streams) and the database's
 // record of actions.
 func (b *Bus) DeadLetterDepths(ctx context.Context) (map[string]DeadLetterDepth, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
 	dlq, err := b.js.Stream(ctx, b.DLQStreamName())
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: dead-letter depths: %w", err)

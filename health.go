@@ -139,7 +139,9 @@ func (h *healthMonitor) run(ctx context.Context) {
 	t := time.NewTicker(h.opts.Interval)
 	defer t.Stop()
 	for {
-		h.sample(ctx)
+		if smp, err := h.sample(ctx); err == nil {
+			h.keep(smp)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -148,8 +150,8 @@ func (h *healthMonitor) run(ctx context.Context) {
 	}
 }
 
-// sample takes a look at every component and keeps it in the window. It
-// only reads: an idle bus writes nothing.
+// sample takes a look at every component. It only reads: an idle bus
+// writes nothing.
 func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 	b := h.b
 	s := healthSample{at: time.Now(), subs: map[string]subSample{}, cursor: b.relay.cursor.Load(),
@@ -188,28 +190,37 @@ func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 		}
 		s.subs[r.Name] = ss
 	}
+	return s, nil
+}
+
+// keep adds the monitor's own sample to the window and drops what fell out
+// of it. Only the monitor keeps samples, one per Interval: however often
+// Health is called, the window holds at most Window/Interval+1 samples and
+// judges the same spacing.
+func (h *healthMonitor) keep(s healthSample) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.samples = append(h.samples, s)
 	cut := 0
 	for cut < len(h.samples)-1 && s.at.Sub(h.samples[cut].at) > h.opts.Window {
 		cut++
 	}
 	h.samples = append(h.samples[:0], h.samples[cut:]...)
-	h.mu.Unlock()
-	return s, nil
 }
 
 // Health judges every component by its samples over Config.Health.Window,
-// with a fresh sample taken now.
+// with a fresh sample taken now as the newest (judged, not kept: calling
+// Health often changes neither the window nor the memory it takes).
 func (b *Bus) Health(ctx context.Context) (Health, error) {
 	if b.closed.Load() {
 		return Health{}, ErrClosed
 	}
-	if _, err := b.health.sample(ctx); err != nil {
+	now, err := b.health.sample(ctx)
+	if err != nil {
 		return Health{}, fmt.Errorf("boxcar: health: %w", err)
 	}
 	b.health.mu.Lock()
-	samples := slices.Clone(b.health.samples)
+	samples := append(slices.Clone(b.health.samples), now)
 	b.health.mu.Unlock()
 	return b.withHubHealth(judge(samples, b.cfg.Health)), nil
 }
@@ -219,14 +230,14 @@ func (b *Bus) Health(ctx context.Context) (Health, error) {
 func judge(w []healthSample, o HealthOptions) Health {
 	first, last := w[0], w[len(w)-1]
 	h := Health{At: last.at}
-	h.Components = append(h.Components, judgeRelay(first, last), judgeOutbox(first, last, o))
+	h.Components = append(h.Components, judgeRelay(first, last, o), judgeOutbox(first, last, o))
 	names := make([]string, 0, len(last.subs))
 	for n := range last.subs {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		h.Components = append(h.Components, judgeSubscriber(n, w))
+		h.Components = append(h.Components, judgeSubscriber(n, w, o))
 	}
 	h.State = HealthOK
 	for _, c := range h.Components {
@@ -237,13 +248,28 @@ func judge(w []healthSample, o HealthOptions) Health {
 	return h
 }
 
-func judgeRelay(first, last healthSample) ComponentHealth {
+// watched reports whether a window from first to last is long enough to
+// judge progress by: at least one Interval. (A look 1 ms after the first
+// sample sees no progress without meaning anything; one of 400 ms with an
+// Interval of 100 ms does.)
+func watched(first, last time.Time, o HealthOptions) bool { return last.Sub(first) >= o.Interval }
+
+// spanText is how long a window was, for a reason's text.
+func spanText(first, last time.Time) time.Duration {
+	d := last.Sub(first)
+	if d < 10*time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+func judgeRelay(first, last healthSample, o HealthOptions) ComponentHealth {
 	c := ComponentHealth{Component: "relay", State: HealthOK, Lag: last.outboxLag}
 	switch {
 	case !last.relayAlive:
 		c.State, c.Reasons = HealthStopped, []string{"the relay is not running"}
-	case last.outboxLag > 0 && first.outboxLag > 0 && last.cursor == first.cursor && last.at.After(first.at):
-		c.State, c.Reasons = HealthStalled, []string{fmt.Sprintf("%d events wait and the relay published none for %v", last.outboxLag, last.at.Sub(first.at).Round(time.Second))}
+	case last.outboxLag > 0 && first.outboxLag > 0 && last.cursor == first.cursor && watched(first.at, last.at, o):
+		c.State, c.Reasons = HealthStalled, []string{fmt.Sprintf("%d events wait and the relay published none for %v", last.outboxLag, spanText(first.at, last.at))}
 	case last.outboxLag > first.outboxLag && first.outboxLag > 0:
 		c.State, c.Reasons = HealthLagging, []string{fmt.Sprintf("the outbox grew from %d to %d events waiting", first.outboxLag, last.outboxLag)}
 	}
@@ -266,7 +292,7 @@ func judgeOutbox(first, last healthSample, o HealthOptions) ComponentHealth {
 	return c
 }
 
-func judgeSubscriber(name string, w []healthSample) ComponentHealth {
+func judgeSubscriber(name string, w []healthSample, o HealthOptions) ComponentHealth {
 	last := w[len(w)-1]
 	ls := last.subs[name]
 	c := ComponentHealth{Component: "subscriber", Name: name, State: HealthOK, Lag: ls.lag}
@@ -285,7 +311,7 @@ func judgeSubscriber(name string, w []healthSample) ComponentHealth {
 			caughtUp = true
 		}
 	}
-	span := last.at.Sub(firstAt).Round(time.Second)
+	span, long := spanText(firstAt, last.at), watched(firstAt, last.at, o)
 	switch {
 	case ls.expired > fs.expired:
 		c.State, c.Reasons = HealthLosing, []string{fmt.Sprintf("%d events expired from the stream before it handled them (Config.Retention)", ls.expired)}
@@ -296,9 +322,9 @@ func judgeSubscriber(name string, w []healthSample) ComponentHealth {
 	case caughtUp:
 	case !ls.running && ls.floor == fs.floor:
 		c.State, c.Reasons = HealthStopped, []string{fmt.Sprintf("not running anywhere, %d events behind", ls.lag)}
-	case ls.floor == fs.floor && span > 0:
+	case ls.floor == fs.floor && long:
 		c.State, c.Reasons = HealthStalled, []string{fmt.Sprintf("%d events behind and no progress for %v", ls.lag, span)}
-	case ls.lag > fs.lag && span > 0:
+	case ls.lag > fs.lag && long:
 		c.State, c.Reasons = HealthLagging, []string{fmt.Sprintf("moving, but behind by %d events, up from %d over %v", ls.lag, fs.lag, span)}
 	}
 	return c

@@ -148,3 +148,51 @@ func TestHealthStoppedAndLosing(t *testing.T) {
 		t.Fatalf("bus state %s with a losing subscriber", h.State)
 	}
 }
+
+// A probe or scraper calling Health in a tight loop changes neither the
+// window nor its memory: only the monitor keeps samples, one per Interval.
+func TestHealthCalledInALoopKeepsTheWindowBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	opts := HealthOptions{Interval: time.Hour, Window: 3 * time.Hour}
+	tb := setup(t, Config{Health: opts})
+	for range 2000 {
+		if _, err := tb.bus.Health(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.bus.health.mu.Lock()
+	n := len(tb.bus.health.samples)
+	tb.bus.health.mu.Unlock()
+	if bound := int(opts.Window/opts.Interval) + 1; n > bound {
+		t.Fatalf("the window holds %d samples after 2000 calls of Health; at most %d", n, bound)
+	}
+}
+
+// Progress is judged over at least one Interval, however short the window:
+// a subscriber 5 events behind whose ack floor did not move for 400 ms is
+// stalled with an Interval of 100 ms (it was judged ok when the span was
+// rounded to the second), and a relay whose cursor did not move is stalled
+// likewise; a look 1 ms after the first sample judges nothing stalled.
+func TestHealthJudgesShortWindows(t *testing.T) {
+	t.Parallel()
+	o := HealthOptions{Interval: 100 * time.Millisecond, Window: time.Second}
+	now := time.Now()
+	at := func(d time.Duration) healthSample {
+		return healthSample{at: now.Add(d), cursor: 7, outboxLag: 3, relayAlive: true,
+			subs: map[string]subSample{"billing": {floor: 10, lag: 5, running: true}}}
+	}
+	h := judge([]healthSample{at(-400 * time.Millisecond), at(0)}, o)
+	if st, r := componentState(h, "subscriber", "billing"); st != HealthStalled {
+		t.Errorf("subscriber behind and not moving for 400 ms: %s %v, want stalled", st, r)
+	}
+	if st, r := componentState(h, "relay", ""); st != HealthStalled {
+		t.Errorf("relay not moving for 400 ms with events waiting: %s %v, want stalled", st, r)
+	}
+	h = judge([]healthSample{at(-time.Millisecond), at(0)}, o)
+	for _, c := range h.Components {
+		if c.State == HealthStalled {
+			t.Errorf("%s %s judged stalled on a window of 1 ms: %v", c.Component, c.Name, c.Reasons)
+		}
+	}
+}

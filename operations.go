@@ -68,6 +68,9 @@ type SubscriberInfo struct {
 
 // Subscribers lists every subscriber the database knows, by name.
 func (b *Bus) Subscribers(ctx context.Context) ([]SubscriberInfo, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
 	rows, err := sqlite.Subscribers(ctx, b.db)
 	if err != nil {
 		return nil, fmt.Errorf("boxcar: subscribers: %w", err)
@@ -177,7 +180,7 @@ func (b *Bus) PauseSubscriber(ctx context.Context, name string, until time.Time,
 	if _, err := st.PauseConsumer(ctx, name, until); err != nil {
 		return fmt.Errorf("boxcar: pause %s: %w", name, err)
 	}
-	b.log.Info("boxcar: subscriber paused", logSub, name, "until", until, logBy, by, logWhy, why)
+	b.log.Info("boxcar: subscriber paused", logSub, name, logUntil, until, logBy, by, logWhy, why)
 	return nil
 }
 
@@ -308,7 +311,7 @@ func (b *Bus) Replay(ctx context.Context, req ReplayRequest) (ReplayStatus, erro
 	if err != nil {
 		return ReplayStatus{}, err
 	}
-	b.log.Info("boxcar: replay", logSub, req.Subscriber, logFromSeq, from, "through_seq", through, "nodedupe", req.NoDedupe,
+	b.log.Info("boxcar: replay", logSub, req.Subscriber, logFromSeq, from, logThroughSeq, through, logNoDedupe, req.NoDedupe,
 		logBy, req.By, logWhy, req.Why)
 	return st, nil
 }
@@ -379,6 +382,9 @@ func (b *Bus) rewind(ctx context.Context, row sqlite.SubscriberRow, st ReplaySta
 // ReplayProgress returns the replay of subscriber in progress, or its last
 // one's end (Done), or ErrNotFound if it has none.
 func (b *Bus) ReplayProgress(ctx context.Context, subscriber string) (ReplayStatus, error) {
+	if b.closed.Load() {
+		return ReplayStatus{}, ErrClosed
+	}
 	subs, err := b.Subscribers(ctx)
 	if err != nil {
 		return ReplayStatus{}, err
@@ -407,6 +413,9 @@ type OutboxEvent struct {
 // OutboxPending returns up to limit events waiting in the outbox (above the
 // relay's cursor), oldest first, after seq after (0: from the first).
 func (b *Bus) OutboxPending(ctx context.Context, after int64, limit int) ([]OutboxEvent, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
 	if limit <= 0 || limit > 1000 {
 		return nil, fmt.Errorf("%w: OutboxPending: limit %d: use 1 to 1000", ErrInvalidConfig, limit)
 	}

@@ -310,6 +310,36 @@ func TestPublishOnClosedBus(t *testing.T) {
 	if _, err := bus.Stats(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Stats: got %v, want ErrClosed", err)
 	}
+	// Every operation of the bus says so too, not a raw "sql: database is
+	// closed" or a NATS connection error an operator's tool cannot tell apart.
+	calls := map[string]func() error{
+		"Subscribe": func() error {
+			_, err := bus.Subscribe(ctx, "s", HandlerFunc(func(context.Context, Message) error { return nil }), SubscribeOptions{})
+			return err
+		},
+		"DeadLetters":      func() error { _, _, err := bus.DeadLetters(ctx, DeadLetterFilter{}); return err },
+		"DeadLetter":       func() error { _, err := bus.DeadLetter(ctx, 1); return err },
+		"DeadLetterDepths": func() error { _, err := bus.DeadLetterDepths(ctx); return err },
+		"Redrive":          func() error { _, err := bus.Redrive(ctx, RedriveRequest{Seq: 1, By: "ops"}); return err },
+		"Discard":          func() error { _, err := bus.Discard(ctx, 1, "ops", "why"); return err },
+		"Health":           func() error { _, err := bus.Health(ctx); return err },
+		"Subscribers":      func() error { _, err := bus.Subscribers(ctx); return err },
+		"PauseSubscriber":  func() error { return bus.PauseSubscriber(ctx, "s", time.Time{}, "ops", "why") },
+		"ResumeSubscriber": func() error { return bus.ResumeSubscriber(ctx, "s", "ops", "why") },
+		"RetireSubscriber": func() error { return bus.RetireSubscriber(ctx, "s", "ops", "why") },
+		"Replay": func() error {
+			_, err := bus.Replay(ctx, ReplayRequest{Subscriber: "s", From: ReplayFrom{StreamSeq: 1}, By: "ops"})
+			return err
+		},
+		"ReplayProgress":    func() error { _, err := bus.ReplayProgress(ctx, "s"); return err },
+		"OutboxPending":     func() error { _, err := bus.OutboxPending(ctx, 0, 10); return err },
+		"OutboxDeadLetters": func() error { _, _, err := bus.OutboxDeadLetters(ctx, 0, "", 10); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s on a closed bus: got %v, want ErrClosed", name, err)
+		}
+	}
 }
 
 // Commits on the caller's own transactions wake the relay through the

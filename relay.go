@@ -217,15 +217,19 @@ func (r *relay) run(ctx context.Context) {
 		backoff = 0
 		r.maintain(ctx, true)
 
-		// A commit hook fires just before the commit becomes visible: if
-		// the read after a hint found nothing, look again shortly.
+		// A commit hook of the app's own connections fires just before the
+		// commit becomes visible (Bus.Tx commits wake the relay after
+		// theirs): after a hint, look again shortly, a few times, until a
+		// read finds something.
 		wait := b.cfg.RelayPollInterval
-		if n > 0 {
-			emptyAfterHint = 0
-		} else if r.hinted.Swap(false) || (emptyAfterHint > 0 && emptyAfterHint < 6) {
+		switch {
+		case r.hinted.Swap(false):
+			emptyAfterHint = 1
+			wait = 100 * time.Microsecond
+		case n == 0 && emptyAfterHint > 0 && emptyAfterHint < 6:
 			emptyAfterHint++
 			wait = time.Duration(50<<emptyAfterHint) * time.Microsecond
-		} else {
+		default:
 			emptyAfterHint = 0
 		}
 		poll.Reset(wait)
@@ -331,13 +335,14 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 			r.traceSend(ctx)
 			r.pub.Send(r.out)
 			clear(r.out)
-			if r.pub.InFlight() < relayDepth {
-				continue // read the next batch while this one is acked
+			if read == b.cfg.RelayBatch && r.pub.InFlight() < relayDepth {
+				continue // there may be more: read the next batch while this one is acked
 			}
 		}
 		if r.pub.InFlight() == 0 {
 			return total, nil
 		}
+		partial := read > 0 && read < b.cfg.RelayBatch
 		last, n, err := r.pub.Await(ctx)
 		if err != nil {
 			return total, err
@@ -350,6 +355,15 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		r.noteCheckpoint(last)
 		if time.Since(r.savedAt) >= b.cfg.CursorSaveInterval {
 			r.maintain(ctx, false)
+		}
+		if partial && r.pub.InFlight() == 0 {
+			// The last read found less than a batch: the outbox held no
+			// more then, and every commit since has woken the relay (the
+			// run loop reads again at once). A read now would almost
+			// always come back empty: at everyday load that is a read
+			// per event, each paying for a page cache the commits made
+			// stale.
+			return total, nil
 		}
 	}
 }
@@ -369,7 +383,13 @@ func (r *relay) noteCheckpoint(seq int64) {
 func (r *relay) maintain(ctx context.Context, prune bool) {
 	b := r.b
 	cur := r.cursor.Load()
-	if cur != r.saved {
+	// A busy relay saves its cursor once per CursorSaveInterval, not after
+	// every drain (a write transaction per event at everyday load): the
+	// stream's end is the truth at start and after an error, the saved
+	// cursor only where the relay looks first. Stop (prune false) and a
+	// moved-back cursor (saved -1) save at once.
+	due := !prune || r.saved < 0 || time.Since(r.savedAt) >= b.cfg.CursorSaveInterval
+	if cur != r.saved && due {
 		if err := r.write(ctx, func(tx *sql.Tx) error {
 			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, time.Now().UnixNano())
 		}); err != nil {

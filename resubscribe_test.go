@@ -508,3 +508,42 @@ func TestDeliveriesBelowTheAckFloorAreNotHandledAgain(t *testing.T) {
 		t.Fatalf("the plain handler saw %d events again that were at or below the ack floor", n)
 	}
 }
+
+// A consumer deleted while no pull request of its subscriber waits at the
+// server gets no "consumer deleted" status to any request: the next pulls
+// find no responder, which nats.go's iterator swallows, and the subscriber
+// waited for ever, silently. The supervisor now also finds the consumer
+// gone when it reads it (every supervisorEvery) and creates it again.
+func TestConsumerDeletedWithNoPullWaitingIsRecreated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	release := make(chan struct{})
+	var first atomic.Bool
+	seen := newSeenLog()
+	sub, err := tb.bus.Subscribe(ctx, "mailer", HandlerFunc(func(ctx context.Context, m Message) error {
+		if first.CompareAndSwap(false, true) {
+			<-release // the one slot is taken: the fetch loop waits, and so does its next pull
+		}
+		seen.record(m)
+		return nil
+	}), SubscribeOptions{MaxInFlight: 1, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the first event to reach the handler", time.Minute, func() (bool, string) { return first.Load(), "" })
+	// The pull of one message was answered; none waits at the server now.
+	if err := tb.bus.js.DeleteConsumer(ctx, tb.bus.StreamName(), "mailer"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	publishN(t, tb.bus, "k", 2)
+	waitFor(t, "the events after the delete", 2*time.Minute, func() (bool, string) {
+		return seen.distinct() == 3, fmt.Sprintf("%d of 3 handled", seen.distinct())
+	})
+	st, err := sub.Stats(ctx)
+	if err != nil || st.Recreated < 1 {
+		t.Fatalf("stats %+v (%v): want the consumer recreated", st, err)
+	}
+}

@@ -249,6 +249,9 @@ type OutboxDeadLetter struct {
 // first, after the one with outbox seq afterSeq and ID afterID (zero values:
 // from the first), and how many there are in all.
 func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID string, limit int) ([]OutboxDeadLetter, int, error) {
+	if b.closed.Load() {
+		return nil, 0, ErrClosed
+	}
 	rows, total, err := sqlite.DeadOutboxRows(ctx, b.db, afterSeq, afterID, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("boxcar: outbox dead letters: %w", err)

@@ -185,6 +185,35 @@ func (s *Subscription) start(ctx context.Context) error {
 	if rule != nil {
 		seed.catchup = append(seed.catchup, *rule)
 	}
+	if err := s.rewind(ctx, resetTo, info, &seed); err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	if !found {
+		row = sqlite.SubscriberRow{Name: s.consumer, CreatedNS: now}
+	}
+	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.subStreamName(), sortedTypes(s.opts.Types), s.kind(), now, 0
+	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
+	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+		return err
+	}
+	s.stats.expired.Store(row.Expired)
+	s.mu.Lock()
+	s.cons, s.streamCreated, s.row = cons, si.Created, row
+	s.d = newDispatcher(s, cons, seed)
+	s.mu.Unlock()
+	if err := s.d.start(); err != nil {
+		return err
+	}
+	s.checkExpired(ctx)
+	s.sup.Go(s.supervise)
+	return nil
+}
+
+// rewind moves the consumer back where start found it must deliver from:
+// to resetTo, the first event of types added to the subscription, or to its
+// ack floor when messages of a dead connection are still unacked.
+func (s *Subscription) rewind(ctx context.Context, resetTo uint64, info *jetstream.ConsumerInfo, seed *dispatcherSeed) error {
 	switch {
 	case resetTo > 0:
 		// Deliver the added types' history: back to their first event, with
@@ -210,25 +239,6 @@ func (s *Subscription) start(ctx context.Context) error {
 		// No reset: the consumer's deliveries go on from its last.
 		seed.delivered = info.Delivered.Consumer
 	}
-	now := time.Now().UnixNano()
-	if !found {
-		row = sqlite.SubscriberRow{Name: s.consumer, CreatedNS: now}
-	}
-	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.subStreamName(), sortedTypes(s.opts.Types), s.kind(), now, 0
-	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
-	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
-		return err
-	}
-	s.stats.expired.Store(row.Expired)
-	s.mu.Lock()
-	s.cons, s.streamCreated, s.row = cons, si.Created, row
-	s.d = newDispatcher(s, cons, seed)
-	s.mu.Unlock()
-	if err := s.d.start(); err != nil {
-		return err
-	}
-	s.checkExpired(ctx)
-	s.sup.Go(s.supervise)
 	return nil
 }
 
@@ -420,7 +430,13 @@ func (s *Subscription) supervise(ctx context.Context) {
 		case err := <-s.lost:
 			s.recover(ctx, err)
 		case <-t.C:
-			s.checkExpired(ctx)
+			if err := s.checkExpired(ctx); consumerGone(err) {
+				// A consumer deleted while none of its pull requests waited
+				// at the server sends no "consumer deleted" to the fetch
+				// loop: its next pulls find no responder, which nats.go's
+				// iterator swallows. Reading the consumer here finds it.
+				s.recover(ctx, err)
+			}
 		}
 	}
 }
@@ -435,7 +451,13 @@ func (s *Subscription) recover(ctx context.Context, cause error) {
 		return
 	}
 	b := s.b
-	old, _ := s.current()
+	old, cons := s.current()
+	if _, err := cons.Info(ctx); !consumerGone(err) {
+		// Already made again (the fetch loop's report and the
+		// supervisor's read of one deletion), or the server cannot say:
+		// the next tick looks again.
+		return
+	}
 	stopCtx, cancel := context.WithTimeout(ctx, s.opts.HandlerTimeout+5*time.Second)
 	old.stop(stopCtx)
 	cancel()
@@ -506,19 +528,19 @@ func (s *Subscription) recreate(ctx context.Context, old *dispatcher, cause erro
 // acked. For a subscriber of every type that is exact; for one filtered by
 // type it is an upper bound: the gap may hold other types' events. It also
 // trims the acked ranges and finishes catch-ups.
-func (s *Subscription) checkExpired(ctx context.Context) {
+func (s *Subscription) checkExpired(ctx context.Context) error {
 	b := s.b
 	d, cons := s.current()
 	if d == nil {
-		return // not started yet (waiting for the hub)
+		return nil // not started yet (waiting for the hub)
 	}
 	si, err := s.stream().Info(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	d.noteFloor(info.AckFloor.Stream)
 	first := si.State.FirstSeq
@@ -547,14 +569,21 @@ func (s *Subscription) checkExpired(ctx context.Context) {
 	if lost > 0 {
 		s.stats.expired.Add(int64(lost))
 		b.log.Error("boxcar: events left the stream (Config.Retention) before the subscriber handled them",
-			logSub, s.name, "expired", lost, "through_stream_seq", first-1)
+			logSub, s.name, logExpired, lost, logThroughStreamSeq, first-1)
 	}
 	if !changed {
-		return // nothing moved: an idle bus writes nothing
+		return nil // nothing moved: an idle bus writes nothing
 	}
 	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
 		b.log.Warn("boxcar: subscriber could not save its state", logSub, s.name, logError, err)
 	}
+	return nil
+}
+
+// consumerGone reports whether err says the subscriber's consumer (or its
+// stream) no longer exists.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // replay rewinds the running subscription for a replay: a new dispatcher

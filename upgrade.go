@@ -102,7 +102,7 @@ func (b *Bus) openStreams(ctx context.Context) (jetstream.Stream, error) {
 		return nil, fmt.Errorf("upgrade stream %s to subject layout %d (phase %s; the next Open resumes it): %w", b.cfg.Stream, bjs.LayoutVersion, st.Phase, err)
 	}
 	b.log.Warn("boxcar: the event stream is in the current subject layout", logStream, b.cfg.Stream, logEvents, st.Messages,
-		"took", time.Since(start).Round(time.Millisecond))
+		logTook, time.Since(start).Round(time.Millisecond))
 	events, _, err := bjs.EnsureStreams(ctx, b.js, b.streamConfig())
 	return events, err
 }

@@ -73,6 +73,8 @@ type options struct {
 	wwBacklog      int           // write wait: events in the stream for the subscribers
 	defaultsEvents int           // defaults: events per produce and end-to-end run
 	schemaEvents   int           // schema: transactions per run, for each setting
+	loadRates      string        // load: offered rates of the CPU runs
+	idle           time.Duration // load: how long the idle bus is watched
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -104,8 +106,10 @@ func main() {
 	flag.IntVar(&o.wwBacklog, "ww-backlog", 0, "write wait: events in the stream before the subscribers start, each at the first (0: 60,000 per second of -level-duration, plus 60,000)")
 	flag.IntVar(&o.defaultsEvents, "defaults-events", 20_000, "defaults: events per produce and end-to-end run, for each synchronous mode")
 	flag.IntVar(&o.schemaEvents, "schema-events", 20_000, "schema: Bus.Tx + PublishTx transactions per run, without and with a schema")
+	flag.StringVar(&o.loadRates, "load-rates", "300,3000,10000", "load: offered rates for the CPU-per-event runs, events/s, comma-separated")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "load: how long the idle bus is watched (0: not)")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -289,6 +293,7 @@ func run(o options) error {
 		{"writewait", benchWriteWait},
 		{"defaults", benchDefaults},
 		{"schema", benchSchema},
+		{"load", benchLoad},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {

@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -95,6 +96,12 @@ type dbState struct {
 	gate     gate
 	watchers commitWatchers
 	busy     time.Duration // the connections' busy timeout: the longest an app's write waits for the gate
+	// selfReported is set while the Writer commits a group whose commit it
+	// reports itself, after the commit (WriterConfig.AfterTxCommit): the
+	// commit hook, which fires before the commit is visible, stays quiet
+	// then, so the relay is not woken to read too early and look again.
+	// SQLite has one writer at a time: no other connection commits then.
+	selfReported atomic.Bool
 }
 
 type commitWatchers struct {
@@ -180,7 +187,9 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 		c.RegisterCommitHook(func() int {
 			if outboxWritten {
 				outboxWritten = false
-				st.watchers.notify()
+				if !st.selfReported.Load() {
+					st.watchers.notify()
+				}
 			}
 			return 0
 		})

@@ -281,7 +281,7 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest, committed []*txCall) {
 		tx.Rollback()
 		return nil, nil
 	}
-	if err := tx.Commit(); err != nil {
+	if err := w.commitGroup(tx); err != nil {
 		err = fmt.Errorf("boxcar: commit: %w", err)
 		for _, c := range g.ran {
 			c.done <- txResult{err: err}
@@ -403,4 +403,16 @@ func callTxFn(fn func(tx *sql.Tx) error, tx *sql.Tx) (r txResult) {
 		}
 	}()
 	return txResult{err: fn(tx)}
+}
+
+// commitGroup commits a group's transaction. When AfterTxCommit reports the
+// commit, the commit hook of sqlite.Open's connections is told to stay
+// quiet for it (dbState.selfReported).
+func (w *Writer) commitGroup(tx *sql.Tx) error {
+	if w.st == nil || w.cfg.AfterTxCommit == nil {
+		return tx.Commit()
+	}
+	w.st.selfReported.Store(true)
+	defer w.st.selfReported.Store(false)
+	return tx.Commit()
 }

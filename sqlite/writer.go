@@ -60,7 +60,8 @@ type WriterConfig struct {
 type Writer struct {
 	db      *sql.DB
 	cfg     WriterConfig
-	gate    *gate // the database's (from Open), or the writer's own
+	gate    *gate    // the database's (from Open), or the writer's own
+	st      *dbState // the database's state (from Open), nil otherwise
 	conn    *sql.Conn
 	ended   autoCommitter // the write connection's driver: tells a transaction SQLite ended
 	shield  *Shield       // nil for a database not from Open
@@ -96,6 +97,7 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	w := &Writer{db: db, cfg: cfg, gate: &gate{}, busy: defaultBusyTimeout, closing: make(chan struct{})}
 	if st := stateOf(db); st != nil {
 		w.gate, w.busy = &st.gate, st.busy // the app's connections queue there too
+		w.st = st
 	}
 	var err error
 	if w.conn, err = db.Conn(ctx); err != nil {
@@ -267,8 +269,9 @@ type WriterStats struct {
 	// write lock now: Tx groups and the app's own transactions, and
 	// Boxcar's background writes (see gate.go).
 	AppWaiting, BackgroundWaiting int
-	// WALSyncs counts the fsyncs of the WAL that made commits durable
-	// (SyncFull): each covers every commit made before it began.
+	// WALSyncs counts the fsyncs of the WAL that made commits durable (for
+	// the relay's publishes, the subscribers' acks and SyncFull's Tx): each
+	// covers every commit made before it began.
 	WALSyncs uint64
 	// LockHeldFor is how long the current holder of the write lock has
 	// held it (0 when free). Seconds mean a transaction of the app's left

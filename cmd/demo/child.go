@@ -56,9 +56,11 @@ type childSpec struct {
 	// BrokerURL is the nats:// URL of the broker child, for the naive side
 	// (always) and the Boxcar side of the reorder scenario.
 	BrokerURL string
-	// Port and StoreDir are the broker's.
+	// Port and StoreDir are the broker's; Port is also where the
+	// operations act's app serves its admin handler, with write token Token.
 	Port     int
 	StoreDir string
+	Token    string
 }
 
 func childMain() int {
@@ -68,12 +70,14 @@ func childMain() int {
 		return 2
 	}
 	var err error
-	switch spec.Role {
-	case roleBroker:
+	switch {
+	case spec.Scenario == scenarioOps.name:
+		err = runOpsApp(spec, newControl(spec))
+	case spec.Role == roleBroker:
 		err = runBroker(spec)
-	case roleNaive:
+	case spec.Role == roleNaive:
 		err = runNaiveApp(spec, newControl(spec))
-	case roleBoxcar:
+	case spec.Role == roleBoxcar:
 		err = runBoxcarApp(spec, newControl(spec))
 	default:
 		err = fmt.Errorf("unknown role %q", spec.Role)

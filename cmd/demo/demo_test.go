@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -20,7 +22,7 @@ func TestMain(m *testing.M) {
 // smallConfig keeps the processes few and short; the crash lands after
 // event 21 of 40, in the middle of a consumer's fetch.
 func smallConfig() config {
-	return config{Users: 40, CrashAt: 21, ReorderUsers: 20, Outage: 200 * time.Millisecond, DriftUsers: 20, Writers: 4, Timeout: 3 * time.Minute}
+	return config{Users: 40, CrashAt: 21, ReorderUsers: 20, Outage: 200 * time.Millisecond, DriftUsers: 20, OpsUsers: 20, Writers: 4, Timeout: 3 * time.Minute}
 }
 
 // runOne runs both sides of sc with real processes, real SIGKILLs, real
@@ -116,6 +118,82 @@ func TestSchemaDriftScenario(t *testing.T) {
 	}
 }
 
+// The operations act, with its real processes and admin API: on the naive
+// side the redrive after the fix puts the old address over the newer one
+// for exactly the poisoned users; on Boxcar's the dead letters park their
+// keys, hold the later events, and the redrive releases both in order, so
+// no address is stale; the replay rebuilds billing into a fresh table
+// equal to the live one. With -serve, the status page the act prints is
+// served by the app while the act holds.
+func TestOperationsScenario(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := smallConfig()
+	cfg.Serve = true
+	var page string
+	r := &runner{exe: exe, root: t.TempDir(), cfg: cfg, hold: func(url string) { page = getPage(t, url) }}
+	poisoned := int64(cfg.OpsUsers / opsEvery)
+	naive, err := r.runSide(t.Context(), scenarioOps, roleNaive)
+	if err != nil {
+		t.Fatalf("naive side: %v", err)
+	}
+	box, err := r.runSide(t.Context(), scenarioOps, roleBoxcar)
+	if err != nil {
+		t.Fatalf("Boxcar side: %v", err)
+	}
+	t.Logf("naive: %+v %v", naive.out, naive.stats)
+	t.Logf("Boxcar: %+v %v", box.out, box.stats)
+	if wrong, of := scenarioOps.count(naive.out); int64(wrong) != poisoned || of != cfg.OpsUsers || naive.stats["stale"] != poisoned || naive.stats["redriven"] != poisoned || naive.stats["parked_keys"] != 0 {
+		t.Errorf("naive side: %d of %d %s, stats %v; want the %d poisoned users stale after the redrive", wrong, of, scenarioOps.wrong, naive.stats, poisoned)
+	}
+	if wrong, of := scenarioOps.count(box.out); wrong != 0 || of != cfg.OpsUsers || !allZero(box.out) {
+		t.Errorf("Boxcar side: %d of %d %s, outcome %+v; want every check exact", wrong, of, scenarioOps.wrong, box.out)
+	}
+	want := map[string]int64{"parked_keys": poisoned, "heads": poisoned, "held": poisoned, "redriven": 2 * poisoned, "stale": 0,
+		"live_rows": int64(cfg.OpsUsers), "rebuilt_rows": int64(cfg.OpsUsers), "differ": 0}
+	for k, v := range want {
+		if box.stats[k] != v {
+			t.Errorf("Boxcar side: %s = %d, want %d (stats %v)", k, box.stats[k], v, box.stats)
+		}
+	}
+	notes := strings.Join(box.notes, "\n")
+	for _, w := range []string{"$ boxcar dlq ls --subscriber billing", `$ boxcar dlq redrive --subscriber billing --why "fixed in v1.5"`,
+		"$ boxcar replay billing --from-stream-seq 1 --no-dedupe", "rows that differ: 0", "'+' not allowed"} {
+		if !strings.Contains(notes, w) {
+			t.Errorf("the act's notes lack %q:\n%s", w, notes)
+		}
+	}
+	if !strings.Contains(page, "billing") {
+		t.Errorf("the status page held by -serve does not show billing:\n%.2000s", page)
+	}
+	var b strings.Builder
+	printTable(&b, []row{{sc: scenarioOps, fault: scenarioOps.fault(cfg), naive: naive, boxcar: box}})
+	for _, w := range []string{"2 of 20 billed at a stale address", "0 of 20", "2 keys parked behind their dead letter, holding 2 later events", "released 4 in their original order", "20 rows, as the live table's 20, 0 differ"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("table lacks %q:\n%s", w, b.String())
+		}
+	}
+}
+
+// getPage GETs url and returns its body, failing on anything but 200.
+func getPage(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return ""
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(body)
+}
+
 func TestTableAndFlags(t *testing.T) {
 	if _, err := selectScenarios("nope"); err == nil || !strings.Contains(err.Error(), "dual-write") {
 		t.Errorf("selectScenarios(nope) = %v, want an error listing the scenarios", err)
@@ -127,6 +205,11 @@ func TestTableAndFlags(t *testing.T) {
 	cfg.CrashAt = cfg.Users + 1
 	if err := cfg.validate(); err == nil {
 		t.Error("a crash point past the last signup was accepted")
+	}
+	cfg = defaultConfig()
+	cfg.OpsUsers = opsEvery - 1
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "-ops-users") {
+		t.Errorf("an operations act without a poisoned user: %v", err)
 	}
 	var b strings.Builder
 	printTable(&b, []row{{

@@ -8,7 +8,13 @@
 //  4. a consumer without a dedupe table double-counts after a crash;
 //  5. a producer renames a field and a consumer silently stores empty
 //     values (schema drift): Boxcar's registry refuses the rename, and an
-//     upcaster lifts old events for the new consumer.
+//     upcaster lifts old events for the new consumer;
+//  6. operations: a poison event is dead-lettered; the usual dead-letter
+//     queue lets its key move on, and the redrive after the fix applies an
+//     old address over a newer one; Boxcar parks the key, the redrive
+//     releases it in order, and a replay without dedupe rebuilds billing
+//     into a fresh table that matches the live one. The demo is the
+//     operator, on the app's admin API, and prints each boxcar command.
 //
 // An auth service creates users and publishes user.signed_up and
 // user.email_changed; an email service sends a welcome email through an
@@ -22,8 +28,9 @@
 // processes leave behind. The naive side uses the same libraries (plain
 // SQLite, plain NATS JetStream); Boxcar's side uses only its public API.
 //
-//	go run ./cmd/demo                       # all four, default sizes
-//	go run ./cmd/demo -scenario reorder     # one of dual-write, auto-ack, reorder, dedupe, schema-drift
+//	go run ./cmd/demo                       # all six, default sizes
+//	go run ./cmd/demo -scenario reorder     # one of dual-write, auto-ack, reorder, dedupe, schema-drift, operations
+//	go run ./cmd/demo -scenario operations -serve   # and look at the status page
 //	go run ./cmd/demo -users 10000 -crash-at 7000
 //
 // Progress goes to stderr, the table to stdout.
@@ -52,6 +59,8 @@ func main() {
 	flag.IntVar(&cfg.ReorderUsers, "reorder-users", cfg.ReorderUsers, "users who change their email twice in the reorder scenario")
 	flag.DurationVar(&cfg.Outage, "outage", cfg.Outage, "how long the broker stays down in the reorder scenario")
 	flag.IntVar(&cfg.DriftUsers, "drift-users", cfg.DriftUsers, "signups in the schema-drift act (the rename comes after half of them)")
+	flag.IntVar(&cfg.OpsUsers, "ops-users", cfg.OpsUsers, "signups in the operations act (every 10th user's first email change is poison)")
+	flag.BoolVar(&cfg.Serve, "serve", false, "print the operations act's status page URL (its app's admin handler on 127.0.0.1) and keep it up at the act's end until Enter")
 	flag.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent auth requests")
 	flag.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a side after this long")
 	keep := flag.Bool("keep", false, "keep the work directory (databases, mail logs, stores) and print its path")
@@ -76,7 +85,7 @@ func main() {
 }
 
 func defaultConfig() config {
-	return config{Users: 2000, ReorderUsers: 200, Outage: time.Second, DriftUsers: 200, Writers: 4, Timeout: 3 * time.Minute}
+	return config{Users: 2000, ReorderUsers: 200, Outage: time.Second, DriftUsers: 200, OpsUsers: 100, Writers: 4, Timeout: 3 * time.Minute}
 }
 
 func (c config) validate() error {
@@ -91,6 +100,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-reorder-users %d: need at least 1", c.ReorderUsers)
 	case c.DriftUsers < 2:
 		return fmt.Errorf("-drift-users %d: need at least 2 (the rename comes after half of them)", c.DriftUsers)
+	case c.OpsUsers < opsEvery:
+		return fmt.Errorf("-ops-users %d: need at least %d (every %dth user's change is poison)", c.OpsUsers, opsEvery, opsEvery)
 	case c.Outage < 0:
 		return fmt.Errorf("-outage is negative")
 	case c.Writers < 1 || c.Writers > 256:
@@ -154,6 +165,9 @@ func runScenarios(ctx context.Context, cfg config, selected []*scenario, prog *p
 		return nil, 0, "", err
 	}
 	r := &runner{exe: exe, root: dir, cfg: cfg, prog: prog}
+	if cfg.Serve {
+		r.hold = holdOnEnter(prog)
+	}
 	prog.total = len(scenarios)
 	defer prog.clear()
 	for _, sc := range selected {

@@ -31,7 +31,7 @@ type scenario struct {
 }
 
 // scenarios in the order they run and print.
-var scenarios = []*scenario{scenarioDualWrite, scenarioAutoAck, scenarioReorder, scenarioDedupe, scenarioSchemaDrift}
+var scenarios = []*scenario{scenarioDualWrite, scenarioAutoAck, scenarioReorder, scenarioDedupe, scenarioSchemaDrift, scenarioOps}
 
 // config holds the sizes the flags choose.
 type config struct {
@@ -40,6 +40,8 @@ type config struct {
 	ReorderUsers int           // users who change their email twice in the reorder scenario
 	Outage       time.Duration // how long the broker stays down in the reorder scenario
 	DriftUsers   int           // signups in the schema-drift act, half of them after the rename
+	OpsUsers     int           // signups in the operations act (every opsEvery-th one's change is poison)
+	Serve        bool          // the operations act's status page stays up until Enter
 	Writers      int           // concurrent auth requests
 	Timeout      time.Duration // per side
 }
@@ -58,6 +60,9 @@ type runner struct {
 	root string
 	cfg  config
 	prog *progress
+	// hold, with cfg.Serve, is called with the status page's URL at the end
+	// of the operations act, while its app still serves it.
+	hold func(url string)
 }
 
 // sideResult is one side's run of a scenario.

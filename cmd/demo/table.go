@@ -76,6 +76,9 @@ func boxcarNote(r row) string {
 		return fmt.Sprintf("the relay stopped at the first failed publish and resent from there (%d failed round(s))", s["relay_failures"])
 	case scenarioDedupe:
 		return fmt.Sprintf("after the restart %d redelivered events were found in the dedupe table and skipped", s["analytics_skipped"])
+	case scenarioOps:
+		return fmt.Sprintf("%d keys parked behind their dead letter, holding %d later events; after the fix the redrive released %d in their original order; a replay without dedupe rebuilt billing into a fresh table: %d rows, as the live table's %d, %d differ",
+			s["parked_keys"], s["held"], s["redriven"], s["rebuilt_rows"], s["live_rows"], s["differ"])
 	case scenarioSchemaDrift:
 		return fmt.Sprintf("%d v1 events (%d from before the rename, %d from an old producer instance after it) reached the v2 consumers through the upcaster, beside %d v2 events; %d handler calls failed",
 			s["v1_before"]+s["v1_after"], s["v1_before"], s["v1_after"], s["v2_events"], s["failures"])
