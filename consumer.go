@@ -316,15 +316,16 @@ func messageOf(l bjs.Layout, msg jetstream.Msg) (Message, error) {
 
 // subscriberStats are the counters of one subscriber.
 type subscriberStats struct {
-	handled      atomic.Int64
-	skipped      atomic.Int64 // found in the dedupe table
-	failures     atomic.Int64 // handler errors and panics
-	deadLettered atomic.Int64
-	redelivered  atomic.Int64 // deliveries with NumDelivered > 1
-	ignored      atomic.Int64 // redeliveries of messages still held or handled before
-	recreated    atomic.Int64 // consumers created again after they vanished
-	expired      atomic.Int64 // events that left the stream before they were handled
-	deliveryGaps atomic.Int64 // deliveries lost in transit, each followed by a consumer reset
-	handlerTime  histogram    // of each handler call
-	endToEnd     histogram    // from publish to handled, of each event handled
+	handled       atomic.Int64
+	skipped       atomic.Int64 // found in the dedupe table
+	failures      atomic.Int64 // handler errors and panics
+	deadLettered  atomic.Int64
+	redelivered   atomic.Int64 // deliveries with NumDelivered > 1
+	ignored       atomic.Int64 // redeliveries of messages still held or handled before
+	recreated     atomic.Int64 // consumers created again after they vanished
+	expired       atomic.Int64 // events that left the stream before they were handled
+	deliveryGaps  atomic.Int64 // deliveries lost in transit, each followed by a consumer reset
+	fetchRestarts atomic.Int64 // stuck fetches restarted (deliverygap.go)
+	handlerTime   histogram    // of each handler call
+	endToEnd      histogram    // from publish to handled, of each event handled
 }

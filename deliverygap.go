@@ -143,3 +143,48 @@ func (g *gapStreak) next() time.Duration {
 	g.last = now
 	return g.pause
 }
+
+// A fetch that stopped pulling. nats.go's pull iterator counts a pull
+// request as outstanding until its messages or a status arrive; one lost on
+// the way (a leaf's hub that went away and came back, a "no responders"
+// the iterator swallows) can leave it waiting with nothing requested while
+// events wait at the server (seen: a leaf's subscriber with 100 events
+// pending, none in flight, for minutes after its hub came back). The
+// supervisor looks every supervisorEvery: events pending, no pull request
+// of anyone waiting at the server, and room in the dispatcher (so it is not
+// back-pressure) on stalledFetchTicks looks in a row mean the fetch is
+// stuck; it is then restarted as after lost deliveries (a reset to the ack
+// floor: what the stuck iterator may have dropped comes again, in order).
+
+// stalledFetchTicks is how many supervisor looks in a row see a stuck fetch
+// before it is restarted.
+const stalledFetchTicks = 2
+
+// checkStalledFetch is the supervisor's look (see above).
+func (s *Subscription) checkStalledFetch(ctx context.Context) {
+	d, cons := s.current()
+	if d == nil || cons == nil {
+		return
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	room := len(d.held) < s.opts.MaxInFlight/2
+	d.mu.Unlock()
+	if !(info.NumPending > 0 && info.NumWaiting == 0 && room) {
+		s.stalledLooks = 0
+		return
+	}
+	if s.stalledLooks++; s.stalledLooks < stalledFetchTicks {
+		return
+	}
+	s.stalledLooks = 0
+	s.stats.fetchRestarts.Add(1)
+	select {
+	case s.lost <- fmt.Errorf("%w: the fetch is stuck: %d events wait at the server and no pull request has waited there for %d looks %v apart",
+		errDeliveryGap, info.NumPending, stalledFetchTicks, supervisorEvery):
+	default:
+	}
+}

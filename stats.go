@@ -104,6 +104,11 @@ type SubscriberStats struct {
 	// slow-consumer drop, a reconnect, a cluster node that died): each
 	// time the consumer was reset to its ack floor, to keep per-key order.
 	DeliveryGaps int64 `json:"delivery_gaps"`
+	// FetchRestarts counts the times its fetch was found stuck (events
+	// waiting at the server, no pull request waiting there, room in the
+	// dispatcher, on two looks 10 s apart) and restarted with a reset to
+	// its ack floor (not counted in DeliveryGaps).
+	FetchRestarts int64 `json:"fetch_restarts"`
 	// Expired counts events that left the stream (Config.Retention) before
 	// this subscriber handled them: lost for it, for good. For a subscriber
 	// filtered by type it is an upper bound (stream messages in the gap, of
@@ -205,6 +210,7 @@ func (s *Subscription) Stats(ctx context.Context) (SubscriberStats, error) {
 		Ignored:         s.stats.ignored.Load(),
 		Recreated:       s.stats.recreated.Load(),
 		DeliveryGaps:    s.stats.deliveryGaps.Load(),
+		FetchRestarts:   s.stats.fetchRestarts.Load(),
 		Expired:         s.stats.expired.Load(),
 		HandlerDuration: s.stats.handlerTime.snapshot(),
 		EndToEnd:        s.stats.endToEnd.snapshot(),
@@ -292,6 +298,7 @@ func (s *Subscription) groupStats(ctx context.Context) (SubscriberStats, error) 
 		sum.Ignored += ss.Ignored
 		sum.Recreated += ss.Recreated
 		sum.DeliveryGaps += ss.DeliveryGaps
+		sum.FetchRestarts += ss.FetchRestarts
 		sum.Expired += ss.Expired
 	}
 	err := errors.Join(errs...)

@@ -43,6 +43,9 @@ type Subscription struct {
 	sup      *lifecycle.Group // the supervisor
 	lost     chan error       // a dispatcher reports that its consumer vanished, or lost deliveries
 	gaps     gapStreak        // paces the resets after lost deliveries (deliverygap.go)
+	// stalledLooks counts the supervisor's looks in a row that saw a stuck
+	// fetch (deliverygap.go); the supervisor's goroutine alone uses it.
+	stalledLooks int
 
 	opMu          sync.Mutex // recover and replay replace the dispatcher one at a time
 	mu            sync.Mutex
@@ -436,6 +439,8 @@ func (s *Subscription) supervise(ctx context.Context) {
 				// loop: its next pulls find no responder, which nats.go's
 				// iterator swallows. Reading the consumer here finds it.
 				s.recover(ctx, err)
+			} else {
+				s.checkStalledFetch(ctx) // deliverygap.go
 			}
 		}
 	}

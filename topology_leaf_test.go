@@ -180,7 +180,26 @@ func TestLeafTopologyAggregatesAtHub(t *testing.T) {
 	if err := h.RestartAll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, email.db, "mailer", 300)
+	waitFor(t, "mailer to apply 300 events after the hub came back", 2*time.Minute, func() (bool, string) {
+		n := countApplied(t, email.db, "mailer")
+		var state []string
+		for _, p := range []*testBundle{billing, auth, email} {
+			st, err := p.bus.Stats(ctx)
+			if err != nil || st.Hub == nil {
+				state = append(state, fmt.Sprint(err))
+				continue
+			}
+			state = append(state, fmt.Sprintf("%s hub %+v", p.bus.cfg.InstanceID, *st.Hub))
+			for _, ss := range st.Subscribers {
+				state = append(state, fmt.Sprintf("%s sub %s pending %d unacked %d inflight %d gaps %d fetch restarts %d recreated %d waiting %q err %q",
+					p.bus.cfg.InstanceID, ss.Name, ss.Pending, ss.Unacked, ss.InFlight, ss.DeliveryGaps, ss.FetchRestarts, ss.Recreated, ss.Waiting, ss.Err))
+			}
+		}
+		return n >= 300, fmt.Sprintf("applied %d; %s", n, strings.Join(state, "; "))
+	})
+	if st, err := email.bus.Stats(ctx); err == nil && len(st.Subscribers) == 1 {
+		t.Logf("mailer after the outage: %d delivery gaps, %d fetch restarts", st.Subscribers[0].DeliveryGaps, st.Subscribers[0].FetchRestarts)
+	}
 	if n := checkAppliedFrom(t, email.db, "mailer", billing.db, auth.db); n != 300 {
 		t.Fatalf("applied %d events, want 300", n)
 	}

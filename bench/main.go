@@ -25,6 +25,7 @@
 //
 //	go run ./bench                 # the default run, a few minutes on 2 cores
 //	go run ./bench -out bench/out  # also writes results.md and latency.png
+//	go run ./bench -topology leaf  # or cluster: across a 3-node hub (topology.go)
 package main
 
 import (
@@ -75,6 +76,9 @@ type options struct {
 	schemaEvents   int           // schema: transactions per run, for each setting
 	loadRates      string        // load: offered rates of the CPU runs
 	idle           time.Duration // load: how long the idle bus is watched
+	topology       string        // "leaf" or "cluster": run only the topology stage (topology.go)
+	topoDur        time.Duration // topology: writing time per row
+	topoProducers  int           // topology: rows from 1 to this many producers
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -114,6 +118,9 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.BoolVar(&o.verbose, "v", false, "log Boxcar's warnings to stderr")
+	flag.StringVar(&o.topology, "topology", "", "run only the topology stage: leaf (leaves of a 3-node hub) or cluster (instances on a 3-node cluster, R3), beside the single binary")
+	flag.DurationVar(&o.topoDur, "topo-duration", 5*time.Second, "topology: how long the producers write in each row")
+	flag.IntVar(&o.topoProducers, "topo-producers", 3, "topology: rows with 1 to this many producer instances")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -147,6 +154,12 @@ func (o *options) validate() error {
 		}
 	}
 	switch {
+	case o.topology != "" && o.topology != "leaf" && o.topology != "cluster":
+		return fmt.Errorf("-topology %q: use leaf or cluster", o.topology)
+	case o.topoProducers < 1 || o.topoProducers > 8:
+		return fmt.Errorf("-topo-producers %d: use 1 to 8", o.topoProducers)
+	case o.topoDur < time.Second:
+		return fmt.Errorf("-topo-duration %v: use at least 1s", o.topoDur)
 	case o.sync != sqlite.SyncNormal && o.sync != sqlite.SyncFull:
 		return fmt.Errorf("-sync %q: use NORMAL or FULL", o.sync)
 	case o.busSync != "" && o.busSync != sqlite.SyncNormal && o.busSync != sqlite.SyncFull:
@@ -272,6 +285,9 @@ func run(o options) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.topology != "" {
+		return runTopology(o, tmp)
 	}
 	syncDisks() // the page cache's dirty pages from before (an earlier run) are not this run's to write
 	w := newWorkload(o)

@@ -53,6 +53,7 @@ func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int,
 		return fmt.Errorf("jetstream: read stream: %w", err)
 	}
 	defer s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name)
+	noResponderUntil := time.Now().Add(noRespondersFor)
 	for {
 		mb, err := cons.Fetch(batch, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -69,6 +70,12 @@ func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int,
 			done = done || meta.Sequence.Stream >= last
 		}
 		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			if errors.Is(err, nats.ErrNoResponders) && len(out) == 0 && time.Now().Before(noResponderUntil) {
+				// A consumer of a replicated stream made a moment ago
+				// has no leader yet: ask again.
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
 			return fmt.Errorf("jetstream: read stream: %w", err)
 		}
 		if len(out) > 0 {
