@@ -232,7 +232,11 @@ func (g *group) join(ctx context.Context) error {
 			return fmt.Errorf("wait for the hub: %w", err)
 		}
 	}
-	kv, err := ensureBucket(ctx, b.subJS, groupsBucket, "Boxcar: subscriber groups, their slots and leases", replicas)
+	var kv jetstream.KeyValue
+	err := retryNoResponders(ctx, func() (err error) {
+		kv, err = ensureBucket(ctx, b.subJS, groupsBucket, "Boxcar: subscriber groups, their slots and leases", replicas)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -62,14 +62,16 @@ func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, st
 // claimRetryFor bounds retryNoResponders.
 const claimRetryFor = 5 * time.Second
 
-// retryNoResponders calls fn again while it fails with "no responders",
-// for up to claimRetryFor: a cluster that has just started, or a KV bucket
-// created a moment ago, has no JetStream responder for a moment.
+// retryNoResponders calls fn again while it fails with "no responders" or
+// "no suitable peers", for up to claimRetryFor: a cluster that has just
+// started, or a KV bucket created a moment ago, has no JetStream responder
+// for a moment, and a busy cluster's meta leader can see a peer offline
+// for a moment.
 func retryNoResponders(ctx context.Context, fn func() error) error {
 	deadline := time.Now().Add(claimRetryFor)
 	for {
 		err := fn()
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+		if !transientClusterErr(err) || time.Now().After(deadline) {
 			return err
 		}
 		select {
@@ -111,4 +113,14 @@ func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int
 		return nil
 	}
 	return fmt.Errorf("claim instance ID %q: the claim keeps changing", id)
+}
+
+// clusterNoPeers is nats-server's "no suitable peers for placement".
+const clusterNoPeers = 10005
+
+// transientClusterErr reports whether err is one a cluster gives for a
+// moment (see retryNoResponders).
+func transientClusterErr(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.As(err, &apiErr) && apiErr.ErrorCode == clusterNoPeers
 }

@@ -260,13 +260,17 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 const noRespondersFor = 5 * time.Second
 
 // retryNoResponders calls fn until it returns something else than "no
-// responders", for up to noRespondersFor: a replicated stream created a
-// moment ago has no direct-get responder until its replicas are up.
+// responders" or "no suitable peers" (err_code 10005), for up to
+// noRespondersFor: a replicated stream created a moment ago has no
+// direct-get responder until its replicas are up, and a busy cluster's meta
+// leader can see a peer offline for a moment.
 func retryNoResponders(ctx context.Context, fn func() error) error {
 	deadline := time.Now().Add(noRespondersFor)
 	for {
 		err := fn()
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+		var apiErr *jetstream.APIError
+		transient := errors.Is(err, nats.ErrNoResponders) || errors.As(err, &apiErr) && apiErr.ErrorCode == 10005 // no suitable peers
+		if !transient || time.Now().After(deadline) {
 			return err
 		}
 		select {

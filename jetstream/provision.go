@@ -118,21 +118,24 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	} else {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
 	}
-	events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		FirstSeq:    firstSeq,
-		Name:        c.Name,
-		Description: "Boxcar events, relayed from the SQLite outbox in commit order",
-		Subjects:    []string{c.Layout.All()},
-		Metadata:    streamMetadata(c),
-		// Instances sharing the stream publish atomic batches.
-		AllowAtomicPublish: c.Shared,
-		Storage:            jetstream.FileStorage,
-		Retention:          jetstream.LimitsPolicy,
-		Discard:            jetstream.DiscardOld,
-		MaxAge:             c.MaxAge,
-		Duplicates:         c.Duplicates,
-		Replicas:           replicas,
-		AllowDirect:        true,
+	err = retryNoResponders(ctx, func() (err error) {
+		events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			FirstSeq:    firstSeq,
+			Name:        c.Name,
+			Description: "Boxcar events, relayed from the SQLite outbox in commit order",
+			Subjects:    []string{c.Layout.All()},
+			Metadata:    streamMetadata(c),
+			// Instances sharing the stream publish atomic batches.
+			AllowAtomicPublish: c.Shared,
+			Storage:            jetstream.FileStorage,
+			Retention:          jetstream.LimitsPolicy,
+			Discard:            jetstream.DiscardOld,
+			MaxAge:             c.MaxAge,
+			Duplicates:         c.Duplicates,
+			Replicas:           replicas,
+			AllowDirect:        true,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
