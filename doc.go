@@ -177,8 +177,11 @@
 // What does not: no order between events of different binaries (sources
 // interleave by arrival), so a key written by two binaries has no order;
 // subscribers wait while the hub is unreachable (Subscribe returns, and
-// SubscriberStats.Waiting says why); the hub can take 10 to 20 s to resume
-// sourcing after a leaf restart (nats-server's source health check); an
+// SubscriberStats.Waiting says why), and after the hub comes back a
+// subscriber's fetch can stay stuck until the supervisor sees it (two looks
+// 10 s apart) and restarts it (SubscriberStats.FetchRestarts); the hub can
+// take 10 to 20 s to resume sourcing after a leaf restart (nats-server's
+// source health check); an
 // instance ID is claimed for its database in the hub's KV bucket
 // boxcar_instances, so a second database with the same ID is refused
 // (ErrInstanceTaken) once the hub answers, but in the seconds before its
