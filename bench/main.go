@@ -79,6 +79,7 @@ type options struct {
 	topology       string        // "leaf" or "cluster": run only the topology stage (topology.go)
 	topoDur        time.Duration // topology: writing time per row
 	topoProducers  int           // topology: rows from 1 to this many producers
+	topoRate       int           // topology: offered events/s of the latency round (0: none)
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -121,6 +122,7 @@ func main() {
 	flag.StringVar(&o.topology, "topology", "", "run only the topology stage: leaf (leaves of a 3-node hub) or cluster (instances on a 3-node cluster, R3), beside the single binary")
 	flag.DurationVar(&o.topoDur, "topo-duration", 5*time.Second, "topology: how long the producers write in each row")
 	flag.IntVar(&o.topoProducers, "topo-producers", 3, "topology: rows with 1 to this many producer instances")
+	flag.IntVar(&o.topoRate, "topo-rate", 1000, "topology: offered events/s (over all producers) of each row's latency round")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -158,6 +160,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-topology %q: use leaf or cluster", o.topology)
 	case o.topoProducers < 1 || o.topoProducers > 8:
 		return fmt.Errorf("-topo-producers %d: use 1 to 8", o.topoProducers)
+	case o.topoRate < 0:
+		return fmt.Errorf("-topo-rate %d: use 0 (no latency round) or more", o.topoRate)
 	case o.topoDur < time.Second:
 		return fmt.Errorf("-topo-duration %v: use at least 1s", o.topoDur)
 	case o.sync != sqlite.SyncNormal && o.sync != sqlite.SyncFull:

@@ -31,10 +31,12 @@ import (
 // and shares one R3 stream. The single-binary row is one embedded bus with
 // its producers and its subscriber in one process.
 //
-// Latency here is from the start of the producer's Bus.Tx (the payload
-// carries that instant) to the consumer's TxHandler call for the event: it
-// includes the commit, the relay, the hub and the fetch, not the
-// consumer's own commit.
+// Each row runs flat out first (throughput: committed/s at the producers,
+// handled/s from the start to the last event handled), then at -topo-rate
+// events/s over all producers (latency). Latency is from the start of the
+// producer's Bus.Tx (the payload carries that instant) to the consumer's
+// TxHandler call for the event: it includes the commit, the relay, the hub
+// and the fetch, not the consumer's own commit.
 
 // topoRun is one row: a topology with n producers.
 type topoRun struct {
@@ -44,7 +46,8 @@ type topoRun struct {
 	commitDur time.Duration // producers' writing time
 	handled   int64
 	e2eDur    time.Duration // from the start to the last event handled
-	lat       *durations
+	lat       *durations    // flat out
+	paced     *durations    // at -topo-rate
 }
 
 func runTopology(o options, tmp string) error {
@@ -65,13 +68,13 @@ func runTopology(o options, tmp string) error {
 		rows = append(rows, r)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "topology\tproducers\tcommitted/s\thandled/s (end to end)\tp50\tp99\tmax\tvs single")
+	fmt.Fprintf(tw, "topology\tproducers\tcommitted/s (flat out)\thandled/s (end to end)\tvs single\tp50 at %d/s\tp99 at %d/s\tmax at %d/s\n", o.topoRate, o.topoRate, o.topoRate)
 	base := float64(single.handled) / single.e2eDur.Seconds()
 	for _, r := range rows {
-		q := r.lat.quantiles()
+		q := r.paced.quantiles()
 		rate := float64(r.handled) / r.e2eDur.Seconds()
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%v\t%v\t%v\t%.2f×\n", r.name, r.producers, float64(r.committed)/r.commitDur.Seconds(), rate,
-			q.p50, q.p99, q.max, rate/base)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f×\t%v\t%v\t%v\n", r.name, r.producers, float64(r.committed)/r.commitDur.Seconds(), rate,
+			rate/base, q.p50, q.p99, q.max)
 	}
 	tw.Flush()
 	fmt.Println("On one machine the hub's three nodes, every producer and the consumer share the cores: an R3 stream writes each event three times, the hub sources or replicates over loopback TCP, and the one consumer's SQLite writer applies every event. More producers add writers but not cores; run the same command on a bigger machine (or with the hub elsewhere) to see the growth the topology allows.")
@@ -114,12 +117,13 @@ func (b *topoBus) close() {
 	b.db.Close()
 }
 
-// topoSubscribe subscribes the consumer's TxHandler, which counts and
-// records each event's latency.
-func topoSubscribe(ctx context.Context, b *topoBus, r *topoRun, handled *atomic.Int64) error {
+// topoSubscribe subscribes the consumer's TxHandler, which counts each
+// event and records its latency into rec's histogram (swapped between
+// rounds).
+func topoSubscribe(ctx context.Context, b *topoBus, rec *atomic.Pointer[durations], handled *atomic.Int64) error {
 	h := boxcar.TxHandler(func(ctx context.Context, tx *sql.Tx, m boxcar.Message) error {
 		if len(m.Data) >= 8 {
-			r.lat.record(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(m.Data)))))
+			rec.Load().record(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(m.Data)))))
 		}
 		handled.Add(1)
 		return nil
@@ -135,16 +139,24 @@ func topoSubscribe(ctx context.Context, b *topoBus, r *topoRun, handled *atomic.
 
 // produce runs o.writers writers on each producer for o.topoDur and
 // returns how many events committed.
-func produce(ctx context.Context, o options, producers []*topoBus) int64 {
+func produce(ctx context.Context, o options, producers []*topoBus, rate int) int64 {
 	var committed atomic.Int64
-	deadline := time.Now().Add(o.topoDur)
+	start := time.Now()
+	deadline := start.Add(o.topoDur)
+	var interval time.Duration // per writer; 0: flat out
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(len(producers)*o.writers) / float64(rate))
+	}
 	var wg sync.WaitGroup
 	for pi, p := range producers {
 		for w := range o.writers {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(pi), uint64(w)))
 				payload := make([]byte, o.payload)
-				for time.Now().Before(deadline) {
+				for i := 0; time.Now().Before(deadline); i++ {
+					if interval > 0 {
+						time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+					}
 					key := fmt.Sprintf("p%d-customer-%d", pi, rng.IntN(o.keys))
 					binary.LittleEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
 					err := p.bus.Tx(ctx, func(tx *sql.Tx) error {
@@ -180,26 +192,40 @@ func drainTo(handled *atomic.Int64, want int64) error {
 }
 
 func topoSingle(ctx context.Context, o options, dir string) (topoRun, error) {
-	r := topoRun{name: "single binary", producers: 1, lat: newDurations()}
+	r := topoRun{name: "single binary", producers: 1}
 	b, err := openTopoBus(ctx, o, dir, boxcar.Config{})
 	if err != nil {
 		return r, err
 	}
 	defer b.close()
+	return r, measure(ctx, o, &r, b, []*topoBus{b})
+}
+
+// measure runs the flat-out round, then the paced one, with consumer's
+// subscriber recording into r.
+func measure(ctx context.Context, o options, r *topoRun, consumer *topoBus, producers []*topoBus) error {
+	r.lat, r.paced = newDurations(), newDurations()
 	var handled atomic.Int64
-	if err := topoSubscribe(ctx, b, &r, &handled); err != nil {
-		return r, err
+	var rec atomic.Pointer[durations]
+	rec.Store(r.lat)
+	if err := topoSubscribe(ctx, consumer, &rec, &handled); err != nil {
+		return err
 	}
 	start := time.Now()
-	r.committed = produce(ctx, o, []*topoBus{b})
+	r.committed = produce(ctx, o, producers, 0)
 	r.commitDur = time.Since(start)
-	err = drainTo(&handled, r.committed)
+	err := drainTo(&handled, r.committed)
 	r.handled, r.e2eDur = handled.Load(), time.Since(start)
-	return r, err
+	if err != nil || o.topoRate == 0 {
+		return err
+	}
+	rec.Store(r.paced) // the handler records into the paced histogram from here
+	n := produce(ctx, o, producers, o.topoRate)
+	return drainTo(&handled, r.committed+n)
 }
 
 func topoHubRun(ctx context.Context, o options, dir string, n int) (topoRun, error) {
-	r := topoRun{name: o.topology, producers: n, lat: newDurations()}
+	r := topoRun{name: o.topology, producers: n}
 	hctx, cancel := context.WithTimeout(ctx, time.Minute)
 	h, err := hub.Start(hctx, hub.Config{Dir: filepath.Join(dir, "hub")})
 	cancel()
@@ -231,14 +257,5 @@ func topoHubRun(ctx context.Context, o options, dir string, n int) (topoRun, err
 		defer p.close()
 		producers = append(producers, p)
 	}
-	var handled atomic.Int64
-	if err := topoSubscribe(ctx, consumer, &r, &handled); err != nil {
-		return r, err
-	}
-	start := time.Now()
-	r.committed = produce(ctx, o, producers)
-	r.commitDur = time.Since(start)
-	err = drainTo(&handled, r.committed)
-	r.handled, r.e2eDur = handled.Load(), time.Since(start)
-	return r, err
+	return r, measure(ctx, o, &r, consumer, producers)
 }
