@@ -18,7 +18,11 @@
 //     synchronous=NORMAL (the old behaviour) and FULL (the default);
 //   - schema: what validation at publish costs: Bus.Tx + PublishTx with the
 //     same JSON payloads without and with a schema.Registry as
-//     Config.Schemas, and ValidateEvent alone.
+//     Config.Schemas, and ValidateEvent alone;
+//   - load: process CPU per event flat out and at offered rates, and the CPU
+//     of an idle bus;
+//   - fanout: the same events handled by 1 to 16 transactional subscribers:
+//     total handled events/s beside one subscriber's.
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -37,6 +41,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +80,7 @@ type options struct {
 	schemaEvents   int           // schema: transactions per run, for each setting
 	loadRates      string        // load: offered rates of the CPU runs
 	idle           time.Duration // load: how long the idle bus is watched
+	fanout         string        // fanout: subscriber counts
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -108,8 +114,9 @@ func main() {
 	flag.IntVar(&o.schemaEvents, "schema-events", 20_000, "schema: Bus.Tx + PublishTx transactions per run, without and with a schema")
 	flag.StringVar(&o.loadRates, "load-rates", "300,3000,10000", "load: offered rates for the CPU-per-event runs, events/s, comma-separated")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "load: how long the idle bus is watched (0: not)")
+	flag.StringVar(&o.fanout, "fanout", "1,2,4,8,16", "fanout: transactional subscribers of the same events, one flat-out run of -events for each count, comma-separated (1 is always run: the baseline)")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -169,7 +176,26 @@ func (o *options) validate() error {
 	if _, err := o.handlerDelays(); err != nil {
 		return err
 	}
+	if _, err := o.fanoutCounts(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// fanoutCounts are the fanout stage's subscriber counts, in order, 1 first
+// (the baseline of the others) whether or not the flag names it.
+func (o *options) fanoutCounts() ([]int, error) {
+	ns, err := parseList("-fanout", o.fanout, 1, 64, "subscriber counts")
+	if err != nil {
+		return nil, err
+	}
+	counts := []int{1}
+	for _, n := range ns {
+		if !slices.Contains(counts, n) {
+			counts = append(counts, n)
+		}
+	}
+	return counts, nil
 }
 
 // handlerDelays are the write-wait stage's handler durations.
@@ -294,6 +320,7 @@ func run(o options) error {
 		{"defaults", benchDefaults},
 		{"schema", benchSchema},
 		{"load", benchLoad},
+		{"fanout", benchFanout},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {
