@@ -22,7 +22,12 @@
 //   - load: process CPU per event flat out and at offered rates, and the CPU
 //     of an idle bus;
 //   - fanout: the same events handled by 1 to 16 transactional subscribers:
-//     total handled events/s beside one subscriber's.
+//     total handled events/s beside one subscriber's;
+//   - scale: 1,000,000 distinct keys end to end, and a 5,000,000-event
+//     backlog drained by the relay and a subscriber beside a 100,000-event
+//     one, with the heap and the resident set (minutes and ~5 GB of
+//     $TMPDIR at the default sizes; -scale-keys 20000 -scale-backlog 50000
+//     for a smoke run).
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -81,6 +86,9 @@ type options struct {
 	loadRates      string        // load: offered rates of the CPU runs
 	idle           time.Duration // load: how long the idle bus is watched
 	fanout         string        // fanout: subscriber counts
+	scaleKeys      int           // scale: distinct keys, one event each
+	scaleBacklog   int           // scale: events in the big outbox
+	scaleSmall     int           // scale: events in the small outbox
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -115,8 +123,11 @@ func main() {
 	flag.StringVar(&o.loadRates, "load-rates", "300,3000,10000", "load: offered rates for the CPU-per-event runs, events/s, comma-separated")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "load: how long the idle bus is watched (0: not)")
 	flag.StringVar(&o.fanout, "fanout", "1,2,4,8,16", "fanout: transactional subscribers of the same events, one flat-out run of -events for each count, comma-separated (1 is always run: the baseline)")
+	flag.IntVar(&o.scaleKeys, "scale-keys", 1_000_000, "scale: events end to end, each of a key of its own")
+	flag.IntVar(&o.scaleBacklog, "scale-backlog", 5_000_000, "scale: events in the big outbox, drained by the relay and then by a subscriber (~1 KB of disk each)")
+	flag.IntVar(&o.scaleSmall, "scale-small", 0, "scale: events in the small outbox the big one's drains are compared with (0: 100,000, or a fifth of -scale-backlog if that is less)")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout,scale (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -145,6 +156,7 @@ func (o *options) validate() error {
 		{"-write-rate", o.writeRate, 1, 10_000},
 		{"-defaults-events", o.defaultsEvents, 1000, 0},
 		{"-schema-events", o.schemaEvents, 1000, 0},
+		{"-scale-keys", o.scaleKeys, 1000, 0}, {"-scale-backlog", o.scaleBacklog, 5000, 0},
 	} {
 		switch {
 		case c.v < c.lo && c.hi == 0:
@@ -164,6 +176,12 @@ func (o *options) validate() error {
 		return fmt.Errorf("-unbounded-batch %v: use 0 (none) or a duration", o.unboundedBatch)
 	case o.wwBacklog != 0 && o.wwBacklog < 1000:
 		return fmt.Errorf("-ww-backlog %d: use at least 1000 (0: from -level-duration)", o.wwBacklog)
+	}
+	if o.scaleSmall == 0 {
+		o.scaleSmall = min(100_000, o.scaleBacklog/5)
+	}
+	if o.scaleSmall < 1000 || o.scaleSmall >= o.scaleBacklog {
+		return fmt.Errorf("-scale-small %d: use at least 1000 and less than -scale-backlog (%d)", o.scaleSmall, o.scaleBacklog)
 	}
 	if o.wwBacklog == 0 {
 		// Subscribers with 0 ms handlers handled up to ~50,000 events/s
@@ -321,6 +339,7 @@ func run(o options) error {
 		{"schema", benchSchema},
 		{"load", benchLoad},
 		{"fanout", benchFanout},
+		{"scale", benchScale},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {
