@@ -89,6 +89,9 @@ type options struct {
 	scaleKeys      int           // scale: distinct keys, one event each
 	scaleBacklog   int           // scale: events in the big outbox
 	scaleSmall     int           // scale: events in the small outbox
+	scaleLinger    time.Duration // scale: idle time after the distinct keys, before memory is read again
+	scaleDupWindow time.Duration // scale: Config.DuplicateWindow (0: Boxcar's default)
+	scaleHeapProf  string        // scale: prefix of in-use heap profiles ("": none)
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -126,6 +129,9 @@ func main() {
 	flag.IntVar(&o.scaleKeys, "scale-keys", 1_000_000, "scale: events end to end, each of a key of its own")
 	flag.IntVar(&o.scaleBacklog, "scale-backlog", 5_000_000, "scale: events in the big outbox, drained by the relay and then by a subscriber (~1 KB of disk each)")
 	flag.IntVar(&o.scaleSmall, "scale-small", 0, "scale: events in the small outbox the big one's drains are compared with (0: 100,000, or a fifth of -scale-backlog if that is less)")
+	flag.DurationVar(&o.scaleLinger, "scale-linger", boxcar.DefaultDuplicateWindow+10*time.Second, "scale: how long the bus idles after the distinct keys' run before its memory is read again: past the stream's duplicate window, what stays is what grows with the keys (0: not)")
+	flag.DurationVar(&o.scaleDupWindow, "scale-dup-window", 0, "scale: Config.DuplicateWindow of the stage's buses (0: Boxcar's default, "+boxcar.DefaultDuplicateWindow.String()+")")
+	flag.StringVar(&o.scaleHeapProf, "scale-heapprofile", "", "scale: write in-use heap profiles (after a GC) at the end of each run, to files with this prefix")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
 	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout,scale (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -174,6 +180,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-level-duration %v: use at least 1s", o.levelDur)
 	case o.unboundedBatch < 0:
 		return fmt.Errorf("-unbounded-batch %v: use 0 (none) or a duration", o.unboundedBatch)
+	case o.scaleLinger < 0 || o.scaleDupWindow < 0:
+		return fmt.Errorf("-scale-linger %v, -scale-dup-window %v: use 0 or a positive duration", o.scaleLinger, o.scaleDupWindow)
 	case o.wwBacklog != 0 && o.wwBacklog < 1000:
 		return fmt.Errorf("-ww-backlog %d: use at least 1000 (0: from -level-duration)", o.wwBacklog)
 	}
