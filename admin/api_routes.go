@@ -71,26 +71,19 @@ func (h *handler) pause(ctx context.Context, name string, until time.Time, by, w
 	return h.bus.PauseSubscriber(ctx, name, until, by, why)
 }
 
-func (h *handler) postResume(ctx context.Context, r *http.Request, by string) (any, string, error) {
-	name, why, err := nameAndWhy(r)
-	if err != nil {
-		return nil, "", err
+// subscriberAction is a write route that names a subscriber and says why:
+// resume and retire.
+func (h *handler) subscriberAction(act func(ctx context.Context, name, by, why string) error) func(context.Context, *http.Request, string) (any, string, error) {
+	return func(ctx context.Context, r *http.Request, by string) (any, string, error) {
+		name, why, err := nameAndWhy(r)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := act(ctx, name, by, why); err != nil {
+			return nil, "", err
+		}
+		return okBody{OK: true}, fmt.Sprintf("subscriber=%s", name), nil
 	}
-	if err := h.bus.ResumeSubscriber(ctx, name, by, why); err != nil {
-		return nil, "", err
-	}
-	return okBody{OK: true}, fmt.Sprintf("subscriber=%s", name), nil
-}
-
-func (h *handler) postRetire(ctx context.Context, r *http.Request, by string) (any, string, error) {
-	name, why, err := nameAndWhy(r)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := h.bus.RetireSubscriber(ctx, name, by, why); err != nil {
-		return nil, "", err
-	}
-	return okBody{OK: true}, fmt.Sprintf("subscriber=%s", name), nil
 }
 
 func (h *handler) postReplay(ctx context.Context, r *http.Request, by string) (any, string, error) {

@@ -18,7 +18,16 @@
 //     synchronous=NORMAL (the old behaviour) and FULL (the default);
 //   - schema: what validation at publish costs: Bus.Tx + PublishTx with the
 //     same JSON payloads without and with a schema.Registry as
-//     Config.Schemas, and ValidateEvent alone.
+//     Config.Schemas, and ValidateEvent alone;
+//   - load: process CPU per event flat out and at offered rates, and the CPU
+//     of an idle bus;
+//   - fanout: the same events handled by 1 to 16 transactional subscribers:
+//     total handled events/s beside one subscriber's;
+//   - scale: 1,000,000 distinct keys end to end, and a 5,000,000-event
+//     backlog drained by the relay and a subscriber beside a 100,000-event
+//     one, with the heap and the resident set (minutes and ~5 GB of
+//     $TMPDIR at the default sizes; -scale-keys 20000 -scale-backlog 50000
+//     for a smoke run).
 //
 // Everything is real: SQLite files in a temporary directory, the embedded
 // nats-server, the bus as an application would open it.
@@ -38,6 +47,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +90,13 @@ type options struct {
 	topoDur        time.Duration // topology: writing time per row
 	topoProducers  int           // topology: rows from 1 to this many producers
 	topoRate       int           // topology: offered events/s of the latency round (0: none)
+	fanout         string        // fanout: subscriber counts
+	scaleKeys      int           // scale: distinct keys, one event each
+	scaleBacklog   int           // scale: events in the big outbox
+	scaleSmall     int           // scale: events in the small outbox
+	scaleLinger    time.Duration // scale: idle time after the distinct keys, before memory is read again
+	scaleDupWindow time.Duration // scale: Config.DuplicateWindow (0: Boxcar's default)
+	scaleHeapProf  string        // scale: prefix of in-use heap profiles ("": none)
 }
 
 // logger is Boxcar's logger: warnings to stderr with -v, else nothing.
@@ -113,8 +130,15 @@ func main() {
 	flag.IntVar(&o.schemaEvents, "schema-events", 20_000, "schema: Bus.Tx + PublishTx transactions per run, without and with a schema")
 	flag.StringVar(&o.loadRates, "load-rates", "300,3000,10000", "load: offered rates for the CPU-per-event runs, events/s, comma-separated")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "load: how long the idle bus is watched (0: not)")
+	flag.StringVar(&o.fanout, "fanout", "1,2,4,8,16", "fanout: transactional subscribers of the same events, one flat-out run of -events for each count, comma-separated (1 is always run: the baseline)")
+	flag.IntVar(&o.scaleKeys, "scale-keys", 1_000_000, "scale: events end to end, each of a key of its own")
+	flag.IntVar(&o.scaleBacklog, "scale-backlog", 5_000_000, "scale: events in the big outbox, drained by the relay and then by a subscriber (~1 KB of disk each)")
+	flag.IntVar(&o.scaleSmall, "scale-small", 0, "scale: events in the small outbox the big one's drains are compared with (0: 100,000, or a fifth of -scale-backlog if that is less)")
+	flag.DurationVar(&o.scaleLinger, "scale-linger", boxcar.DefaultDuplicateWindow+10*time.Second, "scale: how long the bus idles after the distinct keys' run before its memory is read again: past the stream's duplicate window, what stays is what grows with the keys (0: not)")
+	flag.DurationVar(&o.scaleDupWindow, "scale-dup-window", 0, "scale: Config.DuplicateWindow of the stage's buses (0: Boxcar's default, "+boxcar.DefaultDuplicateWindow.String()+")")
+	flag.StringVar(&o.scaleHeapProf, "scale-heapprofile", "", "scale: write in-use heap profiles (after a GC) at the end of each run, to files with this prefix")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout,scale (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
@@ -147,6 +171,7 @@ func (o *options) validate() error {
 		{"-write-rate", o.writeRate, 1, 10_000},
 		{"-defaults-events", o.defaultsEvents, 1000, 0},
 		{"-schema-events", o.schemaEvents, 1000, 0},
+		{"-scale-keys", o.scaleKeys, 1000, 0}, {"-scale-backlog", o.scaleBacklog, 5000, 0},
 	} {
 		switch {
 		case c.v < c.lo && c.hi == 0:
@@ -172,8 +197,16 @@ func (o *options) validate() error {
 		return fmt.Errorf("-level-duration %v: use at least 1s", o.levelDur)
 	case o.unboundedBatch < 0:
 		return fmt.Errorf("-unbounded-batch %v: use 0 (none) or a duration", o.unboundedBatch)
+	case o.scaleLinger < 0 || o.scaleDupWindow < 0:
+		return fmt.Errorf("-scale-linger %v, -scale-dup-window %v: use 0 or a positive duration", o.scaleLinger, o.scaleDupWindow)
 	case o.wwBacklog != 0 && o.wwBacklog < 1000:
 		return fmt.Errorf("-ww-backlog %d: use at least 1000 (0: from -level-duration)", o.wwBacklog)
+	}
+	if o.scaleSmall == 0 {
+		o.scaleSmall = min(100_000, o.scaleBacklog/5)
+	}
+	if o.scaleSmall < 1000 || o.scaleSmall >= o.scaleBacklog {
+		return fmt.Errorf("-scale-small %d: use at least 1000 and less than -scale-backlog (%d)", o.scaleSmall, o.scaleBacklog)
 	}
 	if o.wwBacklog == 0 {
 		// Subscribers with 0 ms handlers handled up to ~50,000 events/s
@@ -186,7 +219,26 @@ func (o *options) validate() error {
 	if _, err := o.handlerDelays(); err != nil {
 		return err
 	}
+	if _, err := o.fanoutCounts(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// fanoutCounts are the fanout stage's subscriber counts, in order, 1 first
+// (the baseline of the others) whether or not the flag names it.
+func (o *options) fanoutCounts() ([]int, error) {
+	ns, err := parseList("-fanout", o.fanout, 1, 64, "subscriber counts")
+	if err != nil {
+		return nil, err
+	}
+	counts := []int{1}
+	for _, n := range ns {
+		if !slices.Contains(counts, n) {
+			counts = append(counts, n)
+		}
+	}
+	return counts, nil
 }
 
 // handlerDelays are the write-wait stage's handler durations.
@@ -314,6 +366,8 @@ func run(o options) error {
 		{"defaults", benchDefaults},
 		{"schema", benchSchema},
 		{"load", benchLoad},
+		{"fanout", benchFanout},
+		{"scale", benchScale},
 	}
 	for _, st := range stages {
 		if !o.runs(st.name) {
