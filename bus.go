@@ -276,7 +276,6 @@ func (b *Bus) connect(ctx context.Context) error {
 		Name:            cfg.serverName(),
 		Domain:          cfg.serverDomain(),
 		Leaf:            cfg.leafRemote(),
-		Cluster:         cfg.clusterRoutes(),
 	})
 	if errors.Is(err, bjs.ErrStoreKey) {
 		return fmt.Errorf("%w: the store's encryption (Config.StoreKey, Config.StoreCipher): %w", ErrInvalidConfig, err)

@@ -23,7 +23,8 @@ import (
 //     (Config.Leaf). The hub sources every binary's stream into one
 //     aggregate; subscribers consume the aggregate.
 //   - shared: instances share one replicated stream on a cluster, through
-//     Config.NATSURL or an embedded node (Config.Cluster); each publishes on
+//     Config.NATSURL (an embedded node, Config.Cluster, is refused: not
+//     supported yet); each publishes on
 //     its own subtree, chained per instance.
 type topology string
 
@@ -226,14 +227,6 @@ func (c Config) leafRemote() *bjs.LeafRemote {
 		r.URLs = append(r.URLs, u)
 	}
 	return r
-}
-
-// clusterRoutes are the embedded server's routes.
-func (c Config) clusterRoutes() *bjs.ClusterRoutes {
-	if c.Cluster == nil {
-		return nil
-	}
-	return &bjs.ClusterRoutes{Name: c.Cluster.Name, Listen: c.Cluster.Listen, Routes: c.Cluster.Routes}
 }
 
 // databaseID returns the database's own ID, made at its first Open.

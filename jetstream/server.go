@@ -76,9 +76,6 @@ type ServerConfig struct {
 	Domain string
 	// Leaf, if set, joins a hub as a leaf node (needs Domain).
 	Leaf *LeafRemote
-	// Cluster, if set, makes the server a node of a cluster by routes
-	// (needs Listen).
-	Cluster *ClusterRoutes
 }
 
 // check refuses a configuration that would start an insecure server.
@@ -109,9 +106,6 @@ func (cfg ServerConfig) check() error {
 	}
 	if _, err := storeCipher(cmp.Or(cfg.StoreCipher, CipherChaCha20Poly1305)); err != nil {
 		return err
-	}
-	if cfg.Cluster != nil && cfg.Listen == "" {
-		return errors.New("jetstream: ServerConfig.Cluster is set without Listen: a cluster node needs a client listener (without one nats-server never becomes ready and its shutdown hangs: nats-server#5174)")
 	}
 	if cfg.Leaf != nil && cfg.Domain == "" {
 		return errors.New("jetstream: ServerConfig.Leaf is set without Domain: a leaf needs a JetStream domain of its own")
@@ -237,11 +231,6 @@ func start(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	}
 	if cfg.Leaf != nil {
 		if err := applyLeaf(opts, cfg.Domain, cfg.Leaf); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Cluster != nil {
-		if err := applyCluster(opts, cfg.Cluster); err != nil {
 			return nil, err
 		}
 	}
