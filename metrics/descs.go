@@ -57,6 +57,9 @@ type descs struct {
 	subInFlight, subStuckKeys, subParkedKeys      *prometheus.Desc
 	subHandled, subRedelivered, subIgnored        *prometheus.Desc
 	subRecreated, subExpired                      *prometheus.Desc
+	subDeliveryGaps, subFetchRestarts             *prometheus.Desc
+	hubConnected, hubDown, hubLinked, hubLag      *prometheus.Desc
+	hubConflict                                   *prometheus.Desc
 	subHandlerDuration, subEndToEnd               *prometheus.Desc
 	subDeadLettersPending, subDeadLettersStored   *prometheus.Desc
 	healthState, scrapeErrors                     *prometheus.Desc
@@ -97,11 +100,18 @@ func newDescs(ns string, constLabels prometheus.Labels) *descs {
 	d.subIgnored = add("subscriber_ignored_total", "Redeliveries dropped without handling (still held, or acked before), since Subscribe.", sub)
 	d.subRecreated = add("subscriber_recreated_total", "Times the subscriber's consumer vanished and was created again, since Subscribe.", sub)
 	d.subExpired = add("subscriber_expired_total", "Events that left the stream (retention) before the subscriber handled them: lost to it. Of all time.", sub)
+	d.subDeliveryGaps = add("subscriber_delivery_gaps_total", "Times deliveries to the subscriber were lost in transit (a slow-consumer drop, a node's loss) and its consumer was reset to its ack floor, since Subscribe.", sub)
+	d.subFetchRestarts = add("subscriber_fetch_restarts_total", "Times the subscriber's fetch was found stuck (events pending, none in flight, no pull waiting) and restarted, since Subscribe.", sub)
 	d.subHandlerDuration = add("subscriber_handler_duration_seconds", "Duration of the subscriber's handler calls, successful or not, since Subscribe.", sub)
 	d.subEndToEnd = add("subscriber_end_to_end_latency_seconds", "Time from PublishTx to the handler's commit (TxHandler) or return (HandlerFunc), per event handled, since Subscribe.", sub)
 	d.subDeadLettersPending = add("subscriber_dead_letters_pending", "Dead letters of the subscriber nobody redrove or discarded yet.", sub)
 	d.subDeadLettersStored = add("subscriber_dead_letters_stored", "Dead letters of the subscriber the dead-letter stream holds, acted on or not.", sub)
 
+	d.hubConnected = add("hub_connected", "Leaf per binary (Config.Leaf): 1 while the leaf connection to the hub is up. Absent without Config.Leaf.")
+	d.hubDown = add("hub_down_seconds", "Leaf per binary: how long the leaf connection has been down; 0 while up.")
+	d.hubLinked = add("hub_linked", "Leaf per binary: 1 once the hub's aggregate stream sources this binary's stream.")
+	d.hubLag = add("hub_source_lag_events", "Leaf per binary: this binary's events the hub's aggregate has not sourced yet, as the hub last said.")
+	d.hubConflict = add("hub_conflict", "Leaf per binary: 1 if this binary cannot join the hub for good (its instance ID is another database's, or its layout is not the hub's) until an operator fixes it.")
 	d.healthState = add("health_state", "Health of each component (bus, relay, outbox, subscriber), one series per state (ok, lagging, stalled, stopped, losing): 1 for the current state, 0 for the others.", labelComponent, sub, labelState)
 	d.scrapeErrors = add("scrape_errors_total", "Reads of the bus that failed during scrapes (a closed bus fails the stats read), by read.", labelRead)
 	return d

@@ -68,10 +68,17 @@
 //	boxcar_subscriber_ignored_total           counter    {subscriber} redeliveries dropped (held, or acked before)
 //	boxcar_subscriber_recreated_total         counter    {subscriber} consumer created again after it vanished
 //	boxcar_subscriber_expired_total           counter    {subscriber} events lost to retention before handled, all time
+//	boxcar_subscriber_delivery_gaps_total     counter    {subscriber} deliveries lost in transit, consumer reset
+//	boxcar_subscriber_fetch_restarts_total    counter    {subscriber} stuck fetches restarted
 //	boxcar_subscriber_handler_duration_seconds histogram {subscriber} handler calls, successful or not
 //	boxcar_subscriber_end_to_end_latency_seconds histogram {subscriber} PublishTx to handled, per event
 //	boxcar_subscriber_dead_letters_pending    gauge      {subscriber} dead letters nobody acted on
 //	boxcar_subscriber_dead_letters_stored     gauge      {subscriber} dead letters the stream holds
+//	boxcar_hub_connected                      gauge      leaf per binary: 1 while the leaf connection is up
+//	boxcar_hub_down_seconds                   gauge      leaf per binary: how long it has been down
+//	boxcar_hub_linked                         gauge      leaf per binary: 1 once the hub sources this stream
+//	boxcar_hub_source_lag_events              gauge      leaf per binary: events the hub has not sourced yet
+//	boxcar_hub_conflict                       gauge      leaf per binary: 1 if it cannot join the hub for good
 //	boxcar_health_state                       gauge      {component, subscriber, state} 1 for the current state
 //	boxcar_scrape_errors_total                counter    {read="stats|health|subscribers|dead_letter_depths|consumer"}
 //

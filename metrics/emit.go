@@ -61,6 +61,13 @@ func (e emitter) bus(r reading) {
 	e.counter(d.txCalls, float64(st.TxCalls))
 	e.gauge(d.writerHeld, st.WriterHeldFor.Seconds())
 	e.gauge(d.writersWaiting, float64(st.WriterWaiting))
+	if h := st.Hub; h != nil {
+		e.gauge(d.hubConnected, boolValue(h.Connected))
+		e.gauge(d.hubDown, h.DownFor.Seconds())
+		e.gauge(d.hubLinked, boolValue(h.Linked))
+		e.gauge(d.hubLag, float64(h.SourceLag))
+		e.gauge(d.hubConflict, boolValue(h.Conflict != ""))
+	}
 }
 
 // subscribers sends every known subscriber's numbers: those the database
@@ -118,6 +125,8 @@ func (e emitter) subscriber(si boxcar.SubscriberInfo) {
 	e.counter(d.subRedelivered, float64(st.Redelivered), n)
 	e.counter(d.subIgnored, float64(st.Ignored), n)
 	e.counter(d.subRecreated, float64(st.Recreated), n)
+	e.counter(d.subDeliveryGaps, float64(st.DeliveryGaps), n)
+	e.counter(d.subFetchRestarts, float64(st.FetchRestarts), n)
 	e.histogram(d.subHandlerDuration, st.HandlerDuration, n)
 	e.histogram(d.subEndToEnd, st.EndToEnd, n)
 }
