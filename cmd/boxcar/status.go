@@ -113,6 +113,12 @@ func printStatus(w io.Writer, where string, down bool, st boxcar.Stats, h boxcar
 	t.row("outbox lag", num(st.OutboxLag)+" events")
 	t.row("outbox age", dur(st.OutboxAge))
 	t.row("writer held for", fmt.Sprintf("%s (%d waiting)", dur(st.WriterHeldFor), st.WriterWaiting))
+	if st.Topology != "" {
+		t.row("topology", cell(st.Topology)+", instance "+cell(st.InstanceID))
+	}
+	if hub := st.Hub; hub != nil {
+		t.row("hub", hubLine(*hub))
+	}
 	t.flush()
 	fmt.Fprintln(w)
 	if len(subs) == 0 {
@@ -230,4 +236,23 @@ func printHealth(w io.Writer, h boxcar.Health) {
 		t.row(cell(ch.Component), name, cell(string(ch.State)), num(ch.Lag), dur(ch.Age), strings.Join(reasons, "; "))
 	}
 	t.flush()
+}
+
+// hubLine is a leaf's link to its hub, in one line.
+func hubLine(h boxcar.HubStatus) string {
+	line := "connected"
+	if !h.Connected {
+		line = "DOWN for " + dur(h.DownFor)
+	}
+	if h.Linked {
+		line += fmt.Sprintf(", sourced by %s, %s events behind", cell(h.Stream), num(int64(h.SourceLag)))
+	} else {
+		line += ", not sourced by the hub yet"
+	}
+	if h.Conflict != "" {
+		line += ", CONFLICT: " + cell(h.Conflict)
+	} else if h.Error != "" {
+		line += ", last error: " + cell(h.Error)
+	}
+	return line
 }
