@@ -53,11 +53,13 @@ func (d *dispatcher) deliveryGap(msg jetstream.Msg) bool {
 	d.mu.Unlock()
 	if lost {
 		d.s.stats.deliveryGaps.Add(1)
-		err := fmt.Errorf("%w: consumer delivery %d arrived after %d (stream seq %d)", errDeliveryGap, c, last, meta.Sequence.Stream)
-		select {
-		case d.s.lost <- err:
-		default:
-		}
+		d.report(fmt.Errorf("%w: consumer delivery %d arrived after %d (stream seq %d)", errDeliveryGap, c, last, meta.Sequence.Stream))
+	} else if gapped {
+		// Report again with every delivery dropped: a first report can
+		// find the supervisor's channel full (an older dispatcher's stale
+		// report, which the supervisor then ignores), and nothing else
+		// would wake it for this one.
+		d.report(fmt.Errorf("%w: consumer delivery %d dropped after the gap", errDeliveryGap, c))
 	}
 	if lost || gapped {
 		<-d.slots
@@ -96,7 +98,7 @@ func (s *Subscription) resetAfterGap(ctx context.Context, cause error) {
 	}
 	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 10*time.Second) {
 		var err error
-		if _, gone := s.stream().Consumer(ctx, s.consumer); errors.Is(gone, jetstream.ErrConsumerNotFound) {
+		if _, gone := s.stream().Consumer(ctx, s.consumer); consumerGone(gone) {
 			err = s.recreate(ctx, old, cause) // deleted meanwhile: as after any lost consumer
 		} else {
 			var r *jetstream.ConsumerResetResponse
@@ -185,6 +187,27 @@ func (s *Subscription) checkStalledFetch(ctx context.Context) {
 	select {
 	case s.lost <- fmt.Errorf("%w: the fetch is stuck: %d events wait at the server and no pull request has waited there for %d looks %v apart",
 		errDeliveryGap, info.NumPending, stalledFetchTicks, supervisorEvery):
+	default:
+	}
+}
+
+// fromDispatcher is a report to the supervisor (Subscription.lost) from
+// one dispatcher: the supervisor acts on it only while that dispatcher is
+// the current one, so a report left in the channel by a dispatcher since
+// replaced changes nothing.
+type fromDispatcher struct {
+	d   *dispatcher
+	err error
+}
+
+func (f *fromDispatcher) Error() string { return f.err.Error() }
+func (f *fromDispatcher) Unwrap() error { return f.err }
+
+// report tells the supervisor about err, without waiting: the channel
+// holds one report, and a full one already wakes the supervisor.
+func (d *dispatcher) report(err error) {
+	select {
+	case d.s.lost <- &fromDispatcher{d: d, err: err}:
 	default:
 	}
 }

@@ -234,10 +234,7 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				// The subscription's supervisor makes a new consumer and
 				// dispatcher; this one stops fetching.
-				select {
-				case d.s.lost <- err:
-				default:
-				}
+				d.report(err)
 				return
 			}
 			d.b.log.Warn("boxcar: fetch", logSub, d.s.name, logError, err)

@@ -451,6 +451,11 @@ func (s *Subscription) supervise(ctx context.Context) {
 func (s *Subscription) recover(ctx context.Context, cause error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	if fd := (*fromDispatcher)(nil); errors.As(cause, &fd) {
+		if cur, _ := s.current(); fd.d != cur {
+			return // from a dispatcher since replaced
+		}
+	}
 	if errors.Is(cause, errDeliveryGap) {
 		s.resetAfterGap(ctx, cause) // deliverygap.go
 		return
@@ -650,6 +655,15 @@ func (s *Subscription) restartAsBefore(ctx context.Context, old *dispatcher, con
 		return err
 	}
 	s.mu.Lock()
+	if s.sup.Stopping() {
+		// Close began meanwhile and stops the dispatcher it finds under
+		// s.mu after that: not this one, which would fetch on after Close.
+		s.mu.Unlock()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.HandlerTimeout+5*time.Second)
+		defer cancel()
+		d.stop(stopCtx)
+		return ErrClosed
+	}
 	s.d = d
 	s.mu.Unlock()
 	return nil
