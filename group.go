@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
@@ -233,7 +235,7 @@ func (g *group) join(ctx context.Context) error {
 		}
 	}
 	var kv jetstream.KeyValue
-	err := retryNoResponders(ctx, func() (err error) {
+	err := bjs.RetryTransient(ctx, func() (err error) {
 		kv, err = ensureBucket(ctx, b.subJS, groupsBucket, "Boxcar: subscriber groups, their slots and leases", replicas)
 		return err
 	})
@@ -246,11 +248,11 @@ func (g *group) join(ctx context.Context) error {
 		kind = "tx"
 	}
 	want := groupConfig{Members: g.opts.Group.Members, Partitions: b.cfg.Partitions, Kind: kind}
-	if err := retryNoResponders(ctx, func() error { return g.checkConfig(ctx, want) }); err != nil {
+	if err := bjs.RetryTransient(ctx, func() error { return g.checkConfig(ctx, want) }); err != nil {
 		return err
 	}
 	if g.sticky {
-		return retryNoResponders(ctx, func() error { return g.claimSticky(ctx) })
+		return bjs.RetryTransient(ctx, func() error { return g.claimSticky(ctx) })
 	}
 	g.round(ctx)
 	return nil

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
+
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -54,32 +55,9 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name, description
 // claimInstance claims id for database dbID in the instances bucket of js,
 // or returns ErrInstanceTaken if another database holds it. A cluster that
 // has just started may have no JetStream responder yet for a moment: that
-// is retried for up to claimRetryFor.
+// is retried for a while (jetstream.RetryTransient).
 func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
-	return retryNoResponders(ctx, func() error { return claimInstanceOnce(ctx, js, replicas, stream, id, dbID) })
-}
-
-// claimRetryFor bounds retryNoResponders.
-const claimRetryFor = 5 * time.Second
-
-// retryNoResponders calls fn again while it fails with "no responders" or
-// "no suitable peers", for up to claimRetryFor: a cluster that has just
-// started, or a KV bucket created a moment ago, has no JetStream responder
-// for a moment, and a busy cluster's meta leader can see a peer offline
-// for a moment.
-func retryNoResponders(ctx context.Context, fn func() error) error {
-	deadline := time.Now().Add(claimRetryFor)
-	for {
-		err := fn()
-		if !transientClusterErr(err) || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return bjs.RetryTransient(ctx, func() error { return claimInstanceOnce(ctx, js, replicas, stream, id, dbID) })
 }
 
 func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
@@ -113,14 +91,4 @@ func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int
 		return nil
 	}
 	return fmt.Errorf("claim instance ID %q: the claim keeps changing", id)
-}
-
-// clusterNoPeers is nats-server's "no suitable peers for placement".
-const clusterNoPeers = 10005
-
-// transientClusterErr reports whether err is one a cluster gives for a
-// moment (see retryNoResponders).
-func transientClusterErr(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.As(err, &apiErr) && apiErr.ErrorCode == clusterNoPeers
 }

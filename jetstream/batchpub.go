@@ -229,7 +229,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	end := StreamEnd{LastSeq: info.State.LastSeq}
 	subtree := p.layout.OriginFilter(p.origin)
 	var m *jetstream.RawStreamMsg
-	err = retryNoResponders(ctx, func() error {
+	err = RetryTransient(ctx, func() error {
 		var err error
 		m, err = p.stream.GetLastMsgForSubject(ctx, subtree)
 		return err
@@ -256,27 +256,45 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	return end, nil
 }
 
-// noRespondersFor bounds retryNoResponders.
-const noRespondersFor = 5 * time.Second
+// transientFor bounds RetryTransient.
+const transientFor = 30 * time.Second
 
-// retryNoResponders calls fn until it returns something else than "no
-// responders" or "no suitable peers" (err_code 10005), for up to
-// noRespondersFor: a replicated stream created a moment ago has no
-// direct-get responder until its replicas are up, and a busy cluster's meta
-// leader can see a peer offline for a moment.
-func retryNoResponders(ctx context.Context, fn func() error) error {
-	deadline := time.Now().Add(noRespondersFor)
+// clusterNoPeers is nats-server's "no suitable peers for placement".
+const clusterNoPeers = 10005
+
+// RetryTransient calls fn until it returns something else than what a
+// cluster gives for a moment, for up to transientFor (30 s): "no
+// responders" (a replicated stream or KV bucket created a moment ago has no
+// responder until its replicas are up), "no suitable peers" (a busy
+// cluster's meta leader sees a peer offline for a moment), and a request
+// that timed out while ctx did not (a meta leader being elected, or a
+// loaded node, answers an R3 stream's creation late). fn must be safe to
+// call again (create-or-update, reads).
+func RetryTransient(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(transientFor)
 	for {
 		err := fn()
-		var apiErr *jetstream.APIError
-		transient := errors.Is(err, nats.ErrNoResponders) || errors.As(err, &apiErr) && apiErr.ErrorCode == 10005 // no suitable peers
-		if !transient || time.Now().After(deadline) {
+		if !IsTransient(ctx, err) || time.Now().After(deadline) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// IsTransient reports whether err is one RetryTransient retries.
+func IsTransient(ctx context.Context, err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, nats.ErrNoResponders), errors.As(err, &apiErr) && apiErr.ErrorCode == clusterNoPeers:
+		return true
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return ctx.Err() == nil
+	}
+	return false
 }

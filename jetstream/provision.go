@@ -118,7 +118,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	} else {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
 	}
-	err = retryNoResponders(ctx, func() (err error) {
+	err = RetryTransient(ctx, func() (err error) {
 		events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			FirstSeq:    firstSeq,
 			Name:        c.Name,
