@@ -1,17 +1,12 @@
 package metrics_test
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/boxcar-bus/boxcar"
-	"github.com/boxcar-bus/boxcar/internal/hub"
+	"github.com/boxcar-bus/boxcar/internal/leaftest"
 	"github.com/boxcar-bus/boxcar/metrics"
-	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // A leaf of a real 3-node hub exports its link: connected and sourced by
@@ -19,33 +14,7 @@ import (
 // and a growing down time; a bus that is no leaf exports none of it.
 func TestHubMetricsOfALeaf(t *testing.T) {
 	ctx := t.Context()
-	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	h, err := hub.Start(hctx, hub.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Shutdown)
-	var urls []string
-	for _, u := range h.LeafURLs() {
-		urls = append(urls, u.String())
-	}
-	dir := t.TempDir()
-	db, err := sqlite.Open(filepath.Join(dir, "app.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	bus, err := boxcar.Open(ctx, db, boxcar.Config{Dir: filepath.Join(dir, "nats"), InstanceID: "billing",
-		Leaf: &boxcar.LeafConfig{URLs: urls, ReconnectInterval: 200 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		bus.Close(cctx)
-	})
+	bus, db, h := leaftest.Open(t, "billing")
 	reg := prometheus.NewPedanticRegistry()
 	if _, err := metrics.Register(reg, bus, metrics.Options{}); err != nil {
 		t.Fatal(err)
