@@ -49,22 +49,8 @@ func (e *expiringJS) Stream(ctx context.Context, name string) (jetstream.Stream,
 // staging. Now what expired meanwhile need not be staged.
 func TestUpgradeGoesOnWhenAnOldEventExpiresDuringStaging(t *testing.T) {
 	tb := setup(t, Config{})
-	jsOf := func() (jetstream.JetStream, func()) {
-		srv, err := bjs.Start(bjs.ServerConfig{Dir: tb.cfg.Dir, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := srv.Connect("downgrade")
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js, func() { nc.Close(); srv.Shutdown(context.Background()) }
-	}
-	makeLegacyStore(t, tb, 30, 20, jsOf)
+
+	makeLegacyStore(t, tb, 30, 20, storeJS(t, tb))
 	cfg := tb.cfg
 	cfg.seams = &testSeams{wrapJetStream: func(js jetstream.JetStream) jetstream.JetStream { return &expiringJS{JetStream: js, t: t} }}
 	bus, err := Open(context.Background(), tb.db, cfg)

@@ -166,21 +166,7 @@ func checkLayout2(t *testing.T, bus *Bus, origin string, wantMsgs int) {
 func TestOpenUpgradesOldLayoutStore(t *testing.T) {
 	logs := &logBuffer{}
 	tb := setup(t, Config{})
-	makeLegacyStore(t, tb, 30, 20, func() (jetstream.JetStream, func()) {
-		srv, err := bjs.Start(bjs.ServerConfig{Dir: tb.cfg.Dir, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := srv.Connect("downgrade")
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js, func() { nc.Close(); srv.Shutdown(context.Background()) }
-	})
+	makeLegacyStore(t, tb, 30, 20, storeJS(t, tb))
 
 	tb.cfg.Logger = logs.logger()
 	tb.open()
@@ -300,21 +286,7 @@ func TestOpenResumesAnInterruptedUpgrade(t *testing.T) {
 	for _, phase := range []string{phaseStaging, phaseStaged, phaseRewriting, phaseConsumers} {
 		t.Run(phase, func(t *testing.T) {
 			tb := setup(t, Config{})
-			makeLegacyStore(t, tb, 12, 8, func() (jetstream.JetStream, func()) {
-				srv, err := bjs.Start(bjs.ServerConfig{Dir: tb.cfg.Dir, Logger: testLogger()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				nc, err := srv.Connect("downgrade")
-				if err != nil {
-					t.Fatal(err)
-				}
-				js, err := jetstream.New(nc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return js, func() { nc.Close(); srv.Shutdown(context.Background()) }
-			})
+			makeLegacyStore(t, tb, 12, 8, storeJS(t, tb))
 			crash := errors.New("crash")
 			cfg := tb.cfg
 			cfg.seams = &testSeams{upgradePhase: func(p string) error {
@@ -338,5 +310,25 @@ func TestOpenResumesAnInterruptedUpgrade(t *testing.T) {
 				t.Fatalf("applied %d, want 20", n)
 			}
 		})
+	}
+}
+
+// storeJS returns how makeLegacyStore reaches tb's store with the bus
+// closed: a server of its own on tb's Dir, and a JetStream client of it.
+func storeJS(t *testing.T, tb *testBundle) func() (jetstream.JetStream, func()) {
+	return func() (jetstream.JetStream, func()) {
+		srv, err := bjs.Start(bjs.ServerConfig{Dir: tb.cfg.Dir, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := srv.Connect("downgrade")
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js, func() { nc.Close(); srv.Shutdown(context.Background()) }
 	}
 }
