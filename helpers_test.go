@@ -264,8 +264,16 @@ func checkExactlyOnceInOrder(t testing.TB, db *sql.DB, subscriber string) int {
 		want[k] = n
 	}
 	rows.Close()
+	return checkAppliedUpTo(t, db, subscriber, want)
+}
+
+// checkAppliedUpTo checks that subscriber, in db, applied each key's
+// counter values 1..want[key] exactly once and in order, and returns the
+// number of rows checked.
+func checkAppliedUpTo(t testing.TB, db *sql.DB, subscriber string, want map[string]int) int {
+	t.Helper()
 	next := map[string]int{}
-	rows, err = db.Query(`SELECT key, n FROM applied WHERE subscriber = ? ORDER BY id`, subscriber)
+	rows, err := db.Query(`SELECT key, n FROM applied WHERE subscriber = ? ORDER BY id`, subscriber)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,38 +91,7 @@ func checkAppliedFrom(t *testing.T, db *sql.DB, subscriber string, producers ...
 		}
 		rows.Close()
 	}
-	rows, err := db.Query(`SELECT key, n FROM applied WHERE subscriber = ? ORDER BY id`, subscriber)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	next := map[string]int{}
-	total, bad := 0, 0
-	for rows.Next() {
-		var k string
-		var n int
-		if err := rows.Scan(&k, &n); err != nil {
-			t.Fatal(err)
-		}
-		total++
-		if n != next[k]+1 {
-			if bad < 10 {
-				t.Errorf("%s: key %q: applied %d after %d (duplicate, loss or reorder)", subscriber, k, n, next[k])
-			}
-			bad++
-		}
-		next[k] = max(next[k], n)
-	}
-	for k, n := range want {
-		if next[k] != n {
-			t.Errorf("%s: key %q: applied up to %d of %d", subscriber, k, next[k], n)
-			bad++
-		}
-	}
-	if bad > 0 {
-		t.Fatalf("%s: %d violations of exactly-once in per-key order", subscriber, bad)
-	}
-	return total
+	return checkAppliedUpTo(t, db, subscriber, want)
 }
 
 // publishKeys commits n counted events of type typ over keys prefix0..prefix4.
