@@ -44,6 +44,11 @@ type Stats struct {
 	// size of a group commit.
 	TxCommits int64 `json:"tx_commits"`
 	TxCalls   int64 `json:"tx_calls"`
+	// WALSyncs counts the fsyncs of the WAL that made commits durable since
+	// Open (before the relay published them, a subscriber acked them, or
+	// a SyncFull Tx returned): each covers every commit made before it
+	// began, so WALSyncs per event falls as the load rises.
+	WALSyncs uint64 `json:"wal_syncs"`
 	// WriterHeldFor is how long the current holder of the database's only
 	// writer has held it (0 when free), and WriterWaiting how many writes
 	// wait for it (Tx calls, the app's transactions, Boxcar's own). Seconds
@@ -146,6 +151,7 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		StreamsRecreated: b.streamsRecreated.Load(),
 		TxCommits:        ws.TxCommits,
 		TxCalls:          ws.TxCalls,
+		WALSyncs:         ws.WALSyncs,
 		WriterHeldFor:    ws.LockHeldFor,
 		WriterWaiting:    ws.AppWaiting + ws.BackgroundWaiting,
 	}

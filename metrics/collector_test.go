@@ -65,6 +65,15 @@ func TestTrafficMetrics(t *testing.T) {
 		"boxcar_subscriber_expired_total":        0,
 	}, sub)
 	wantValues(t, s, map[string]float64{"boxcar_relay_published_total": 21, "boxcar_outbox_lag_events": 0, "boxcar_relay_set_aside_total": 0})
+	// Every publish waited for a WAL fsync: at least one happened, and the
+	// counter is the bus's.
+	st, err := b.bus.Stats(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.value(t, "boxcar_wal_syncs_total"); got < 1 || got > float64(st.WALSyncs) {
+		t.Errorf("wal_syncs_total = %v, want between 1 and the bus's %d", got, st.WALSyncs)
+	}
 	// A HandlerFunc's handler runs once per attempt: 20 successes and the
 	// poison event's one attempt.
 	if h := s.histogram(t, "boxcar_subscriber_handler_duration_seconds", sub); h.GetSampleCount() != 21 {

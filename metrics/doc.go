@@ -54,6 +54,7 @@
 //	boxcar_streams_recreated_total            counter    streams created again after a deletion
 //	boxcar_tx_commits_total                   counter    SQLite transactions of Bus.Tx
 //	boxcar_tx_calls_total                     counter    Bus.Tx calls in them
+//	boxcar_wal_syncs_total                    counter    WAL fsyncs that made commits durable (each shared by all before it)
 //	boxcar_writer_held_seconds                gauge      how long the single writer's holder has held it
 //	boxcar_writers_waiting                    gauge      writes waiting for it
 //	boxcar_subscriber_running                 gauge      {subscriber} 1 if it runs in this process

@@ -58,6 +58,7 @@ func (e emitter) bus(r reading) {
 	e.counter(d.relaySetAside, float64(st.RelaySetAside))
 	e.counter(d.streamsRecreated, float64(st.StreamsRecreated))
 	e.counter(d.txCommits, float64(st.TxCommits))
+	e.counter(d.walSyncs, float64(st.WALSyncs))
 	e.counter(d.txCalls, float64(st.TxCalls))
 	e.gauge(d.writerHeld, st.WriterHeldFor.Seconds())
 	e.gauge(d.writersWaiting, float64(st.WriterWaiting))

@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-
-	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 )
 
 // Durability off the write lock. With synchronous=FULL, SQLite fsyncs the
@@ -25,51 +23,52 @@ import (
 // A commit is visible to other connections before it is durable. Boxcar
 // never reports one durable before it is: Tx returns, subscribers ack and the
 // relay publishes only after the fsync.
+//
+// The fsync runs on the goroutine of the first caller that finds none
+// running (the leader, as in a group commit); callers that come while it
+// runs wait for the next one, which the first of them to wake runs. No
+// goroutine of its own: at everyday load an event's path asks for two
+// fsyncs (the relay's, the subscriber's ack), and handing each to a
+// goroutine and back cost two wake-ups, CPU and latency, every time.
 type walSyncer struct {
-	path  string
-	group *lifecycle.Group
-	kick  chan struct{} // capacity 1: someone asked
+	path string
 
-	mu     sync.Mutex
-	asked  uint64        // highest round asked for
-	synced uint64        // highest round done
-	err    error         // of the last round
-	done   chan struct{} // closed when a round completes, then replaced
-	f      *os.File      // the WAL file, opened at the first round that finds it
-	rounds uint64        // fsyncs done
-	// stopped: the loop is gone; sync fsyncs itself, holding mu.
+	mu      sync.Mutex
+	asked   uint64        // highest round asked for
+	synced  uint64        // highest round done
+	err     error         // of the last round
+	done    chan struct{} // closed when a round completes, then replaced
+	running bool          // a leader is in fsync
+	f       *os.File      // the WAL file, opened at the first round that finds it
+	rounds  uint64        // fsyncs done
+	// stopped: the writer closed; the file is closed after each round.
 	stopped bool
+
+	// fsyncFile syncs the open WAL file; a test seam (nil: f.Sync).
+	fsyncFile func(*os.File) error
 }
 
 func startSyncer(path string) *walSyncer {
-	s := &walSyncer{path: path, group: lifecycle.New(), kick: make(chan struct{}, 1), done: make(chan struct{})}
-	s.group.Go(s.run)
-	return s
+	return &walSyncer{path: path, done: make(chan struct{})}
 }
 
 // sync returns once an fsync of the WAL that began after the call has
-// completed: everything committed before the call is then on disk. After
-// stop, it fsyncs itself: a commit made while the writer closes is still
-// made durable, and its caller told the truth about it.
+// completed: everything committed before the call is then on disk. A caller
+// that waits for another's fsync stops waiting when ctx ends; one that runs
+// the fsync returns when it is done (an fsync cannot be interrupted).
 func (s *walSyncer) sync(ctx context.Context) error {
 	s.mu.Lock()
 	s.asked++
 	round := s.asked
-	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
 	for {
-		s.mu.Lock()
 		if s.synced >= round {
 			err := s.err
 			s.mu.Unlock()
 			return err
 		}
-		if s.stopped {
-			defer s.mu.Unlock()
-			return s.syncRound(round)
+		if !s.running {
+			s.lead()
+			continue
 		}
 		done := s.done
 		s.mu.Unlock()
@@ -78,55 +77,25 @@ func (s *walSyncer) sync(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		s.mu.Lock()
 	}
 }
 
-func (s *walSyncer) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			// The rounds asked for before the stop are done before it
-			// returns; later ones fsync in sync itself.
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.synced < s.asked {
-				s.syncRound(s.asked)
-			}
-			s.stopped = true
-			if s.f != nil {
-				s.f.Close()
-				s.f = nil
-			}
-			return
-		case <-s.kick:
-		}
-		s.mu.Lock()
-		round := s.asked // every round asked so far: their commits are in the file
-		f := s.f
-		s.mu.Unlock()
-		f, err := s.fsync(f)
-		s.mu.Lock()
-		s.f = f
-		s.complete(round, err)
-		s.mu.Unlock()
+// lead runs one round for every caller that asked so far (their commits are
+// in the file), holding s.mu on entry and on return but not during the
+// fsync.
+func (s *walSyncer) lead() {
+	s.running = true
+	round, f := s.asked, s.f
+	s.mu.Unlock()
+	f, err := s.fsync(f)
+	s.mu.Lock()
+	s.running = false
+	if s.stopped && f != nil {
+		f.Close()
+		f = nil
 	}
-}
-
-// syncRound fsyncs round and the rounds before it, holding s.mu (after stop,
-// or at it).
-func (s *walSyncer) syncRound(round uint64) error {
-	f, err := s.fsync(s.f)
 	s.f = f
-	if s.stopped && s.f != nil {
-		s.f.Close()
-		s.f = nil
-	}
-	s.complete(round, err)
-	return err
-}
-
-// complete records round as done with err and wakes its waiters, holding s.mu.
-func (s *walSyncer) complete(round uint64, err error) {
 	if round > s.synced {
 		s.synced, s.err = round, err
 	}
@@ -148,7 +117,11 @@ func (s *walSyncer) fsync(f *os.File) (*os.File, error) {
 			return nil, fmt.Errorf("sqlite: open the WAL to sync it: %w", err)
 		}
 	}
-	if err := f.Sync(); err != nil {
+	sync := (*os.File).Sync
+	if s.fsyncFile != nil {
+		sync = s.fsyncFile
+	}
+	if err := sync(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("sqlite: fsync the WAL: %w", err)
 	}
@@ -162,4 +135,15 @@ func (s *walSyncer) fsyncs() uint64 {
 	return s.rounds
 }
 
-func (s *walSyncer) stop() { s.group.Stop(context.Background()) }
+// stop closes the WAL file (now, or when the round in progress ends). A
+// later sync still fsyncs: a commit made while the writer closes is still
+// made durable, and its caller told the truth about it.
+func (s *walSyncer) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if !s.running && s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+}

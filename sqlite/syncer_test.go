@@ -1,0 +1,131 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// blockingSyncer is a syncer of a real file whose fsyncs can be held: each
+// one reports on entered and waits for release (closed: none wait).
+type blockingSyncer struct {
+	*walSyncer
+	entered chan int      // the fsync's number, from 1
+	release chan struct{} // one receive per held fsync
+	started atomic.Int64
+}
+
+func newBlockingSyncer(t *testing.T) *blockingSyncer {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "x.db-wal")
+	if err := os.WriteFile(path, []byte("wal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := &blockingSyncer{walSyncer: startSyncer(path), entered: make(chan int, 16), release: make(chan struct{})}
+	b.fsyncFile = func(f *os.File) error {
+		n := b.started.Add(1)
+		b.entered <- int(n)
+		<-b.release
+		return f.Sync()
+	}
+	t.Cleanup(b.stop)
+	return b
+}
+
+// A sync called while another caller's fsync runs must not return at the end
+// of that fsync (it began before the call, so it may not cover the caller's
+// commit): it returns after a second one, which began after it asked.
+func TestSyncWaitsForAnFsyncThatBeganAfterIt(t *testing.T) {
+	t.Parallel()
+	s := newBlockingSyncer(t)
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	go func() { errs <- s.sync(ctx) }() // the leader of fsync 1
+	if n := <-s.entered; n != 1 {
+		t.Fatalf("first fsync is number %d", n)
+	}
+	var returnedAfter atomic.Int64 // fsyncs started when the second caller returned
+	go func() {
+		err := s.sync(ctx)
+		returnedAfter.Store(s.started.Load())
+		errs <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the second caller ask and wait
+	s.release <- struct{}{}           // fsync 1 ends
+	if err := <-errs; err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	select {
+	case n := <-s.entered:
+		if n != 2 {
+			t.Fatalf("second fsync is number %d", n)
+		}
+	case err := <-errs:
+		t.Fatalf("the second caller returned (%v) after an fsync that began before it asked, with no fsync of its own", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second fsync after 10 s: the waiting caller never led one")
+	}
+	s.release <- struct{}{}
+	if err := <-errs; err != nil {
+		t.Fatalf("second caller: %v", err)
+	}
+	if n := returnedAfter.Load(); n != 2 {
+		t.Fatalf("second caller returned when %d fsyncs had started, want 2", n)
+	}
+	if got := s.fsyncs(); got != 2 {
+		t.Fatalf("fsyncs() = %d, want 2", got)
+	}
+}
+
+// Callers that ask while one fsync runs share the next: one fsync for all of
+// them, led by one of them.
+func TestSyncCallersShareTheNextFsync(t *testing.T) {
+	t.Parallel()
+	s := newBlockingSyncer(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.sync(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	<-s.entered
+	const waiters = 8
+	for range waiters {
+		wg.Go(func() {
+			if err := s.sync(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond) // let them all ask
+	close(s.release)                  // no fsync waits from now on
+	wg.Wait()
+	if got := s.fsyncs(); got != 2 {
+		t.Fatalf("%d fsyncs for one leader and %d callers that asked during its fsync, want 2", got, waiters)
+	}
+}
+
+// A caller waiting for another's fsync stops at its context's end; the
+// fsync, and the callers it covers, go on.
+func TestSyncWaiterHonoursItsContext(t *testing.T) {
+	t.Parallel()
+	s := newBlockingSyncer(t)
+	leader := make(chan error, 1)
+	go func() { leader <- s.sync(context.Background()) }()
+	<-s.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiter's sync with an expired context: %v, want context.DeadlineExceeded", err)
+	}
+	close(s.release)
+	if err := <-leader; err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+}
