@@ -163,6 +163,9 @@ type writeSpec struct {
 	// took from the call to its end (its commit, or its error); errors are
 	// reported there and the writers go on instead of stopping.
 	onDone func(took time.Duration, err error)
+	// txFn, if set, is the transaction instead of Bus.Tx (the naive
+	// pipeline's).
+	txFn func(ctx context.Context, idx int, key string, data []byte) error
 }
 
 // writeResult is what the writers did.
@@ -240,9 +243,12 @@ func (w *workload) write(ctx context.Context, bus *boxcar.Bus, spec writeSpec) (
 				data := w.payload(idx, r)
 				began := time.Now()
 				var err error
-				if spec.plain {
+				switch {
+				case spec.txFn != nil:
+					err = spec.txFn(ctx, idx, key, data)
+				case spec.plain:
 					err = plainTx(key, data)
-				} else {
+				default:
 					err = bus.Tx(ctx, func(tx *sql.Tx) error {
 						if _, err := tx.ExecContext(ctx, insertOrder, key, data); err != nil {
 							return err
