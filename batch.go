@@ -238,33 +238,29 @@ func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, er
 	}
 }
 
-// committed acks what a batch's transaction committed and moves each key on,
-// once the commit is durable (Config.Synchronous): an ack the server keeps
-// for effects a power loss takes back would never be redelivered.
+// committed moves each key of a batch on, now that its transaction
+// committed, and hands the events it handled to the acker, which acks them
+// once a WAL fsync covers the commit: an ack the server keeps for effects a
+// power loss takes back would never be redelivered. Keys need not wait for
+// that fsync: SQLite replays the WAL in order, so a later commit of the key
+// survives a power loss only if this one does.
 func (d *dispatcher) committed(turns []turn) {
-	if err := d.b.w.Durable(d.handlers.Context()); err != nil {
-		// Not acked: the events come back, and the dedupe table skips
-		// them if the commit survived.
-		d.b.log.Error("boxcar: a subscriber transaction committed but could not be made durable; its events are not acked", logSub, d.s.name, logError, err)
-		d.mu.Lock()
-		for i := range turns {
-			if !d.stopping {
-				d.scheduleRetry(turns[i].kq, 1)
-			}
-		}
-		d.mu.Unlock()
-		return
-	}
-	d.b.probe(ProbeHandlerAfterCommit)
 	now := time.Now()
+	var acks []*item
 	for i := range turns {
 		t := &turns[i]
 		for _, it := range t.items[:t.done] {
 			if it.handled {
 				d.stats.endToEnd.observe(now.Sub(it.m.Time))
 			}
-			d.ack(it)
 		}
+		acks = append(acks, t.items[:t.done]...)
+	}
+	if !d.acks.add(acks) {
+		d.ackDurable(acks, 0)
+	}
+	for i := range turns {
+		t := &turns[i]
 		if t.failed == nil && len(t.items) > 0 && t.items[0].bad != nil {
 			t.failed = &outcome{it: t.items[0], err: t.items[0].bad}
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,9 +67,10 @@ type writer interface {
 	// Own marks the calling goroutine as the one running code under the
 	// lock (a batch's handlers), until the func returned is called.
 	Own() (done func())
-	// Durable returns once everything committed so far is on disk (with
-	// Config.Synchronous FULL).
+	// Durable returns once everything committed so far is on disk;
+	// DurableWithin may wait up to linger more, to share an fsync.
 	Durable(ctx context.Context) error
+	DurableWithin(ctx context.Context, linger time.Duration) error
 	// TxEnded reports whether SQLite ended the write connection's
 	// transaction on its own, and the statement error that did it.
 	TxEnded() (ended bool, cause error)

@@ -60,6 +60,8 @@ type dispatcher struct {
 	// txTurn is held by the one transactional worker that is waiting for
 	// keys and the write lock (see txWorker).
 	txTurn chan struct{}
+	// acks acks what transactional batches committed (acker.go).
+	acks *acker
 
 	// loops owns the fetch loop, the workers and the pruner; stop cancels
 	// it first. handlers owns the handler calls (and a transactional
@@ -140,6 +142,7 @@ func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed
 	}
 	d.acked.load(seed.acked)
 	d.acked.trim(seed.floor)
+	d.acks = newAcker(d)
 	return d
 }
 
@@ -163,6 +166,7 @@ func (d *dispatcher) run(iter jetstream.MessagesContext) {
 	d.loops.Go(d.progressLoop)
 	if d.s.h.tx != nil {
 		d.loops.Go(d.pruneLoop)
+		d.loops.Go(d.acks.run)
 	}
 }
 

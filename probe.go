@@ -44,6 +44,9 @@ type testSeams struct {
 	wrapJetStream func(jetstream.JetStream) jetstream.JetStream
 	// ack replaces a subscriber's msg.Ack.
 	ack func(jetstream.Msg) error
+	// durable, if set, is asked before the WAL fsync that lets a
+	// subscriber ack; an error fails that fsync, as a failing disk would.
+	durable func() error
 	// upgradePhase, if set, is called as the layout upgrade enters each
 	// phase; an error stops the upgrade there, as a crash would.
 	upgradePhase func(phase string) error

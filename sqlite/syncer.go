@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"time"
 )
 
 // Durability off the write lock. With synchronous=FULL, SQLite fsyncs the
@@ -56,17 +57,28 @@ func startSyncer(path string) *walSyncer {
 // completed: everything committed before the call is then on disk. A caller
 // that waits for another's fsync stops waiting when ctx ends; one that runs
 // the fsync returns when it is done (an fsync cannot be interrupted).
-func (s *walSyncer) sync(ctx context.Context) error {
+func (s *walSyncer) sync(ctx context.Context) error { return s.syncWithin(ctx, 0) }
+
+// syncWithin is sync for a caller that can wait: for up to linger it only
+// waits, for an fsync someone else begins (the relay's, for the next
+// event), and leads one itself only after that.
+func (s *walSyncer) syncWithin(ctx context.Context, linger time.Duration) error {
 	s.mu.Lock()
 	s.asked++
 	round := s.asked
+	var lingering <-chan time.Time
+	if linger > 0 {
+		t := time.NewTimer(linger)
+		defer t.Stop()
+		lingering = t.C
+	}
 	for {
 		if s.synced >= round {
 			err := s.err
 			s.mu.Unlock()
 			return err
 		}
-		if !s.running {
+		if !s.running && lingering == nil {
 			s.lead()
 			continue
 		}
@@ -74,6 +86,8 @@ func (s *walSyncer) sync(ctx context.Context) error {
 		s.mu.Unlock()
 		select {
 		case <-done:
+		case <-lingering:
+			lingering = nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -129,3 +129,39 @@ func TestSyncWaiterHonoursItsContext(t *testing.T) {
 		t.Fatalf("leader: %v", err)
 	}
 }
+
+// A caller that may linger rides the next fsync someone else begins, and
+// runs one itself only when nobody does within its linger.
+func TestSyncWithinRidesAnotherCallersFsync(t *testing.T) {
+	t.Parallel()
+	s := newBlockingSyncer(t)
+	close(s.release)
+	ctx := context.Background()
+	lazy := make(chan error, 1)
+	go func() { lazy <- s.syncWithin(ctx, time.Hour) }()
+	time.Sleep(20 * time.Millisecond) // let it ask
+	if got := s.fsyncs(); got != 0 {
+		t.Fatalf("%d fsyncs before anyone but the lingering caller asked, want 0", got)
+	}
+	if err := s.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-lazy:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the lingering caller did not return after another caller's fsync")
+	}
+	if got := s.fsyncs(); got != 1 {
+		t.Fatalf("%d fsyncs, want 1 shared", got)
+	}
+	// Alone, it fsyncs after its linger.
+	if err := s.syncWithin(ctx, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.fsyncs(); got != 2 {
+		t.Fatalf("%d fsyncs after a lone lingering caller, want 2", got)
+	}
+}

@@ -167,6 +167,17 @@ func (w *Writer) Durable(ctx context.Context) error {
 	return w.syncer.sync(ctx)
 }
 
+// DurableWithin is Durable for a caller that can wait up to linger more:
+// meanwhile it shares any fsync another caller begins, and only then runs
+// one itself. Acks use it: the relay fsyncs for every new event anyway, so
+// at everyday load the acks ride its fsyncs instead of adding their own.
+func (w *Writer) DurableWithin(ctx context.Context, linger time.Duration) error {
+	if w.syncer == nil {
+		return nil
+	}
+	return w.syncer.syncWithin(ctx, linger)
+}
+
 // Lock takes the write lock for a background write (see gate.go), waiting
 // up to ctx; it fails at once with ErrReentrant on a goroutine that holds
 // it. Release it with Unlock, or pass it on to WriteLocked.

@@ -1,0 +1,94 @@
+package boxcar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// ackState is a subscriber's handled, skipped and unacked counts, for waits.
+func ackState(t *testing.T, tb *testBundle, name string) (handled, skipped int64, unacked, inFlight int, pending uint64) {
+	t.Helper()
+	st, err := tb.bus.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Subscribers {
+		if s.Name == name {
+			return s.Handled, s.Skipped, s.Unacked, s.InFlight, s.Pending
+		}
+	}
+	t.Fatalf("no subscriber %s in stats", name)
+	return
+}
+
+// A key's next event does not wait for the fsync its previous event's ack
+// waits for: the keys move on at the commit (a later commit of the key is
+// durable only with the earlier one), and only the acks wait.
+func TestKeyMovesOnWhileItsAckWaitsForTheFsync(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var held atomic.Bool
+	cfg := Config{}
+	cfg.seams = &testSeams{durable: func() error {
+		if held.CompareAndSwap(false, true) {
+			<-release // the first ack's fsync hangs until the test lets it go
+		}
+		return nil
+	}}
+	tb := setup(t, cfg)
+	defer close(release)
+	if _, err := tb.bus.Subscribe(context.Background(), "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the first ack to wait for its fsync", time.Minute, func() (bool, string) {
+		return held.Load(), "not yet"
+	})
+	publishN(t, tb.bus, "k", 3)
+	waitApplied(t, tb.db, "ledger", 4) // all of the key's events, while the first ack still waits
+	if got := checkExactlyOnceInOrder(t, tb.db, "ledger"); got != 4 {
+		t.Fatalf("checked %d events, want 4", got)
+	}
+}
+
+// If the fsync an ack waits for fails, the events are not acked: they are
+// given back to the server, come back, are found in the dedupe table and
+// acked then. Nothing is handled twice, nothing stays held.
+func TestAckFsyncFailureGivesTheEventsBack(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Int64
+	fail.Store(2)
+	cfg := Config{}
+	cfg.seams = &testSeams{durable: func() error {
+		for {
+			n := fail.Load()
+			if n <= 0 {
+				return nil
+			}
+			if fail.CompareAndSwap(n, n-1) {
+				return errors.New("injected: fsync failed")
+			}
+		}
+	}}
+	tb := setup(t, cfg)
+	if _, err := tb.bus.Subscribe(context.Background(), "ledger", recordingHandler("ledger"), SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "a", 3)
+	publishN(t, tb.bus, "b", 2)
+	waitFor(t, "every event handled once and acked", 2*time.Minute, func() (bool, string) {
+		handled, skipped, unacked, inFlight, pending := ackState(t, tb, "ledger")
+		return handled == 5 && skipped >= 1 && unacked == 0 && inFlight == 0 && pending == 0,
+			fmt.Sprintf("handled %d, skipped %d, unacked %d, in flight %d, pending %d", handled, skipped, unacked, inFlight, pending)
+	})
+	if fail.Load() > 0 {
+		t.Fatalf("the durable seam was asked %d times fewer than it fails", fail.Load())
+	}
+	if got := checkExactlyOnceInOrder(t, tb.db, "ledger"); got != 5 {
+		t.Fatalf("checked %d events, want 5", got)
+	}
+}
