@@ -65,7 +65,10 @@
 //     on disk first: the relay publishes an event, and a subscriber acks
 //     the events its transaction handled, only once an fsync of the WAL
 //     covers the commit (one fsync covers every commit before it, off the
-//     write lock). So a power loss never leaves a published event whose
+//     write lock; an ack waits up to 5 ms for one the relay begins anyway,
+//     while the key goes on with its next event: the WAL is replayed in
+//     order, so a key's later commit survives only with its earlier one).
+//     So a power loss never leaves a published event whose
 //     transaction the database lost, nor an acked event whose effects it
 //     lost. Bus.Tx and Publish return at the commit with Config.Synchronous
 //     sqlite.SyncNormal (the default), as the app's own connections from
