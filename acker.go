@@ -57,58 +57,81 @@ func (a *acker) take(close bool) []*item {
 }
 
 // run acks what add queued until ctx ends, then what is left, without
-// lingering.
+// lingering. A failed fsync leaves the events queued, held (so not
+// redelivered) and unacked, and is tried again with a backoff: the events
+// were handled and committed, only their acks wait; a disk that keeps
+// failing stalls the subscriber (Health says so) and is logged, at most
+// every 10 seconds.
 func (a *acker) run(ctx context.Context) {
+	var backoff time.Duration
+	var lastLog time.Time
 	for {
 		select {
 		case <-a.kick:
-			a.d.ackDurable(a.take(false), ackLinger)
 		case <-ctx.Done():
 			a.d.ackDurable(a.take(true), 0)
 			return
 		}
+		items := a.take(false)
+		err := a.d.ackDurable(items, a.linger())
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			a.d.ackDurable(append(items, a.take(true)...), 0)
+			return
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			a.d.b.log.Error("boxcar: a subscriber transaction committed but could not be made durable; its events stay unacked and the fsync is tried again",
+				logSub, a.d.s.name, logError, err, logRetryIn, backoff)
+		}
+		a.mu.Lock()
+		a.pending = append(items, a.pending...)
+		a.mu.Unlock()
+		backoff = min(max(2*backoff, 10*time.Millisecond), 5*time.Second)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		select { // go round again
+		case a.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
+// linger is how long the next round may wait for someone else's fsync:
+// ackLinger, unless the subscriber's fetched-and-unacked slots are half
+// used, when waiting would hold back fetching.
+func (a *acker) linger() time.Duration {
+	if len(a.d.slots) >= cap(a.d.slots)/2 {
+		return 0
+	}
+	return ackLinger
+}
+
 // ackDurable acks items once a WAL fsync that began after their commits is
-// done (waiting up to linger for someone else's). If the fsync fails they
-// are not acked: they are given back to the server, which delivers them
-// again, and the dedupe table skips them if their commit survived.
-func (d *dispatcher) ackDurable(items []*item, linger time.Duration) {
+// done (waiting up to linger for someone else's). If the fsync fails, or
+// the handlers' context ends first, nothing is acked and the error is
+// returned: the items are still held.
+func (d *dispatcher) ackDurable(items []*item, linger time.Duration) error {
 	if len(items) == 0 {
-		return
+		return nil
 	}
-	durable := func() error { return d.b.w.DurableWithin(d.handlers.Context(), linger) }
+	ctx := d.handlers.Context()
 	if seam := d.b.cfg.seams.durable; seam != nil {
-		durable = func() error {
-			if err := seam(); err != nil {
-				return err
-			}
-			return d.b.w.DurableWithin(d.handlers.Context(), linger)
+		if err := seam(); err != nil {
+			return err
 		}
 	}
-	if err := durable(); err != nil {
-		d.b.log.Error("boxcar: a subscriber transaction committed but could not be made durable; its events are not acked", logSub, d.s.name, logError, err)
-		for _, it := range items {
-			d.giveBack(it)
-		}
-		return
+	if err := d.b.w.DurableWithin(ctx, linger); err != nil {
+		return err
 	}
 	d.b.probe(ProbeHandlerAfterCommit)
 	for _, it := range items {
 		d.ack(it)
 	}
-}
-
-// giveBack returns an unacked event to the server for redelivery: it is no
-// longer held (a redelivery of a held event is dropped), and its slot is
-// free.
-func (d *dispatcher) giveBack(it *item) {
-	d.mu.Lock()
-	delete(d.held, it.m.StreamSeq)
-	d.mu.Unlock()
-	<-d.slots
-	if err := it.msg.Nak(); err != nil {
-		d.b.log.Debug("boxcar: nak", logSub, d.s.name, logError, err)
-	}
+	return nil
 }

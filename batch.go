@@ -13,8 +13,9 @@ import (
 )
 
 // The transactional batch runner: a worker's keys, handled in one SQLite
-// transaction of the writer, their dedupe rows with them (see dedupe.go),
-// acked after the commit.
+// transaction of the writer, their dedupe rows with them (see dedupe.go);
+// the keys move on at the commit, and the acker (acker.go) acks once a WAL
+// fsync covers it.
 
 // eventSavepoint isolates one event of a batch on the safe path.
 var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
@@ -257,7 +258,11 @@ func (d *dispatcher) committed(turns []turn) {
 		acks = append(acks, t.items[:t.done]...)
 	}
 	if !d.acks.add(acks) {
-		d.ackDurable(acks, 0)
+		// The acker stopped (the dispatcher is stopping): ack here, or
+		// leave them for a redelivery the dedupe table absorbs.
+		if err := d.ackDurable(acks, 0); err != nil {
+			d.b.log.Debug("boxcar: subscriber stopping: committed events left unacked", logSub, d.s.name, logError, err)
+		}
 	}
 	for i := range turns {
 		t := &turns[i]

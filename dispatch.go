@@ -454,7 +454,8 @@ func callSafely(fn func() error) (err error) {
 }
 
 // finish records the result of a worker's turn on kq: the first done items
-// were acked; failed (if any) is the item after them that failed.
+// were handled (acked, or for a transactional subscriber committed and
+// handed to the acker); failed (if any) is the item after them that failed.
 func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 	d.mu.Lock()
 	acked := kq.items[:done:done] // enqueue appends to kq.items meanwhile

@@ -100,6 +100,11 @@ func (d *dispatcher) parkKey(key string, headSeq uint64) error {
 	err := d.b.w.Write(ctx, func(tx *sql.Tx) error {
 		return sqlite.ParkKey(ctx, tx, sqlite.ParkedKey{Subscriber: d.s.name, Key: key, HeadSeq: headSeq, SinceNS: time.Now().UnixNano()})
 	})
+	if err == nil {
+		// The head is acked after this: the park row must survive a power
+		// loss, or the key's later events would run without it.
+		err = d.b.w.Durable(ctx)
+	}
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,10 @@ const (
 	// ProbeRelayAfterAck: the stream acked a batch; the relay's cursor has
 	// not moved.
 	ProbeRelayAfterAck Probe = "relay.after-ack"
-	// ProbeHandlerAfterCommit: a subscriber transaction committed its
-	// handlers' writes and dedupe rows; nothing of it is acked.
+	// ProbeHandlerAfterCommit: subscriber transactions committed their
+	// handlers' writes and dedupe rows, and a WAL fsync covers them; their
+	// events are not yet acked (the acker's round, which may cover several
+	// transactions; later events of their keys may have committed too).
 	ProbeHandlerAfterCommit Probe = "handler.after-commit"
 	// ProbeRetrying: a key starts waiting to retry a failed event.
 	ProbeRetrying Probe = "handler.retrying"

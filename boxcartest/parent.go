@@ -42,7 +42,7 @@ var targets = []target{
 	{boxcar.ProbeAfterCommit, 0.005},       // per Bus.Tx commit
 	{boxcar.ProbeRelayAfterAck, 0.2},       // per acked batch
 	{boxcar.ProbeRelayMidBatch, 0.1},       // per batch of two or more
-	{boxcar.ProbeHandlerAfterCommit, 0.03}, // per subscriber transaction
+	{boxcar.ProbeHandlerAfterCommit, 0.03}, // per acker round (one or more subscriber transactions)
 	{boxcar.ProbeRetrying, 0.2},            // per key that starts waiting to retry
 }
 

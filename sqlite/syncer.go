@@ -41,7 +41,7 @@ type walSyncer struct {
 	done    chan struct{} // closed when a round completes, then replaced
 	running bool          // a leader is in fsync
 	f       *os.File      // the WAL file, opened at the first round that finds it
-	rounds  uint64        // fsyncs done
+	rounds  uint64        // fsyncs done (that succeeded, of a WAL that exists)
 	// stopped: the writer closed; the file is closed after each round.
 	stopped bool
 
@@ -105,6 +105,9 @@ func (s *walSyncer) lead() {
 	f, err := s.fsync(f)
 	s.mu.Lock()
 	s.running = false
+	if err == nil && f != nil {
+		s.rounds++
+	}
 	if s.stopped && f != nil {
 		f.Close()
 		f = nil
@@ -113,7 +116,6 @@ func (s *walSyncer) lead() {
 	if round > s.synced {
 		s.synced, s.err = round, err
 	}
-	s.rounds++
 	close(s.done)
 	s.done = make(chan struct{})
 }
@@ -142,7 +144,7 @@ func (s *walSyncer) fsync(f *os.File) (*os.File, error) {
 	return f, nil
 }
 
-// fsyncs is how many fsyncs the syncer did.
+// fsyncs is how many fsyncs of the WAL succeeded.
 func (s *walSyncer) fsyncs() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

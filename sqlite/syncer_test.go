@@ -37,6 +37,24 @@ func newBlockingSyncer(t *testing.T) *blockingSyncer {
 	return b
 }
 
+// waitAsked waits until n syncs in all have been asked for.
+func (b *blockingSyncer) waitAsked(t *testing.T, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b.mu.Lock()
+		asked := b.asked
+		b.mu.Unlock()
+		if asked >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d syncs asked after a minute, want %d", asked, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // A sync called while another caller's fsync runs must not return at the end
 // of that fsync (it began before the call, so it may not cover the caller's
 // commit): it returns after a second one, which began after it asked.
@@ -55,8 +73,8 @@ func TestSyncWaitsForAnFsyncThatBeganAfterIt(t *testing.T) {
 		returnedAfter.Store(s.started.Load())
 		errs <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the second caller ask and wait
-	s.release <- struct{}{}           // fsync 1 ends
+	s.waitAsked(t, 2)       // the second caller asked, and waits
+	s.release <- struct{}{} // fsync 1 ends
 	if err := <-errs; err != nil {
 		t.Fatalf("leader: %v", err)
 	}
@@ -103,8 +121,8 @@ func TestSyncCallersShareTheNextFsync(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(20 * time.Millisecond) // let them all ask
-	close(s.release)                  // no fsync waits from now on
+	s.waitAsked(t, 1+waiters)
+	close(s.release) // no fsync waits from now on
 	wg.Wait()
 	if got := s.fsyncs(); got != 2 {
 		t.Fatalf("%d fsyncs for one leader and %d callers that asked during its fsync, want 2", got, waiters)
@@ -139,7 +157,7 @@ func TestSyncWithinRidesAnotherCallersFsync(t *testing.T) {
 	ctx := context.Background()
 	lazy := make(chan error, 1)
 	go func() { lazy <- s.syncWithin(ctx, time.Hour) }()
-	time.Sleep(20 * time.Millisecond) // let it ask
+	s.waitAsked(t, 1)
 	if got := s.fsyncs(); got != 0 {
 		t.Fatalf("%d fsyncs before anyone but the lingering caller asked, want 0", got)
 	}
@@ -163,5 +181,46 @@ func TestSyncWithinRidesAnotherCallersFsync(t *testing.T) {
 	}
 	if got := s.fsyncs(); got != 2 {
 		t.Fatalf("%d fsyncs after a lone lingering caller, want 2", got)
+	}
+}
+
+// stop while an fsync runs closes the file after it, not under it; a sync
+// after stop still fsyncs (opening the file for the round).
+func TestSyncerStopDuringAnFsync(t *testing.T) {
+	t.Parallel()
+	s := newBlockingSyncer(t)
+	ctx := context.Background()
+	leader := make(chan error, 1)
+	go func() { leader <- s.sync(ctx) }() // opens the file and keeps it
+	<-s.entered
+	s.release <- struct{}{}
+	if err := <-leader; err != nil {
+		t.Fatal(err)
+	}
+	go func() { leader <- s.sync(ctx) }()
+	<-s.entered
+	s.stop()
+	s.mu.Lock()
+	open := s.f != nil
+	s.mu.Unlock()
+	if !open {
+		t.Fatal("stop closed the WAL file while a leader was syncing it")
+	}
+	s.release <- struct{}{}
+	if err := <-leader; err != nil {
+		t.Fatalf("the fsync stop ran beside: %v", err)
+	}
+	s.mu.Lock()
+	open = s.f != nil
+	s.mu.Unlock()
+	if open {
+		t.Fatal("the WAL file is still open after the round that ran beside stop")
+	}
+	close(s.release)
+	if err := s.sync(ctx); err != nil {
+		t.Fatalf("sync after stop: %v", err)
+	}
+	if got := s.fsyncs(); got != 3 {
+		t.Fatalf("%d fsyncs, want 3 (one before stop, one beside it, one after)", got)
 	}
 }
