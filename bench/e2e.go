@@ -259,7 +259,7 @@ func openPipeline(ctx context.Context, dir string, w *workload, cfg boxcar.Confi
 				sm.put(m.StreamSeq, idx)
 			}
 		})
-		if _, err := e.bus.Subscribe(ctx, name, h, boxcar.SubscribeOptions{Workers: w.o.workers}); err != nil {
+		if _, err := e.bus.Subscribe(ctx, name, h, boxcar.SubscribeOptions{Workers: w.o.workers, MaxBatchTime: w.o.maxBatch}); err != nil {
 			e.close()
 			return nil, err
 		}

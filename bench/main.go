@@ -81,6 +81,7 @@ type options struct {
 	handlerMS      string        // write wait: handler durations, ms
 	writeRate      int           // write wait: app writes/s of each kind
 	unboundedBatch time.Duration // write wait: MaxBatchTime of the comparison runs (0: none)
+	maxBatch       time.Duration // SubscribeOptions.MaxBatchTime of the end-to-end, latency and load subscribers (0: Boxcar's default)
 	wwBacklog      int           // write wait: events in the stream for the subscribers
 	defaultsEvents int           // defaults: events per produce and end-to-end run
 	schemaEvents   int           // schema: transactions per run, for each setting
@@ -124,6 +125,7 @@ func main() {
 	flag.DurationVar(&o.levelDur, "level-duration", 5*time.Second, "how long each offered load runs")
 	flag.StringVar(&o.handlerMS, "handler-ms", "0,1,5,20", "write wait: per-event handler durations (a sleep after the handler's write), ms, comma-separated")
 	flag.IntVar(&o.writeRate, "write-rate", 50, "write wait: app writes per second of each kind (Bus.Tx, own db.BeginTx), each run lasting -level-duration")
+	flag.DurationVar(&o.maxBatch, "max-batch-time", 0, "SubscribeOptions.MaxBatchTime of the subscribers of the end-to-end, latency and load stages (0: Boxcar's default, "+boxcar.DefaultMaxBatchTime.String()+")")
 	flag.DurationVar(&o.unboundedBatch, "unbounded-batch", time.Hour, "write wait: SubscribeOptions.MaxBatchTime of the comparison runs, approximating the old unbounded batches (0: defaults only)")
 	flag.IntVar(&o.wwBacklog, "ww-backlog", 0, "write wait: events in the stream before the subscribers start, each at the first (0: 60,000 per second of -level-duration, plus 60,000)")
 	flag.IntVar(&o.defaultsEvents, "defaults-events", 20_000, "defaults: events per produce and end-to-end run, for each synchronous mode")
