@@ -242,12 +242,13 @@ func checkDB(ctx context.Context, db *sql.DB) error {
 // streamConfig is what the bus's streams are made with.
 func (b *Bus) streamConfig() bjs.StreamConfig {
 	return bjs.StreamConfig{
-		Name:       b.cfg.Stream,
-		Layout:     b.layout,
-		MaxAge:     b.cfg.Retention,
-		Duplicates: b.cfg.DuplicateWindow,
-		Replicas:   b.cfg.Replicas,
-		Shared:     b.cfg.topology() == topologyShared,
+		Name:          b.cfg.Stream,
+		Layout:        b.layout,
+		MaxAge:        b.cfg.Retention,
+		Duplicates:    min(b.cfg.DuplicateWindow, EventStreamDuplicateWindow),
+		DLQDuplicates: b.cfg.DuplicateWindow,
+		Replicas:      b.cfg.Replicas,
+		Shared:        b.cfg.topology() == topologyShared,
 	}
 }
 

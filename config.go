@@ -44,6 +44,12 @@ const (
 	DefaultStoreCipher = StoreCipherChaCha20Poly1305
 )
 
+// EventStreamDuplicateWindow is the longest duplicate window the event
+// stream is given (Config.DuplicateWindow, if shorter): long enough to drop
+// a publish sent twice at once, short enough that JetStream's memory for it
+// stays small at any relay rate (~116 B per event within it).
+const EventStreamDuplicateWindow = time.Second
+
 // The users of Config.Listen.
 const (
 	ListenInspectUser = bjs.InspectUser // read-only, with Config.ListenInspectPassword
@@ -187,8 +193,16 @@ type Config struct {
 	// Retention is how long the streams keep events: the replay window.
 	// Default 7 days.
 	Retention time.Duration
-	// DuplicateWindow is JetStream's duplicate window. Default 2 minutes.
-	// Boxcar's exactly-once does not depend on it (see the relay).
+	// DuplicateWindow is JetStream's duplicate window of the dead-letter
+	// stream and, in the leaf topology, of the hub's aggregate: a dead
+	// letter published again after a crash, or an event sourced twice,
+	// within it is dropped. Default 2 minutes.
+	//
+	// The event stream keeps the smaller of it and
+	// EventStreamDuplicateWindow: its exactly-once does not depend on the
+	// window (see the relay), and JetStream holds ~116 B of memory per event
+	// published within it, so a 2-minute window over a backlog drained at
+	// 50,000 events/s would hold ~700 MB.
 	DuplicateWindow time.Duration
 	// SyncAlways makes the embedded store fsync every message. Default false:
 	// the store fsyncs every 2 minutes, and the outbox keeps relayed rows for

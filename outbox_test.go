@@ -1,6 +1,7 @@
 package boxcar
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -421,5 +422,31 @@ func TestOutboxLagAndIdleRelay(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // 25 polls
 	if after := version(); after != before {
 		t.Fatalf("the idle bus committed to the database (data_version %d -> %d)", before, after)
+	}
+}
+
+// The event stream's duplicate window is short whatever Config.DuplicateWindow
+// says (JetStream keeps ~116 B per event within it, so a 2-minute window
+// over a fast backlog drain held hundreds of MB), and the dead-letter
+// stream, whose copies are deduped by Nats-Msg-Id, keeps the configured one.
+func TestEventStreamDuplicateWindowIsShort(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, window := range []time.Duration{0, 500 * time.Millisecond, time.Hour} {
+		tb := setup(t, Config{DuplicateWindow: window})
+		wantDLQ := cmp.Or(window, DefaultDuplicateWindow)
+		for stream, want := range map[string]time.Duration{
+			"BOXCAR":     min(wantDLQ, EventStreamDuplicateWindow),
+			"BOXCAR_DLQ": wantDLQ,
+		} {
+			st, err := tb.bus.JetStream().Stream(ctx, stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.Duplicates; got != want {
+				t.Errorf("Config.DuplicateWindow %v: stream %s has a duplicate window of %v, want %v", window, stream, got, want)
+			}
+		}
+		tb.closeBus()
 	}
 }

@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,8 +16,12 @@ type StreamConfig struct {
 	Name       string        // event stream, e.g. BOXCAR; the dead letters go to Name_DLQ
 	Layout     Layout        // subjects; dead letters use Layout.Prefix_dlq
 	MaxAge     time.Duration // retention of both streams: the replay window
-	Duplicates time.Duration // JetStream duplicate window
-	Replicas   int           // 1 for the embedded server
+	Duplicates time.Duration // the event stream's JetStream duplicate window
+	// DLQDuplicates is the dead-letter stream's (0: Duplicates): dead
+	// letters are deduped by their Nats-Msg-Id, the event stream by its
+	// chain (see Publisher).
+	DLQDuplicates time.Duration
+	Replicas      int // 1 for the embedded server
 	// Shared: several instances write into the event stream (each on its
 	// own subtree, with atomic batches: see BatchPublisher).
 	Shared bool
@@ -148,7 +153,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      c.MaxAge,
-		Duplicates:  c.Duplicates,
+		Duplicates:  cmp.Or(c.DLQDuplicates, c.Duplicates),
 		Replicas:    replicas,
 	})
 	if err != nil {
