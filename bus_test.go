@@ -33,6 +33,7 @@ func TestConfigValidation(t *testing.T) {
 		"bad prefix":         {Config{Dir: "x", SubjectPrefix: "a*"}, "Config.SubjectPrefix"},
 		"negative retention": {Config{Dir: "x", Retention: -time.Second}, "Config.Retention is negative"},
 		"window > retention": {Config{Dir: "x", Retention: time.Minute, DuplicateWindow: time.Hour}, "exceeds Config.Retention"},
+		"window < 100ms":     {Config{Dir: "x", DuplicateWindow: 50 * time.Millisecond}, "Config.DuplicateWindow 50ms is shorter than JetStream's least, 100ms"},
 		"huge batch":         {Config{Dir: "x", RelayBatch: 1 << 20}, "Config.RelayBatch"},
 	} {
 		_, err := Open(ctx, db, c.cfg)

@@ -50,6 +50,9 @@ const (
 // stays small at any relay rate (~116 B per event within it).
 const EventStreamDuplicateWindow = time.Second
 
+// minDuplicateWindow is the shortest duplicate window nats-server takes.
+const minDuplicateWindow = 100 * time.Millisecond
+
 // The users of Config.Listen.
 const (
 	ListenInspectUser = bjs.InspectUser // read-only, with Config.ListenInspectPassword
@@ -415,6 +418,9 @@ func (c Config) validate() error {
 	}
 	if c.DedupeRetention < c.Retention {
 		return bad("Config.DedupeRetention (%v) is shorter than Config.Retention (%v): a replay within the stream's window would apply events twice; use at least Retention (0 for the default, Retention)", c.DedupeRetention, c.Retention)
+	}
+	if c.DuplicateWindow < minDuplicateWindow {
+		return bad("Config.DuplicateWindow %v is shorter than JetStream's least, %v: use at least that (0 for the default, %v)", c.DuplicateWindow, minDuplicateWindow, DefaultDuplicateWindow)
 	}
 	if c.DuplicateWindow > c.Retention {
 		return bad("Config.DuplicateWindow (%v) exceeds Config.Retention (%v)", c.DuplicateWindow, c.Retention)
