@@ -44,6 +44,12 @@ type walSyncer struct {
 	rounds  uint64        // fsyncs done (that succeeded, of a WAL that exists)
 	// stopped: the writer closed; the file is closed after each round.
 	stopped bool
+	// broken is the first failed fsync's error, for good. After a failed
+	// fsync the kernel may have dropped the pages it could not write (Linux
+	// marks them clean and reports the error once), so an fsync that
+	// succeeds later proves nothing about them: every later round fails
+	// with broken, without an fsync, until the database is opened again.
+	broken error
 
 	// fsyncFile syncs the open WAL file; a test seam (nil: f.Sync).
 	fsyncFile func(*os.File) error
@@ -100,10 +106,20 @@ func (s *walSyncer) syncWithin(ctx context.Context, linger time.Duration) error 
 // fsync.
 func (s *walSyncer) lead() {
 	s.running = true
-	round, f := s.asked, s.f
+	round, f, err := s.asked, s.f, s.broken
 	s.mu.Unlock()
-	f, err := s.fsync(f)
-	s.mu.Lock()
+	if err == nil {
+		var lost bool
+		if f, lost, err = s.fsync(f); lost {
+			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no publish, no ack) until the database is opened again; check the disk (dmesg), then restart the process", ErrWALSyncFailed, err)
+		}
+		s.mu.Lock()
+		if lost && s.broken == nil {
+			s.broken = err
+		}
+	} else {
+		s.mu.Lock()
+	}
 	s.running = false
 	if err == nil && f != nil {
 		s.rounds++
@@ -122,15 +138,17 @@ func (s *walSyncer) lead() {
 
 // fsync syncs the WAL file f, opening it if f is nil, and returns the file
 // to keep (nil after an error, so that the next round opens it again).
-func (s *walSyncer) fsync(f *os.File) (*os.File, error) {
+// lost reports a failed fsync, as against a failure to open the file
+// (nothing was synced then, and nothing lost: the next round tries again).
+func (s *walSyncer) fsync(f *os.File) (_ *os.File, lost bool, _ error) {
 	if f == nil {
 		var err error
 		f, err = os.OpenFile(s.path, os.O_RDWR, 0)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil // nothing was ever written to a WAL: nothing to sync
+			return nil, false, nil // nothing was ever written to a WAL: nothing to sync
 		}
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: open the WAL to sync it: %w", err)
+			return nil, false, fmt.Errorf("sqlite: open the WAL to sync it: %w", err)
 		}
 	}
 	sync := (*os.File).Sync
@@ -139,9 +157,16 @@ func (s *walSyncer) fsync(f *os.File) (*os.File, error) {
 	}
 	if err := sync(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("sqlite: fsync the WAL: %w", err)
+		return nil, true, fmt.Errorf("sqlite: fsync the WAL: %w", err)
 	}
-	return f, nil
+	return f, false, nil
+}
+
+// failure is the failed fsync that ended durability (nil: none).
+func (s *walSyncer) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
 }
 
 // fsyncs is how many fsyncs of the WAL succeeded.

@@ -224,3 +224,81 @@ func TestSyncerStopDuringAnFsync(t *testing.T) {
 		t.Fatalf("%d fsyncs, want 3 (one before stop, one beside it, one after)", got)
 	}
 }
+
+// A failed fsync ends durability for good: Linux may drop the pages it could
+// not write and reports the error once, so a later fsync that succeeds
+// would prove nothing about the commits before it. Every later sync fails
+// with ErrWALSyncFailed at once, without another fsync, and the writer's
+// stats say why. (Before, the syncer reopened the file and the next sync
+// succeeded: acks and publishes went on over commits that may be gone.)
+func TestSyncFailureIsPermanent(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "x.db-wal")
+	if err := os.WriteFile(path, []byte("wal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSyncer(path)
+	t.Cleanup(s.stop)
+	var calls atomic.Int64
+	eio := errors.New("input/output error")
+	s.fsyncFile = func(f *os.File) error {
+		if calls.Add(1) == 2 {
+			return eio
+		}
+		return f.Sync()
+	}
+	ctx := context.Background()
+	if err := s.sync(ctx); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	if s.failure() != nil {
+		t.Fatalf("failure() = %v after a good fsync", s.failure())
+	}
+	err := s.sync(ctx)
+	if !errors.Is(err, ErrWALSyncFailed) || !errors.Is(err, eio) {
+		t.Fatalf("the failing sync returned %v, want ErrWALSyncFailed wrapping the fsync's error", err)
+	}
+	for i := range 3 {
+		if err := s.syncWithin(ctx, time.Millisecond); !errors.Is(err, ErrWALSyncFailed) {
+			t.Fatalf("sync %d after the failure returned %v, want ErrWALSyncFailed", i, err)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d fsyncs, want 2: none after the failure (it would prove nothing)", n)
+	}
+	if got := s.failure(); !errors.Is(got, ErrWALSyncFailed) {
+		t.Errorf("failure() = %v, want the failed fsync", got)
+	}
+	if n := s.fsyncs(); n != 1 {
+		t.Errorf("fsyncs() = %d, want 1 (the good one)", n)
+	}
+}
+
+// Failing to open the WAL is not a failed fsync: nothing was synced, so
+// nothing was lost, and the next sync tries again.
+func TestSyncOpenFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db-wal")
+	if err := os.Mkdir(path, 0o700); err != nil { // a directory: opening it O_RDWR fails
+		t.Fatal(err)
+	}
+	s := startSyncer(path)
+	t.Cleanup(s.stop)
+	ctx := context.Background()
+	if err := s.sync(ctx); err == nil || errors.Is(err, ErrWALSyncFailed) {
+		t.Fatalf("sync of a WAL that cannot be opened returned %v, want an open error that is not ErrWALSyncFailed", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("wal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sync(ctx); err != nil {
+		t.Fatalf("sync once the WAL opens: %v", err)
+	}
+	if s.failure() != nil || s.fsyncs() != 1 {
+		t.Fatalf("failure() = %v, fsyncs() = %d; want nil and 1", s.failure(), s.fsyncs())
+	}
+}

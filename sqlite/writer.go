@@ -36,6 +36,12 @@ import (
 // ErrClosed is returned by Tx once RefuseTx or Close was called.
 var ErrClosed = errors.New("sqlite: writer closed")
 
+// ErrWALSyncFailed is wrapped by Durable's error, for good, once an fsync of
+// the WAL has failed: what the kernel could not write may be gone, and no
+// later fsync can show otherwise, so nothing is reported durable again until
+// the database is opened again (WriterStats.WALSyncFailure says why).
+var ErrWALSyncFailed = errors.New("sqlite: an fsync of the WAL failed")
+
 // WriterConfig configures a Writer. The zero value is valid.
 type WriterConfig struct {
 	// AfterTxCommit, if set, is called after each Tx group commits, before
@@ -159,7 +165,7 @@ func mainFile(ctx context.Context, c *sql.Conn) (string, error) {
 
 // Durable returns once everything committed before the call (by the
 // writer or any other connection) is on disk. Call it without the write
-// lock.
+// lock. After an fsync failed, it fails at once, with ErrWALSyncFailed.
 func (w *Writer) Durable(ctx context.Context) error {
 	if w.syncer == nil {
 		return nil
@@ -284,6 +290,9 @@ type WriterStats struct {
 	// the relay's publishes, the subscribers' acks and SyncFull's Tx): each
 	// covers every commit made before it began.
 	WALSyncs uint64
+	// WALSyncFailure is the failed fsync that ended durability (nil: none;
+	// see ErrWALSyncFailed).
+	WALSyncFailure error
 	// LockHeldFor is how long the current holder of the write lock has
 	// held it (0 when free). Seconds mean a transaction of the app's left
 	// open, or a Tx function or handler that hangs: every writer waits.
@@ -296,7 +305,7 @@ func (w *Writer) Stats() WriterStats {
 	st := WriterStats{TxCommits: w.txCommits.Load(), TxCalls: w.txCalls.Load(), TxQueued: w.txq.len(),
 		AppWaiting: app, BackgroundWaiting: bg, LockHeldFor: w.gate.heldFor()}
 	if w.syncer != nil {
-		st.WALSyncs = w.syncer.fsyncs()
+		st.WALSyncs, st.WALSyncFailure = w.syncer.fsyncs(), w.syncer.failure()
 	}
 	return st
 }
