@@ -2,8 +2,11 @@ package boxcar
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
 // ackLinger is how long the acker may wait for a WAL fsync that someone
@@ -57,11 +60,12 @@ func (a *acker) take(close bool) []*item {
 }
 
 // run acks what add queued until ctx ends, then what is left, without
-// lingering. A failed fsync leaves the events queued, held (so not
-// redelivered) and unacked, and is tried again with a backoff: the events
-// were handled and committed, only their acks wait; a disk that keeps
-// failing stalls the subscriber (Health says so) and is logged, at most
-// every 10 seconds.
+// lingering. A failure to make them durable leaves the events queued, held
+// (so not redelivered) and unacked, and is tried again with a backoff: the
+// events were handled and committed, only their acks wait. After a failed
+// fsync (sqlite.ErrWALSyncFailed) every try fails until the process
+// restarts. A disk that keeps failing stalls the subscriber (Health says
+// so) and is logged, at most every 10 seconds.
 func (a *acker) run(ctx context.Context) {
 	var backoff time.Duration
 	var lastLog time.Time
@@ -84,8 +88,11 @@ func (a *acker) run(ctx context.Context) {
 		}
 		if time.Since(lastLog) >= 10*time.Second {
 			lastLog = time.Now()
-			a.d.b.log.Error("boxcar: a subscriber transaction committed but could not be made durable; its events stay unacked and the fsync is tried again",
-				logSub, a.d.s.name, logError, err, logRetryIn, backoff)
+			what := "boxcar: a subscriber transaction committed but could not be made durable; its events stay unacked and the fsync is tried again"
+			if errors.Is(err, sqlite.ErrWALSyncFailed) {
+				what = "boxcar: a subscriber transaction committed but can no longer be made durable; its events stay unacked until the process restarts"
+			}
+			a.d.b.log.Error(what, logSub, a.d.s.name, logError, err, logRetryIn, backoff)
 		}
 		a.mu.Lock()
 		a.pending = append(items, a.pending...)

@@ -78,9 +78,11 @@ func TestKeyMovesOnWhileItsAckWaitsForTheFsync(t *testing.T) {
 	})
 }
 
-// If the fsync an ack waits for fails, the events stay held and unacked,
-// and the acker tries again: they are acked after a later fsync, handled
-// once, and their slots are free again.
+// If making an ack's commit durable fails for a while (the WAL could not be
+// opened, say: a failed fsync itself fails for good, see
+// TestWALSyncFailureStopsPublishingAndAcking), the events stay held and
+// unacked, and the acker tries again: they are acked once it succeeds,
+// handled once, and their slots are free again.
 func TestAckFsyncFailureIsRetried(t *testing.T) {
 	t.Parallel()
 	var fail atomic.Int64

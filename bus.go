@@ -177,6 +177,9 @@ func (b *Bus) openStore(ctx context.Context) error {
 		return fmt.Errorf("boxcar: open: %w", err)
 	}
 	b.w = w
+	if wrap := cfg.seams.writer; wrap != nil {
+		b.w = wrap(w)
+	}
 	return nil
 }
 

@@ -107,6 +107,7 @@ type healthSample struct {
 	setAside   int64
 	subs       map[string]subSample
 	relayAlive bool
+	walFailed  string // the failed WAL fsync that ended durability ("": none)
 }
 
 type subSample struct {
@@ -155,7 +156,8 @@ func (h *healthMonitor) run(ctx context.Context) {
 func (h *healthMonitor) sample(ctx context.Context) (healthSample, error) {
 	b := h.b
 	s := healthSample{at: time.Now(), subs: map[string]subSample{}, cursor: b.relay.cursor.Load(),
-		setAside: b.relay.setAsideCount.Load(), relayAlive: !b.relay.group.Stopping()}
+		setAside: b.relay.setAsideCount.Load(), relayAlive: !b.relay.group.Stopping(),
+		walFailed: failureText(b.w.Stats().WALSyncFailure)}
 	_, maxSeq, err := sqlite.OutboxBounds(ctx, b.db)
 	if err != nil {
 		return s, err
@@ -266,6 +268,8 @@ func spanText(first, last time.Time) time.Duration {
 func judgeRelay(first, last healthSample, o HealthOptions) ComponentHealth {
 	c := ComponentHealth{Component: "relay", State: HealthOK, Lag: last.outboxLag}
 	switch {
+	case last.walFailed != "":
+		c.State, c.Reasons = HealthStopped, []string{"nothing is published or acked: " + last.walFailed}
 	case !last.relayAlive:
 		c.State, c.Reasons = HealthStopped, []string{"the relay is not running"}
 	case last.outboxLag > 0 && first.outboxLag > 0 && last.cursor == first.cursor && watched(first.at, last.at, o):

@@ -49,6 +49,9 @@ type testSeams struct {
 	// durable, if set, is asked before the WAL fsync that lets a
 	// subscriber ack; an error fails that fsync, as a failing disk would.
 	durable func() error
+	// writer, if set, wraps the bus's writer (a disk whose fsyncs fail is
+	// simulated around the real one).
+	writer func(writer) writer
 	// upgradePhase, if set, is called as the layout upgrade enters each
 	// phase; an error stops the upgrade there, as a crash would.
 	upgradePhase func(phase string) error

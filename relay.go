@@ -190,6 +190,7 @@ func (r *relay) run(ctx context.Context) {
 	defer poll.Stop()
 	backoff := time.Duration(0)
 	emptyAfterHint := 0
+	var diskLogged time.Time
 	for {
 		n, err := r.drain(ctx)
 		if ctx.Err() != nil {
@@ -198,7 +199,19 @@ func (r *relay) run(ctx context.Context) {
 		if err != nil {
 			r.traceEndAll(err)
 			r.failures.Add(1)
-			if !r.setAside(ctx, err) {
+			if errors.Is(err, sqlite.ErrWALSyncFailed) {
+				// Nothing is durable again until a restart (Health says
+				// so): publish nothing, and say why once a minute.
+				backoff = 5 * time.Second
+				if time.Since(diskLogged) >= time.Minute {
+					diskLogged = time.Now()
+					b.log.Error("boxcar: the relay publishes nothing: the outbox cannot be made durable until the process restarts", logError, err, logCursor, r.cursor.Load())
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+			} else if !r.setAside(ctx, err) {
 				backoff = min(max(backoff*2, 10*time.Millisecond), 5*time.Second)
 				b.log.Warn("boxcar: relay publish failed; resyncing with the stream", logError, err, logCursor, r.cursor.Load(), logRetryIn, backoff)
 				select {

@@ -49,6 +49,12 @@ type Stats struct {
 	// a SyncFull Tx returned): each covers every commit made before it
 	// began, so WALSyncs per event falls as the load rises.
 	WALSyncs uint64 `json:"wal_syncs"`
+	// WALSyncFailed is the failed fsync of the WAL that stopped the bus
+	// from publishing and acking ("": none). A failed fsync may have lost
+	// what it could not write, and no later one can prove otherwise, so
+	// the bus reports nothing durable again until it is opened again:
+	// check the disk, then restart the process (docs/RUNBOOK.md).
+	WALSyncFailed string `json:"wal_sync_failed,omitempty"`
 	// WriterHeldFor is how long the current holder of the database's only
 	// writer has held it (0 when free), and WriterWaiting how many writes
 	// wait for it (Tx calls, the app's transactions, Boxcar's own). Seconds
@@ -152,6 +158,7 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 		TxCommits:        ws.TxCommits,
 		TxCalls:          ws.TxCalls,
 		WALSyncs:         ws.WALSyncs,
+		WALSyncFailed:    failureText(ws.WALSyncFailure),
 		WriterHeldFor:    ws.LockHeldFor,
 		WriterWaiting:    ws.AppWaiting + ws.BackgroundWaiting,
 	}
@@ -312,4 +319,12 @@ func (s *Subscription) groupStats(ctx context.Context) (SubscriberStats, error) 
 		sum.Err = err.Error()
 	}
 	return sum, err
+}
+
+// failureText is err's text, "" for nil.
+func failureText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

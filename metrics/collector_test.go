@@ -74,6 +74,9 @@ func TestTrafficMetrics(t *testing.T) {
 	if got := s.value(t, "boxcar_wal_syncs_total"); got < 1 || got > float64(st.WALSyncs) {
 		t.Errorf("wal_syncs_total = %v, want between 1 and the bus's %d", got, st.WALSyncs)
 	}
+	if got := s.value(t, "boxcar_wal_sync_failed"); got != 0 {
+		t.Errorf("wal_sync_failed = %v on a sound disk, want 0", got)
+	}
 	// A HandlerFunc's handler runs once per attempt: 20 successes and the
 	// poison event's one attempt.
 	if h := s.histogram(t, "boxcar_subscriber_handler_duration_seconds", sub); h.GetSampleCount() != 21 {

@@ -59,6 +59,7 @@ func (e emitter) bus(r reading) {
 	e.counter(d.streamsRecreated, float64(st.StreamsRecreated))
 	e.counter(d.txCommits, float64(st.TxCommits))
 	e.counter(d.walSyncs, float64(st.WALSyncs))
+	e.gauge(d.walSyncFailed, boolValue(st.WALSyncFailed != ""))
 	e.counter(d.txCalls, float64(st.TxCalls))
 	e.gauge(d.writerHeld, st.WriterHeldFor.Seconds())
 	e.gauge(d.writersWaiting, float64(st.WriterWaiting))
