@@ -113,6 +113,9 @@ func printStatus(w io.Writer, where string, down bool, st boxcar.Stats, h boxcar
 	t.row("outbox lag", num(st.OutboxLag)+" events")
 	t.row("outbox age", dur(st.OutboxAge))
 	t.row("writer held for", fmt.Sprintf("%s (%d waiting)", dur(st.WriterHeldFor), st.WriterWaiting))
+	if st.WALSyncFailed != "" {
+		t.row("WAL fsync", "FAILED: nothing is published or acked until the app restarts (docs/RUNBOOK.md#disk-fsync)")
+	}
 	if st.Topology != "" {
 		t.row("topology", cell(st.Topology)+", instance "+cell(st.InstanceID))
 	}
