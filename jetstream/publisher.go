@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -32,10 +33,21 @@ type Publisher struct {
 	layout Layout
 	origin string
 	// prevID is the ID of the last event sent (stored, or in flight and
-	// stored unless the chain breaks); "" means the next publish carries no
-	// expectation (right after Resync, when the stream's end was just read
-	// and the relay is its only writer).
-	prevID   string
+	// stored unless the chain breaks); "" right after Resync, when the next
+	// publish names instead the stream seq Resync read (afterSeq).
+	prevID string
+	// afterSeq is the stream's last seq as Resync read it: the first message
+	// sent after a Resync carries it in Nats-Expected-Last-Sequence, so that
+	// a message of an earlier, failed Send stored after that read (the
+	// server had it queued) makes the server refuse the resend, and the
+	// next Resync finds it, instead of a second copy being stored (the
+	// duplicate window, which is short, cannot be relied on for that).
+	afterSeq uint64
+	fromSeq  bool // the next message sent carries afterSeq
+	// unsynced: a Resync began and has not succeeded. Send refuses (its
+	// batch fails in Await): without the stream's end it has nothing to
+	// chain on.
+	unsynced bool
 	inflight []*inflightBatch // sent, not yet awaited; oldest first
 	free     []*inflightBatch
 
@@ -53,6 +65,9 @@ type Publisher struct {
 	// a batch half stored). It must return at once or never.
 	MidBatch func()
 }
+
+// errUnsynced fails a Send made after a Resync that did not succeed.
+var errUnsynced = errors.New("publisher: the stream's end is not known (the last Resync failed): resync before publishing")
 
 type pendingAck struct {
 	f   jetstream.PubAckFuture
@@ -131,10 +146,19 @@ func (p *Publisher) Send(msgs []Outgoing) {
 	if len(msgs) > 0 {
 		b.lastSeq = msgs[len(msgs)-1].Seq
 	}
+	if p.unsynced {
+		b.sendErr = errUnsynced
+		p.inflight = append(p.inflight, b)
+		return
+	}
 	prev := p.prevID
 	for i := range msgs {
 		o := &msgs[i]
 		m := Encode(p.layout, p.origin, o, prev)
+		if prev == "" && p.fromSeq {
+			m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.afterSeq, 10))
+		}
+		p.fromSeq = false
 		prev = o.ID
 		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
@@ -240,18 +264,24 @@ const maxResyncScan = 10_000
 
 // Resync waits for the batches still in flight (their results no longer
 // matter), reads the end of the stream and restarts the chain from it: the
-// next Send carries no expectation. The caller moves its cursor to
-// OutboxSeq when Found.
-func (p *Publisher) Resync(ctx context.Context) (StreamEnd, error) {
+// next message sent expects the stream's last seq to be the one read
+// (Nats-Expected-Last-Sequence). Until a Resync succeeds, Send refuses. The
+// caller moves its cursor to OutboxSeq when Found.
+func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 	for p.InFlight() > 0 {
 		p.Await(ctx)
 	}
-	p.prevID = ""
+	p.prevID, p.fromSeq, p.unsynced = "", false, true
 	info, err := p.stream.Info(ctx)
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}
 	end := StreamEnd{LastSeq: info.State.LastSeq}
+	defer func() {
+		if err == nil {
+			p.afterSeq, p.fromSeq, p.unsynced = end.LastSeq, true, false
+		}
+	}()
 	for seq, n := info.State.LastSeq, 0; seq >= info.State.FirstSeq && seq > 0 && n < maxResyncScan; seq, n = seq-1, n+1 {
 		m, err := p.stream.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

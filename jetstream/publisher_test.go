@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -178,3 +179,79 @@ func TestStartLocksDir(t *testing.T) {
 // errCodeWrongLastMsgID is the server's JSStreamWrongLastMsgIDErrF (10070);
 // nats.go has no constant for it.
 const errCodeWrongLastMsgID = 10070
+
+// The first message after a Resync expects the stream's last seq that
+// Resync read. A message of an earlier Send that the server stores only
+// after that read (it had it queued when the Send timed out) then makes the
+// resend fail, and the next Resync finds it, instead of being stored twice
+// once the duplicate window is past (the event stream's is 1 s).
+func TestResyncChainsOnTheStreamSeq(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// The shortest duplicate window, past by the time of the resend.
+	if _, _, err := EnsureStreams(ctx, b.js, StreamConfig{Name: "EV", Layout: testLayout, MaxAge: time.Hour, Duplicates: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pub.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.pub.Publish(ctx, outgoing(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	end, err := b.pub.Resync(ctx)
+	if err != nil || end.OutboxSeq != 3 || end.LastSeq != 3 {
+		t.Fatalf("resync: %+v %v", end, err)
+	}
+	// Event 4 of a Send that failed before the Resync lands after it.
+	late := outgoing(4, 4)
+	if _, err := b.js.PublishMsg(ctx, Encode(testLayout, "o1", &late[0], "id-3")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // past the duplicate window
+	if err := b.pub.Publish(ctx, outgoing(4, 5)); err == nil {
+		t.Fatal("the resend after the late store succeeded: event 4 would be in the stream twice")
+	}
+	// 4 is refused; 5 names 4, the late one, and is stored after it.
+	if got := b.streamSeqs(t); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
+		t.Fatalf("stream holds outbox seqs %v, want [1 2 3 4 5]: each once, in order", got)
+	}
+	end, err = b.pub.Resync(ctx)
+	if err != nil || end.OutboxSeq != 5 {
+		t.Fatalf("resync after the refusal: %+v %v, want outbox seq 5", end, err)
+	}
+	if err := b.pub.Publish(ctx, outgoing(6, 6)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.streamSeqs(t); !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6}) {
+		t.Fatalf("stream holds outbox seqs %v, want [1 2 3 4 5 6]", got)
+	}
+}
+
+// After a Resync that failed, Send publishes nothing (its batch fails in
+// Await) until a Resync succeeds: it has no end of the stream to chain on.
+func TestSendRefusedAfterAFailedResync(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.pub.Resync(canceled); err == nil {
+		t.Fatal("resync with a canceled context succeeded")
+	}
+	if err := b.pub.Publish(ctx, outgoing(1, 2)); !errors.Is(err, errUnsynced) {
+		t.Fatalf("publish after a failed resync: %v, want errUnsynced", err)
+	}
+	if got := b.streamSeqs(t); len(got) != 0 {
+		t.Fatalf("stream holds %v after a refused publish, want nothing", got)
+	}
+	if _, err := b.pub.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.pub.Publish(ctx, outgoing(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.streamSeqs(t); !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("stream holds %v, want [1 2]", got)
+	}
+}
