@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -48,7 +49,9 @@ type walSyncer struct {
 	// fsync the kernel may have dropped the pages it could not write (Linux
 	// marks them clean and reports the error once), so an fsync that
 	// succeeds later proves nothing about them: every later round fails
-	// with broken, without an fsync, until the database is opened again.
+	// with broken, without an fsync. It is kept for the process in
+	// failedWALs too, so that the database opened again in this process
+	// (whose page cache still holds those pages) does not forget it.
 	broken error
 
 	// fsyncFile syncs the open WAL file; a test seam (nil: f.Sync).
@@ -56,7 +59,29 @@ type walSyncer struct {
 }
 
 func startSyncer(path string) *walSyncer {
-	return &walSyncer{path: path, done: make(chan struct{})}
+	return &walSyncer{path: path, done: make(chan struct{}), broken: failedWAL(path)}
+}
+
+// failedWALs are the WAL files whose fsync failed in this process, by path,
+// with the error: for as long as the process runs, none is reported durable
+// again.
+var failedWALs = struct {
+	sync.Mutex
+	m map[string]error
+}{m: map[string]error{}}
+
+func failedWAL(path string) error {
+	failedWALs.Lock()
+	defer failedWALs.Unlock()
+	return failedWALs.m[filepath.Clean(path)]
+}
+
+func recordFailedWAL(path string, err error) {
+	failedWALs.Lock()
+	defer failedWALs.Unlock()
+	if _, ok := failedWALs.m[filepath.Clean(path)]; !ok {
+		failedWALs.m[filepath.Clean(path)] = err
+	}
 }
 
 // sync returns once an fsync of the WAL that began after the call has
@@ -111,7 +136,8 @@ func (s *walSyncer) lead() {
 	if err == nil {
 		var lost bool
 		if f, lost, err = s.fsync(f); lost {
-			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no publish, no ack) until the database is opened again; check the disk (dmesg), then restart the process", ErrWALSyncFailed, err)
+			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts; check the disk (dmesg) and drop the page cache or reboot first", ErrWALSyncFailed, err)
+			recordFailedWAL(s.path, err)
 		}
 		s.mu.Lock()
 		if lost && s.broken == nil {

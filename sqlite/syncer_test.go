@@ -2,9 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -300,5 +302,58 @@ func TestSyncOpenFailureIsRetried(t *testing.T) {
 	}
 	if s.failure() != nil || s.fsyncs() != 1 {
 		t.Fatalf("failure() = %v, fsyncs() = %d; want nil and 1", s.failure(), s.fsyncs())
+	}
+}
+
+// After a failed fsync, a SyncFull Tx fails before it runs, with nothing
+// committed (committing and then failing would make a caller that retries
+// apply it twice); Durable fails too; and the database opened again in this
+// process remembers the failure (its page cache still holds the pages the
+// kernel could not write). A SyncNormal Tx still commits: it never waited
+// for the fsync.
+func TestWALSyncFailureOutlivesTheWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wb := setupWriterConfig(t, WriterConfig{Synchronous: SyncFull})
+	wb.w.syncer.fsyncFile = func(*os.File) error { return errors.New("input/output error") }
+	insert := func(w *Writer, key string) (ran bool, err error) {
+		err = w.Tx(ctx, func(tx *sql.Tx) error {
+			ran = true
+			_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, key)
+			return err
+		})
+		return ran, err
+	}
+	if ran, err := insert(wb.w, "a"); !ran || !errors.Is(err, ErrWALSyncFailed) || !strings.Contains(err.Error(), "committed, but") {
+		t.Fatalf("the Tx whose fsync fails: ran %v, %v; want run, committed, and ErrWALSyncFailed", ran, err)
+	}
+	if ran, err := insert(wb.w, "b"); ran || !errors.Is(err, ErrWALSyncFailed) || !strings.Contains(err.Error(), "nothing committed") {
+		t.Fatalf("a SyncFull Tx after the failure: ran %v, %v; want not run, ErrWALSyncFailed", ran, err)
+	}
+	var n int
+	if err := wb.db.QueryRow(`SELECT count(*) FROM counters`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows (%v), want 1: only the first Tx committed", n, err)
+	}
+
+	// The same database, opened again in this process: its writer fsyncs
+	// for real, and still reports nothing durable.
+	db2, err := Open(wb.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db2.Close() })
+	w2, err := NewWriter(ctx, db2, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w2.Close(context.Background()) })
+	if err := w2.Durable(ctx); !errors.Is(err, ErrWALSyncFailed) {
+		t.Fatalf("Durable of the database opened again: %v, want ErrWALSyncFailed", err)
+	}
+	if !errors.Is(w2.Stats().WALSyncFailure, ErrWALSyncFailed) {
+		t.Fatalf("WALSyncFailure of the database opened again: %v", w2.Stats().WALSyncFailure)
+	}
+	if ran, err := insert(w2, "c"); !ran || err != nil {
+		t.Fatalf("a SyncNormal Tx after the failure: ran %v, %v; want it committed", ran, err)
 	}
 }

@@ -125,6 +125,13 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if w.txWaits && w.syncer != nil {
+		if err := w.syncer.failure(); err != nil {
+			// It would commit and then fail: a caller that retries on an
+			// error would apply it twice.
+			return fmt.Errorf("boxcar: tx: not run, nothing committed: SyncFull cannot make a commit durable: %w", err)
+		}
+	}
 	me := goroutine.ID()
 	if w.gate.owner.Load() == me {
 		return ErrReentrant

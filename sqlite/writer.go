@@ -38,8 +38,10 @@ var ErrClosed = errors.New("sqlite: writer closed")
 
 // ErrWALSyncFailed is wrapped by Durable's error, for good, once an fsync of
 // the WAL has failed: what the kernel could not write may be gone, and no
-// later fsync can show otherwise, so nothing is reported durable again until
-// the database is opened again (WriterStats.WALSyncFailure says why).
+// later fsync can show otherwise, so nothing is reported durable again
+// while the process runs, also by a Writer of the database opened again
+// (WriterStats.WALSyncFailure says why). A SyncFull Tx then fails before it
+// runs: it could not keep its promise.
 var ErrWALSyncFailed = errors.New("sqlite: an fsync of the WAL failed")
 
 // WriterConfig configures a Writer. The zero value is valid.
