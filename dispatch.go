@@ -486,7 +486,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 		}
 		if dead != "" {
 			if err := d.deadLetterAndPark(it, dead, failed.err); err != nil {
-				d.b.log.Error("boxcar: dead-letter publish failed; will retry", logSub, d.s.name, logError, err)
+				d.b.log.Error("boxcar: could not dead-letter (and park) the event; will retry", logSub, d.s.name, logKey, kq.key, logError, err)
 				if errors.Is(err, jetstream.ErrNoStreamResponse) {
 					d.b.ensureStreams(d.handlers.Context()) // an operator deleted the dead-letter stream
 				}
@@ -652,14 +652,18 @@ func (d *dispatcher) progressLoop(ctx context.Context) {
 // parks its key behind it (a release copy that fails again becomes the new
 // head of a key parked already).
 func (d *dispatcher) deadLetterAndPark(it *item, reason string, cause error) error {
-	seq, err := d.deadLetter(it, reason, cause)
-	if err != nil || it.bad != nil {
+	_, parked := d.parkedHead(it.m.Key)
+	park := it.bad == nil && (d.s.opts.ParkKeys || parked)
+	if err := d.b.w.Stats().WALSyncFailure; park && err != nil {
+		// The park row could not be made durable: publishing the letter
+		// now would only publish it again at every retry.
 		return err
 	}
-	if _, parked := d.parkedHead(it.m.Key); d.s.opts.ParkKeys || parked {
-		return d.parkKey(it.m.Key, seq)
+	seq, err := d.deadLetter(it, reason, cause)
+	if err != nil || !park {
+		return err
 	}
-	return nil
+	return d.parkKey(it.m.Key, seq)
 }
 
 // deadLetter copies it to the dead-letter stream with the reason, the last

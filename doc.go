@@ -75,12 +75,14 @@
 //     sqlite.Open do: a power loss can take back the last transactions,
 //     each with its events, never published. With sqlite.SyncFull they
 //     return once the commit is on disk. A commit is visible to readers a
-//     moment before it is durable. If an fsync of the WAL fails, nothing is
-//     published or acked again until the process restarts (a failed
-//     fsync may have lost what it could not write, and no later one can
-//     prove otherwise): Health's relay is stopped with the error,
+//     moment before it is durable. If an fsync of the WAL fails, no outbox
+//     event is published and no TxHandler subscriber acks again until the
+//     process restarts, and a SyncFull Bus.Tx fails before it runs (a
+//     failed fsync may have lost what it could not write, and no later one
+//     can prove otherwise): Health's relay is stopped with the error,
 //     Stats.WALSyncFailed holds it (docs/RUNBOOK.md, "the disk failed an
-//     fsync").
+//     fsync"). HandlerFunc subscribers, which keep nothing in the
+//     database, go on.
 //     JetStream's store fsyncs every two minutes unless
 //     Config.SyncAlways; the outbox keeps relayed events for
 //     Config.PruneDelay so that a stream that lost acked writes is refilled

@@ -2,6 +2,8 @@ package boxcar
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -94,7 +96,7 @@ func TestWALSyncFailureStopsPublishingAndAcking(t *testing.T) {
 		}
 		for _, c := range h.Components {
 			if c.Component == "relay" && c.State == HealthStopped && len(c.Reasons) == 1 &&
-				strings.Contains(c.Reasons[0], "nothing is published or acked") && strings.Contains(c.Reasons[0], "input/output error") {
+				strings.Contains(c.Reasons[0], "no outbox event is published, no transactional ack is sent") && strings.Contains(c.Reasons[0], "input/output error") {
 				return h.State == HealthStopped, fmt.Sprintf("bus state %s", h.State)
 			}
 		}
@@ -132,4 +134,56 @@ func TestWALSyncFailureStopsPublishingAndAcking(t *testing.T) {
 	if got := checkExactlyOnceInOrder(t, tb.db, "ledger"); got != 6 {
 		t.Fatalf("checked %d events, want 6", got)
 	}
+}
+
+// A key that would be parked after a failed fsync is not dead-lettered at
+// all while the park row cannot be made durable: the letter would be
+// published again at every retry (a new copy past the dead-letter stream's
+// duplicate window). After a restart it is dead-lettered once, and parked.
+func TestNoDeadLetterWhileTheParkRowCannotBeDurable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var failed atomic.Bool
+	cfg := Config{}
+	cfg.seams = &testSeams{writer: func(w writer) writer { return failingDisk{writer: w, failed: &failed} }}
+	tb := setup(t, cfg)
+	var calls atomic.Int64
+	poison := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		calls.Add(1)
+		failed.Store(true) // the disk fails while the event is handled
+		return Permanent(errors.New("poison"))
+	})
+	opts := SubscribeOptions{ParkKeys: true, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+	if _, err := tb.bus.Subscribe(ctx, "ledger", poison, opts); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "p", 1)
+	waitFor(t, "the poison event's retries", time.Minute, func() (bool, string) {
+		return calls.Load() >= 3, fmt.Sprintf("%d handler calls", calls.Load())
+	})
+	letters, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "ledger"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 0 {
+		t.Fatalf("%d dead letters while the park row cannot be made durable, want 0", len(letters))
+	}
+
+	tb.closeBus()
+	tb.cfg.seams = nil
+	tb.open()
+	if _, err := tb.bus.Subscribe(ctx, "ledger", poison, opts); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the event dead-lettered and its key parked", time.Minute, func() (bool, string) {
+		letters, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "ledger"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parked, err := sqlite.ParkedKeys(ctx, tb.db, "ledger")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(letters) == 1 && len(parked) == 1, fmt.Sprintf("%d letters, %d parked keys", len(letters), len(parked))
+	})
 }

@@ -269,7 +269,7 @@ func judgeRelay(first, last healthSample, o HealthOptions) ComponentHealth {
 	c := ComponentHealth{Component: "relay", State: HealthOK, Lag: last.outboxLag}
 	switch {
 	case last.walFailed != "":
-		c.State, c.Reasons = HealthStopped, []string{"nothing is published or acked: " + last.walFailed}
+		c.State, c.Reasons = HealthStopped, []string{"no outbox event is published, no transactional ack is sent: " + last.walFailed}
 	case !last.relayAlive:
 		c.State, c.Reasons = HealthStopped, []string{"the relay is not running"}
 	case last.outboxLag > 0 && first.outboxLag > 0 && last.cursor == first.cursor && watched(first.at, last.at, o):

@@ -49,8 +49,8 @@ type Stats struct {
 	// a SyncFull Tx returned): each covers every commit made before it
 	// began, so WALSyncs per event falls as the load rises.
 	WALSyncs uint64 `json:"wal_syncs"`
-	// WALSyncFailed is the failed fsync of the WAL that stopped the bus
-	// from publishing and acking ("": none). A failed fsync may have lost
+	// WALSyncFailed is the failed fsync of the WAL that stopped the relay
+	// and the transactional subscribers' acks ("": none). A failed fsync may have lost
 	// what it could not write, and no later one can prove otherwise, so
 	// the bus reports nothing durable again until it is opened again:
 	// check the disk, then restart the process (docs/RUNBOOK.md).

@@ -319,3 +319,49 @@ func restartHeld(t *testing.T, s *stage, leaked *sql.Tx, busy time.Duration) {
 	})
 	s.serve()
 }
+
+// rehearseDiskFsync rehearses what of section 6a can be done from outside
+// the library: the restart (step 2) and the check (step 4), on a real bus.
+// The failure itself, a failed fsync of the WAL, cannot be made here
+// without a fault hook in the shipped library; the signs it gives (Health's
+// relay stopped with the error, Stats.WALSyncFailed, nothing published or
+// acked until a restart) are rehearsed with a failing disk in the root
+// package (TestWALSyncFailureStopsPublishingAndAcking), the failure's
+// permanence on a real file in package sqlite (TestSyncFailureIsPermanent),
+// and the status row in TestStatusShowsAFailedWALFsync.
+func rehearseDiskFsync(t *testing.T, r *rehearsal) {
+	s := newStage(t, rehearsalConfig())
+	r.online(s.url, s.token)
+	s.subscribe("billing", apply("billing", nil), boxcar.SubscribeOptions{})
+	s.publish(order("k", "1"))
+	s.waitEffects("billing", map[string][]string{"k": {"1"}})
+
+	// Step 2: restart the process; what was committed goes on.
+	s.restart()
+	r.online(s.url, s.token)
+	s.subscribe("billing", apply("billing", nil), boxcar.SubscribeOptions{})
+	s.publish(order("k", "2"))
+	s.waitEffects("billing", map[string][]string{"k": {"1", "2"}})
+
+	// Step 4: the relay ok, the outbox drained, no failed fsync.
+	var st statusJSON
+	waitFor(t, "the outbox drained", func() (bool, string) {
+		st = statusJSON{}
+		r.json("boxcar status", &st)
+		return st.Stats.OutboxLag == 0, fmt.Sprintf("%+v", st.Stats)
+	})
+	if st.Stats.WALSyncFailed != "" {
+		t.Errorf("wal_sync_failed after the restart: %q", st.Stats.WALSyncFailed)
+	}
+	for _, c := range st.Health.Components {
+		if c.Component == "relay" && c.State != boxcar.HealthOK {
+			t.Errorf("the relay after the restart: %+v", c)
+		}
+	}
+	if out := r.ok("boxcar status").stdout; strings.Contains(out, "WAL fsync") {
+		t.Errorf("status after the restart mentions a failed fsync:\n%s", out)
+	}
+	if v := s.mustMetric("boxcar_wal_sync_failed"); v != 0 {
+		t.Errorf("boxcar_wal_sync_failed %v after the restart", v)
+	}
+}

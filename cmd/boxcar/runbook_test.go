@@ -101,6 +101,7 @@ var rehearsals = map[string]func(*testing.T, *rehearsal){
 	"schema-drift":           rehearseSchemaDrift,
 	"stuck-writer":           rehearseStuckWriter,
 	"scrape-errors":          rehearseScrapeErrors,
+	"disk-fsync":             rehearseDiskFsync,
 }
 
 // TestRunbook rehearses each section of the runbook that writes a command,

@@ -114,7 +114,7 @@ func printStatus(w io.Writer, where string, down bool, st boxcar.Stats, h boxcar
 	t.row("outbox age", dur(st.OutboxAge))
 	t.row("writer held for", fmt.Sprintf("%s (%d waiting)", dur(st.WriterHeldFor), st.WriterWaiting))
 	if st.WALSyncFailed != "" {
-		t.row("WAL fsync", "FAILED: nothing is published or acked until the app restarts (docs/RUNBOOK.md#disk-fsync)")
+		t.row("WAL fsync", "FAILED: no outbox event is published, no transactional ack is sent until the app restarts (docs/RUNBOOK.md#disk-fsync)")
 	}
 	if st.Topology != "" {
 		t.row("topology", cell(st.Topology)+", instance "+cell(st.InstanceID))

@@ -12,14 +12,14 @@ import (
 // After a failed WAL fsync the status says so in the relay's table and,
 // through Health, in its reasons; on a sound disk it says nothing of it.
 func TestStatusShowsAFailedWALFsync(t *testing.T) {
-	reason := "nothing is published or acked: sqlite: an fsync of the WAL failed: input/output error"
+	reason := "no outbox event is published, no transactional ack is sent: sqlite: an fsync of the WAL failed: input/output error"
 	h := boxcar.Health{State: boxcar.HealthStopped, At: time.Now(), Components: []boxcar.ComponentHealth{
 		{Component: "relay", State: boxcar.HealthStopped, Reasons: []string{reason}},
 		{Component: "outbox", State: boxcar.HealthOK},
 	}}
 	var out bytes.Buffer
 	printStatus(&out, "app.db", false, boxcar.Stats{WALSyncFailed: "sqlite: an fsync of the WAL failed: input/output error"}, h, nil)
-	for _, want := range []string{"WAL fsync", "FAILED: nothing is published or acked", "docs/RUNBOOK.md#disk-fsync", reason} {
+	for _, want := range []string{"WAL fsync", "FAILED: no outbox event is published, no transactional ack is sent", "docs/RUNBOOK.md#disk-fsync", reason} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
