@@ -136,7 +136,7 @@ func main() {
 	flag.IntVar(&o.scaleKeys, "scale-keys", 1_000_000, "scale: events end to end, each of a key of its own")
 	flag.IntVar(&o.scaleBacklog, "scale-backlog", 5_000_000, "scale: events in the big outbox, drained by the relay and then by a subscriber (~1 KB of disk each)")
 	flag.IntVar(&o.scaleSmall, "scale-small", 0, "scale: events in the small outbox the big one's drains are compared with (0: 100,000, or a fifth of -scale-backlog if that is less)")
-	flag.DurationVar(&o.scaleLinger, "scale-linger", boxcar.EventStreamDuplicateWindow+10*time.Second, "scale: how long the bus idles after the distinct keys' run before its memory is read again: past the stream's duplicate window, what stays is what grows with the keys (0: not)")
+	flag.DurationVar(&o.scaleLinger, "scale-linger", 2*time.Minute+10*time.Second, "scale: how long the bus idles after the distinct keys' run before its memory is read again: past the stream's duplicate window and the server's per-block subject state (2 minutes), what stays is what grows with the keys (0: not)")
 	flag.DurationVar(&o.scaleDupWindow, "scale-dup-window", 0, "scale: Config.DuplicateWindow of the stage's buses (0: Boxcar's default, "+boxcar.DefaultDuplicateWindow.String()+"; the event stream keeps at most "+boxcar.EventStreamDuplicateWindow.String()+")")
 	flag.StringVar(&o.scaleHeapProf, "scale-heapprofile", "", "scale: write in-use heap profiles (after a GC) at the end of each run, to files with this prefix")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
