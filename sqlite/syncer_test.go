@@ -324,11 +324,11 @@ func TestWALSyncFailureOutlivesTheWriter(t *testing.T) {
 		})
 		return ran, err
 	}
-	if ran, err := insert(wb.w, "a"); !ran || !errors.Is(err, ErrWALSyncFailed) || !strings.Contains(err.Error(), "committed, but") {
-		t.Fatalf("the Tx whose fsync fails: ran %v, %v; want run, committed, and ErrWALSyncFailed", ran, err)
+	if ran, err := insert(wb.w, "a"); !ran || !errors.Is(err, ErrWALSyncFailed) || errors.Is(err, ErrTxNotRun) || !strings.Contains(err.Error(), "committed, but") {
+		t.Fatalf("the Tx whose fsync fails: ran %v, %v; want run, committed, and ErrWALSyncFailed without ErrTxNotRun", ran, err)
 	}
-	if ran, err := insert(wb.w, "b"); ran || !errors.Is(err, ErrWALSyncFailed) || !strings.Contains(err.Error(), "nothing committed") {
-		t.Fatalf("a SyncFull Tx after the failure: ran %v, %v; want not run, ErrWALSyncFailed", ran, err)
+	if ran, err := insert(wb.w, "b"); ran || !errors.Is(err, ErrWALSyncFailed) || !errors.Is(err, ErrTxNotRun) {
+		t.Fatalf("a SyncFull Tx after the failure: ran %v, %v; want not run, ErrWALSyncFailed and ErrTxNotRun", ran, err)
 	}
 	var n int
 	if err := wb.db.QueryRow(`SELECT count(*) FROM counters`).Scan(&n); err != nil || n != 1 {
@@ -355,5 +355,63 @@ func TestWALSyncFailureOutlivesTheWriter(t *testing.T) {
 	}
 	if ran, err := insert(w2, "c"); !ran || err != nil {
 		t.Fatalf("a SyncNormal Tx after the failure: ran %v, %v; want it committed", ran, err)
+	}
+}
+
+// SyncFull Tx calls queued for the write lock while the fsync fails are not
+// run either: the group that takes them finds the failure first.
+func TestQueuedSyncFullTxNotRunAfterTheFsyncFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wb := setupWriterConfig(t, WriterConfig{Synchronous: SyncFull})
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	wb.w.syncer.fsyncFile = func(*os.File) error {
+		once.Do(func() { close(entered) })
+		<-release
+		return errors.New("input/output error")
+	}
+	var ranB, ranC atomic.Bool
+	tx := func(key string, ran *atomic.Bool) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			done <- wb.w.Tx(ctx, func(tx *sql.Tx) error {
+				ran.Store(true)
+				_, err := tx.Exec(`INSERT INTO counters(key, n) VALUES(?, 1)`, key)
+				return err
+			})
+		}()
+		return done
+	}
+	var ranA atomic.Bool
+	a := tx("a", &ranA)
+	<-entered // a committed; its fsync runs
+	if err := wb.w.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, c := tx("b", &ranB), tx("c", &ranC)
+	deadline := time.Now().Add(time.Minute)
+	for wb.w.Stats().TxQueued < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("b and c never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release) // a's fsync fails
+	if err := <-a; !errors.Is(err, ErrWALSyncFailed) || errors.Is(err, ErrTxNotRun) {
+		t.Fatalf("a: %v, want committed but not durable", err)
+	}
+	wb.w.Unlock()
+	for name, done := range map[string]<-chan error{"b": b, "c": c} {
+		if err := <-done; !errors.Is(err, ErrTxNotRun) || !errors.Is(err, ErrWALSyncFailed) {
+			t.Errorf("%s, queued while the fsync failed: %v, want ErrTxNotRun", name, err)
+		}
+	}
+	if ranB.Load() || ranC.Load() {
+		t.Errorf("the queued calls ran (b %v, c %v)", ranB.Load(), ranC.Load())
+	}
+	var n int
+	if err := wb.db.QueryRow(`SELECT count(*) FROM counters`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows (%v), want 1", n, err)
 	}
 }

@@ -125,12 +125,8 @@ func (w *Writer) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if w.txWaits && w.syncer != nil {
-		if err := w.syncer.failure(); err != nil {
-			// It would commit and then fail: a caller that retries on an
-			// error would apply it twice.
-			return fmt.Errorf("boxcar: tx: not run, nothing committed: SyncFull cannot make a commit durable: %w", err)
-		}
+	if err := w.fullTxRefused(); err != nil {
+		return err
 	}
 	me := goroutine.ID()
 	if w.gate.owner.Load() == me {
@@ -231,6 +227,13 @@ func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
 			}
 			continue
 		}
+		if err := w.fullTxRefused(); err != nil {
+			// The fsync failed while these calls were queued.
+			for _, c := range calls {
+				c.done <- txResult{err: err}
+			}
+			continue
+		}
 		for len(calls) > 0 {
 			var ran []*txCall
 			calls, ran = w.runTxGroupOnce(calls)
@@ -238,6 +241,19 @@ func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
 		}
 	}
 	return committed
+}
+
+// fullTxRefused is the error of a SyncFull Tx call once a WAL fsync has
+// failed: it is not run, since it would commit and then fail (a caller
+// that retries on an error would apply it twice). Nil otherwise.
+func (w *Writer) fullTxRefused() error {
+	if !w.txWaits || w.syncer == nil {
+		return nil
+	}
+	if err := w.syncer.failure(); err != nil {
+		return fmt.Errorf("boxcar: tx: %w: SyncFull cannot make a commit durable: %w", ErrTxNotRun, err)
+	}
+	return nil
 }
 
 // groupError is the error of a call that ran in a transaction that ended

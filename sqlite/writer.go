@@ -41,8 +41,13 @@ var ErrClosed = errors.New("sqlite: writer closed")
 // later fsync can show otherwise, so nothing is reported durable again
 // while the process runs, also by a Writer of the database opened again
 // (WriterStats.WALSyncFailure says why). A SyncFull Tx then fails before it
-// runs: it could not keep its promise.
+// runs, with ErrTxNotRun too: it could not keep its promise. The one whose
+// own fsync failed was committed; its error does not wrap ErrTxNotRun.
 var ErrWALSyncFailed = errors.New("sqlite: an fsync of the WAL failed")
+
+// ErrTxNotRun is wrapped by the error of a Tx call whose function never ran
+// and of which nothing was committed: safe to retry once the cause is gone.
+var ErrTxNotRun = errors.New("not run, nothing committed")
 
 // WriterConfig configures a Writer. The zero value is valid.
 type WriterConfig struct {
