@@ -133,18 +133,16 @@ func (s *walSyncer) lead() {
 	s.running = true
 	round, f, err := s.asked, s.f, s.broken
 	s.mu.Unlock()
-	if err == nil {
-		var lost bool
+	lost := false
+	if err == nil { // after a failure, no fsync: it would prove nothing
 		if f, lost, err = s.fsync(f); lost {
 			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts; check the disk (dmesg) and drop the page cache or reboot first", ErrWALSyncFailed, err)
 			recordFailedWAL(s.path, err)
 		}
-		s.mu.Lock()
-		if lost && s.broken == nil {
-			s.broken = err
-		}
-	} else {
-		s.mu.Lock()
+	}
+	s.mu.Lock()
+	if lost && s.broken == nil {
+		s.broken = err
 	}
 	s.running = false
 	if err == nil && f != nil {
