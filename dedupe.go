@@ -98,7 +98,7 @@ func (b *Bus) dedupeCutoff(ctx context.Context, now time.Time) (sqlite.DedupeCut
 		cut := ulidAt(now.Add(-b.cfg.DedupeRetention - b.cfg.Retention))
 		return sqlite.DedupeCutoff{BeforeID: cut, BeforeSeq: math.MaxInt64, LegacyBeforeID: cut}, nil
 	}
-	first, found, err := bjs.FirstEvent(ctx, b.events)
+	first, found, err := bjs.FirstEvent(ctx, b.js, b.events)
 	if err != nil {
 		return sqlite.DedupeCutoff{}, fmt.Errorf("dedupe prune: %w", err)
 	}

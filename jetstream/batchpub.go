@@ -231,7 +231,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	var m *jetstream.RawStreamMsg
 	err = RetryTransient(ctx, func() error {
 		var err error
-		m, err = p.stream.GetLastMsgForSubject(ctx, subtree)
+		m, err = LastMsgForSubject(ctx, p.js, p.stream, subtree)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

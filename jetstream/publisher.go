@@ -283,9 +283,9 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 		}
 	}()
 	for seq, n := info.State.LastSeq, 0; seq >= info.State.FirstSeq && seq > 0 && n < maxResyncScan; seq, n = seq-1, n+1 {
-		m, err := p.stream.GetMsg(ctx, seq)
+		m, err := GetMsg(ctx, p.js, p.stream, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
+			continue // deleted or expired: the leader says so
 		}
 		if err != nil {
 			return StreamEnd{}, fmt.Errorf("resync: get message %d: %w", seq, err)
@@ -312,7 +312,7 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 // FirstEvent returns the outbox seq of the first Boxcar event the stream
 // holds, stepping over foreign and deleted messages (at most maxResyncScan),
 // and false when it holds none.
-func FirstEvent(ctx context.Context, stream jetstream.Stream) (int64, bool, error) {
+func FirstEvent(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream) (int64, bool, error) {
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return 0, false, fmt.Errorf("first event: stream info: %w", err)
@@ -321,7 +321,7 @@ func FirstEvent(ctx context.Context, stream jetstream.Stream) (int64, bool, erro
 		return 0, false, nil
 	}
 	for seq, n := info.State.FirstSeq, 0; seq <= info.State.LastSeq && n < maxResyncScan; seq, n = seq+1, n+1 {
-		m, err := stream.GetMsg(ctx, seq)
+		m, err := GetMsg(ctx, js, stream, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}

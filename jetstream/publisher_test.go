@@ -255,3 +255,73 @@ func TestSendRefusedAfterAFailedResync(t *testing.T) {
 		t.Fatalf("stream holds %v, want [1 2]", got)
 	}
 }
+
+// A replica that is behind answers direct gets with "not found" for
+// messages the stream holds. Resync and FirstEvent must not take that for
+// a deleted message: the end (or start) they report would be an older
+// event, and the relay would publish again what the stream holds (or dedupe
+// pruning drop rows of events still in it). A mirror with MirrorDirect,
+// which shares the stream's direct gets and holds none of its messages,
+// plays the replica that is behind.
+func TestResyncAsksTheLeaderWhenAReplicaHasNotTheMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// The mirror copies one foreign message only (stream seq 1), and then
+	// answers direct gets, "not found" for the events (2 to 6).
+	const foreign = "ev.foreign"
+	if _, err := b.js.Publish(ctx, foreign, []byte("not an event")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         "EV_BEHIND",
+		Storage:      jetstream.FileStorage,
+		Mirror:       &jetstream.StreamSource{Name: "EV", FilterSubject: foreign},
+		MirrorDirect: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pub.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.pub.Publish(ctx, outgoing(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	// The mirror answers a share of the direct gets once it has
+	// subscribed: wait until one of them says "not found".
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := b.events.GetMsg(ctx, 6)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the mirror never answered a direct get: this test would show nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 20 {
+		end, err := b.pub.Resync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !end.Found || end.OutboxSeq != 5 || end.LastSeq != 6 {
+			t.Fatalf("resync %d: %+v, want outbox seq 5 found at stream seq 6", i, end)
+		}
+		first, found, err := FirstEvent(ctx, b.js, b.events)
+		if err != nil || !found || first != 1 {
+			t.Fatalf("first event %d: %d %v %v, want outbox seq 1", i, first, found, err)
+		}
+	}
+	// A message the leader has not is not found, as before.
+	if err := b.events.DeleteMsg(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	end, err := b.pub.Resync(ctx)
+	if err != nil || !end.Found || end.OutboxSeq != 4 {
+		t.Fatalf("resync after deleting the last message: %+v %v, want outbox seq 4", end, err)
+	}
+}
