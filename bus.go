@@ -244,19 +244,11 @@ func checkDB(ctx context.Context, db *sql.DB) error {
 
 // streamConfig is what the bus's streams are made with.
 func (b *Bus) streamConfig() bjs.StreamConfig {
-	events := b.cfg.DuplicateWindow
-	if b.cfg.Replicas <= 1 {
-		// With replicas, the relay's Resync reads the stream's end by
-		// direct get, which a lagging follower may answer as not found: it
-		// may then resend events the stream holds, and the window is what
-		// drops them (Config.DuplicateWindow).
-		events = min(events, EventStreamDuplicateWindow)
-	}
 	return bjs.StreamConfig{
 		Name:          b.cfg.Stream,
 		Layout:        b.layout,
 		MaxAge:        b.cfg.Retention,
-		Duplicates:    events,
+		Duplicates:    min(b.cfg.DuplicateWindow, EventStreamDuplicateWindow),
 		DLQDuplicates: b.cfg.DuplicateWindow,
 		Replicas:      b.cfg.Replicas,
 		Shared:        b.cfg.topology() == topologyShared,

@@ -45,10 +45,10 @@ const (
 )
 
 // EventStreamDuplicateWindow is the longest duplicate window the event
-// stream is given on one replica (Config.DuplicateWindow, if shorter; with
-// replicas it is DuplicateWindow): long enough to drop
+// stream is given (Config.DuplicateWindow, if shorter): long enough to drop
 // a publish sent twice at once, short enough that JetStream's memory for it
-// stays small at any relay rate (~116 B per event within it).
+// stays small at any relay rate (~116 B per event within it, on each
+// replica).
 const EventStreamDuplicateWindow = time.Second
 
 // minDuplicateWindow is the shortest duplicate window nats-server takes.
@@ -202,15 +202,12 @@ type Config struct {
 	// letter published again after a crash, or an event sourced twice,
 	// within it is dropped. Default 2 minutes.
 	//
-	// On one replica (Config.Replicas 1: the embedded server, and every
-	// leaf's own stream) the event stream keeps the smaller of it and
+	// The event stream keeps the smaller of it and
 	// EventStreamDuplicateWindow: its exactly-once does not depend on the
-	// window there (see the relay), and JetStream holds ~116 B of memory per
+	// window (the relay chains its publishes, and reads the stream's end
+	// from the stream's leader), and JetStream holds ~116 B of memory per
 	// event published within it, so a 2-minute window over a backlog
-	// drained at 50,000 events/s would hold ~700 MB. With replicas the
-	// event stream keeps DuplicateWindow: the relay's reads of the stream's
-	// end may be answered by a follower that lags, and the window drops
-	// what it would then send twice.
+	// drained at 50,000 events/s would hold ~700 MB.
 	DuplicateWindow time.Duration
 	// SyncAlways makes the embedded store fsync every message. Default false:
 	// the store fsyncs every 2 minutes, and the outbox keeps relayed rows for
