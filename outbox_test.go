@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/boxcar-bus/boxcar/internal/lossyjs"
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -455,4 +456,40 @@ func TestEventStreamDuplicateWindowIsShort(t *testing.T) {
 	if got := b.streamConfig().Duplicates; got != EventStreamDuplicateWindow {
 		t.Errorf("3 replicas: the event stream's window is %v, want %v", got, EventStreamDuplicateWindow)
 	}
+}
+
+// A stream that lost acked writes and holds no event to resync on (the
+// rest expired) says so by its last seq, which is below the one of the
+// event at the saved cursor: the relay goes back and publishes the lost
+// events again, instead of going on after them. The stream is replaced by
+// an empty one whose last seq is 5, as if events 1..5 had expired and 6..10
+// were lost with the store's unsynced tail.
+func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	publishN(t, tb.bus, "k", 10)
+	waitRelayed(t, tb.bus, 10)
+	js := tb.bus.JetStream()
+	if err := js.DeleteStream(ctx, tb.bus.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tb.bus.streamConfig()
+	cfg.FirstSeq = 6
+	if _, _, err := bjs.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	stream := tb.bus.StreamName()
+	tb.closeBus() // saves the cursor, 10, at stream seq 10
+	if s, err := sqlite.StreamSeqAtCursor(ctx, tb.db, stream); err != nil || s != 10 {
+		t.Fatalf("saved stream seq %d %v, want 10", s, err)
+	}
+	tb.open()
+	defer tb.closeBus()
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the stream to hold outbox seqs 6..11", time.Minute, func() (bool, string) {
+		seqs := streamEvents(t, tb.bus)
+		return len(seqs) >= 6, abbreviate(seqs)
+	})
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 6, 11)
 }

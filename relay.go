@@ -41,6 +41,7 @@ type relay struct {
 	hinted atomic.Bool // woken by a commit hook: the commit may not be visible yet
 
 	cursor        atomic.Int64 // in memory; see above
+	streamSeq     uint64       // the stream seq of the event at the cursor, 0 if unknown
 	saved         int64        // last saved cursor
 	savedAt       time.Time
 	published     atomic.Int64 // events published since Open
@@ -79,6 +80,9 @@ func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)
 	}
+	if r.streamSeq, err = sqlite.StreamSeqAtCursor(ctx, b.db, b.cfg.Stream); err != nil {
+		return nil, fmt.Errorf("relay: read cursor: %w", err)
+	}
 	r.cursor.Store(saved)
 	r.saved, r.savedAt = saved, time.Now()
 	if err := r.resync(ctx); err != nil {
@@ -105,14 +109,29 @@ func (r *relay) resync(ctx context.Context) error {
 	}
 	cur := r.cursor.Load()
 	switch {
-	case end.Found && end.OutboxSeq != cur:
-		if end.OutboxSeq < cur {
-			r.b.log.Warn("boxcar: the stream is behind the outbox cursor (lost writes?): republishing",
-				logStream, r.b.cfg.Stream, logCursor, cur, logStreamSeq, end.OutboxSeq)
+	case end.Found:
+		if end.OutboxSeq != cur {
+			if end.OutboxSeq < cur {
+				r.b.log.Warn("boxcar: the stream is behind the outbox cursor (lost writes?): republishing",
+					logStream, r.b.cfg.Stream, logCursor, cur, logStreamSeq, end.OutboxSeq)
+			}
+			r.cursor.Store(end.OutboxSeq)
+			r.capCheckpoints(end.OutboxSeq)
 		}
-		r.cursor.Store(end.OutboxSeq)
-		r.capCheckpoints(end.OutboxSeq)
-	case !end.Found && end.LastSeq == 0 && cur > 0:
+		r.streamSeq = end.EventSeq
+	case end.LastSeq > 0 && end.LastSeq < r.streamSeq:
+		// No event is left to say where the cursor belongs (all expired),
+		// and the stream ends before the event at the cursor: it lost acked
+		// writes (a power loss took its unsynced tail, a restore from an
+		// older backup). Go back as many messages as it lost, which covers
+		// the events among them, and publish them again.
+		from := max(cur-int64(r.streamSeq-end.LastSeq), 0)
+		r.b.log.Warn("boxcar: the event stream ends before the event at the outbox cursor, and holds no event to resync on (lost writes?): republishing",
+			logStream, r.b.cfg.Stream, logCursor, cur, logStreamSeq, end.LastSeq, logFromSeq, from+1)
+		r.cursor.Store(from)
+		r.capCheckpoints(from)
+		r.streamSeq = 0
+	case end.LastSeq == 0 && cur > 0:
 		// The stream never held a message: its store was lost or replaced.
 		// Republish whatever the outbox still has.
 		minSeq, _, err := sqlite.OutboxBounds(ctx, r.b.db)
@@ -124,6 +143,7 @@ func (r *relay) resync(ctx context.Context) error {
 			logStream, r.b.cfg.Stream, logCursor, cur, logFromSeq, from+1)
 		r.cursor.Store(from)
 		r.capCheckpoints(from)
+		r.streamSeq = 0
 	}
 	return nil
 }
@@ -363,6 +383,7 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		r.traceAcked()
 		b.probe(ProbeRelayAfterAck)
 		r.cursor.Store(last)
+		r.streamSeq = r.pub.AckedStreamSeq()
 		r.published.Add(int64(n))
 		total += n
 		r.noteCheckpoint(last)
@@ -404,7 +425,7 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	due := !prune || r.saved < 0 || time.Since(r.savedAt) >= b.cfg.CursorSaveInterval
 	if cur != r.saved && due {
 		if err := r.write(ctx, func(tx *sql.Tx) error {
-			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, time.Now().UnixNano())
+			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, r.streamSeq, time.Now().UnixNano())
 		}); err != nil {
 			b.log.Warn("boxcar: relay could not save its cursor", logError, err)
 			return

@@ -49,7 +49,8 @@ type BatchPublisher struct {
 	inflight []*atomicSend // sent, not yet awaited; oldest first
 	// last is the commit of the most recent batch sent, whose ack gives the
 	// next expectation; nil once known.
-	last *atomicBatchPub
+	last  *atomicBatchPub
+	acked uint64 // AckedStreamSeq
 
 	// Owns and MidBatch: as Publisher's.
 	Owns     func(ctx context.Context, outboxSeq int64, id string) (bool, error)
@@ -206,11 +207,17 @@ func (p *BatchPublisher) Await(ctx context.Context) (lastSeq int64, n int, err e
 	if firstErr != nil {
 		return 0, 0, firstErr
 	}
-	if n := len(s.batches); n > 0 && s.batches[n-1] == p.last {
-		p.expect, p.last = p.last.seq, nil
+	if n := len(s.batches); n > 0 {
+		p.acked = s.batches[n-1].seq
+		if s.batches[n-1] == p.last {
+			p.expect, p.last = p.last.seq, nil
+		}
 	}
 	return s.lastSeq, s.count, nil
 }
+
+// AckedStreamSeq: see Writer.
+func (p *BatchPublisher) AckedStreamSeq() uint64 { return p.acked }
 
 // Resync waits for the Sends in flight (their results no longer matter),
 // reads the last message of the origin's subtree and restarts the chain
@@ -252,7 +259,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 			ErrForeignWriter, info.Config.Name, m.Sequence, subtree, m.Header.Get(jetstream.MsgIDHeader), m.Header.Get(HeaderSeq))
 	}
 	p.expect = m.Sequence
-	end.OutboxSeq, end.Found = s, true
+	end.OutboxSeq, end.Found, end.EventSeq = s, true, m.Sequence
 	return end, nil
 }
 

@@ -49,6 +49,7 @@ type Publisher struct {
 	// chain on.
 	unsynced bool
 	inflight []*inflightBatch // sent, not yet awaited; oldest first
+	acked    uint64           // AckedStreamSeq
 	free     []*inflightBatch
 
 	// Owns, if set, tells Resync whether a message carrying an outbox seq
@@ -89,6 +90,9 @@ func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, l Layout, ori
 type Writer interface {
 	Send(msgs []Outgoing)
 	Await(ctx context.Context) (lastSeq int64, n int, err error)
+	// AckedStreamSeq is the stream seq of the last message of the Send
+	// Await last returned nil for (0 before one).
+	AckedStreamSeq() uint64
 	InFlight() int
 	Resync(ctx context.Context) (StreamEnd, error)
 }
@@ -196,9 +200,11 @@ func (p *Publisher) Await(ctx context.Context) (lastSeq int64, n int, err error)
 	// Wait for every ack, even after a failure: a Resync must not race
 	// messages still in flight.
 	var firstErr error
+	var acked uint64
 	for _, pa := range b.pending {
 		select {
-		case <-pa.f.Ok():
+		case ack := <-pa.f.Ok():
+			acked = ack.Sequence
 		case err := <-pa.f.Err():
 			if firstErr == nil {
 				firstErr = &PublishError{Seq: pa.seq, Err: err}
@@ -219,8 +225,12 @@ func (p *Publisher) Await(ctx context.Context) (lastSeq int64, n int, err error)
 	if firstErr != nil {
 		return 0, 0, firstErr
 	}
+	p.acked = acked
 	return b.lastSeq, b.count, nil
 }
+
+// AckedStreamSeq: see Writer.
+func (p *Publisher) AckedStreamSeq() uint64 { return p.acked }
 
 // inflightBatch is one Send's messages awaiting their acks.
 type inflightBatch struct {
@@ -256,6 +266,8 @@ type StreamEnd struct {
 	// Found is false when no Boxcar event is left in the stream (all expired
 	// or deleted, or the stream is new).
 	Found bool
+	// EventSeq is the stream seq of that last event, 0 if Found is false.
+	EventSeq uint64
 }
 
 // maxResyncScan bounds how many foreign or deleted messages Resync steps over
@@ -303,7 +315,7 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 				continue // a foreign message dressed as an event
 			}
 		}
-		end.OutboxSeq, end.Found = s, true
+		end.OutboxSeq, end.Found, end.EventSeq = s, true, m.Sequence
 		return end, nil
 	}
 	return end, nil

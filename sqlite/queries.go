@@ -154,11 +154,23 @@ func Cursor(ctx context.Context, q Querier, stream string) (int64, error) {
 	return c, err
 }
 
-// SaveCursor stores the relay's cursor for stream.
-func SaveCursor(ctx context.Context, e Execer, stream string, cursor, nowNS int64) error {
-	_, err := e.ExecContext(ctx, `INSERT INTO boxcar_relay(stream, cursor, published_ns) VALUES(?, ?, ?)
-		ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, published_ns = excluded.published_ns`,
-		stream, cursor, nowNS)
+// StreamSeqAtCursor returns the stream seq of the event at the relay's
+// saved cursor for stream, 0 if unknown.
+func StreamSeqAtCursor(ctx context.Context, q Querier, stream string) (uint64, error) {
+	var s int64
+	err := q.QueryRowContext(ctx, `SELECT stream_seq FROM boxcar_relay WHERE stream = ?`, stream).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(max(s, 0)), err
+}
+
+// SaveCursor stores the relay's cursor for stream, and the stream seq of
+// the event at it (0: unknown).
+func SaveCursor(ctx context.Context, e Execer, stream string, cursor int64, streamSeq uint64, nowNS int64) error {
+	_, err := e.ExecContext(ctx, `INSERT INTO boxcar_relay(stream, cursor, published_ns, stream_seq) VALUES(?, ?, ?, ?)
+		ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, published_ns = excluded.published_ns, stream_seq = excluded.stream_seq`,
+		stream, cursor, nowNS, int64(streamSeq))
 	return err
 }
 
