@@ -458,13 +458,12 @@ func TestEventStreamDuplicateWindowIsShort(t *testing.T) {
 	}
 }
 
-// A stream that lost acked writes and holds no event to resync on (the
-// rest expired) says so by its last seq, which is below the one of the
-// event at the saved cursor: the relay goes back and publishes the lost
-// events again, instead of going on after them. The stream is replaced by
-// an empty one whose last seq is 5, as if events 1..5 had expired and 6..10
-// were lost with the store's unsynced tail.
-func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
+// A stream deleted and made again since the cursor was saved holds none of
+// the outbox, even when its last seq is not 0 (it was made with a first
+// seq, or another instance wrote into it): the relay republishes what the
+// outbox keeps. It tells the stream by its creation time, saved with the
+// cursor.
+func TestRelayRepublishesTheOutboxIntoAStreamMadeAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tb := setup(t, Config{})
@@ -475,15 +474,52 @@ func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := tb.bus.streamConfig()
-	cfg.FirstSeq = 6
+	cfg.FirstSeq = 20 // it ends at 19, above the event at the cursor (10)
 	if _, _, err := bjs.EnsureStreams(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	stream := tb.bus.StreamName()
-	tb.closeBus() // saves the cursor, 10, at stream seq 10
-	if s, err := sqlite.StreamSeqAtCursor(ctx, tb.db, stream); err != nil || s != 10 {
-		t.Fatalf("saved stream seq %d %v, want 10", s, err)
+	tb.closeBus()
+	if m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 || m.CreatedNS == 0 {
+		t.Fatalf("saved mark %+v %v, want stream seq 10 and a creation time", m, err)
 	}
+	tb.open()
+	defer tb.closeBus()
+	publishN(t, tb.bus, "k", 1)
+	waitFor(t, "the stream to hold outbox seqs 1..11", time.Minute, func() (bool, string) {
+		seqs := streamEvents(t, tb.bus)
+		return len(seqs) >= 11, abbreviate(seqs)
+	})
+	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 11)
+}
+
+// A stream that lost acked writes and holds no event to resync on (the
+// older ones expired) says so by its last seq, which is below the one of
+// the event at the saved cursor: the relay goes back and publishes the lost
+// events again, instead of going on after them. The store is restored from
+// a copy taken after event 5 (the way a power loss takes its unsynced tail)
+// once events 6..10 were relayed, and events 1..5 expire meanwhile.
+func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const retention = 4 * time.Second
+	tb := setup(t, Config{Retention: retention, DuplicateWindow: time.Second})
+	publishN(t, tb.bus, "k", 5)
+	waitRelayed(t, tb.bus, 5)
+	stream := tb.bus.StreamName()
+	tb.closeBus()
+	copyOf := filepath.Join(t.TempDir(), "nats")
+	copyDir(t, tb.cfg.Dir, copyOf)
+	written := time.Now()
+	tb.open()
+	publishN(t, tb.bus, "k", 5)
+	waitRelayed(t, tb.bus, 10)
+	tb.closeBus()
+	if m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 {
+		t.Fatalf("saved mark %+v %v, want stream seq 10", m, err)
+	}
+	restoreDir(t, copyOf, tb.cfg.Dir)
+	time.Sleep(time.Until(written.Add(retention + 500*time.Millisecond))) // events 1..5 expire
 	tb.open()
 	defer tb.closeBus()
 	publishN(t, tb.bus, "k", 1)

@@ -40,9 +40,10 @@ type relay struct {
 	wakeCh chan struct{}
 	hinted atomic.Bool // woken by a commit hook: the commit may not be visible yet
 
-	cursor        atomic.Int64 // in memory; see above
-	streamSeq     uint64       // the stream seq of the event at the cursor, 0 if unknown
-	saved         int64        // last saved cursor
+	cursor        atomic.Int64      // in memory; see above
+	mark          sqlite.StreamMark // the stream at the cursor: see resync
+	saved         int64             // last saved cursor
+	savedMark     sqlite.StreamMark // and its mark
 	savedAt       time.Time
 	published     atomic.Int64 // events published since Open
 	failures      atomic.Int64 // publish rounds that failed
@@ -80,11 +81,11 @@ func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)
 	}
-	if r.streamSeq, err = sqlite.StreamSeqAtCursor(ctx, b.db, b.cfg.Stream); err != nil {
+	if r.mark, err = sqlite.CursorMark(ctx, b.db, b.cfg.Stream); err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)
 	}
 	r.cursor.Store(saved)
-	r.saved, r.savedAt = saved, time.Now()
+	r.saved, r.savedMark, r.savedAt = saved, r.mark, time.Now()
 	if err := r.resync(ctx); err != nil {
 		return nil, err
 	}
@@ -108,6 +109,11 @@ func (r *relay) resync(ctx context.Context) error {
 		return fmt.Errorf("relay: %w", err)
 	}
 	cur := r.cursor.Load()
+	var created int64
+	if !end.Created.IsZero() {
+		created = end.Created.UnixNano()
+	}
+	replaced := r.mark.CreatedNS != 0 && created != 0 && created != r.mark.CreatedNS
 	switch {
 	case end.Found:
 		if end.OutboxSeq != cur {
@@ -118,33 +124,67 @@ func (r *relay) resync(ctx context.Context) error {
 			r.cursor.Store(end.OutboxSeq)
 			r.capCheckpoints(end.OutboxSeq)
 		}
-		r.streamSeq = end.EventSeq
-	case end.LastSeq > 0 && end.LastSeq < r.streamSeq:
-		// No event is left to say where the cursor belongs (all expired),
-		// and the stream ends before the event at the cursor: it lost acked
-		// writes (a power loss took its unsynced tail, a restore from an
-		// older backup). Go back as many messages as it lost, which covers
-		// the events among them, and publish them again.
-		from := max(cur-int64(r.streamSeq-end.LastSeq), 0)
-		r.b.log.Warn("boxcar: the event stream ends before the event at the outbox cursor, and holds no event to resync on (lost writes?): republishing",
-			logStream, r.b.cfg.Stream, logCursor, cur, logStreamSeq, end.LastSeq, logFromSeq, from+1)
-		r.cursor.Store(from)
-		r.capCheckpoints(from)
-		r.streamSeq = 0
-	case end.LastSeq == 0 && cur > 0:
-		// The stream never held a message: its store was lost or replaced.
+		r.mark.Seq = end.EventSeq
+	case cur > 0 && (end.LastSeq == 0 || replaced):
+		// The stream never held a message (its store was lost), or it is
+		// not the stream the cursor was saved on (deleted and made again,
+		// by an operator or another instance): none of the outbox is in it.
 		// Republish whatever the outbox still has.
 		minSeq, _, err := sqlite.OutboxBounds(ctx, r.b.db)
 		if err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
 		from := max(minSeq-1, 0)
-		r.b.log.Warn("boxcar: the event stream is empty but the cursor is not: republishing the outbox",
+		why := "the event stream is empty but the cursor is not"
+		if replaced {
+			why = "the event stream was deleted and made again since the cursor was saved, and holds no event of this outbox"
+		}
+		r.b.log.Warn("boxcar: "+why+": republishing the outbox",
 			logStream, r.b.cfg.Stream, logCursor, cur, logFromSeq, from+1)
 		r.cursor.Store(from)
 		r.capCheckpoints(from)
-		r.streamSeq = 0
+		r.mark.Seq = 0
+	case end.LastSeq > 0 && end.LastSeq < r.mark.Seq:
+		// No event is left to say where the cursor belongs (the older ones
+		// expired), and the stream ends before the event at the cursor: it
+		// lost acked writes (a power loss took its store's unsynced tail,
+		// a restore from an older copy). Go back as many outbox rows as it
+		// lost messages, which covers the events among them (foreign
+		// messages among them only make it go back further), and publish
+		// them again.
+		if err := r.goBack(ctx, cur, int64(r.mark.Seq-end.LastSeq), end.LastSeq); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		r.mark.Seq = 0
 	}
+	if created != 0 {
+		r.mark.CreatedNS = created
+	}
+	return nil
+}
+
+// goBack moves the cursor back lost outbox rows from cur, for a stream that
+// lost acked writes and now ends at lastSeq.
+func (r *relay) goBack(ctx context.Context, cur, lost int64, lastSeq uint64) error {
+	b := r.b
+	seq, ok, err := sqlite.OutboxSeqBack(ctx, b.db, cur, lost)
+	if err != nil {
+		return err
+	}
+	from := seq - 1
+	if !ok {
+		minSeq, _, err := sqlite.OutboxBounds(ctx, b.db)
+		if err != nil {
+			return err
+		}
+		from = max(minSeq-1, 0)
+		b.log.Error("boxcar: the event stream lost more messages than the outbox still keeps before its cursor (rows are pruned Config.PruneDelay after they are relayed): events of the outbox before the first seq republished may be lost for good",
+			logStream, b.cfg.Stream, logCursor, cur, logStreamSeq, lastSeq, logFromSeq, from+1)
+	}
+	b.log.Warn("boxcar: the event stream ends before the event at the outbox cursor and holds no event to resync on (lost writes?): republishing",
+		logStream, b.cfg.Stream, logCursor, cur, logStreamSeq, lastSeq, logFromSeq, from+1)
+	r.cursor.Store(from)
+	r.capCheckpoints(from)
 	return nil
 }
 
@@ -383,7 +423,7 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		r.traceAcked()
 		b.probe(ProbeRelayAfterAck)
 		r.cursor.Store(last)
-		r.streamSeq = r.pub.AckedStreamSeq()
+		r.mark.Seq = r.pub.AckedStreamSeq()
 		r.published.Add(int64(n))
 		total += n
 		r.noteCheckpoint(last)
@@ -423,14 +463,15 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	// cursor only where the relay looks first. Stop (prune false) and a
 	// moved-back cursor (saved -1) save at once.
 	due := !prune || r.saved < 0 || time.Since(r.savedAt) >= b.cfg.CursorSaveInterval
-	if cur != r.saved && due {
+	if (cur != r.saved || r.mark != r.savedMark) && due {
+		mark := r.mark
 		if err := r.write(ctx, func(tx *sql.Tx) error {
-			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, r.streamSeq, time.Now().UnixNano())
+			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, mark, time.Now().UnixNano())
 		}); err != nil {
 			b.log.Warn("boxcar: relay could not save its cursor", logError, err)
 			return
 		}
-		r.saved, r.savedAt = cur, time.Now()
+		r.saved, r.savedMark, r.savedAt = cur, mark, time.Now()
 	}
 	if !prune || time.Since(r.lastPrune) < time.Second {
 		return

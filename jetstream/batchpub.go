@@ -233,7 +233,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}
-	end := StreamEnd{LastSeq: info.State.LastSeq}
+	end := StreamEnd{LastSeq: info.State.LastSeq, Created: info.Created}
 	subtree := p.layout.OriginFilter(p.origin)
 	var m *jetstream.RawStreamMsg
 	err = RetryTransient(ctx, func() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -268,6 +269,9 @@ type StreamEnd struct {
 	Found bool
 	// EventSeq is the stream seq of that last event, 0 if Found is false.
 	EventSeq uint64
+	// Created is when the stream was created: another time than before
+	// means it was deleted and made again.
+	Created time.Time
 }
 
 // maxResyncScan bounds how many foreign or deleted messages Resync steps over
@@ -288,7 +292,7 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}
-	end := StreamEnd{LastSeq: info.State.LastSeq}
+	end := StreamEnd{LastSeq: info.State.LastSeq, Created: info.Created}
 	defer func() {
 		if err == nil {
 			p.afterSeq, p.fromSeq, p.unsynced = end.LastSeq, true, false

@@ -78,3 +78,43 @@ func TestPruneKeepsSeqIncreasing(t *testing.T) {
 		}
 	})
 }
+
+// OutboxSeqBack counts rows, not seqs: a row set aside (deleted) leaves a
+// hole that was never a stream message, and counting seqs across it would
+// go back one row too few after a stream lost writes (relay.goBack).
+func TestOutboxSeqBackCountsRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := Open(filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := db.ExecContext(ctx, InsertOutbox, "id", "t", "k", nil, []byte("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := SetOutboxRowAside(ctx, db, 9, "too_large", "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		upTo, n int64
+		want    int64
+		ok      bool
+	}{
+		{10, 1, 10, true},
+		{10, 2, 8, true}, // 9 was set aside
+		{10, 9, 1, true},
+		{10, 10, 0, false}, // fewer rows than that
+		{8, 0, 8, true},
+	} {
+		got, ok, err := OutboxSeqBack(ctx, db, c.upTo, c.n)
+		if err != nil || got != c.want || ok != c.ok {
+			t.Errorf("OutboxSeqBack(%d, %d) = %d, %v, %v; want %d, %v", c.upTo, c.n, got, ok, err, c.want, c.ok)
+		}
+	}
+}

@@ -154,24 +154,57 @@ func Cursor(ctx context.Context, q Querier, stream string) (int64, error) {
 	return c, err
 }
 
-// StreamSeqAtCursor returns the stream seq of the event at the relay's
-// saved cursor for stream, 0 if unknown.
-func StreamSeqAtCursor(ctx context.Context, q Querier, stream string) (uint64, error) {
-	var s int64
-	err := q.QueryRowContext(ctx, `SELECT stream_seq FROM boxcar_relay WHERE stream = ?`, stream).Scan(&s)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return uint64(max(s, 0)), err
+// StreamMark is what the relay knows of the event stream at its cursor
+// (migration 0007).
+type StreamMark struct {
+	// Seq is the stream seq of the event at the cursor, 0 if unknown.
+	Seq uint64
+	// CreatedNS is when the stream was created (unix ns), 0 if unknown.
+	CreatedNS int64
 }
 
-// SaveCursor stores the relay's cursor for stream, and the stream seq of
-// the event at it (0: unknown).
-func SaveCursor(ctx context.Context, e Execer, stream string, cursor int64, streamSeq uint64, nowNS int64) error {
-	_, err := e.ExecContext(ctx, `INSERT INTO boxcar_relay(stream, cursor, published_ns, stream_seq) VALUES(?, ?, ?, ?)
-		ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, published_ns = excluded.published_ns, stream_seq = excluded.stream_seq`,
-		stream, cursor, nowNS, int64(streamSeq))
+// CursorMark returns the StreamMark saved with the relay's cursor for
+// stream. Its Seq is 0 if the cursor was saved without it.
+func CursorMark(ctx context.Context, q Querier, stream string) (StreamMark, error) {
+	var cursor, seq, seqCursor, created int64
+	err := q.QueryRowContext(ctx, `SELECT cursor, stream_seq, stream_seq_cursor, stream_created_ns FROM boxcar_relay WHERE stream = ?`, stream).
+		Scan(&cursor, &seq, &seqCursor, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return StreamMark{}, nil
+	}
+	if err != nil {
+		return StreamMark{}, err
+	}
+	m := StreamMark{CreatedNS: created}
+	if seqCursor == cursor && seq > 0 {
+		m.Seq = uint64(seq)
+	}
+	return m, nil
+}
+
+// SaveCursor stores the relay's cursor for stream, and what it knows of the
+// stream there.
+func SaveCursor(ctx context.Context, e Execer, stream string, cursor int64, m StreamMark, nowNS int64) error {
+	_, err := e.ExecContext(ctx, `INSERT INTO boxcar_relay(stream, cursor, published_ns, stream_seq, stream_seq_cursor, stream_created_ns) VALUES(?, ?, ?, ?, ?, ?)
+		ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, published_ns = excluded.published_ns,
+			stream_seq = excluded.stream_seq, stream_seq_cursor = excluded.stream_seq_cursor, stream_created_ns = excluded.stream_created_ns`,
+		stream, cursor, nowNS, int64(m.Seq), cursor, m.CreatedNS)
 	return err
+}
+
+// OutboxSeqBack returns the seq of the n-th outbox row counted back from
+// upTo (n = 1: the last row at or below upTo), and false if fewer than n
+// rows are at or below upTo.
+func OutboxSeqBack(ctx context.Context, q Querier, upTo int64, n int64) (int64, bool, error) {
+	if n < 1 {
+		return upTo, true, nil
+	}
+	var seq int64
+	err := q.QueryRowContext(ctx, `SELECT seq FROM boxcar_outbox WHERE seq <= ? ORDER BY seq DESC LIMIT 1 OFFSET ?`, upTo, n-1).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return seq, err == nil, err
 }
 
 // OutboxBounds returns the smallest and largest seq in the outbox (0, 0 when
