@@ -348,12 +348,12 @@ func (b *Bus) replayRange(ctx context.Context, from ReplayFrom) (uint64, uint64,
 	case from.StreamSeq > 0:
 		seq = from.StreamSeq
 	case from.OutboxSeq > 0:
-		seq, err = bjs.SeqAtOrAfter(ctx, events, first, last, func(m *jetstream.RawStreamMsg) bool {
+		seq, err = bjs.SeqAtOrAfter(ctx, b.subJS, events, first, last, func(m *jetstream.RawStreamMsg) bool {
 			s, _, ok := bjs.OutboxSeqOf(m.Header)
 			return !ok || s < from.OutboxSeq
 		})
 	default:
-		seq, err = bjs.SeqAtOrAfter(ctx, events, first, last, func(m *jetstream.RawStreamMsg) bool { return m.Time.Before(from.Time) })
+		seq, err = bjs.SeqAtOrAfter(ctx, b.subJS, events, first, last, func(m *jetstream.RawStreamMsg) bool { return m.Time.Before(from.Time) })
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("boxcar: replay: %w", err)

@@ -316,7 +316,7 @@ func (s *Subscription) typesAdded(ctx context.Context, row sqlite.SubscriberRow,
 	if s.slot != nil {
 		filters = s.slot.filtersOf(added)
 	}
-	first, ok, err := bjs.FirstMatching(ctx, s.stream(), filters, 1)
+	first, ok, err := bjs.FirstMatching(ctx, s.b.subJS, s.stream(), filters, 1)
 	if err != nil || !ok || first > info.Delivered.Stream {
 		return 0, nil, err // no history below the consumer's position
 	}

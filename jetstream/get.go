@@ -19,8 +19,9 @@ import (
 // that is behind answers "not found" for a message the stream holds, and
 // an older message for the last one of a subject. Where the answer decides
 // something (the end of the stream that Resync moves the cursor to, the
-// first event that dedupe pruning goes by), it comes from the stream's
-// leader, through the stream message get API, whose answer is the stream's.
+// first event that dedupe pruning goes by, the history a subscriber that
+// gained types is given), it comes from the stream's leader, through the
+// stream message get API, whose answer is the stream's.
 
 // GetMsg returns the message at seq of stream s: a direct get, and a "not
 // found" confirmed by the stream's leader. It returns
@@ -49,10 +50,22 @@ func LastMsgForSubject(ctx context.Context, js jetstream.JetStream, s jetstream.
 	return leaderGetMsg(ctx, js, info.Config.Name, msgGetRequest{LastFor: subject})
 }
 
+// NextMsgForSubject returns the first message of stream s at or after seq
+// on subject (a wildcard matches its subtree), as the stream's leader has
+// it: a replica that is behind would answer with a later one, or none.
+func NextMsgForSubject(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	info := s.CachedInfo()
+	if info == nil {
+		return s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	}
+	return leaderGetMsg(ctx, js, info.Config.Name, msgGetRequest{Seq: seq, NextFor: subject})
+}
+
 // msgGetRequest is the stream message get API's request.
 type msgGetRequest struct {
 	Seq     uint64 `json:"seq,omitempty"`
 	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
 }
 
 // msgGetResponse is the stream message get API's answer.
@@ -76,11 +89,20 @@ func leaderGetMsg(ctx context.Context, js jetstream.JetStream, name string, r ms
 		defer cancel()
 	}
 	what := fmt.Sprintf("message %d", r.Seq)
-	if r.LastFor != "" {
+	switch {
+	case r.LastFor != "":
 		what = "the last message of " + r.LastFor
+	case r.NextFor != "":
+		what = fmt.Sprintf("the first message of %s from %d", r.NextFor, r.Seq)
 	}
 	req, _ := json.Marshal(r) // cannot fail
-	reply, err := js.Conn().RequestWithContext(ctx, apiPrefix(o)+"STREAM.MSG.GET."+name, req)
+	subject := apiPrefix(o) + "STREAM.MSG.GET." + name
+	reply, err := js.Conn().RequestWithContext(ctx, subject, req)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		// A request the user may not publish is dropped: the server tells
+		// only the connection's async error handler.
+		return nil, fmt.Errorf("get %s from the stream leader: no answer (may this connection's user publish to %s?): %w", what, subject, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get %s from the stream leader: %w", what, err)
 	}

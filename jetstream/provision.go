@@ -222,11 +222,12 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 }
 
 // FirstMatching returns the stream seq of the first message at or after
-// from whose subject matches one of filters, and false if there is none.
-func FirstMatching(ctx context.Context, s jetstream.Stream, filters []string, from uint64) (uint64, bool, error) {
+// from whose subject matches one of filters, and false if there is none, as
+// the stream's leader has it (see NextMsgForSubject).
+func FirstMatching(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, filters []string, from uint64) (uint64, bool, error) {
 	var first uint64
 	for _, f := range filters {
-		m, err := s.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(f))
+		m, err := NextMsgForSubject(ctx, js, s, max(from, 1), f)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -244,14 +245,14 @@ func FirstMatching(ctx context.Context, s jetstream.Stream, filters []string, fr
 // satisfies below(message) == false, by binary search over [from, last]:
 // below must be monotonic in the stream's order (outbox seqs, times). It
 // returns last+1 when every message is below.
-func SeqAtOrAfter(ctx context.Context, s jetstream.Stream, from, last uint64, below func(*jetstream.RawStreamMsg) bool) (uint64, error) {
+func SeqAtOrAfter(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, from, last uint64, below func(*jetstream.RawStreamMsg) bool) (uint64, error) {
 	lo, hi := from, last+1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		m, err := s.GetMsg(ctx, mid)
+		m, err := GetMsg(ctx, js, s, mid)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			// A deleted message: look at the next one that exists.
-			if m, err = s.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(">")); errors.Is(err, jetstream.ErrMsgNotFound) {
+			if m, err = NextMsgForSubject(ctx, js, s, mid, ">"); errors.Is(err, jetstream.ErrMsgNotFound) {
 				hi = mid
 				continue
 			}

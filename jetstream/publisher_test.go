@@ -315,6 +315,11 @@ func TestResyncAsksTheLeaderWhenAReplicaHasNotTheMessage(t *testing.T) {
 		if err != nil || !found || first != 1 {
 			t.Fatalf("first event %d: %d %v %v, want outbox seq 1", i, first, found, err)
 		}
+		// The history a subscriber that gained types is given.
+		at, found, err := FirstMatching(ctx, b.js, b.events, []string{testLayout.OriginFilter("o1")}, 1)
+		if err != nil || !found || at != 2 {
+			t.Fatalf("first matching %d: %d %v %v, want stream seq 2", i, at, found, err)
+		}
 	}
 	// A message the leader has not is not found, as before.
 	if err := b.events.DeleteMsg(ctx, 6); err != nil {
