@@ -502,7 +502,7 @@ func TestRelayRepublishesTheOutboxIntoAStreamMadeAgain(t *testing.T) {
 func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	const retention = 4 * time.Second
+	const retention = 6 * time.Second
 	tb := setup(t, Config{Retention: retention, DuplicateWindow: time.Second})
 	publishN(t, tb.bus, "k", 5)
 	waitRelayed(t, tb.bus, 5)
