@@ -599,6 +599,18 @@ func checkStreamIsOutbox(t testing.TB, seqs []int64, first, last int64) {
 	}
 }
 
+// waitStreamIsOutbox waits until the stream holds as many events as the
+// outbox seqs first..last, then checks that it holds those, each once, in
+// order.
+func waitStreamIsOutbox(t testing.TB, bus *Bus, first, last int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the stream to hold outbox seqs %d..%d", first, last), time.Minute, func() (bool, string) {
+		seqs := streamEvents(t, bus)
+		return int64(len(seqs)) >= last-first+1, abbreviate(seqs)
+	})
+	checkStreamIsOutbox(t, streamEvents(t, bus), first, last)
+}
+
 func abbreviate(s []int64) string {
 	if len(s) <= 40 {
 		return fmt.Sprint(s)

@@ -486,11 +486,7 @@ func TestRelayRepublishesTheOutboxIntoAStreamMadeAgain(t *testing.T) {
 	tb.open()
 	defer tb.closeBus()
 	publishN(t, tb.bus, "k", 1)
-	waitFor(t, "the stream to hold outbox seqs 1..11", time.Minute, func() (bool, string) {
-		seqs := streamEvents(t, tb.bus)
-		return len(seqs) >= 11, abbreviate(seqs)
-	})
-	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 1, 11)
+	waitStreamIsOutbox(t, tb.bus, 1, 11)
 }
 
 // A stream that lost acked writes and holds no event to resync on (the
@@ -523,9 +519,5 @@ func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
 	tb.open()
 	defer tb.closeBus()
 	publishN(t, tb.bus, "k", 1)
-	waitFor(t, "the stream to hold outbox seqs 6..11", time.Minute, func() (bool, string) {
-		seqs := streamEvents(t, tb.bus)
-		return len(seqs) >= 6, abbreviate(seqs)
-	})
-	checkStreamIsOutbox(t, streamEvents(t, tb.bus), 6, 11)
+	waitStreamIsOutbox(t, tb.bus, 6, 11)
 }

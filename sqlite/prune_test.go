@@ -85,14 +85,7 @@ func TestPruneKeepsSeqIncreasing(t *testing.T) {
 func TestOutboxSeqBackCountsRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := Open(filepath.Join(t.TempDir(), "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := openMigrated(t, filepath.Join(t.TempDir(), "b.db"))
 	for range 10 {
 		if _, err := db.ExecContext(ctx, InsertOutbox, "id", "t", "k", nil, []byte("x"), 1); err != nil {
 			t.Fatal(err)

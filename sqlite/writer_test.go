@@ -24,18 +24,26 @@ func setupWriter(t *testing.T) *writerBundle {
 	return setupWriterConfig(t, WriterConfig{})
 }
 
-func setupWriterConfig(t *testing.T, cfg WriterConfig) *writerBundle {
+// openMigrated opens a database file of Open's, with Boxcar's tables,
+// closed at the end of the test.
+func openMigrated(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.db")
 	db, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := Migrate(ctx, db); err != nil {
+	if err := Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+func setupWriterConfig(t *testing.T, cfg WriterConfig) *writerBundle {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.db")
+	db := openMigrated(t, path)
 	if _, err := db.Exec(`CREATE TABLE counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
