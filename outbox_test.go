@@ -480,7 +480,7 @@ func TestRelayRepublishesTheOutboxIntoAStreamMadeAgain(t *testing.T) {
 	}
 	stream := tb.bus.StreamName()
 	tb.closeBus()
-	if m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 || m.CreatedNS == 0 {
+	if _, m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 || m.CreatedNS == 0 {
 		t.Fatalf("saved mark %+v %v, want stream seq 10 and a creation time", m, err)
 	}
 	tb.open()
@@ -511,7 +511,7 @@ func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
 	publishN(t, tb.bus, "k", 5)
 	waitRelayed(t, tb.bus, 10)
 	tb.closeBus()
-	if m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 {
+	if _, m, err := sqlite.CursorMark(ctx, tb.db, stream); err != nil || m.Seq != 10 {
 		t.Fatalf("saved mark %+v %v, want stream seq 10", m, err)
 	}
 	restoreDir(t, copyOf, tb.cfg.Dir)

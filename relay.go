@@ -77,13 +77,11 @@ func newRelay(ctx context.Context, b *Bus) (*relay, error) {
 		wc.MidBatch = func() { b.probe(ProbeRelayMidBatch) }
 	}
 	r.pub = bjs.NewWriter(b.js, b.events, wc)
-	saved, err := sqlite.Cursor(ctx, b.db, b.cfg.Stream)
+	saved, mark, err := sqlite.CursorMark(ctx, b.db, b.cfg.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("relay: read cursor: %w", err)
 	}
-	if r.mark, err = sqlite.CursorMark(ctx, b.db, b.cfg.Stream); err != nil {
-		return nil, fmt.Errorf("relay: read cursor: %w", err)
-	}
+	r.mark = mark
 	r.cursor.Store(saved)
 	r.saved, r.savedMark, r.savedAt = saved, r.mark, time.Now()
 	if err := r.resync(ctx); err != nil {

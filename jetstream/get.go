@@ -20,8 +20,8 @@ import (
 // an older message for the last one of a subject. Where the answer decides
 // something (the end of the stream that Resync moves the cursor to, the
 // first event that dedupe pruning goes by, the history a subscriber that
-// gained types is given), it comes from the stream's leader, through the
-// stream message get API, whose answer is the stream's.
+// gained types is given, a replay's start), it comes from the stream's
+// leader, through the stream message get API, whose answer is the stream's.
 
 // GetMsg returns the message at seq of stream s: a direct get, and a "not
 // found" confirmed by the stream's leader. It returns

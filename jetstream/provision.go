@@ -249,9 +249,10 @@ func SeqAtOrAfter(ctx context.Context, js jetstream.JetStream, s jetstream.Strea
 	lo, hi := from, last+1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		m, err := GetMsg(ctx, js, s, mid)
+		m, err := s.GetMsg(ctx, mid)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			// A deleted message: look at the next one that exists.
+			// Deleted, or a replica that is behind answered: the leader
+			// has the message at mid or the next one that exists.
 			if m, err = NextMsgForSubject(ctx, js, s, mid, ">"); errors.Is(err, jetstream.ErrMsgNotFound) {
 				hi = mid
 				continue

@@ -146,11 +146,7 @@ func ReadOutbox(ctx context.Context, q Querier, after int64, limit int, buf []Ou
 // Cursor returns the relay's cursor for stream: the largest seq known to be
 // in the stream, 0 if none.
 func Cursor(ctx context.Context, q Querier, stream string) (int64, error) {
-	var c int64
-	err := q.QueryRowContext(ctx, `SELECT cursor FROM boxcar_relay WHERE stream = ?`, stream).Scan(&c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
+	c, _, err := CursorMark(ctx, q, stream)
 	return c, err
 }
 
@@ -163,23 +159,24 @@ type StreamMark struct {
 	CreatedNS int64
 }
 
-// CursorMark returns the StreamMark saved with the relay's cursor for
-// stream. Its Seq is 0 if the cursor was saved without it.
-func CursorMark(ctx context.Context, q Querier, stream string) (StreamMark, error) {
+// CursorMark returns the relay's cursor for stream (0 if none) and the
+// StreamMark saved with it. The mark's Seq is 0 if the cursor was saved
+// without it.
+func CursorMark(ctx context.Context, q Querier, stream string) (int64, StreamMark, error) {
 	var cursor, seq, seqCursor, created int64
 	err := q.QueryRowContext(ctx, `SELECT cursor, stream_seq, stream_seq_cursor, stream_created_ns FROM boxcar_relay WHERE stream = ?`, stream).
 		Scan(&cursor, &seq, &seqCursor, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return StreamMark{}, nil
+		return 0, StreamMark{}, nil
 	}
 	if err != nil {
-		return StreamMark{}, err
+		return 0, StreamMark{}, err
 	}
 	m := StreamMark{CreatedNS: created}
 	if seqCursor == cursor && seq > 0 {
 		m.Seq = uint64(seq)
 	}
-	return m, nil
+	return cursor, m, nil
 }
 
 // SaveCursor stores the relay's cursor for stream, and what it knows of the
