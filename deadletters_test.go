@@ -9,6 +9,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
 )
 
 // failingHandler records like recordingHandler, but fails for its key while
@@ -232,4 +236,64 @@ func waitDeadLetters(t *testing.T, bus *Bus, subscriber string, n int) []DeadLet
 		return err == nil && len(letters) == n, fmt.Sprintf("%d letters, %v", len(letters), err)
 	})
 	return letters
+}
+
+// Dead letters are read from the stream's leader: a replica that is behind
+// would say that a letter an alert just named does not exist, or end the
+// list before it. The dead-letter stream allows no direct gets (which any
+// replica nearly caught up may answer), so nats.go asks the leader. Here a
+// mirror that holds none of the letters is there to answer direct gets
+// (MirrorDirect), which the server grants only if the stream allows them: if
+// it ever did, the mirror would answer "not found" for the letters below.
+func TestDeadLettersAreReadFromTheLeader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	var broken atomic.Bool
+	broken.Store(true)
+	opts := SubscribeOptions{MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, true), opts); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "bad", 2)
+	letters := waitDeadLetters(t, tb.bus, "billing", 2)
+	js := tb.bus.JetStream()
+	// The mirror copies one message that is not a letter of billing's, and
+	// starts to answer direct gets once it has (if the stream allows them).
+	foreign := bjs.DLQPrefix(tb.bus.cfg.SubjectPrefix) + ".nobody.x"
+	if _, err := js.Publish(ctx, foreign, []byte("not a letter")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         "DLQ_BEHIND",
+		Storage:      jetstream.FileStorage,
+		Mirror:       &jetstream.StreamSource{Name: tb.bus.DLQStreamName(), FilterSubject: foreign},
+		MirrorDirect: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := js.Stream(ctx, tb.bus.DLQStreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dlq.CachedInfo().Config.AllowDirect {
+		// Then the harm shows: wait until the mirror answers for a letter.
+		req := fmt.Appendf(nil, `{"seq":%d}`, letters[1].Seq)
+		waitFor(t, "the mirror answering direct gets", 10*time.Second, func() (bool, string) {
+			m, err := js.Conn().Request("$JS.API.DIRECT.GET."+tb.bus.DLQStreamName(), req, time.Second)
+			if err != nil {
+				return false, err.Error()
+			}
+			return m.Header.Get("Status") == "404", "status " + m.Header.Get("Status")
+		})
+	}
+	for i := range 50 {
+		got, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing"})
+		if err != nil || len(got) != 2 {
+			t.Fatalf("list %d: %d letters (%v), want 2", i, len(got), err)
+		}
+		if _, err := tb.bus.DeadLetter(ctx, letters[1].Seq); err != nil {
+			t.Fatalf("show %d: letter %d: %v", i, letters[1].Seq, err)
+		}
+	}
 }

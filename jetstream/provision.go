@@ -155,6 +155,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 		MaxAge:      c.MaxAge,
 		Duplicates:  cmp.Or(c.DLQDuplicates, c.Duplicates),
 		Replicas:    replicas,
+		// No AllowDirect: nats.go then reads dead letters from the
+		// stream's leader, so a replica that is behind never says that a
+		// letter an operator was just shown is not there
+		// (TestDeadLettersAreReadFromTheLeader).
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", DLQName(c.Name), err)
