@@ -84,7 +84,7 @@ func newDescs(ns string, constLabels prometheus.Labels) *descs {
 	d.relaySetAside = add("relay_set_aside_total", "Events the relay set aside (the stream refuses them for good) since the bus opened.")
 	d.streamsRecreated = add("streams_recreated_total", "Streams the bus created again after they were deleted, since the bus opened.")
 	d.txCommits = add("tx_commits_total", "SQLite transactions Bus.Tx committed since the bus opened.")
-	d.walSyncFailed = add("wal_sync_failed", "1 once an fsync of the SQLite WAL failed: the relay then publishes no outbox event and transactional subscribers ack nothing until the process restarts (a failed fsync may have lost what it could not write).")
+	d.walSyncFailed = add("wal_sync_failed", "1 once an fsync of the SQLite WAL (or a checkpoint's of the database file) failed: the relay then publishes no outbox event and transactional subscribers ack nothing until the process restarts (a failed fsync may have lost what it could not write).")
 	d.walSyncs = add("wal_syncs_total", "fsyncs of the SQLite WAL that made commits durable (before a publish, an ack, a SyncFull Tx) since the bus opened; each covers every commit before it.")
 	d.txCalls = add("tx_calls_total", "Bus.Tx calls committed since the bus opened (tx_calls/tx_commits is the mean group commit).")
 	d.writerHeld = add("writer_held_seconds", "How long the current holder of the database's single writer has held it; 0 when it is free.")

@@ -55,7 +55,7 @@
 //	boxcar_tx_commits_total                   counter    SQLite transactions of Bus.Tx
 //	boxcar_tx_calls_total                     counter    Bus.Tx calls in them
 //	boxcar_wal_syncs_total                    counter    WAL fsyncs that made commits durable (each shared by all before it)
-//	boxcar_wal_sync_failed                    gauge      1 once a WAL fsync failed: no outbox publish, no transactional ack until a restart
+//	boxcar_wal_sync_failed                    gauge      1 once a WAL or checkpoint fsync failed: no outbox publish, no transactional ack until a restart
 //	boxcar_writer_held_seconds                gauge      how long the single writer's holder has held it
 //	boxcar_writers_waiting                    gauge      writes waiting for it
 //	boxcar_subscriber_running                 gauge      {subscriber} 1 if it runs in this process

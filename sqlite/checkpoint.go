@@ -3,8 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/boxcar-bus/boxcar/internal/lifecycle"
 )
@@ -46,20 +49,28 @@ type checkpointer struct {
 	unlock func()
 	kick   chan struct{} // a commit happened; capacity 1
 	group  *lifecycle.Group
+	// fsyncFailed is called, once, with a checkpoint's failed fsync and the
+	// goroutine's context (canceled by stop); the checkpointer then stops
+	// for good (see checkpoint).
+	fsyncFailed func(context.Context, error)
 
 	lastLog time.Time // of a failure; the goroutine's own
 }
 
-func startCheckpointer(db *sql.DB, log *slog.Logger, lock func(context.Context) error, unlock func()) *checkpointer {
+// With on false it runs no checkpoint: its goroutine ends at once.
+func startCheckpointer(db *sql.DB, log *slog.Logger, lock func(context.Context) error, unlock func(), on bool, fsyncFailed func(context.Context, error)) *checkpointer {
 	c := &checkpointer{
-		db:     db,
-		log:    log,
-		lock:   lock,
-		unlock: unlock,
-		kick:   make(chan struct{}, 1),
-		group:  lifecycle.New(),
+		db:          db,
+		log:         log,
+		lock:        lock,
+		unlock:      unlock,
+		kick:        make(chan struct{}, 1),
+		group:       lifecycle.New(),
+		fsyncFailed: fsyncFailed,
 	}
-	c.group.Go(c.run)
+	if on {
+		c.group.Go(c.run)
+	}
 	return c
 }
 
@@ -93,7 +104,10 @@ func (c *checkpointer) run(ctx context.Context) {
 			delay.Stop()
 			return
 		}
-		c.checkpoint(ctx)
+		if err := c.checkpoint(ctx); isFsyncError(err) {
+			c.fsyncFailed(ctx, err)
+			return
+		}
 	}
 }
 
@@ -101,7 +115,20 @@ func (c *checkpointer) run(ctx context.Context) {
 // completes the copy under the write lock. A failure (a full disk) is
 // logged, at most every 10 seconds: the data is safe in the WAL, and the
 // next round, or the write connection's backstop, tries again.
-func (c *checkpointer) checkpoint(ctx context.Context) {
+//
+// A failed fsync is not retried. A PASSIVE checkpoint that cannot copy the
+// whole WAL writes its pages to the database file without an fsync and
+// still counts them as copied (SQLite's nBackfill); only the checkpoint
+// that copies the last frame fsyncs the file, and only then does SQLite
+// start the WAL over. When that fsync fails, the kernel may have dropped
+// the pages of the earlier copies that it could not write (Linux marks them
+// clean and reports the error once), and a retry copies only the frames
+// after nBackfill: its fsync would succeed, the WAL would start over, and
+// those pages would be lost from both files. So no checkpoint runs again in
+// this process (fsyncFailed stops the write connection's own, and SQLite's
+// at close), and the WAL keeps every commit: the next start rebuilds the WAL
+// index, counts nothing as copied, and copies the whole WAL again.
+func (c *checkpointer) checkpoint(ctx context.Context) error {
 	walPages, err := c.passive(ctx)
 	if err == nil && walPages >= walRestartPages {
 		if err = c.lock(ctx); err == nil {
@@ -109,10 +136,17 @@ func (c *checkpointer) checkpoint(ctx context.Context) {
 			c.unlock()
 		}
 	}
-	if err != nil && ctx.Err() == nil && time.Since(c.lastLog) >= 10*time.Second {
+	if err != nil && !isFsyncError(err) && ctx.Err() == nil && time.Since(c.lastLog) >= 10*time.Second {
 		c.lastLog = time.Now()
 		c.log.Warn("boxcar: background WAL checkpoint failed; retrying after the next commits", logError, err)
 	}
+	return err
+}
+
+// isFsyncError reports whether err is SQLite's failed fsync.
+func isFsyncError(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrIoErrFsync
 }
 
 // passive runs a PASSIVE checkpoint and returns the WAL's length in pages.

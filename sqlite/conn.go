@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -70,6 +71,7 @@ type conn struct {
 	shielded atomic.Bool
 	guarded  atomic.Bool // a writer's transaction is open: refuse statements outside it
 	inTx     bool        // an app transaction holds the gate
+	ckptOff  bool        // wal_autocheckpoint is 0 (after dbState.noCheckpoints)
 
 	errMu   sync.Mutex
 	lastErr error // the writer's connection: why the statement that ended its transaction did
@@ -119,6 +121,12 @@ func (c *conn) uncancel(ctx context.Context) (context.Context, error) {
 // ended it, and the statement would run, and commit, by itself), and
 // shields it. It reports whether a transaction is open.
 func (c *conn) before(ctx context.Context) (context.Context, bool, error) {
+	if !c.ckptOff && c.state.noCheckpoints.Load() {
+		if _, err := c.SQLiteConn.Exec(`PRAGMA wal_autocheckpoint=0`, nil); err != nil {
+			return nil, false, fmt.Errorf("sqlite: turn checkpoints off after a failed fsync: %w", err)
+		}
+		c.ckptOff = true
+	}
 	auto := c.SQLiteConn.AutoCommit()
 	if auto && (c.guarded.Load() || c.inTx) {
 		return nil, false, ErrTxEnded

@@ -102,6 +102,10 @@ type dbState struct {
 	// then, so the relay is not woken to read too early and look again.
 	// SQLite has one writer at a time: no other connection commits then.
 	selfReported atomic.Bool
+	// noCheckpoints is set once a checkpoint's fsync failed: every
+	// connection then turns its own checkpoints off before its next
+	// statement (see checkpointFsyncFailed).
+	noCheckpoints atomic.Bool
 }
 
 type commitWatchers struct {

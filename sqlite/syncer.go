@@ -186,6 +186,17 @@ func (s *walSyncer) fsync(f *os.File) (_ *os.File, lost bool, _ error) {
 	return f, false, nil
 }
 
+// breakWith ends durability with err, for good (a failed fsync that is not
+// the syncer's own), unless it has ended already.
+func (s *walSyncer) breakWith(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken == nil {
+		s.broken = err
+	}
+	recordFailedWAL(s.path, err)
+}
+
 // failure is the failed fsync that ended durability (nil: none).
 func (s *walSyncer) failure() error {
 	s.mu.Lock()

@@ -37,7 +37,8 @@ import (
 var ErrClosed = errors.New("sqlite: writer closed")
 
 // ErrWALSyncFailed is wrapped by Durable's error, for good, once an fsync of
-// the WAL has failed: what the kernel could not write may be gone, and no
+// the WAL, or a checkpoint's fsync of the database file (checkpoint.go),
+// has failed: what the kernel could not write may be gone, and no
 // later fsync can show otherwise, so nothing is reported durable again
 // while the process runs, also by a Writer of the database opened again
 // (WriterStats.WALSyncFailure says why). A SyncFull Tx then fails before it
@@ -128,20 +129,105 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	// the checkpointer does the work (see checkpoint.go). It commits with
 	// synchronous=NORMAL: durability, where asked for, comes from the
 	// syncer, off the write lock. The pool's connections keep their mode.
-	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, walBackstopPages), `PRAGMA synchronous=NORMAL`} {
-		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
-			w.conn.Close()
-			return nil, fmt.Errorf("sqlite: writer: %w", err)
-		}
-	}
 	path, err := mainFile(ctx, w.conn)
 	if err != nil {
 		w.conn.Close()
 		return nil, fmt.Errorf("sqlite: writer: %w", err)
 	}
+	// After a checkpoint's fsync failed in this process, no checkpoint runs
+	// again (see checkpointFsyncFailed), also on the database opened again.
+	noCheckpoints := errors.Is(failedWAL(path+"-wal"), errCheckpointFsync)
+	backstop := walBackstopPages
+	if noCheckpoints {
+		backstop = 0
+		if w.st != nil {
+			w.st.noCheckpoints.Store(true)
+		}
+	}
+	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, backstop), `PRAGMA synchronous=NORMAL`} {
+		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
+			w.conn.Close()
+			return nil, fmt.Errorf("sqlite: writer: %w", err)
+		}
+	}
 	w.syncer, w.txWaits = startSyncer(path+"-wal"), sync == SyncFull
-	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock)
+	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock, !noCheckpoints, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
 	return w, nil
+}
+
+// errCheckpointFsync marks the durability failure of a checkpoint's fsync.
+var errCheckpointFsync = errors.New("a checkpoint's fsync failed")
+
+// checkpointFsyncFailed ends durability after a checkpoint's fsync failed
+// (see checkpointer.checkpoint), and keeps any checkpoint from running
+// again in this process: the write connection's own, and the one SQLite
+// runs when the last connection to the database closes, which keepOpen
+// prevents. It runs on the checkpointer's goroutine, which then ends; ctx
+// ends at Close.
+func (w *Writer) checkpointFsyncFailed(ctx context.Context, path string, cause error) {
+	err := fmt.Errorf("%w: %w: %w; the kernel may have dropped pages that checkpoints had copied into the database file without an fsync, so checkpoints have stopped and the WAL keeps every commit: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts, which copies the whole WAL into the database again; check the disk (dmesg) and drop the page cache or reboot first", ErrWALSyncFailed, errCheckpointFsync, cause)
+	if w.syncer != nil {
+		w.syncer.breakWith(err)
+	}
+	// The connections' own checkpoints: a database from Open's turn theirs
+	// off before their next statement; otherwise the write connection's,
+	// past walBackstopPages, is turned off here (its connection is gone
+	// once Close holds the lock, and then ctx ends).
+	if w.st != nil {
+		w.st.noCheckpoints.Store(true)
+	}
+	w.cfg.Logger.Error("boxcar: a WAL checkpoint's fsync failed; checkpoints stopped until the process restarts", logError, err)
+	if keepErr := keepOpen(path); keepErr != nil {
+		w.cfg.Logger.Error("boxcar: could not keep the database open to stop the checkpoint at close; do not close the app cleanly: kill it, so that the WAL stays", logError, keepErr)
+	}
+	if w.st != nil {
+		return
+	}
+	if w.Lock(ctx) == nil {
+		_, pErr := w.conn.ExecContext(ctx, `PRAGMA wal_autocheckpoint=0`)
+		w.Unlock()
+		if pErr != nil && !errors.Is(pErr, sql.ErrConnDone) {
+			w.cfg.Logger.Error("boxcar: could not stop the write connection's own checkpoints", logError, pErr)
+		}
+	}
+}
+
+// keptOpen are the connections keepOpen holds: one per database file whose
+// checkpoint fsync failed, for the life of the process. None is ever
+// closed, on purpose.
+var keptOpen = struct {
+	sync.Mutex
+	m map[string]*sql.DB
+}{m: map[string]*sql.DB{}}
+
+// keepOpen opens the database at path on a connection of its own that is
+// never closed. SQLite checkpoints the WAL and deletes it when the last
+// connection to a database closes, which it knows by taking the file's
+// exclusive lock; a connection that stays open keeps the shared lock that
+// refuses it, so the WAL survives the app's Close and the process's exit.
+func keepOpen(path string) error {
+	keptOpen.Lock()
+	defer keptOpen.Unlock()
+	if keptOpen.m[path] != nil {
+		return nil
+	}
+	db, err := sql.Open("sqlite3", "file:"+uriPath(path)+"?mode=rw&_busy_timeout=5000")
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	var n int
+	// A read takes the shared lock, which the connection keeps while the
+	// database is in WAL mode.
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&n); err != nil {
+		db.Close()
+		return err
+	}
+	keptOpen.m[path] = db
+	return nil
 }
 
 // mainFile returns the path of the database's main file.
