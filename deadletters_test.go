@@ -31,6 +31,18 @@ func failingHandler(subscriber, key string, broken *atomic.Bool, permanent bool)
 	})
 }
 
+// subscribeBroken subscribes billing with a handler that fails for key "bad"
+// (permanently, or not) while the returned switch is on, which it is.
+func subscribeBroken(t *testing.T, tb *testBundle, opts SubscribeOptions, permanent bool) *atomic.Bool {
+	t.Helper()
+	broken := new(atomic.Bool)
+	broken.Store(true)
+	if _, err := tb.bus.Subscribe(context.Background(), "billing", failingHandler("billing", "bad", broken, permanent), opts); err != nil {
+		t.Fatal(err)
+	}
+	return broken
+}
+
 // A dead letter is listed with its error history, shown, redriven once to
 // its subscriber only (after the fix), and its redrive recorded; a second
 // redrive does nothing; a discard is recorded; bad requests get clear
@@ -39,12 +51,7 @@ func TestDeadLetterRedriveAndDiscard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tb := setup(t, Config{})
-	var broken atomic.Bool
-	broken.Store(true)
-	opts := SubscribeOptions{MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
-	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, false), opts); err != nil {
-		t.Fatal(err)
-	}
+	broken := subscribeBroken(t, tb, SubscribeOptions{MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}, false)
 	if _, err := tb.bus.Subscribe(ctx, "audit", recordingHandler("audit"), SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -185,12 +192,7 @@ func TestDeadLetterDepthsAndARecreatedStream(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tb := setup(t, Config{})
-	var broken atomic.Bool
-	broken.Store(true)
-	opts := SubscribeOptions{MaxAttempts: 1}
-	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, true), opts); err != nil {
-		t.Fatal(err)
-	}
+	broken := subscribeBroken(t, tb, SubscribeOptions{MaxAttempts: 1}, true)
 	publishN(t, tb.bus, "bad", 3)
 	letters := waitDeadLetters(t, tb.bus, "billing", 3)
 	if _, err := tb.bus.Discard(ctx, letters[0].Seq, "test", "gone"); err != nil {
@@ -249,12 +251,7 @@ func TestDeadLettersAreReadFromTheLeader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tb := setup(t, Config{})
-	var broken atomic.Bool
-	broken.Store(true)
-	opts := SubscribeOptions{MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
-	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "bad", &broken, true), opts); err != nil {
-		t.Fatal(err)
-	}
+	subscribeBroken(t, tb, SubscribeOptions{MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}, true)
 	publishN(t, tb.bus, "bad", 2)
 	letters := waitDeadLetters(t, tb.bus, "billing", 2)
 	js := tb.bus.JetStream()
