@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -29,7 +32,12 @@ import (
 // the fsyncs then have little to write), and the next write starts the WAL
 // over. Each such hold took ~4 ms here (two fsyncs): at 8,000 pages (a WAL
 // of up to ~33 MB) it comes every ~8,000 frames instead of every ~1,000.
-// The write connection's own threshold, walBackstopPages, only acts if the
+// While a Writer runs, no connection of a database from Open checkpoints on
+// its own (wal_autocheckpoint 0, see dbState.autoCheckpoint): SQLite
+// ignores the errors of those checkpoints, and the checkpointer must see a
+// failed fsync (see checkpoint, below). Every commit, the app's own too,
+// wakes the checkpointer. On a database not from Open, the write
+// connection's own threshold, walBackstopPages, only acts if the
 // checkpointer falls far behind.
 // logError is the log attribute of an error, as in the root package.
 const logError = "err"
@@ -141,6 +149,33 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 		c.log.Warn("boxcar: background WAL checkpoint failed; retrying after the next commits", logError, err)
 	}
 	return err
+}
+
+// noCheckpoints are the database files (main file, absolute path) on which
+// a checkpoint's fsync failed in this process: none may be checkpointed
+// again while the process runs, by any connection or Writer.
+var noCheckpoints = struct {
+	sync.Mutex
+	n     atomic.Int32 // len(paths), read without the lock
+	paths map[string]bool
+}{paths: map[string]bool{}}
+
+// forbidCheckpoints forbids every later checkpoint of the database at path.
+func forbidCheckpoints(path string) {
+	noCheckpoints.Lock()
+	defer noCheckpoints.Unlock()
+	noCheckpoints.paths[filepath.Clean(path)] = true
+	noCheckpoints.n.Store(int32(len(noCheckpoints.paths)))
+}
+
+// checkpointsForbidden reports whether forbidCheckpoints was called for path.
+func checkpointsForbidden(path string) bool {
+	if noCheckpoints.n.Load() == 0 {
+		return false
+	}
+	noCheckpoints.Lock()
+	defer noCheckpoints.Unlock()
+	return noCheckpoints.paths[filepath.Clean(path)]
 }
 
 // isFsyncError reports whether err is SQLite's failed fsync.

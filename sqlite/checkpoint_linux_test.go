@@ -155,6 +155,7 @@ func checkpointFsyncChild(t *testing.T, dir string) {
 	}
 	insert(w, 100)
 	time.Sleep(20 * checkpointDelay)
+	insert(w, 1) // a checkpoint that had copied everything would let this start the WAL over
 	w.Close(ctx)
 	db.Close()
 	if size := fileSize(t, path+"-wal"); size == 0 {

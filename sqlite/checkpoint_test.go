@@ -3,7 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -74,5 +77,117 @@ func TestWALStaysBoundedUnderLoad(t *testing.T) {
 	// What the WAL cannot hold is in the database file.
 	if db := fileSize(t, wb.path); db < n*size-limit {
 		t.Fatalf("database file %d bytes, want >= %d", db, n*size-limit)
+	}
+}
+
+// walIndex reads the WAL's length in frames (mxFrame) and how many of them
+// checkpoints have copied (nBackfill) from the database's shared memory
+// file, which SQLite maps: the header at 0 (mxFrame at 16), its copy at 48,
+// then the checkpoint info (nBackfill at 96), in the machine's byte order.
+func walIndex(t *testing.T, path string) (mxFrame, nBackfill uint32) {
+	t.Helper()
+	b, err := os.ReadFile(path + "-shm")
+	if err != nil || len(b) < 100 {
+		t.Fatalf("read the WAL index: %d bytes, %v", len(b), err)
+	}
+	return binary.NativeEndian.Uint32(b[16:]), binary.NativeEndian.Uint32(b[96:])
+}
+
+// Once checkpoints are forbidden (a checkpoint's fsync failed), no
+// connection of the database runs one: not one whose transaction was open at
+// the failure (its commit would checkpoint past 1,000 pages), not one of
+// another database object on the same file, not a Writer made later.
+func TestForbiddenCheckpointsHoldEverywhere(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	db := openMigrated(t, path)
+	if _, err := db.Exec(`CREATE TABLE blobs (b BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	bigRows := func(e interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}, n int) {
+		t.Helper()
+		for range n {
+			if _, err := e.ExecContext(ctx, `INSERT INTO blobs VALUES (zeroblob(8000))`); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigRows(tx, 600) // ~1,200 pages, past the default checkpoint threshold
+	forbidCheckpoints(stateOf(db).path)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if frames, copied := walIndex(t, path); frames < 1000 || copied != 0 {
+		t.Fatalf("after the commit of a transaction open at the failure: WAL %d frames, %d copied; want >= 1000, none", frames, copied)
+	}
+	db2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	bigRows(db2, 600)
+	if frames, copied := walIndex(t, path); copied != 0 {
+		t.Fatalf("after another database object's commits: WAL %d frames, %d copied; want none", frames, copied)
+	}
+	w, err := NewWriter(ctx, db2, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if err := w.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO blobs VALUES (zeroblob(8000))`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(10 * checkpointDelay)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bigRows(db2, 10)
+	if frames, copied := walIndex(t, path); copied != 0 {
+		t.Fatalf("after a Writer made later and its Close: WAL %d frames, %d copied; want none", frames, copied)
+	}
+}
+
+// While a Writer runs, the app's own connections run no checkpoint of their
+// own (SQLite would ignore its failed fsync), and their commits wake the
+// Writer's checkpointer, which copies what they wrote.
+func TestAppCommitsWakeTheCheckpointer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wb := setupWriter(t)
+	for i := range 50 {
+		if _, err := wb.db.ExecContext(ctx, `INSERT INTO counters VALUES (?, 1)`, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		frames, copied := walIndex(t, wb.path)
+		if frames > 0 && copied == frames {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL %d frames, %d copied 10 s after the app's commits: the checkpointer was not woken", frames, copied)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var ckpt int
+	c, err := wb.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&ckpt); err != nil || ckpt != 0 {
+		t.Fatalf("an app connection's wal_autocheckpoint while the Writer runs: %d (%v), want 0", ckpt, err)
 	}
 }

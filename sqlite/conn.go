@@ -58,7 +58,7 @@ func (d *driverWrap) Open(dsn string) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{SQLiteConn: c.(*sqlite3.SQLiteConn), state: d.state}, nil
+	return &conn{SQLiteConn: c.(*sqlite3.SQLiteConn), state: d.state, ckpt: defaultAutoCheckpoint}, nil
 }
 
 // conn is the driver's connection with the gate, the shield and the guard.
@@ -71,7 +71,7 @@ type conn struct {
 	shielded atomic.Bool
 	guarded  atomic.Bool // a writer's transaction is open: refuse statements outside it
 	inTx     bool        // an app transaction holds the gate
-	ckptOff  bool        // wal_autocheckpoint is 0 (after dbState.noCheckpoints)
+	ckpt     int         // the wal_autocheckpoint the connection runs with
 
 	errMu   sync.Mutex
 	lastErr error // the writer's connection: why the statement that ended its transaction did
@@ -121,11 +121,8 @@ func (c *conn) uncancel(ctx context.Context) (context.Context, error) {
 // ended it, and the statement would run, and commit, by itself), and
 // shields it. It reports whether a transaction is open.
 func (c *conn) before(ctx context.Context) (context.Context, bool, error) {
-	if !c.ckptOff && c.state.noCheckpoints.Load() {
-		if _, err := c.SQLiteConn.Exec(`PRAGMA wal_autocheckpoint=0`, nil); err != nil {
-			return nil, false, fmt.Errorf("sqlite: turn checkpoints off after a failed fsync: %w", err)
-		}
-		c.ckptOff = true
+	if err := c.checkpointPolicy(); err != nil {
+		return nil, false, err
 	}
 	auto := c.SQLiteConn.AutoCommit()
 	if auto && (c.guarded.Load() || c.inTx) {
@@ -133,6 +130,22 @@ func (c *conn) before(ctx context.Context) (context.Context, bool, error) {
 	}
 	ctx, err := c.uncancel(ctx)
 	return ctx, !auto, err
+}
+
+// checkpointPolicy sets the connection's wal_autocheckpoint to what the
+// database's state asks for now (dbState.autoCheckpoint). It runs before
+// each statement and before an app's commit: a commit past the threshold
+// checkpoints on the committing connection.
+func (c *conn) checkpointPolicy() error {
+	want := c.state.autoCheckpoint()
+	if want == c.ckpt {
+		return nil
+	}
+	if _, err := c.SQLiteConn.Exec(fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, want), nil); err != nil {
+		return fmt.Errorf("sqlite: set the connection's checkpoints: %w", err)
+	}
+	c.ckpt = want
+	return nil
 }
 
 // queued reports whether a statement on c must take the gate for its
@@ -219,6 +232,10 @@ type appTx struct {
 
 func (t *appTx) Commit() error {
 	defer t.c.endTx()
+	if err := t.c.checkpointPolicy(); err != nil {
+		t.Tx.Rollback()
+		return fmt.Errorf("sqlite: commit: rolled back: %w", err)
+	}
 	return t.Tx.Commit()
 }
 

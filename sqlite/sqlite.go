@@ -102,10 +102,32 @@ type dbState struct {
 	// then, so the relay is not woken to read too early and look again.
 	// SQLite has one writer at a time: no other connection commits then.
 	selfReported atomic.Bool
-	// noCheckpoints is set once a checkpoint's fsync failed: every
-	// connection then turns its own checkpoints off before its next
-	// statement (see checkpointFsyncFailed).
-	noCheckpoints atomic.Bool
+	// path is the database's main file, as SQLite names it (set by Open
+	// before it returns the database).
+	path string
+	// writers counts the Writers running on the database. While one does,
+	// its checkpointer makes every checkpoint, and no connection runs one of
+	// its own (see autoCheckpoint).
+	writers atomic.Int32
+	// committed, if set, is called at every commit on a connection: the
+	// Writer's checkpointer is poked.
+	committed atomic.Pointer[func()]
+}
+
+// SQLite's wal_autocheckpoint, by default: a connection that commits past
+// this many WAL pages runs a PASSIVE checkpoint.
+const defaultAutoCheckpoint = 1000
+
+// autoCheckpoint is the wal_autocheckpoint the database's connections run
+// with: none while a Writer runs or after a checkpoint's fsync failed,
+// SQLite's default otherwise. SQLite ignores the errors of a connection's
+// own checkpoints, so with a Writer every checkpoint is its checkpointer's,
+// which sees a failed fsync (see checkpoint.go).
+func (st *dbState) autoCheckpoint() int {
+	if st.writers.Load() > 0 || checkpointsForbidden(st.path) {
+		return 0
+	}
+	return defaultAutoCheckpoint
 }
 
 type commitWatchers struct {
@@ -189,6 +211,9 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 			}
 		})
 		c.RegisterCommitHook(func() int {
+			if fn := st.committed.Load(); fn != nil {
+				(*fn)()
+			}
 			if outboxWritten {
 				outboxWritten = false
 				if !st.selfReported.Load() {
@@ -216,6 +241,11 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	if !strings.EqualFold(mode, "wal") {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: journal_mode is %q, Boxcar needs WAL", path, mode)
+	}
+	var err error
+	if st.path, err = mainFile(context.Background(), db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	return db, nil
 }

@@ -136,7 +136,7 @@ func (s *walSyncer) lead() {
 	lost := false
 	if err == nil { // after a failure, no fsync: it would prove nothing
 		if f, lost, err = s.fsync(f); lost {
-			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts; check the disk (dmesg) and drop the page cache or reboot first", ErrWALSyncFailed, err)
+			err = fmt.Errorf("%w: %w; the kernel may have dropped what it could not write, so no later fsync can prove the commits since the last good one on disk: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts; stop the process, check the disk (dmesg), drop the page cache or reboot, then start it", ErrWALSyncFailed, err)
 			recordFailedWAL(s.path, err)
 		}
 	}

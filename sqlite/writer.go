@@ -79,6 +79,7 @@ type Writer struct {
 	conn    *sql.Conn
 	ended   autoCommitter // the write connection's driver: tells a transaction SQLite ended
 	shield  *Shield       // nil for a database not from Open
+	poke    func()        // the checkpointer's, as the database's commit callback (dbState.committed)
 	txq     txQueue
 	ckpt    *checkpointer
 	syncer  *walSyncer // nil for a database without a file (then Durable returns at once)
@@ -125,10 +126,10 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 		w.ended = dc
 	}
 	w.shield, _ = ShieldOf(w.conn)
-	// The write connection's own checkpoint threshold is only a backstop:
-	// the checkpointer does the work (see checkpoint.go). It commits with
-	// synchronous=NORMAL: durability, where asked for, comes from the
-	// syncer, off the write lock. The pool's connections keep their mode.
+	// The checkpointer makes the checkpoints (see checkpoint.go). The write
+	// connection commits with synchronous=NORMAL: durability, where asked
+	// for, comes from the syncer, off the write lock. The pool's connections
+	// keep their mode.
 	path, err := mainFile(ctx, w.conn)
 	if err != nil {
 		w.conn.Close()
@@ -136,22 +137,37 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	}
 	// After a checkpoint's fsync failed in this process, no checkpoint runs
 	// again (see checkpointFsyncFailed), also on the database opened again.
-	noCheckpoints := errors.Is(failedWAL(path+"-wal"), errCheckpointFsync)
-	backstop := walBackstopPages
-	if noCheckpoints {
-		backstop = 0
-		if w.st != nil {
-			w.st.noCheckpoints.Store(true)
+	forbidden := checkpointsForbidden(path)
+	pragmas := []string{`PRAGMA synchronous=NORMAL`}
+	if w.st != nil {
+		// From here on, no connection of the database checkpoints on its
+		// own (dbState.autoCheckpoint), this one included.
+		w.st.writers.Add(1)
+	} else {
+		// Not a database from Open: its connections checkpoint on their own,
+		// and the write connection only as a backstop.
+		backstop := walBackstopPages
+		if forbidden {
+			backstop = 0
 		}
+		pragmas = append(pragmas, fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, backstop))
 	}
-	for _, pragma := range []string{fmt.Sprintf(`PRAGMA wal_autocheckpoint=%d`, backstop), `PRAGMA synchronous=NORMAL`} {
+	for _, pragma := range pragmas {
 		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
 			w.conn.Close()
+			if w.st != nil {
+				w.st.writers.Add(-1)
+			}
 			return nil, fmt.Errorf("sqlite: writer: %w", err)
 		}
 	}
 	w.syncer, w.txWaits = startSyncer(path+"-wal"), sync == SyncFull
-	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock, !noCheckpoints, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
+	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock, !forbidden, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
+	if w.st != nil {
+		// Every commit wakes the checkpointer, the app's own too.
+		w.poke = w.ckpt.poke
+		w.st.committed.Store(&w.poke)
+	}
 	return w, nil
 }
 
@@ -165,24 +181,24 @@ var errCheckpointFsync = errors.New("a checkpoint's fsync failed")
 // prevents. It runs on the checkpointer's goroutine, which then ends; ctx
 // ends at Close.
 func (w *Writer) checkpointFsyncFailed(ctx context.Context, path string, cause error) {
-	err := fmt.Errorf("%w: %w: %w; the kernel may have dropped pages that checkpoints had copied into the database file without an fsync, so checkpoints have stopped and the WAL keeps every commit: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts, which copies the whole WAL into the database again; check the disk (dmesg) and drop the page cache or reboot first", ErrWALSyncFailed, errCheckpointFsync, cause)
+	err := fmt.Errorf("%w: %w: %w; the kernel may have dropped pages that checkpoints had copied into the database file without an fsync, so checkpoints have stopped and the WAL keeps every commit: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts, which copies the whole WAL into the database again; stop the process, check the disk (dmesg), drop the page cache or reboot, then start it", ErrWALSyncFailed, errCheckpointFsync, cause)
+	forbidCheckpoints(path)
 	if w.syncer != nil {
 		w.syncer.breakWith(err)
-	}
-	// The connections' own checkpoints: a database from Open's turn theirs
-	// off before their next statement; otherwise the write connection's,
-	// past walBackstopPages, is turned off here (its connection is gone
-	// once Close holds the lock, and then ctx ends).
-	if w.st != nil {
-		w.st.noCheckpoints.Store(true)
 	}
 	w.cfg.Logger.Error("boxcar: a WAL checkpoint's fsync failed; checkpoints stopped until the process restarts", logError, err)
 	if keepErr := keepOpen(path); keepErr != nil {
 		w.cfg.Logger.Error("boxcar: could not keep the database open to stop the checkpoint at close; do not close the app cleanly: kill it, so that the WAL stays", logError, keepErr)
 	}
 	if w.st != nil {
+		// Its connections run no checkpoint of their own, from now on
+		// whether a Writer runs or not (dbState.autoCheckpoint).
 		return
 	}
+	// Not a database from Open: the write connection's own checkpoint, past
+	// walBackstopPages, is turned off here (its connection is gone once
+	// Close holds the lock, and then ctx ends). The app's connections to it
+	// are out of reach.
 	if w.Lock(ctx) == nil {
 		_, pErr := w.conn.ExecContext(ctx, `PRAGMA wal_autocheckpoint=0`)
 		w.Unlock()
@@ -231,7 +247,9 @@ func keepOpen(path string) error {
 }
 
 // mainFile returns the path of the database's main file.
-func mainFile(ctx context.Context, c *sql.Conn) (string, error) {
+func mainFile(ctx context.Context, c interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}) (string, error) {
 	rows, err := c.QueryContext(ctx, `PRAGMA database_list`)
 	if err != nil {
 		return "", err
@@ -418,6 +436,10 @@ func (w *Writer) RefuseTx() {
 func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.RefuseTx()
+		if w.st != nil {
+			defer w.st.writers.Add(-1)
+			defer w.st.committed.CompareAndSwap(&w.poke, nil)
+		}
 		defer w.ckpt.stop()
 		if w.syncer != nil {
 			defer w.syncer.stop()
