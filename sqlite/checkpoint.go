@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,7 @@ type checkpointer struct {
 	unlock func()
 	kick   chan struct{} // a commit happened; capacity 1
 	group  *lifecycle.Group
+	path   string // the database's main file
 	// fsyncFailed is called, once, with a checkpoint's failed fsync and the
 	// goroutine's context (canceled by stop); the checkpointer then stops
 	// for good (see checkpoint).
@@ -66,9 +68,10 @@ type checkpointer struct {
 }
 
 // With on false it runs no checkpoint: its goroutine ends at once.
-func startCheckpointer(db *sql.DB, log *slog.Logger, lock func(context.Context) error, unlock func(), on bool, fsyncFailed func(context.Context, error)) *checkpointer {
+func startCheckpointer(db *sql.DB, path string, log *slog.Logger, lock func(context.Context) error, unlock func(), on bool, fsyncFailed func(context.Context, error)) *checkpointer {
 	c := &checkpointer{
 		db:          db,
+		path:        path,
 		log:         log,
 		lock:        lock,
 		unlock:      unlock,
@@ -112,6 +115,12 @@ func (c *checkpointer) run(ctx context.Context) {
 			delay.Stop()
 			return
 		}
+		if checkpointsForbidden(c.path) {
+			// Another connection's checkpoint (the app's own) failed its
+			// fsync.
+			c.fsyncFailed(ctx, errCheckpointElsewhere)
+			return
+		}
 		if err := c.checkpoint(ctx); isFsyncError(err) {
 			c.fsyncFailed(ctx, err)
 			return
@@ -151,32 +160,35 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	return err
 }
 
-// noCheckpoints are the database files (main file, absolute path) on which
-// a checkpoint's fsync failed in this process: none may be checkpointed
-// again while the process runs, by any connection or Writer.
-var noCheckpoints = struct {
+// noCheckpoints are the database files (main file, as SQLite names it) on
+// which a checkpoint's fsync failed in this process: none may be
+// checkpointed again while the process runs, by any connection or Writer.
+// The set is replaced, never changed, so that it is read without a lock.
+var noCheckpoints struct {
 	sync.Mutex
-	n     atomic.Int32 // len(paths), read without the lock
-	paths map[string]bool
-}{paths: map[string]bool{}}
+	paths atomic.Pointer[map[string]bool]
+}
 
 // forbidCheckpoints forbids every later checkpoint of the database at path.
 func forbidCheckpoints(path string) {
 	noCheckpoints.Lock()
 	defer noCheckpoints.Unlock()
-	noCheckpoints.paths[filepath.Clean(path)] = true
-	noCheckpoints.n.Store(int32(len(noCheckpoints.paths)))
+	m := map[string]bool{filepath.Clean(path): true}
+	if old := noCheckpoints.paths.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	noCheckpoints.paths.Store(&m)
 }
 
 // checkpointsForbidden reports whether forbidCheckpoints was called for path.
 func checkpointsForbidden(path string) bool {
-	if noCheckpoints.n.Load() == 0 {
-		return false
-	}
-	noCheckpoints.Lock()
-	defer noCheckpoints.Unlock()
-	return noCheckpoints.paths[filepath.Clean(path)]
+	m := noCheckpoints.paths.Load()
+	return m != nil && (*m)[filepath.Clean(path)]
 }
+
+// errCheckpointElsewhere is the cause of the durability failure when a
+// checkpoint outside the checkpointer failed its fsync.
+var errCheckpointElsewhere = errors.New("a checkpoint run on another connection to the database failed its fsync")
 
 // isFsyncError reports whether err is SQLite's failed fsync.
 func isFsyncError(err error) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,6 +137,11 @@ func TestForbiddenCheckpointsHoldEverywhere(t *testing.T) {
 	if frames, copied := walIndex(t, path); copied != 0 {
 		t.Fatalf("after another database object's commits: WAL %d frames, %d copied; want none", frames, copied)
 	}
+	// Nor one the app asks for.
+	var busy, walPages, copiedPages int
+	if err := db2.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &walPages, &copiedPages); !errors.Is(err, ErrCheckpointsForbidden) {
+		t.Fatalf("the app's checkpoint: %v, want ErrCheckpointsForbidden", err)
+	}
 	w, err := NewWriter(ctx, db2, WriterConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -170,17 +176,37 @@ func TestAppCommitsWakeTheCheckpointer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		frames, copied := walIndex(t, wb.path)
-		if frames > 0 && copied == frames {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("WAL %d frames, %d copied 10 s after the app's commits: the checkpointer was not woken", frames, copied)
-		}
-		time.Sleep(5 * time.Millisecond)
+	waitCopied(t, wb.path, "the app's commits")
+	// One commit that takes longer to write than the checkpointer waits
+	// after the commit hook: the commit wakes it again once written.
+	tx, err := wb.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	for i := range 10000 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO counters VALUES (?, zeroblob(8000))`, fmt.Sprint("big", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitCopied(t, wb.path, "a big commit of the app's")
+	// A second Writer on the database, closed: the first one's checkpointer
+	// is still woken.
+	w2, err := NewWriter(ctx, wb.db, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := wb.db.ExecContext(ctx, `INSERT INTO counters VALUES (?, 1)`, fmt.Sprint("after", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCopied(t, wb.path, "the app's commits after a second Writer closed")
 	var ckpt int
 	c, err := wb.db.Conn(ctx)
 	if err != nil {
@@ -189,5 +215,47 @@ func TestAppCommitsWakeTheCheckpointer(t *testing.T) {
 	defer c.Close()
 	if err := c.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&ckpt); err != nil || ckpt != 0 {
 		t.Fatalf("an app connection's wal_autocheckpoint while the Writer runs: %d (%v), want 0", ckpt, err)
+	}
+}
+
+// waitCopied waits until checkpoints have copied the whole WAL.
+func waitCopied(t *testing.T, path, after string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		frames, copied := walIndex(t, path)
+		if frames > 0 && copied == frames {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL %d frames, %d copied 10 s after %s: the checkpointer was not woken", frames, copied, after)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A checkpoint the app ran that failed its fsync forbids checkpoints of the
+// database (the conn wrapper sees the error); the Writer's checkpointer then
+// ends durability at its next round, as for its own failure.
+func TestCheckpointerStopsWhenAnotherCheckpointFailed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wb := setupWriter(t)
+	forbidCheckpoints(stateOf(wb.db).path) // what after() does on the app's failed checkpoint
+	deadline := time.Now().Add(10 * time.Second)
+	for !errors.Is(wb.w.Stats().WALSyncFailure, errCheckpointElsewhere) {
+		if time.Now().After(deadline) {
+			t.Fatalf("durability failure %v 10 s after another checkpoint failed, want the checkpointer to end it", wb.w.Stats().WALSyncFailure)
+		}
+		if err := wb.w.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO counters VALUES (?, 1)`, time.Now().String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := wb.w.Durable(ctx); !errors.Is(err, ErrWALSyncFailed) {
+		t.Fatalf("Durable: %v, want ErrWALSyncFailed", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -157,6 +158,9 @@ func (c *conn) lockGate(ctx context.Context) error {
 }
 
 func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := c.refuseCheckpoint(query); err != nil {
+		return nil, err
+	}
 	ctx, inTx, err := c.before(ctx)
 	if err != nil {
 		return nil, err
@@ -168,16 +172,50 @@ func (c *conn) ExecContext(ctx context.Context, query string, args []driver.Name
 		defer c.state.gate.unlock()
 	}
 	res, err := c.SQLiteConn.ExecContext(ctx, query, args)
+	c.after(!inTx, err)
 	return res, c.noteEnd(inTx, err)
 }
 
 func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := c.refuseCheckpoint(query); err != nil {
+		return nil, err
+	}
 	ctx, inTx, err := c.before(ctx)
 	if err != nil {
 		return nil, err
 	}
 	rows, err := c.SQLiteConn.QueryContext(ctx, query, args)
+	c.after(false, err)
 	return rows, c.noteEnd(inTx, err)
+}
+
+// refuseCheckpoint refuses a checkpoint the app asks for by SQL once
+// checkpoints of the database are forbidden (see forbidCheckpoints).
+func (c *conn) refuseCheckpoint(query string) error {
+	if c.state.checkpointsForbidden() && strings.Contains(strings.ToLower(query), "wal_checkpoint") {
+		return ErrCheckpointsForbidden
+	}
+	return nil
+}
+
+// ErrCheckpointsForbidden is returned for a checkpoint asked for by SQL
+// after a checkpoint's fsync of the database failed in this process: one
+// more would start the WAL over without the pages the kernel may have
+// dropped (see checkpoint.go). The process must restart.
+var ErrCheckpointsForbidden = errors.New("sqlite: no checkpoint may run: a checkpoint's fsync of this database failed in this process; restart it (see the runbook, \"the disk failed an fsync\")")
+
+// after is run after each statement and an app's commit: a failed fsync (a
+// checkpoint the app ran) forbids every later checkpoint, and a commit
+// (committed: a commit, or a statement run outside a transaction) wakes the
+// checkpointers. The commit hook wakes them too, but before SQLite writes
+// the commit, which a checkpoint 25 ms later can miss.
+func (c *conn) after(committed bool, err error) {
+	if isFsyncError(err) {
+		forbidCheckpoints(c.state.path)
+	}
+	if committed && err == nil && !c.writer.Load() {
+		c.state.commits.notify()
+	}
 }
 
 func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
@@ -204,6 +242,9 @@ func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, e
 }
 
 func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if err := c.refuseCheckpoint(query); err != nil {
+		return nil, err
+	}
 	s, err := c.SQLiteConn.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
@@ -236,7 +277,9 @@ func (t *appTx) Commit() error {
 		t.Tx.Rollback()
 		return fmt.Errorf("sqlite: commit: rolled back: %w", err)
 	}
-	return t.Tx.Commit()
+	err := t.Tx.Commit()
+	t.c.after(true, err)
+	return err
 }
 
 func (t *appTx) Rollback() error {
@@ -263,6 +306,7 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		defer s.c.state.gate.unlock()
 	}
 	res, err := s.SQLiteStmt.ExecContext(ctx, args)
+	s.c.after(!inTx, err)
 	return res, s.c.noteEnd(inTx, err)
 }
 
@@ -272,6 +316,7 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 		return nil, err
 	}
 	rows, err := s.SQLiteStmt.QueryContext(ctx, args)
+	s.c.after(false, err)
 	return rows, s.c.noteEnd(inTx, err)
 }
 

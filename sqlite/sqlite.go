@@ -109,9 +109,12 @@ type dbState struct {
 	// its checkpointer makes every checkpoint, and no connection runs one of
 	// its own (see autoCheckpoint).
 	writers atomic.Int32
-	// committed, if set, is called at every commit on a connection: the
-	// Writer's checkpointer is poked.
-	committed atomic.Pointer[func()]
+	// commits are called at every commit on a connection, before it (from
+	// the commit hook) and, for the app's commits, after it: Writers'
+	// checkpointers are poked.
+	commits commitWatchers
+	// forbidden caches checkpointsForbidden(path) once it is true.
+	forbidden atomic.Bool
 }
 
 // SQLite's wal_autocheckpoint, by default: a connection that commits past
@@ -124,16 +127,43 @@ const defaultAutoCheckpoint = 1000
 // own checkpoints, so with a Writer every checkpoint is its checkpointer's,
 // which sees a failed fsync (see checkpoint.go).
 func (st *dbState) autoCheckpoint() int {
-	if st.writers.Load() > 0 || checkpointsForbidden(st.path) {
+	if st.writers.Load() > 0 || st.checkpointsForbidden() {
 		return 0
 	}
 	return defaultAutoCheckpoint
+}
+
+// checkpointsForbidden reports whether no checkpoint may run on the
+// database any more (see forbidCheckpoints).
+func (st *dbState) checkpointsForbidden() bool {
+	if st.forbidden.Load() {
+		return true
+	}
+	if checkpointsForbidden(st.path) {
+		st.forbidden.Store(true)
+		return true
+	}
+	return false
 }
 
 type commitWatchers struct {
 	mu  sync.Mutex
 	fns map[int]func()
 	id  int
+}
+
+// add calls fn at each notify, until cancel.
+func (w *commitWatchers) add(fn func()) (cancel func()) {
+	w.mu.Lock()
+	w.id++
+	id := w.id
+	w.fns[id] = fn
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.fns, id)
+		w.mu.Unlock()
+	}
 }
 
 func (w *commitWatchers) notify() {
@@ -199,7 +229,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	st := &dbState{watchers: commitWatchers{fns: map[int]func(){}}, busy: o.BusyTimeout}
+	st := &dbState{watchers: commitWatchers{fns: map[int]func(){}}, commits: commitWatchers{fns: map[int]func(){}}, busy: o.BusyTimeout}
 	drv := &driverWrap{state: st}
 	drv.ConnectHook = func(c *sqlite3.SQLiteConn) error {
 		// outboxWritten is per connection, and SQLite runs the hooks on the
@@ -211,9 +241,7 @@ func OpenOptions(path string, o Options) (*sql.DB, error) {
 			}
 		})
 		c.RegisterCommitHook(func() int {
-			if fn := st.committed.Load(); fn != nil {
-				(*fn)()
-			}
+			st.commits.notify()
 			if outboxWritten {
 				outboxWritten = false
 				if !st.selfReported.Load() {
@@ -297,17 +325,7 @@ func WatchOutboxCommits(db *sql.DB, fn func()) (cancel func(), ok bool) {
 	if st == nil {
 		return func() {}, false
 	}
-	w := &st.watchers
-	w.mu.Lock()
-	w.id++
-	id := w.id
-	w.fns[id] = fn
-	w.mu.Unlock()
-	return func() {
-		w.mu.Lock()
-		delete(w.fns, id)
-		w.mu.Unlock()
-	}, true
+	return st.watchers.add(fn), true
 }
 
 // IsDatabaseFailure reports whether err is the database's own failure (a

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,7 +80,7 @@ type Writer struct {
 	conn    *sql.Conn
 	ended   autoCommitter // the write connection's driver: tells a transaction SQLite ended
 	shield  *Shield       // nil for a database not from Open
-	poke    func()        // the checkpointer's, as the database's commit callback (dbState.committed)
+	unwatch func()        // ends the checkpointer's pokes at commits (dbState.commits)
 	txq     txQueue
 	ckpt    *checkpointer
 	syncer  *walSyncer // nil for a database without a file (then Durable returns at once)
@@ -132,7 +133,7 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	// keep their mode.
 	path, err := mainFile(ctx, w.conn)
 	if err != nil {
-		w.conn.Close()
+		w.dropConn()
 		return nil, fmt.Errorf("sqlite: writer: %w", err)
 	}
 	// After a checkpoint's fsync failed in this process, no checkpoint runs
@@ -154,7 +155,7 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 	}
 	for _, pragma := range pragmas {
 		if _, err := w.conn.ExecContext(ctx, pragma); err != nil {
-			w.conn.Close()
+			w.dropConn()
 			if w.st != nil {
 				w.st.writers.Add(-1)
 			}
@@ -162,13 +163,20 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 		}
 	}
 	w.syncer, w.txWaits = startSyncer(path+"-wal"), sync == SyncFull
-	w.ckpt = startCheckpointer(db, cfg.Logger, w.Lock, w.Unlock, !forbidden, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
+	w.ckpt = startCheckpointer(db, path, cfg.Logger, w.Lock, w.Unlock, !forbidden, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
 	if w.st != nil {
 		// Every commit wakes the checkpointer, the app's own too.
-		w.poke = w.ckpt.poke
-		w.st.committed.Store(&w.poke)
+		w.unwatch = w.st.commits.add(w.ckpt.poke)
 	}
 	return w, nil
+}
+
+// dropConn closes the write connection for good: it does not go back to the
+// pool, where it would run the app's statements as the writer's (past the
+// gate, with synchronous=NORMAL).
+func (w *Writer) dropConn() {
+	w.conn.Raw(func(any) error { return driver.ErrBadConn })
+	w.conn.Close()
 }
 
 // errCheckpointFsync marks the durability failure of a checkpoint's fsync.
@@ -437,8 +445,10 @@ func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.RefuseTx()
 		if w.st != nil {
-			defer w.st.writers.Add(-1)
-			defer w.st.committed.CompareAndSwap(&w.poke, nil)
+			// The connections run their own checkpoints again from here
+			// (unless forbidden), while this checkpointer stops.
+			w.st.writers.Add(-1)
+			w.unwatch()
 		}
 		defer w.ckpt.stop()
 		if w.syncer != nil {
@@ -450,7 +460,7 @@ func (w *Writer) Close(ctx context.Context) error {
 			w.closeErr = fmt.Errorf("sqlite: writer: close: waiting for the write in progress: %w", err)
 			return
 		}
-		w.conn.Close()
+		w.dropConn()
 		w.Unlock()
 	})
 	return w.closeErr

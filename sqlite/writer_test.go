@@ -184,3 +184,30 @@ func TestRefuseTxWakesWaitingTx(t *testing.T) {
 		t.Fatalf("the waiting Tx returned %v, want ErrClosed", err)
 	}
 }
+
+// Close does not give the write connection back to the pool: there it
+// would run the app's statements as the writer's, past the gate.
+func TestWriterCloseDropsItsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wb := setupWriter(t)
+	if err := wb.w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var conns []*sql.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 4 { // more than the pool keeps idle (2)
+		c, err := wb.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if dc, ok := rawConn(c).(*conn); !ok || dc.writer.Load() {
+			t.Fatalf("a connection of the pool after Close: writer's %v (a conn of Open's: %v)", ok && dc.writer.Load(), ok)
+		}
+	}
+}
