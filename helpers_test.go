@@ -26,6 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/boxcar-bus/boxcar/internal/lossyjs"
+	"github.com/boxcar-bus/boxcar/internal/waitfor"
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
@@ -212,17 +213,7 @@ func recordingHandler(subscriber string) Handler {
 // liveness bound (the test's deadline budget), not a performance assertion.
 func waitFor(t testing.TB, what string, limit time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s; last state: %s", limit, what, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitfor.Cond(t, what, limit, 20*time.Millisecond, cond)
 }
 
 // countApplied returns how many events subscriber applied.

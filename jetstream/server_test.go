@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/boxcar-bus/boxcar/internal/waitfor"
 )
 
 // expiredContext is a context whose deadline has passed.
@@ -19,17 +21,7 @@ func expiredContext() context.Context {
 // measurement.
 func waitUntil(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s after %v: %s", what, limit, state)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Cond(t, what, limit, 5*time.Millisecond, cond)
 }
 
 // Regression (issue "Nothing stuck, nothing silent", item 4): Shutdown past

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/boxcar-bus/boxcar/internal/waitfor"
 )
 
 func fileSize(t *testing.T, path string) int64 {
@@ -221,17 +223,10 @@ func TestAppCommitsWakeTheCheckpointer(t *testing.T) {
 // waitCopied waits until checkpoints have copied the whole WAL.
 func waitCopied(t *testing.T, path, after string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.Cond(t, "the checkpointer to copy the WAL after "+after, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
 		frames, copied := walIndex(t, path)
-		if frames > 0 && copied == frames {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("WAL %d frames, %d copied 10 s after %s: the checkpointer was not woken", frames, copied, after)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return frames > 0 && copied == frames, fmt.Sprintf("WAL %d frames, %d copied", frames, copied)
+	})
 }
 
 // A checkpoint the app ran that failed its fsync forbids checkpoints of the
@@ -242,19 +237,17 @@ func TestCheckpointerStopsWhenAnotherCheckpointFailed(t *testing.T) {
 	ctx := context.Background()
 	wb := setupWriter(t)
 	forbidCheckpoints(stateOf(wb.db).path) // what after() does on the app's failed checkpoint
-	deadline := time.Now().Add(10 * time.Second)
-	for !errors.Is(wb.w.Stats().WALSyncFailure, errCheckpointElsewhere) {
-		if time.Now().After(deadline) {
-			t.Fatalf("durability failure %v 10 s after another checkpoint failed, want the checkpointer to end it", wb.w.Stats().WALSyncFailure)
-		}
+	waitfor.Cond(t, "the checkpointer to end durability", 10*time.Second, 5*time.Millisecond, func() (bool, string) {
+		// Commits wake the checkpointer.
 		if err := wb.w.Tx(ctx, func(tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO counters VALUES (?, 1)`, time.Now().String())
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		err := wb.w.Stats().WALSyncFailure
+		return errors.Is(err, errCheckpointElsewhere), fmt.Sprint(err)
+	})
 	if err := wb.w.Durable(ctx); !errors.Is(err, ErrWALSyncFailed) {
 		t.Fatalf("Durable: %v, want ErrWALSyncFailed", err)
 	}
