@@ -32,17 +32,28 @@ import (
 // fails SQLite's first fsync of the database file after a trigger file
 // appears, with EIO, once, as Linux reports a writeback error.
 func TestCheckpointFsyncFailureKeepsTheWAL(t *testing.T) {
+	runFsyncChild(t, checkpointFsyncChild)
+}
+
+// runFsyncChild runs child in a child process (the test binary, running t
+// again) with the fsync shim, then opens its database again without it and
+// checks that every row the child committed is there (read from the kept
+// WAL, which a checkpoint then copies whole) and that the database is sound.
+// In the child, it runs child with the database's directory.
+func runFsyncChild(t *testing.T, child func(t *testing.T, dir string)) {
+	t.Helper()
 	if dir := os.Getenv("BOXCAR_FAILSYNC_CHILD"); dir != "" {
-		checkpointFsyncChild(t, dir)
+		child(t, dir)
 		return
 	}
 	t.Parallel()
+	test := t.Name()
 	dir := t.TempDir()
 	so := filepath.Join(dir, "failsync.so")
 	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", so, "testdata/failsync.c", "-ldl").CombinedOutput(); err != nil {
 		t.Fatalf("build the fsync shim: %v\n%s", err, out)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointFsyncFailureKeepsTheWAL$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v")
 	cmd.Env = append(os.Environ(), "BOXCAR_FAILSYNC_CHILD="+dir, "LD_PRELOAD="+so,
 		"FAILSYNC_SUFFIX="+string(filepath.Separator)+"app.db", "FAILSYNC_TRIGGER="+filepath.Join(dir, "trigger"))
 	out, err := cmd.CombinedOutput()
@@ -54,8 +65,6 @@ func TestCheckpointFsyncFailureKeepsTheWAL(t *testing.T) {
 		t.Fatalf("the child reported no row count:\n%s", out)
 	}
 	want, _ := strconv.Atoi(string(m[1]))
-	// Opened again, without the shim: the rows committed after the failure
-	// are read from the kept WAL, and a checkpoint copies all of it.
 	db, err := Open(filepath.Join(dir, "app.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,9 +84,18 @@ func TestCheckpointFsyncFailureKeepsTheWAL(t *testing.T) {
 	}
 }
 
-func checkpointFsyncChild(t *testing.T, dir string) {
-	ctx := context.Background()
-	path := filepath.Join(dir, "app.db")
+// A checkpoint the app runs itself (no Writer) that fails its fsync forbids
+// every later checkpoint of the database in the process as well: the app's
+// next one is refused, its commits past 1,000 pages do not checkpoint, and
+// the WAL outlives the database's Close.
+func TestAppCheckpointFsyncFailureForbidsCheckpoints(t *testing.T) {
+	runFsyncChild(t, appCheckpointFsyncChild)
+}
+
+// openNums opens the child's database, with the table of rows it counts.
+func openNums(t *testing.T, dir string) (db *sql.DB, path string) {
+	t.Helper()
+	path = filepath.Join(dir, "app.db")
 	db, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +103,47 @@ func checkpointFsyncChild(t *testing.T, dir string) {
 	if _, err := db.Exec(`CREATE TABLE nums (i INTEGER)`); err != nil {
 		t.Fatal(err)
 	}
+	return db, path
+}
+
+func appCheckpointFsyncChild(t *testing.T, dir string) {
+	db, path := openNums(t, dir)
+	rows := 0
+	for range 100 {
+		if _, err := db.Exec(`INSERT INTO nums VALUES (?)`, rows); err != nil {
+			t.Fatal(err)
+		}
+		rows++
+	}
+	if err := os.WriteFile(os.Getenv("FAILSYNC_TRIGGER"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var busy, walPages, copied int
+	if err := db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &walPages, &copied); !isFsyncError(err) {
+		t.Fatalf("the app's checkpoint with the shim's failed fsync: %v, want SQLite's fsync error", err)
+	}
+	salt0 := walSalt(t, path)
+	if err := db.QueryRow(`pragma WAL_CHECKPOINT`).Scan(&busy, &walPages, &copied); !errors.Is(err, ErrCheckpointsForbidden) {
+		t.Fatalf("the app's next checkpoint: %v, want ErrCheckpointsForbidden", err)
+	}
+	for range 600 {
+		if _, err := db.Exec(`INSERT INTO nums VALUES (-1), (zeroblob(8000))`); err != nil {
+			t.Fatal(err)
+		}
+		rows += 2
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if salt := walSalt(t, path); salt != salt0 {
+		t.Fatalf("the WAL started over after the failed fsync (salt %x, then %x): a checkpoint ran", salt0, salt)
+	}
+	fmt.Printf("rows=%d\n", rows)
+}
+
+func checkpointFsyncChild(t *testing.T, dir string) {
+	ctx := context.Background()
+	db, path := openNums(t, dir)
 	rows := 0
 	insert := func(w *Writer, n int) {
 		for range n {

@@ -184,15 +184,29 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	if err != nil {
 		return nil, err
 	}
+	// The driver takes the first step here: a checkpoint's error (its
+	// one row) comes back now.
 	rows, err := c.SQLiteConn.QueryContext(ctx, query, args)
 	c.after(false, err)
 	return rows, c.noteEnd(inTx, err)
 }
 
+// isCheckpoint reports whether query runs a checkpoint (PRAGMA
+// wal_checkpoint, in any case).
+func isCheckpoint(query string) bool {
+	const word = "wal_checkpoint"
+	for i := 0; i+len(word) <= len(query); i++ {
+		if (query[i] == 'w' || query[i] == 'W') && strings.EqualFold(query[i:i+len(word)], word) {
+			return true
+		}
+	}
+	return false
+}
+
 // refuseCheckpoint refuses a checkpoint the app asks for by SQL once
 // checkpoints of the database are forbidden (see forbidCheckpoints).
 func (c *conn) refuseCheckpoint(query string) error {
-	if c.state.checkpointsForbidden() && strings.Contains(strings.ToLower(query), "wal_checkpoint") {
+	if c.state.checkpointsForbidden() && isCheckpoint(query) {
 		return ErrCheckpointsForbidden
 	}
 	return nil
@@ -212,6 +226,7 @@ var ErrCheckpointsForbidden = errors.New("sqlite: no checkpoint may run: a check
 func (c *conn) after(committed bool, err error) {
 	if isFsyncError(err) {
 		forbidCheckpoints(c.state.path)
+		keepOpen(c.state.path) // best effort: an error here has no one to go to but the app's
 	}
 	if committed && err == nil && !c.writer.Load() {
 		c.state.commits.notify()
@@ -249,7 +264,7 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 	if err != nil {
 		return nil, err
 	}
-	return &stmt{SQLiteStmt: s.(*sqlite3.SQLiteStmt), c: c}, nil
+	return &stmt{SQLiteStmt: s.(*sqlite3.SQLiteStmt), c: c, ckpt: isCheckpoint(query)}, nil
 }
 
 func (c *conn) Close() error {
@@ -291,10 +306,14 @@ func (t *appTx) Rollback() error {
 // with it.
 type stmt struct {
 	*sqlite3.SQLiteStmt
-	c *conn
+	c    *conn
+	ckpt bool // the statement runs a checkpoint (isCheckpoint)
 }
 
 func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	if s.ckpt && s.c.state.checkpointsForbidden() {
+		return nil, ErrCheckpointsForbidden
+	}
 	ctx, inTx, err := s.c.before(ctx)
 	if err != nil {
 		return nil, err
@@ -311,6 +330,9 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	if s.ckpt && s.c.state.checkpointsForbidden() {
+		return nil, ErrCheckpointsForbidden
+	}
 	ctx, inTx, err := s.c.before(ctx)
 	if err != nil {
 		return nil, err
