@@ -131,7 +131,7 @@ func (c *checkpointer) run(ctx context.Context) {
 // checkpoint copies what it can of the WAL and, if the WAL has grown long,
 // completes the copy under the write lock. A failure (a full disk) is
 // logged, at most every 10 seconds: the data is safe in the WAL, and the
-// next round, or the write connection's backstop, tries again.
+// next round tries again.
 //
 // A failed fsync is not retried. A PASSIVE checkpoint that cannot copy the
 // whole WAL writes its pages to the database file without an fsync and
@@ -141,10 +141,10 @@ func (c *checkpointer) run(ctx context.Context) {
 // the pages of the earlier copies that it could not write (Linux marks them
 // clean and reports the error once), and a retry copies only the frames
 // after nBackfill: its fsync would succeed, the WAL would start over, and
-// those pages would be lost from both files. So no checkpoint runs again in
-// this process (fsyncFailed stops the write connection's own, and SQLite's
-// at close), and the WAL keeps every commit: the next start rebuilds the WAL
-// index, counts nothing as copied, and copies the whole WAL again.
+// those pages would be lost from both files. So no checkpoint runs again on
+// the file in this process (see Writer.checkpointFsyncFailed), and the WAL
+// keeps every commit: the next start rebuilds the WAL index, counts nothing
+// as copied, and copies the whole WAL again.
 func (c *checkpointer) checkpoint(ctx context.Context) error {
 	walPages, err := c.passive(ctx)
 	if err == nil && walPages >= walRestartPages {

@@ -148,6 +148,9 @@ func TestForbiddenCheckpointsHoldEverywhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Durable(ctx); !errors.Is(err, ErrWALSyncFailed) || !errors.Is(err, errCheckpointFsync) {
+		t.Fatalf("Durable of a Writer made after the failure: %v, want ErrWALSyncFailed for a checkpoint", err)
+	}
 	for range 50 {
 		if err := w.Tx(ctx, func(tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO blobs VALUES (zeroblob(8000))`)

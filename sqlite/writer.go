@@ -163,6 +163,10 @@ func NewWriter(ctx context.Context, db *sql.DB, cfg WriterConfig) (*Writer, erro
 		}
 	}
 	w.syncer, w.txWaits = startSyncer(path+"-wal"), sync == SyncFull
+	if forbidden && w.syncer.failure() == nil {
+		// The failed checkpoint was the app's own, with no Writer running.
+		w.syncer.breakWith(checkpointFailure(errCheckpointElsewhere))
+	}
 	w.ckpt = startCheckpointer(db, path, cfg.Logger, w.Lock, w.Unlock, !forbidden, func(ctx context.Context, err error) { w.checkpointFsyncFailed(ctx, path, err) })
 	if w.st != nil {
 		// Every commit wakes the checkpointer, the app's own too.
@@ -182,6 +186,12 @@ func (w *Writer) dropConn() {
 // errCheckpointFsync marks the durability failure of a checkpoint's fsync.
 var errCheckpointFsync = errors.New("a checkpoint's fsync failed")
 
+// checkpointFailure is the durability failure of a checkpoint's failed
+// fsync (cause).
+func checkpointFailure(cause error) error {
+	return fmt.Errorf("%w: %w: %w; the kernel may have dropped pages that checkpoints had copied into the database file without an fsync, so checkpoints have stopped and the WAL keeps every commit: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts, which copies the whole WAL into the database again; stop the process, check the disk (dmesg), drop the page cache or reboot, then start it", ErrWALSyncFailed, errCheckpointFsync, cause)
+}
+
 // checkpointFsyncFailed ends durability after a checkpoint's fsync failed
 // (see checkpointer.checkpoint), and keeps any checkpoint from running
 // again in this process: the write connection's own, and the one SQLite
@@ -189,7 +199,7 @@ var errCheckpointFsync = errors.New("a checkpoint's fsync failed")
 // prevents. It runs on the checkpointer's goroutine, which then ends; ctx
 // ends at Close.
 func (w *Writer) checkpointFsyncFailed(ctx context.Context, path string, cause error) {
-	err := fmt.Errorf("%w: %w: %w; the kernel may have dropped pages that checkpoints had copied into the database file without an fsync, so checkpoints have stopped and the WAL keeps every commit: nothing is reported durable (no outbox event published, no transactional ack) until the process restarts, which copies the whole WAL into the database again; stop the process, check the disk (dmesg), drop the page cache or reboot, then start it", ErrWALSyncFailed, errCheckpointFsync, cause)
+	err := checkpointFailure(cause)
 	forbidCheckpoints(path)
 	if w.syncer != nil {
 		w.syncer.breakWith(err)
