@@ -190,8 +190,12 @@ func checkpointsForbidden(path string) bool {
 // checkpoint outside the checkpointer failed its fsync.
 var errCheckpointElsewhere = errors.New("a checkpoint run on another connection to the database failed its fsync")
 
-// isFsyncError reports whether err is SQLite's failed fsync.
+// isFsyncError reports whether err is SQLite's failed fsync. It runs after
+// every statement: a nil error returns before anything is allocated.
 func isFsyncError(err error) bool {
+	if err == nil {
+		return false
+	}
 	var se sqlite3.Error
 	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrIoErrFsync
 }
