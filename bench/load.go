@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
 	"path/filepath"
+	rtrace "runtime/trace"
 	"syscall"
 	"time"
 
@@ -38,6 +40,7 @@ func benchLoad(ctx context.Context, dir string, w *workload, rep *report) error 
 		return err
 	}
 	base := 0
+	traced := o.loadTrace == ""
 	// run writes n events at interval through Bus.Tx and waits until the
 	// subscriber handled them; it returns the WAL fsyncs per event (each
 	// costs the process ~80–150 µs of system time on this VM's disk).
@@ -45,6 +48,14 @@ func benchLoad(ctx context.Context, dir string, w *workload, rep *report) error 
 		st0, err := p.bus.Stats(ctx)
 		if err != nil {
 			return 0, err
+		}
+		if !traced && interval > 0 {
+			traced = true
+			stop, err := startTrace(o.loadTrace)
+			if err != nil {
+				return 0, err
+			}
+			defer stop()
 		}
 		if _, _, err := p.runPaced(ctx, base, n, interval); err != nil {
 			return 0, err
@@ -139,6 +150,24 @@ func measureLoad(o options, rates []int, run func(n int, interval time.Duration)
 		pts = append(pts, pt)
 	}
 	return pts, nil
+}
+
+// startTrace writes a runtime execution trace to file until stop is called.
+func startTrace(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := rtrace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		rtrace.Stop()
+		if err := f.Close(); err != nil {
+			log.Print(err)
+		}
+	}, nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

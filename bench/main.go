@@ -74,6 +74,7 @@ type options struct {
 	out         string
 	only        string
 	cpuProfile  string
+	loadTrace   string
 	memProfile  string
 	keep        bool
 	verbose     bool
@@ -142,6 +143,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
 	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout,scale (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	flag.StringVar(&o.loadTrace, "load-trace", "", "load: write a runtime execution trace of the bus's first paced run (the first of -load-rates) to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.BoolVar(&o.verbose, "v", false, "log Boxcar's warnings to stderr")
