@@ -3,7 +3,8 @@
 // writes), grouped by where the woken goroutine was blocked and by the
 // function that woke it: how bench/RESULTS.md counts wake-ups per event.
 //
-//	go run ./bench/wakeups -events 15000 trace.out
+//	go run ./bench -only load -load-rates 3000 -idle 0 -events 15000 -load-trace /tmp/t.out
+//	cd bench/wakeups && go run . -events 15000 /tmp/t.out
 //
 // It is a module of its own so that the bus does not depend on
 // golang.org/x/exp.
@@ -98,7 +99,11 @@ func count(r io.Reader) (map[string]int, int, error) {
 			blockedIn[id] = firstOwn(st.Stack)
 		case from == trace.GoWaiting && to == trace.GoRunnable:
 			total++
-			counts[blockedIn[id]+"  <-  "+firstOwn(ev.Stack())]++
+			where, seen := blockedIn[id]
+			if !seen {
+				where = "(blocked before the trace began)"
+			}
+			counts[where+"  <-  "+firstOwn(ev.Stack())]++
 		}
 	}
 }

@@ -13,8 +13,8 @@ func waitFor(ch <-chan struct{}) { <-ch }
 //go:noinline
 func wake(ch chan<- struct{}) { ch <- struct{}{} }
 
-// A goroutine blocked in waitFor and woken by wake, 200 times, is counted
-// 200 times under that pair.
+// 200 hand-offs between wake and waitFor are counted under those two
+// functions: each wakes whichever side blocked first.
 func TestCountsWakeUpsByWhereTheyBlockedAndWhoWoke(t *testing.T) {
 	const n = 200
 	var buf bytes.Buffer
