@@ -191,13 +191,10 @@ func checkpointsForbidden(path string) bool {
 var errCheckpointElsewhere = errors.New("a checkpoint run on another connection to the database failed its fsync")
 
 // isFsyncError reports whether err is SQLite's failed fsync. It runs after
-// every statement: a nil error returns before anything is allocated.
+// every statement.
 func isFsyncError(err error) bool {
-	if err == nil {
-		return false
-	}
-	var se sqlite3.Error
-	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrIoErrFsync
+	se, ok := asSQLiteError(err)
+	return ok && se.ExtendedCode == sqlite3.ErrIoErrFsync
 }
 
 // passive runs a PASSIVE checkpoint and returns the WAL's length in pages.

@@ -59,3 +59,15 @@ func TestTheWrapperAllocatesNothingPerStatement(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The checks for SQLite's errors run after every statement (a failed
+// fsync) and every handler call (a full disk), mostly on a nil error,
+// which must cost no allocation.
+func TestErrorChecksOnNilAllocateNothing(t *testing.T) {
+	checks := map[string]func(error) bool{"isFsyncError": isFsyncError, "IsFull": IsFull, "IsDatabaseFailure": IsDatabaseFailure}
+	for name, check := range checks {
+		if n := testing.AllocsPerRun(100, func() { check(nil) }); n != 0 {
+			t.Errorf("%s(nil) allocates %.0f times", name, n)
+		}
+	}
+}

@@ -332,8 +332,8 @@ func WatchOutboxCommits(db *sql.DB, fn func()) (cancel func(), ok bool) {
 // full disk, an I/O error, no memory, a corrupt file), not a statement's:
 // retrying the same work later may succeed.
 func IsDatabaseFailure(err error) bool {
-	var se sqlite3.Error
-	if !errors.As(err, &se) {
+	se, ok := asSQLiteError(err)
+	if !ok {
 		return false
 	}
 	switch se.Code {
@@ -345,6 +345,18 @@ func IsDatabaseFailure(err error) bool {
 
 // IsFull reports whether err is SQLite's "database or disk is full".
 func IsFull(err error) bool {
+	se, ok := asSQLiteError(err)
+	return ok && se.Code == sqlite3.ErrFull
+}
+
+// asSQLiteError is SQLite's error in err's chain. The helpers above run
+// after every statement or handler call, mostly on a nil error: that
+// returns before anything is allocated (errors.As's target escapes).
+func asSQLiteError(err error) (sqlite3.Error, bool) {
+	if err == nil {
+		return sqlite3.Error{}, false
+	}
 	var se sqlite3.Error
-	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+	ok := errors.As(err, &se)
+	return se, ok
 }
