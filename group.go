@@ -235,7 +235,7 @@ func (g *group) join(ctx context.Context) error {
 		}
 	}
 	var kv jetstream.KeyValue
-	err := bjs.RetryTransient(ctx, func() (err error) {
+	err := bjs.RetryTransient(ctx, func(ctx context.Context) (err error) {
 		kv, err = ensureBucket(ctx, b.subJS, groupsBucket, "Boxcar: subscriber groups, their slots and leases", replicas)
 		return err
 	})
@@ -248,11 +248,15 @@ func (g *group) join(ctx context.Context) error {
 		kind = "tx"
 	}
 	want := groupConfig{Members: g.opts.Group.Members, Partitions: b.cfg.Partitions, Kind: kind}
-	if err := bjs.RetryTransient(ctx, func() error { return g.checkConfig(ctx, want) }); err != nil {
+	if err := bjs.RetryTransient(ctx, func(ctx context.Context) error { return g.checkConfig(ctx, want) }); err != nil {
 		return err
 	}
 	if g.sticky {
-		return bjs.RetryTransient(ctx, func() error { return g.claimSticky(ctx) })
+		return bjs.RetryTransient(ctx, func(context.Context) error {
+			// Not bounded to an attempt: the claim goes on to start
+			// the slot's subscription, which takes its own time.
+			return g.claimSticky(ctx)
+		})
 	}
 	g.round(ctx)
 	return nil

@@ -57,7 +57,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name, description
 // has just started may have no JetStream responder yet for a moment: that
 // is retried for a while (jetstream.RetryTransient).
 func claimInstance(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {
-	return bjs.RetryTransient(ctx, func() error { return claimInstanceOnce(ctx, js, replicas, stream, id, dbID) })
+	return bjs.RetryTransient(ctx, func(ctx context.Context) error { return claimInstanceOnce(ctx, js, replicas, stream, id, dbID) })
 }
 
 func claimInstanceOnce(ctx context.Context, js jetstream.JetStream, replicas int, stream, id, dbID string) error {

@@ -151,7 +151,8 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	si, err := s.stream().Info(ctx)
+	var si *jetstream.StreamInfo
+	err = bjs.RetryTransient(ctx, func(ctx context.Context) (err error) { si, err = s.stream().Info(ctx); return err })
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}

@@ -236,7 +236,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	end := StreamEnd{LastSeq: info.State.LastSeq, Created: info.Created}
 	subtree := p.layout.OriginFilter(p.origin)
 	var m *jetstream.RawStreamMsg
-	err = RetryTransient(ctx, func() error {
+	err = RetryTransient(ctx, func(ctx context.Context) error {
 		var err error
 		m, err = LastMsgForSubject(ctx, p.js, p.stream, subtree)
 		return err
@@ -266,21 +266,32 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 // transientFor bounds RetryTransient.
 const transientFor = 30 * time.Second
 
+// attemptFor bounds one attempt of RetryTransient, nats.go's own default
+// for a JetStream API request. A cluster leaves some requests unanswered:
+// nats-server lets only a stream's leader answer its info, and the others
+// stay silent while a leader is being elected or the API queue is full
+// (jsStreamInfoRequest). A request on ctx alone would then wait for all of
+// ctx (a whole minute of an Open, seen on CI); each attempt asks again.
+const attemptFor = 5 * time.Second
+
 // clusterNoPeers is nats-server's "no suitable peers for placement".
 const clusterNoPeers = 10005
 
-// RetryTransient calls fn until it returns something else than what a
-// cluster gives for a moment, for up to transientFor (30 s): "no
-// responders" (a replicated stream or KV bucket created a moment ago has no
-// responder until its replicas are up), "no suitable peers" (a busy
-// cluster's meta leader sees a peer offline for a moment), and a request
-// that timed out while ctx did not (a meta leader being elected, or a
-// loaded node, answers an R3 stream's creation late). fn must be safe to
-// call again (create-or-update, reads).
-func RetryTransient(ctx context.Context, fn func() error) error {
+// RetryTransient calls fn, each time with a context of ctx bounded to
+// attemptFor, until it returns something else than what a cluster gives for
+// a moment, for up to transientFor (30 s): "no responders" (a replicated
+// stream or KV bucket created a moment ago has no responder until its
+// replicas are up), "no suitable peers" (a busy cluster's meta leader sees a
+// peer offline for a moment), and a request that timed out while ctx did not
+// (a meta leader being elected, or a loaded node, answers an R3 stream's
+// creation late, or not at all). fn must be safe to call again
+// (create-or-update, reads) and must use the context it is given.
+func RetryTransient(ctx context.Context, fn func(ctx context.Context) error) error {
 	deadline := time.Now().Add(transientFor)
 	for {
-		err := fn()
+		actx, cancel := context.WithTimeout(ctx, attemptFor)
+		err := fn(actx)
+		cancel()
 		if !IsTransient(ctx, err) || time.Now().After(deadline) {
 			return err
 		}

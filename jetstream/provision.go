@@ -114,7 +114,9 @@ func DLQPrefix(prefix string) string { return prefix + "_dlq" }
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) (events, dlq jetstream.Stream, err error) {
 	replicas := max(c.Replicas, 1)
 	firstSeq := uint64(0)
-	if old, err := js.Stream(ctx, c.Name); err == nil {
+	var old jetstream.Stream
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) { old, err = js.Stream(ctx, c.Name); return err })
+	if err == nil {
 		if err := checkLayout(old.CachedInfo(), c); err != nil {
 			return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
 		}
@@ -123,7 +125,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	} else {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
 	}
-	err = RetryTransient(ctx, func() (err error) {
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
 		events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			FirstSeq:    firstSeq,
 			Name:        c.Name,
@@ -145,20 +147,23 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", c.Name, err)
 	}
-	dlq, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DLQName(c.Name),
-		Description: "Boxcar dead letters: events a subscriber gave up on, with the reason in headers",
-		Subjects:    []string{DLQPrefix(c.Layout.Prefix) + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      c.MaxAge,
-		Duplicates:  cmp.Or(c.DLQDuplicates, c.Duplicates),
-		Replicas:    replicas,
-		// No AllowDirect: nats.go then reads dead letters from the
-		// stream's leader, so a replica that is behind never says that a
-		// letter an operator was just shown is not there
-		// (TestDeadLettersAreReadFromTheLeader).
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
+		dlq, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        DLQName(c.Name),
+			Description: "Boxcar dead letters: events a subscriber gave up on, with the reason in headers",
+			Subjects:    []string{DLQPrefix(c.Layout.Prefix) + ".>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      c.MaxAge,
+			Duplicates:  cmp.Or(c.DLQDuplicates, c.Duplicates),
+			Replicas:    replicas,
+			// No AllowDirect: nats.go then reads dead letters from the
+			// stream's leader, so a replica that is behind never says that a
+			// letter an operator was just shown is not there
+			// (TestDeadLettersAreReadFromTheLeader).
+		})
+		return err
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("jetstream: ensure stream %s: %w", DLQName(c.Name), err)
@@ -211,14 +216,17 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, c ConsumerConfig) (
 	default:
 		cfg.FilterSubjects = c.Filters
 	}
-	if old, err := s.Consumer(ctx, c.Name); err == nil {
+	var old jetstream.Consumer
+	err := RetryTransient(ctx, func(ctx context.Context) (err error) { old, err = s.Consumer(ctx, c.Name); return err })
+	if err == nil {
 		prev := old.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
 		cfg.PauseUntil = prev.PauseUntil // an operator's pause outlives restarts
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
 	}
-	cons, err := s.CreateOrUpdateConsumer(ctx, cfg)
+	var cons jetstream.Consumer
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) { cons, err = s.CreateOrUpdateConsumer(ctx, cfg); return err })
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: ensure consumer %s: %w", c.Name, err)
 	}

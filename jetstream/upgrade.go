@@ -32,7 +32,7 @@ type StoredMsg struct {
 // reads through an ephemeral consumer without acks, deleted at the end.
 func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int, fn func([]StoredMsg) error) error {
 	var info *jetstream.StreamInfo
-	err := RetryTransient(ctx, func() (err error) { info, err = s.Info(ctx); return err })
+	err := RetryTransient(ctx, func(ctx context.Context) (err error) { info, err = s.Info(ctx); return err })
 	if err != nil {
 		return fmt.Errorf("jetstream: read stream: %w", err)
 	}
@@ -42,7 +42,7 @@ func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int,
 		return nil
 	}
 	var cons jetstream.Consumer
-	err = RetryTransient(ctx, func() (err error) {
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
 		cons, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
 			InactiveThreshold: time.Minute, MemoryStorage: true,
