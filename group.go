@@ -252,11 +252,13 @@ func (g *group) join(ctx context.Context) error {
 		return err
 	}
 	if g.sticky {
-		return bjs.RetryTransient(ctx, func(context.Context) error {
-			// Not bounded to an attempt: the claim goes on to start
-			// the slot's subscription, which takes its own time.
-			return g.claimSticky(ctx)
-		})
+		var slot int
+		var rev uint64
+		err := bjs.RetryTransient(ctx, func(ctx context.Context) (err error) { slot, rev, err = g.claimSticky(ctx); return err })
+		if err != nil {
+			return err
+		}
+		return g.startSlot(ctx, slot, rev)
 	}
 	g.round(ctx)
 	return nil
@@ -292,8 +294,9 @@ func (g *group) checkConfig(ctx context.Context, want groupConfig) error {
 }
 
 // claimSticky claims a slot of a TxHandler group for this database (the
-// one it holds, else the lowest free one) and starts it.
-func (g *group) claimSticky(ctx context.Context) error {
+// one it holds, else the lowest free one) and returns it with its claim's
+// revision. It is safe to call again: it finds its own claim.
+func (g *group) claimSticky(ctx context.Context) (slot int, rev uint64, _ error) {
 	b := g.b
 	free := -1
 	for i := range g.opts.Group.Members {
@@ -305,11 +308,11 @@ func (g *group) claimSticky(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("group %s: %w", g.name, err)
+			return 0, 0, fmt.Errorf("group %s: %w", g.name, err)
 		}
 		var c slotClaim
 		if json.Unmarshal(e.Value(), &c) == nil && c.Database == b.dbID {
-			return g.startSlot(ctx, i, e.Revision())
+			return i, e.Revision(), nil
 		}
 	}
 	for i := free; i >= 0 && i < g.opts.Group.Members; i++ {
@@ -319,12 +322,12 @@ func (g *group) claimSticky(ctx context.Context) error {
 			continue // claimed meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("group %s: claim slot %d: %w", g.name, i, err)
+			return 0, 0, fmt.Errorf("group %s: claim slot %d: %w", g.name, i, err)
 		}
 		b.log.Info("boxcar: group slot claimed for this database", logGroup, g.name, logSlot, i)
-		return g.startSlot(ctx, i, rev)
+		return i, rev, nil
 	}
-	return fmt.Errorf("%w: every slot of group %s (Members %d) is claimed by another database: a TxHandler group runs one instance per slot, each with its own database; if a database is gone for good, free its slot with nats kv del %s %sclaim.<i> (the writes and dedupe rows of its handler stay in that database)",
+	return 0, 0, fmt.Errorf("%w: every slot of group %s (Members %d) is claimed by another database: a TxHandler group runs one instance per slot, each with its own database; if a database is gone for good, free its slot with nats kv del %s %sclaim.<i> (the writes and dedupe rows of its handler stay in that database)",
 		ErrGroup, g.name, g.opts.Group.Members, groupsBucket, g.prefix)
 }
 

@@ -151,8 +151,7 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var si *jetstream.StreamInfo
-	err = bjs.RetryTransient(ctx, func(ctx context.Context) (err error) { si, err = s.stream().Info(ctx); return err })
+	si, err := bjs.StreamInfo(ctx, s.stream())
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}
@@ -256,7 +255,7 @@ func (s *Subscription) resumeAfterLostConsumer(ctx context.Context, row sqlite.S
 	if !found || row.ExpiredThrough == 0 {
 		return 0, nil
 	}
-	_, err := s.stream().Consumer(ctx, s.consumer)
+	err := bjs.RetryTransient(ctx, func(ctx context.Context) error { _, err := s.stream().Consumer(ctx, s.consumer); return err })
 	if err == nil {
 		return 0, nil
 	}
@@ -680,8 +679,8 @@ func catchupEqual(a, b sqlite.CatchupRule) bool {
 func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) {
 	b.streamMu.Lock()
 	defer b.streamMu.Unlock()
-	si, err := b.events.Info(ctx)
-	_, dlqErr := b.js.Stream(ctx, b.DLQStreamName())
+	si, err := bjs.StreamInfo(ctx, b.events)
+	dlqErr := bjs.RetryTransient(ctx, func(ctx context.Context) error { _, err := b.js.Stream(ctx, b.DLQStreamName()); return err })
 	if err == nil && dlqErr == nil {
 		return si, nil
 	}
@@ -697,5 +696,5 @@ func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) 
 	b.streamsRecreated.Add(1)
 	b.log.Error("boxcar: a stream was deleted (by an operator?): created it again; the relay refills the event stream from the outbox",
 		logStream, b.cfg.Stream)
-	return b.events.Info(ctx)
+	return bjs.StreamInfo(ctx, b.events)
 }

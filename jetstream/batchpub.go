@@ -229,7 +229,7 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 		p.Await(ctx)
 	}
 	p.last, p.expect = nil, 0
-	info, err := p.stream.Info(ctx)
+	info, err := StreamInfo(ctx, p.stream)
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}
@@ -263,11 +263,12 @@ func (p *BatchPublisher) Resync(ctx context.Context) (StreamEnd, error) {
 	return end, nil
 }
 
-// transientFor bounds RetryTransient.
+// transientFor bounds RetryTransient when its context has no deadline.
 const transientFor = 30 * time.Second
 
-// attemptFor bounds one attempt of RetryTransient, nats.go's own default
-// for a JetStream API request. A cluster leaves some requests unanswered:
+// attemptFor bounds one attempt of RetryTransient (one call of its fn, a
+// few JetStream API requests), as nats.go bounds one request when its
+// context has no deadline. A cluster leaves some requests unanswered:
 // nats-server lets only a stream's leader answer its info, and the others
 // stay silent while a leader is being elected or the API queue is full
 // (jsStreamInfoRequest). A request on ctx alone would then wait for all of
@@ -279,7 +280,8 @@ const clusterNoPeers = 10005
 
 // RetryTransient calls fn, each time with a context of ctx bounded to
 // attemptFor, until it returns something else than what a cluster gives for
-// a moment, for up to transientFor (30 s): "no responders" (a replicated
+// a moment, until ctx's deadline, or for up to transientFor (30 s) if ctx
+// has none: "no responders" (a replicated
 // stream or KV bucket created a moment ago has no responder until its
 // replicas are up), "no suitable peers" (a busy cluster's meta leader sees a
 // peer offline for a moment), and a request that timed out while ctx did not
@@ -287,7 +289,10 @@ const clusterNoPeers = 10005
 // creation late, or not at all). fn must be safe to call again
 // (create-or-update, reads) and must use the context it is given.
 func RetryTransient(ctx context.Context, fn func(ctx context.Context) error) error {
-	deadline := time.Now().Add(transientFor)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(transientFor)
+	}
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptFor)
 		err := fn(actx)
@@ -301,6 +306,13 @@ func RetryTransient(ctx context.Context, fn func(ctx context.Context) error) err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// StreamInfo is s.Info, retried (RetryTransient): in a cluster only the
+// stream's leader answers it.
+func StreamInfo(ctx context.Context, s jetstream.Stream) (info *jetstream.StreamInfo, err error) {
+	err = RetryTransient(ctx, func(ctx context.Context) (err error) { info, err = s.Info(ctx); return err })
+	return info, err
 }
 
 // IsTransient reports whether err is one RetryTransient retries.

@@ -62,6 +62,14 @@ func startSilentAPI(t *testing.T, srv *Server, prefix string, drop func(subject 
 	return a, js
 }
 
+// rearm leaves the first request on each picked subject from now on
+// unanswered again.
+func (a *silentAPI) rearm() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.dropped)
+}
+
 func (a *silentAPI) drops() map[string]int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -71,8 +79,9 @@ func (a *silentAPI) drops() map[string]int {
 // A JetStream API request that no server answers is asked again, each
 // attempt bounded, rather than waiting for all of the caller's context (an
 // Open on CI waited a whole minute for a stream's info and failed): the
-// stream and the consumer are provisioned although the first info and the
-// first create of each go unanswered.
+// stream and the consumer are provisioned, and the relay's resync reads the
+// stream, although the first info and the first create of each go
+// unanswered.
 func TestProvisioningAsksAgainWhenARequestIsNotAnswered(t *testing.T) {
 	t.Parallel()
 	srv, err := Start(ServerConfig{Dir: t.TempDir()})
@@ -80,7 +89,7 @@ func TestProvisioningAsksAgainWhenARequestIsNotAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 4*attemptFor)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*attemptFor)
 	defer cancel()
 	api, js := startSilentAPI(t, srv, "SILENT.API", func(api string) bool {
 		return api == "STREAM.INFO.EV" || strings.HasPrefix(api, "CONSUMER.CREATE.EV.")
@@ -99,5 +108,14 @@ func TestProvisioningAsksAgainWhenARequestIsNotAnswered(t *testing.T) {
 	got := api.drops()
 	if got["STREAM.INFO.EV"] != 1 || got["CONSUMER.CREATE.EV.mailer"] != 1 {
 		t.Fatalf("requests left unanswered: %v; want the first stream info and consumer create: this test would show nothing", got)
+	}
+	// Open's next step: the relay's resync reads the stream's info.
+	api.rearm()
+	pub := NewPublisher(js, events, testLayout, "o1")
+	if _, err := pub.Resync(ctx); err != nil {
+		t.Fatalf("resync with the first stream info unanswered: %v", err)
+	}
+	if got := api.drops(); got["STREAM.INFO.EV"] != 1 {
+		t.Fatalf("requests left unanswered by the resync: %v; want its stream info", got)
 	}
 }

@@ -288,7 +288,7 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 		p.Await(ctx)
 	}
 	p.prevID, p.fromSeq, p.unsynced = "", false, true
-	info, err := p.stream.Info(ctx)
+	info, err := StreamInfo(ctx, p.stream)
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 )
 
 // The pieces of a layout upgrade (the root package's upgrade.go runs them,
@@ -31,8 +32,7 @@ type StoredMsg struct {
 // stream's last seq at the call, in order, at most batch at a time. It
 // reads through an ephemeral consumer without acks, deleted at the end.
 func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int, fn func([]StoredMsg) error) error {
-	var info *jetstream.StreamInfo
-	err := RetryTransient(ctx, func(ctx context.Context) (err error) { info, err = s.Info(ctx); return err })
+	info, err := StreamInfo(ctx, s)
 	if err != nil {
 		return fmt.Errorf("jetstream: read stream: %w", err)
 	}
@@ -42,8 +42,13 @@ func ReadStream(ctx context.Context, s jetstream.Stream, from uint64, batch int,
 		return nil
 	}
 	var cons jetstream.Consumer
+	// Named before the first attempt, so that an attempt that timed out but
+	// created it is not followed by a second consumer: a create of the same
+	// name and config is answered with the consumer.
+	name := "boxcar_read_" + ulid.Make().String()
 	err = RetryTransient(ctx, func(ctx context.Context) (err error) {
 		cons, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			Name:      name,
 			AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
 			InactiveThreshold: time.Minute, MemoryStorage: true,
 		})
