@@ -21,6 +21,11 @@
 //     Config.Schemas, and ValidateEvent alone;
 //   - load: process CPU per event flat out and at offered rates, and the CPU
 //     of an idle bus;
+//   - floor: what the fixed parts cost alone, beside the load stage: the
+//     embedded server with one publisher and one consumer (CPU per event,
+//     latency, idle CPU), the outbox and a transactional consumer on one
+//     SQLite database with no broker (flat out against the bare app
+//     transaction, CPU per event), and the disk's fsync tail (floor.go);
 //   - fanout: the same events handled by 1 to 16 transactional subscribers:
 //     total handled events/s beside one subscriber's;
 //   - scale: 1,000,000 distinct keys end to end, and a 5,000,000-event
@@ -141,7 +146,7 @@ func main() {
 	flag.DurationVar(&o.scaleDupWindow, "scale-dup-window", 0, "scale: Config.DuplicateWindow of the stage's buses (0: Boxcar's default, "+boxcar.DefaultDuplicateWindow.String()+"; the event stream keeps at most "+boxcar.EventStreamDuplicateWindow.String()+")")
 	flag.StringVar(&o.scaleHeapProf, "scale-heapprofile", "", "scale: write in-use heap profiles (after a GC) at the end of each run, to files with this prefix")
 	flag.StringVar(&o.out, "out", "", "directory for results.md and latency.png (none if empty)")
-	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,fanout,scale (latency needs e2e)")
+	flag.StringVar(&o.only, "only", "", "run only these stages, comma-separated: produce,relay,e2e,writewait,defaults,schema,load,floor,fanout,scale (latency needs e2e)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.StringVar(&o.loadTrace, "load-trace", "", "load: write a runtime execution trace of the bus's first paced run (the first of -load-rates) to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
@@ -370,6 +375,7 @@ func run(o options) error {
 		{"defaults", benchDefaults},
 		{"schema", benchSchema},
 		{"load", benchLoad},
+		{"floor", benchFloor},
 		{"fanout", benchFanout},
 		{"scale", benchScale},
 	}
