@@ -673,6 +673,10 @@ func catchupEqual(a, b sqlite.CatchupRule) bool {
 	return a.Below == b.Below && slices.Equal(a.Types, b.Types)
 }
 
+// recreateGrace is how long ensureStreams waits, after finding a stream
+// deleted, before it makes the stream again.
+const recreateGrace = time.Second
+
 // ensureStreams makes sure the event and dead-letter streams exist,
 // creating again what an operator deleted, and returns the event stream's
 // info. The relay refills a new stream from the outbox (see relay.resync).
@@ -689,6 +693,23 @@ func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) 
 	}
 	if dlqErr != nil && !errors.Is(dlqErr, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("dead-letter stream info: %w", dlqErr)
+	}
+	// nats-server takes a deleted stream out of its account first and
+	// removes the stream's store afterwards (stream.stop, v2.15.3). A
+	// stream made again inside that window gets the old store's directory,
+	// which the old delete then renames away: every write to the new stream
+	// fails ("critical write error", the publish never acked) and the relay
+	// is stuck. So wait for the delete to finish, and look again: someone
+	// else may have made it meanwhile.
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(recreateGrace):
+	}
+	si, err = bjs.StreamInfo(ctx, b.events)
+	dlqErr = bjs.RetryTransient(ctx, func(ctx context.Context) error { _, err := b.js.Stream(ctx, b.DLQStreamName()); return err })
+	if err == nil && dlqErr == nil {
+		return si, nil
 	}
 	if _, _, err := bjs.EnsureStreams(ctx, b.js, b.streamConfig()); err != nil {
 		return nil, err
