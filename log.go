@@ -31,4 +31,5 @@ const (
 	logGroup            = "group"
 	logEvents           = "events"
 	logTook             = "took"
+	logPath             = "path"
 )

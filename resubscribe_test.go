@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -425,6 +426,57 @@ func TestDeletedStreamIsRecreated(t *testing.T) {
 	}
 	if st.StreamsRecreated < 1 || st.Subscribers[0].Recreated < 1 {
 		t.Fatalf("stats %+v: want the stream and the consumer recreated", st)
+	}
+}
+
+// Regression: a stream made again before nats-server had removed the
+// deleted one's store got that store's directory, which the end of the
+// delete then renamed away: every publish into the new stream timed out and
+// the relay was stuck (CI's TestRunbook/lost-stream-deleted, 1 run in ~20
+// under load; a 1 s wait only narrowed the window). The test plays a delete
+// that is slow to end: a directory at the deleted stream's path, renamed
+// away and removed 3 s later, as the delete's end does it. The bus must not
+// make the stream while it is there (what breaks a stream made in that
+// window depends on when it first opens a block file, so the test checks
+// the window itself), and must relay everything once it is gone.
+func TestADeletedStreamIsMadeAgainOnlyOnceItsStoreIsGone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	publishN(t, tb.bus, "k", 5)
+	waitRelayed(t, tb.bus, 5)
+	stream := tb.bus.StreamName()
+	if err := tb.bus.js.DeleteStream(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	store := tb.bus.srv.StreamStorePath(stream)
+	if err := os.MkdirAll(store, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 5) // the relay finds the stream gone
+	held := time.Now()
+	for time.Since(held) < 3*time.Second {
+		if _, err := tb.bus.js.Stream(ctx, stream); err == nil {
+			t.Errorf("the stream was made again %v after its delete, while the old store was still on disk", time.Since(held).Round(time.Millisecond))
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	gone := filepath.Join(filepath.Dir(store), ".held-"+stream)
+	if err := os.Rename(store, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to be made again", time.Minute, func() (bool, string) {
+		_, err := tb.bus.js.Stream(ctx, stream)
+		return err == nil, fmt.Sprint(err)
+	})
+	publishN(t, tb.bus, "k", 5)
+	waitStreamIsOutbox(t, tb.bus, 1, 15)
+	if st, err := tb.bus.Stats(ctx); err != nil || st.StreamsRecreated != 1 {
+		t.Fatalf("stats %+v %v: want the stream made again once", st, err)
 	}
 }
 

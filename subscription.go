@@ -674,8 +674,13 @@ func catchupEqual(a, b sqlite.CatchupRule) bool {
 }
 
 // recreateGrace is how long ensureStreams waits, after finding a stream
-// deleted, before it makes the stream again.
-const recreateGrace = time.Second
+// deleted on a NATS server the bus does not run (Config.NATSURL), before it
+// makes the stream again. deleteWait bounds its wait, on the embedded
+// server, for a deleted stream's store to leave the disk.
+const (
+	recreateGrace = time.Second
+	deleteWait    = 30 * time.Second
+)
 
 // ensureStreams makes sure the event and dead-letter streams exist,
 // creating again what an operator deleted, and returns the event stream's
@@ -688,24 +693,23 @@ func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) 
 	if err == nil && dlqErr == nil {
 		return si, nil
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("stream info: %w", err)
+	var deleted []string
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("stream info: %w", err)
+		}
+		deleted = append(deleted, b.StreamName())
 	}
-	if dlqErr != nil && !errors.Is(dlqErr, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("dead-letter stream info: %w", dlqErr)
+	if dlqErr != nil {
+		if !errors.Is(dlqErr, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("dead-letter stream info: %w", dlqErr)
+		}
+		deleted = append(deleted, b.DLQStreamName())
 	}
-	// nats-server takes a deleted stream out of its account first and
-	// removes the stream's store afterwards (stream.stop, v2.15.3). A
-	// stream made again inside that window gets the old store's directory,
-	// which the old delete then renames away: every write to the new stream
-	// fails ("critical write error", the publish never acked) and the relay
-	// is stuck. So wait for the delete to finish, and look again: someone
-	// else may have made it meanwhile.
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(recreateGrace):
+	if err := b.awaitDeletes(ctx, deleted); err != nil {
+		return nil, err
 	}
+	// Look again: someone else may have made them meanwhile.
 	si, err = bjs.StreamInfo(ctx, b.events)
 	dlqErr = bjs.RetryTransient(ctx, func(ctx context.Context) error { _, err := b.js.Stream(ctx, b.DLQStreamName()); return err })
 	if err == nil && dlqErr == nil {
@@ -718,4 +722,43 @@ func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) 
 	b.log.Error("boxcar: a stream was deleted (by an operator?): created it again; the relay refills the event stream from the outbox",
 		logStream, b.cfg.Stream)
 	return bjs.StreamInfo(ctx, b.events)
+}
+
+// awaitDeletes waits for the deletes of the streams named to end, so that
+// they can be made again. nats-server takes a deleted stream out of its
+// account first and removes the stream's store afterwards (stream.stop,
+// v2.15.3). A stream made again inside that window gets the old store's
+// directory, which the old delete then renames away: every write to the new
+// stream fails ("critical write error", the publish is never acked) and the
+// relay is stuck. On the embedded server it waits until their stores have
+// left the disk, up to deleteWait (a store left there for another reason
+// must not stop the bus for good); another server's files are out of
+// reach, so there it waits recreateGrace, which narrows the window and does
+// not close it.
+func (b *Bus) awaitDeletes(ctx context.Context, names []string) error {
+	if b.srv == nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(recreateGrace):
+			return nil
+		}
+	}
+	deadline := time.Now().Add(deleteWait)
+	for {
+		on := slices.IndexFunc(names, b.srv.StreamStoreOnDisk)
+		if on < 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("boxcar: a deleted stream's store is still on disk after "+deleteWait.String()+": making the stream again anyway",
+				logStream, names[on], logPath, b.srv.StreamStorePath(names[on]))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

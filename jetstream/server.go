@@ -288,6 +288,23 @@ func (s *Server) ClientURL() string {
 	return s.srv.ClientURL()
 }
 
+// StreamStorePath is where the embedded server keeps the store of the bus
+// account's stream name.
+func (s *Server) StreamStorePath(name string) string {
+	return filepath.Join(s.srv.StoreDir(), server.DEFAULT_GLOBAL_ACCOUNT, "streams", name)
+}
+
+// StreamStoreOnDisk reports whether the store of the bus account's stream
+// name is on disk. nats-server takes a deleted stream out of its account
+// before it removes the store (stream.stop, v2.15.3): while a stream is
+// missing from the account and its store is still on disk, its delete has
+// not ended, and a stream of that name made now would get the old store's
+// directory, which the ending delete renames away.
+func (s *Server) StreamStoreOnDisk(name string) bool {
+	_, err := os.Stat(s.StreamStorePath(name))
+	return err == nil
+}
+
 // Underlying returns the nats-server, for tests and tools.
 func (s *Server) Underlying() *server.Server { return s.srv }
 
