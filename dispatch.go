@@ -219,22 +219,40 @@ func (d *dispatcher) shutdown(ctx context.Context) error {
 // a second for it, and writes nothing.
 const nextMaxWait = 100 * time.Millisecond
 
+// idleMaxWait bounds each wait once idleAfter waits in a row returned
+// nothing. The stall above begins only as a message is taken, and the Next
+// after a timeout pulls, so after those quiet waits a long one cannot be in
+// it: an idle subscriber wakes once a second instead of ten times, and an
+// event that arrives meanwhile ends the wait at once. The first waits after
+// a message stay short, to bound the stall.
+const (
+	idleMaxWait = time.Second
+	idleAfter   = 2
+)
+
 func (d *dispatcher) fetchLoop(ctx context.Context) {
+	empty := 0 // waits in a row that returned nothing
 	for {
 		select {
 		case d.slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
-		msg, err := d.iter.Next(jetstream.NextMaxWait(nextMaxWait))
+		wait := nextMaxWait
+		if empty >= idleAfter {
+			wait = idleMaxWait
+		}
+		msg, err := d.iter.Next(jetstream.NextMaxWait(wait))
 		if err != nil {
 			<-d.slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return
 			}
 			if errors.Is(err, nats.ErrTimeout) {
+				empty++
 				continue // nothing arrived: call Next again, which pulls if it should
 			}
+			empty = 0
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				// The subscription's supervisor makes a new consumer and
 				// dispatcher; this one stops fetching.
@@ -249,6 +267,7 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
+		empty = 0
 		d.enqueue(msg)
 	}
 }
