@@ -36,7 +36,10 @@ type Bus struct {
 	subJS jetstream.JetStream
 	hub   *hubLink
 
-	streamMu         sync.Mutex   // ensureStreams
+	// streamTurn serializes ensureStreams, which can wait long for a
+	// delete to end: a channel, so that a caller waiting behind it can give
+	// up with its context (a subscriber's Close, a worker dead-lettering).
+	streamTurn       chan struct{}
 	streamsRecreated atomic.Int64 // streams an operator deleted, created again
 
 	ids     *idSource
@@ -102,6 +105,8 @@ func Open(ctx context.Context, db *sql.DB, cfg Config) (_ *Bus, err error) {
 		subs:  map[string]*Subscription{},
 		slots: map[string]*Subscription{},
 		done:  make(chan struct{}),
+
+		streamTurn: make(chan struct{}, 1),
 	}
 	// On failure, undo what was started, in reverse order.
 	var undo []func()

@@ -446,6 +446,14 @@ func TestADeletedStreamIsMadeAgainOnlyOnceItsStoreIsGone(t *testing.T) {
 	publishN(t, tb.bus, "k", 5)
 	waitRelayed(t, tb.bus, 5)
 	stream := tb.bus.StreamName()
+	// The wait reads nats-server's store layout: if an upgrade moved it,
+	// the live streams' stores are not found where it looks, and it would
+	// not wait at all.
+	for _, name := range []string{stream, tb.bus.DLQStreamName()} {
+		if !tb.bus.srv.StreamStoreOnDisk(name) {
+			t.Fatalf("live stream %s: no store at %s", name, tb.bus.srv.StreamStorePath(name))
+		}
+	}
 	if err := tb.bus.js.DeleteStream(ctx, stream); err != nil {
 		t.Fatal(err)
 	}
@@ -461,6 +469,18 @@ func TestADeletedStreamIsMadeAgainOnlyOnceItsStoreIsGone(t *testing.T) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Whoever else needs the streams meanwhile (a subscriber recovering, a
+	// worker dead-lettering) can give up with its context, rather than wait
+	// behind the relay's wait.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := tb.bus.ensureStreams(short)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ensureStreams with a short context while the relay waits for the delete: %v, want its deadline", err)
+	}
+	if _, err := tb.bus.js.Stream(ctx, stream); err == nil {
+		t.Error("ensureStreams with a short context returned only after the relay's wait had ended")
 	}
 	gone := filepath.Join(filepath.Dir(store), ".held-"+stream)
 	if err := os.Rename(store, gone); err != nil {

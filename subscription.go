@@ -686,8 +686,12 @@ const (
 // creating again what an operator deleted, and returns the event stream's
 // info. The relay refills a new stream from the outbox (see relay.resync).
 func (b *Bus) ensureStreams(ctx context.Context) (*jetstream.StreamInfo, error) {
-	b.streamMu.Lock()
-	defer b.streamMu.Unlock()
+	select {
+	case b.streamTurn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-b.streamTurn }()
 	si, err := bjs.StreamInfo(ctx, b.events)
 	dlqErr := bjs.RetryTransient(ctx, func(ctx context.Context) error { _, err := b.js.Stream(ctx, b.DLQStreamName()); return err })
 	if err == nil && dlqErr == nil {
