@@ -173,12 +173,17 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 			for i := range turns {
 				t := &turns[i]
 				for _, it := range t.items {
-					if it.bad != nil || d.isStopping() || w.overTime() {
+					if it.bad != nil {
 						break
 					}
 					if pre != nil && it == pre.it {
+						// Before the time and stopping checks: this runs
+						// no handler, and its failure stands.
 						t.failed = pre
 						preReached = true
+						break
+					}
+					if d.isStopping() || w.overTime() {
 						break
 					}
 					err := d.handleInSavepoint(ctx, tx, it, w)
@@ -200,12 +205,24 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 		d.txFailed(turns, attempts, culprit, err)
 		return
 	}
-	if pre != nil && !preReached {
-		// An event before it in its key failed this time, or the subscriber
-		// is stopping: its failed run in the fast path does not count.
+	if pre != nil && !preReached && failedBefore(turns, pre.it) {
+		// An event before it in its key failed this time: its failed run
+		// in the fast path came after a success that did not stand, and
+		// does not count. (Not reached for the batch's time or a stop, it
+		// stays counted: its handler saw that attempt.)
 		pre.it.attempts--
 	}
 	d.committed(turns)
+}
+
+// failedBefore reports whether an event before it in its key's turn failed.
+func failedBefore(turns []turn, it *item) bool {
+	for i := range turns {
+		if slices.Contains(turns[i].items, it) {
+			return turns[i].failed != nil && turns[i].failed.it != it
+		}
+	}
+	return false
 }
 
 // txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
