@@ -167,7 +167,6 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 // with its error.
 func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
 	var culprit *outcome // a handler that did not return in time, or ended the transaction
-	preReached := false
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
 		return d.supervise(&culprit, func(w *handlerWatch) error {
 			for i := range turns {
@@ -180,7 +179,6 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 						// Before the time and stopping checks: this runs
 						// no handler, and its failure stands.
 						t.failed = pre
-						preReached = true
 						break
 					}
 					if d.isStopping() || w.overTime() {
@@ -205,24 +203,10 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 		d.txFailed(turns, attempts, culprit, err)
 		return
 	}
-	if pre != nil && !preReached && failedBefore(turns, pre.it) {
-		// An event before it in its key failed this time: its failed run
-		// in the fast path came after a success that did not stand, and
-		// does not count. (Not reached for the batch's time or a stop, it
-		// stays counted: its handler saw that attempt.)
-		pre.it.attempts--
-	}
+	// Not reached (an event before it in its key failed this time, the
+	// batch's time ran out, the subscriber is stopping), its failed run in
+	// the fast path stays counted: its handler saw that attempt.
 	d.committed(turns)
-}
-
-// failedBefore reports whether an event before it in its key's turn failed.
-func failedBefore(turns []turn, it *item) bool {
-	for i := range turns {
-		if slices.Contains(turns[i].items, it) {
-			return turns[i].failed != nil && turns[i].failed.it != it
-		}
-	}
-	return false
 }
 
 // txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full

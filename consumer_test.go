@@ -772,3 +772,58 @@ func testFailureInBatch(t *testing.T, slowRerun bool) {
 		t.Error("no rerun handler outlasted the batch's time: the test did not play the case")
 	}
 }
+
+// The failed event of a batch's fast path keeps its attempt when the rerun
+// with savepoints does not reach it because an earlier event of its key
+// fails there: its handler saw that attempt, and is not shown it again.
+func TestFailureInBatchCountsOnceWhenAnEarlierEventFailsInTheRerun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if err := tb.bus.Publish(ctx,
+		Event{Type: "job.run", Key: "block", Data: []byte("1")},
+		Event{Type: "job.run", Key: "k", Data: []byte("first")},
+		Event{Type: "job.run", Key: "k", Data: []byte("second")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := map[string][]int{} // payload -> the Attempt of each call
+	release := make(chan struct{})
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if m.Key == "block" {
+			<-release // until all three are fetched: the next batch takes both of k
+		}
+		mu.Lock()
+		calls[string(m.Data)] = append(calls[string(m.Data)], m.Attempt)
+		n := len(calls[string(m.Data)])
+		mu.Unlock()
+		switch {
+		case string(m.Data) == "first" && n == 2:
+			return errors.New("the rerun of the first fails")
+		case string(m.Data) == "second" && m.Attempt == 1:
+			return errors.New("the second fails on its first attempt")
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('batch', ?, ?, ?, 1)`, m.ID, m.Type, m.Key)
+		return err
+	})
+	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{MinBackoff: time.Millisecond, MaxBatchTime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "all events fetched", 10*time.Second, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.InFlight == 3, fmt.Sprintf("%+v %v", st, err)
+	})
+	close(release)
+	waitApplied(t, tb.db, "batch", 3)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if got := calls["first"]; !slices.Equal(got, []int{1, 1, 2}) {
+		t.Fatalf("the first was called with attempts %v, want [1 1 2]: the fast path, its rerun (failed), its retry; calls %v", got, calls)
+	}
+	if got := calls["second"]; !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("the second was called with attempts %v, want [1 2]: once per attempt", got)
+	}
+}
