@@ -396,6 +396,14 @@ func (b *Bus) Close(ctx context.Context) error {
 // running (on a database from sqlite.Open; on others it does, and SQLite then
 // rolls back the whole group). Once fn has run, Tx waits for the commit,
 // whatever ctx does, and reports its outcome.
+//
+// fn runs on the goroutine that leads its group, which may be another
+// caller's. So fn must not call runtime.Goexit (t.FailNow or t.Fatal, in a
+// test: return an error and fail the test after Tx returns): the leading
+// goroutine ends there, which may not be the caller's. The bus goes on: the
+// group is rolled back, and every other call in it returns an error
+// (one wrapping sqlite.ErrTxNotRun for those queued after fn, which never
+// ran).
 func (b *Bus) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := b.writable(); err != nil {
 		return err

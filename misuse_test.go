@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -587,4 +588,33 @@ func TestAbandonedHandlerDoesNotLockOutItsWorker(t *testing.T) {
 	waitFor(t, "the retried event to be handled", time.Minute, func() (bool, string) {
 		return handled.Load(), fmt.Sprintf("handler calls %d; logs:\n%s", calls.Load(), logs.String())
 	})
+}
+
+// Regression: a Tx function that ended its goroutine with runtime.Goexit
+// (t.Fatal or t.FailNow inside it, in an app's test) never returned to its
+// group commit: nothing released the write lock or ended the SQLite
+// transaction, and every later writer failed with ErrBusy, for ever.
+func TestGoexitInsideBusTxDoesNotWedgeTheBus(t *testing.T) {
+	ctx := context.Background()
+	tb := setupOptions(t, Config{}, sqlite.Options{BusyTimeout: time.Second})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+			runtime.Goexit()
+			return nil
+		})
+	}()
+	<-done
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tb.bus.Publish(cctx, Event{Type: "order.placed", Key: "k", Data: []byte("1")}); err != nil {
+		st, _ := tb.bus.Stats(ctx)
+		// The bus cannot close cleanly now either; do not fail the cleanup on it.
+		cl, ccancel := context.WithTimeout(ctx, time.Second)
+		tb.bus.Close(cl)
+		ccancel()
+		tb.bus = nil
+		t.Fatalf("Publish after a Tx function called runtime.Goexit: %v (writer held for %v)", err, st.WriterHeldFor)
+	}
 }

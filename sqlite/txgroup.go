@@ -189,9 +189,30 @@ func (r txResult) raise() error {
 // lead runs groups holding the write lock, releases it, then hands their
 // committed calls their results once the commits are durable: the fsync
 // waits off the lock, and the next group commits meanwhile.
+//
+// A Tx function that calls runtime.Goexit (t.FailNow, in a test) ends the
+// goroutine that runs its group, which may be another caller's: the group's
+// calls get an error (runTxGroupOnce), and the deferred call below releases
+// the lock and answers the calls already committed, so that no writer waits
+// for a lock nobody holds.
 func (w *Writer) lead(own *txCall) {
-	committed := w.runTxGroups(own, nil)
+	var committed []*txCall
+	exited := true
+	defer func() {
+		if exited {
+			w.Unlock()
+			w.answer(committed)
+		}
+	}()
+	w.runTxGroups(own, &committed)
+	exited = false
 	w.Unlock()
+	w.answer(committed)
+}
+
+// answer hands committed calls their results once their commits are
+// durable (with SyncFull; at once otherwise).
+func (w *Writer) answer(committed []*txCall) {
 	if len(committed) == 0 {
 		return
 	}
@@ -211,15 +232,15 @@ func (w *Writer) lead(own *txCall) {
 }
 
 // runTxGroups runs groups of queued calls, holding the write lock, until own
-// has run, and returns the calls that committed (their results are not sent
-// yet). Usually one group does it; own can only miss a group that started
+// has run, and appends the calls that committed to committed (their results
+// are not sent yet). Usually one group does it; own can only miss a group that started
 // before it was queued, or be left over when the queue holds more than
 // maxTxGroup calls.
-func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
+func (w *Writer) runTxGroups(own *txCall, committed *[]*txCall) {
 	for len(own.done) == 0 && !own.committed {
 		calls := w.txq.take(maxTxGroup)
 		if len(calls) == 0 {
-			return committed // own was taken by the group that just released the lock
+			return // own was taken by the group that just released the lock
 		}
 		if w.refuseTx.Load() {
 			for _, c := range calls {
@@ -237,10 +258,9 @@ func (w *Writer) runTxGroups(own *txCall, committed []*txCall) []*txCall {
 		for len(calls) > 0 {
 			var ran []*txCall
 			calls, ran = w.runTxGroupOnce(calls)
-			committed = append(committed, ran...)
+			*committed = append(*committed, ran...)
 		}
 	}
-	return committed
 }
 
 // fullTxRefused is the error of a SyncFull Tx call once a WAL fsync has
@@ -292,6 +312,11 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest, committed []*txCall) {
 	w.guard(true)
 	defer w.guard(false)
 	g := &txGroup{tx: tx}
+	defer func() {
+		if g.inFn != nil {
+			g.exited(calls)
+		}
+	}()
 	for i, c := range calls {
 		switch g.run(w, c) {
 		case stopBefore:
@@ -327,6 +352,30 @@ func (w *Writer) runTxGroupOnce(calls []*txCall) (rest, committed []*txCall) {
 type txGroup struct {
 	tx  *sql.Tx
 	ran []*txCall // calls whose fn succeeded: they commit or fail together
+	// inFn is the call whose fn runs now. Still set once the group's
+	// goroutine is unwinding, it is a call whose fn called runtime.Goexit
+	// (a panic is recovered in callTxFn).
+	inFn *txCall
+}
+
+// exited ends a group whose goroutine is ending inside a Tx function
+// (runtime.Goexit: t.FailNow in a test): the transaction is rolled back,
+// and every call of the group, of calls, still waiting gets an error. The
+// calls after it never ran.
+func (g *txGroup) exited(calls []*txCall) {
+	g.tx.Rollback()
+	const why = "a Tx function called runtime.Goexit (t.FailNow or t.Fatal in a test?), which ended the goroutine running its group commit"
+	for _, c := range g.ran {
+		c.done <- txResult{err: fmt.Errorf("boxcar: tx: %s; this call's writes were rolled back with it", why)}
+	}
+	g.inFn.done <- txResult{err: fmt.Errorf("boxcar: tx: this Tx function called runtime.Goexit (t.FailNow or t.Fatal in a test?): its writes were rolled back")}
+	after := false
+	for _, c := range calls {
+		if after {
+			c.done <- txResult{err: fmt.Errorf("boxcar: tx: %w: %s", ErrTxNotRun, why)}
+		}
+		after = after || c == g.inFn
+	}
 }
 
 // fail ends the transaction and fails the calls that ran in it with cause.
@@ -365,7 +414,9 @@ func (g *txGroup) run(w *Writer, c *txCall) next {
 			return stopBefore
 		}
 	}
+	g.inFn = c
 	r := callTxFn(c.fn, g.tx)
+	g.inFn = nil
 	if ended, why := w.TxEnded(); ended {
 		// The transaction is over. If fn ended it (tx.Commit or
 		// tx.Rollback, which database/sql knows, or COMMIT run as SQL),

@@ -365,6 +365,18 @@ func (w *Writer) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return w.WriteLocked(ctx, fn)
 }
 
+// TryWrite is Write for a write that can wait for a later turn: it runs fn
+// only if the write lock is free now, and reports whether it did, never
+// waiting for it. The relay saves its cursor in the middle of a drain this
+// way: an app's transaction may hold the writer for seconds, and the relay
+// must go on publishing events committed before it meanwhile.
+func (w *Writer) TryWrite(ctx context.Context, fn func(tx *sql.Tx) error) (bool, error) {
+	if !w.gate.tryLock(bgClass) {
+		return false, nil
+	}
+	return true, w.WriteLocked(ctx, fn)
+}
+
 // WriteLocked is Write for a caller that holds the write lock (from Lock);
 // the lock is released on return either way. If SQLite ends the transaction
 // while fn runs, fn's later statements fail with ErrTxEnded and WriteLocked
@@ -378,7 +390,16 @@ func (w *Writer) WriteLocked(ctx context.Context, fn func(tx *sql.Tx) error) err
 	}
 	w.guard(true)
 	defer w.guard(false)
+	returned := false
+	defer func() {
+		if !returned {
+			// fn panicked or called runtime.Goexit: end the transaction,
+			// or the next one on this connection could not begin.
+			tx.Rollback()
+		}
+	}()
 	err = fn(tx)
+	returned = true
 	if ended, _ := w.TxEnded(); err == nil && ended {
 		err = ErrTxEnded
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -209,5 +211,148 @@ func TestWriterCloseDropsItsConnection(t *testing.T) {
 		if dc, ok := rawConn(c).(*conn); !ok || dc.writer.Load() {
 			t.Fatalf("a connection of the pool after Close: writer's %v (a conn of Open's: %v)", ok && dc.writer.Load(), ok)
 		}
+	}
+}
+
+// Regression: a Tx function that called runtime.Goexit (t.FailNow in an
+// app's test) never returned to its group, and nothing released the write
+// lock or ended the transaction: every later writer waited for a lock
+// nobody held. The goroutine running the group, which may be another
+// caller's, ends; every other call of the group gets an error, nothing of
+// the group is committed, and the writer goes on.
+func TestTxFunctionThatCallsGoexitDoesNotWedgeTheWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupWriter(t)
+	insert := func(key string) func(tx *sql.Tx) error {
+		return func(tx *sql.Tx) error {
+			_, err := tx.Exec(`INSERT INTO counters VALUES (?, 1)`, key)
+			return err
+		}
+	}
+	fns := map[string]func(tx *sql.Tx) error{
+		"a": insert("a"),
+		"b": func(tx *sql.Tx) error {
+			if _, err := tx.Exec(`INSERT INTO counters VALUES ('b', 1)`); err != nil {
+				return err
+			}
+			runtime.Goexit()
+			return nil
+		},
+		"c": insert("c"),
+	}
+	// Queue the three in one group: hold the lock until all wait.
+	if err := b.w.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		returned bool
+		err      error
+	}
+	var mu sync.Mutex
+	results := map[string]result{}
+	var wg sync.WaitGroup
+	for i, name := range []string{"a", "b", "c"} {
+		wg.Go(func() {
+			var r result
+			defer func() {
+				mu.Lock()
+				results[name] = r
+				mu.Unlock()
+			}()
+			r.err = b.w.Tx(ctx, fns[name])
+			r.returned = true
+		})
+		waitQueued(t, b.w, i+1)
+	}
+	b.w.Unlock()
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Tx calls grouped with one whose function called runtime.Goexit did not return in 30s")
+	}
+	exited := 0
+	for _, name := range []string{"a", "b", "c"} {
+		r := results[name]
+		switch {
+		case !r.returned:
+			exited++ // the goroutine that ran the group
+		case r.err == nil:
+			t.Errorf("Tx %s: nil error, but its group's goroutine ended inside b's function", name)
+		case name == "c" && !errors.Is(r.err, ErrTxNotRun):
+			t.Errorf("Tx c, queued after b: %v, want ErrTxNotRun (it never ran)", r.err)
+		case name != "c" && !strings.Contains(r.err.Error(), "Goexit"):
+			t.Errorf("Tx %s: %v, want an error naming runtime.Goexit", name, r.err)
+		}
+	}
+	if exited != 1 {
+		t.Errorf("%d Tx callers did not return, want 1 (the one that ran the group): %+v", exited, results)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.w.Tx(cctx, insert("d")); err != nil {
+		t.Fatalf("Tx after a Tx function called runtime.Goexit: %v", err)
+	}
+	var keys []string
+	rows, err := b.db.Query(`SELECT key FROM counters ORDER BY key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if fmt.Sprint(keys) != "[d]" {
+		t.Errorf("rows %v, want [d]: nothing of the group that ended in Goexit is committed", keys)
+	}
+}
+
+// Regression, the same on Write: a function that calls runtime.Goexit left
+// its transaction open on the write connection, and no later write could
+// begin.
+func TestWriteFunctionThatCallsGoexitDoesNotWedgeTheWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupWriter(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.w.Write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.Exec(`INSERT INTO counters VALUES ('a', 1)`); err != nil {
+				return err
+			}
+			runtime.Goexit()
+			return nil
+		})
+	}()
+	<-done
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.w.Write(cctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO counters VALUES ('b', 1)`)
+		return err
+	}); err != nil {
+		t.Fatalf("Write after a Write function called runtime.Goexit: %v", err)
+	}
+	var n int
+	if err := b.db.QueryRow(`SELECT count(*) FROM counters WHERE key = 'a'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the Goexit write's row: %d, %v; want it rolled back", n, err)
+	}
+}
+
+func waitQueued(t *testing.T, w *Writer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.Stats().TxQueued < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Tx calls queued, want %d", w.Stats().TxQueued, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
