@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -616,5 +617,60 @@ func TestGoexitInsideBusTxDoesNotWedgeTheBus(t *testing.T) {
 		ccancel()
 		tb.bus = nil
 		t.Fatalf("Publish after a Tx function called runtime.Goexit: %v (writer held for %v)", err, st.WriterHeldFor)
+	}
+}
+
+// A handler that calls runtime.Goexit (t.FailNow in an app's test) ends
+// only the goroutine the bus runs it on: the call is treated as one that
+// hung (abandoned at HandlerTimeout, retried with its attempt counted), and
+// the key and the app's writers go on.
+func TestGoexitInAHandlerIsRetried(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"tx", "plain"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			tb := setup(t, Config{})
+			var calls, handled atomic.Int64
+			var attempts sync.Map
+			handle := func(m Message) {
+				if calls.Add(1) == 1 {
+					runtime.Goexit()
+				}
+				attempts.Store(string(m.Data), m.Attempt)
+				handled.Add(1)
+			}
+			var h Handler = HandlerFunc(func(ctx context.Context, m Message) error { handle(m); return nil })
+			if kind == "tx" {
+				h = TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error { handle(m); return nil })
+			}
+			sub, err := tb.bus.Subscribe(ctx, "goexit", h, SubscribeOptions{HandlerTimeout: 300 * time.Millisecond, MinBackoff: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close(ctx)
+			publishN(t, tb.bus, "k", 3)
+			waitFor(t, "every event handled", time.Minute, func() (bool, string) {
+				return handled.Load() == 3, fmt.Sprintf("calls %d, handled %d", calls.Load(), handled.Load())
+			})
+			if n := calls.Load(); n != 4 {
+				t.Errorf("%d handler calls, want 4 (the one that exited, then each event once)", n)
+			}
+			first := ""
+			attempts.Range(func(k, v any) bool {
+				if v.(int) == 2 {
+					first = k.(string)
+				}
+				return true
+			})
+			if first == "" {
+				t.Error("no event was handled at attempt 2: the call that exited was not counted as an attempt")
+			}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := tb.bus.Publish(cctx, Event{Type: "order.placed", Key: "z", Data: []byte("1")}); err != nil {
+				t.Fatalf("Publish after a handler called runtime.Goexit: %v", err)
+			}
+		})
 	}
 }
