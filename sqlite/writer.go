@@ -370,10 +370,18 @@ func (w *Writer) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // waiting for it. The relay saves its cursor in the middle of a drain this
 // way: an app's transaction may hold the writer for seconds, and the relay
 // must go on publishing events committed before it meanwhile.
+// A caller that holds the lock itself is told it is busy.
 func (w *Writer) TryWrite(ctx context.Context, fn func(tx *sql.Tx) error) (bool, error) {
-	if !w.gate.tryLock(bgClass) {
-		return false, nil
+	granted, withdraw := w.gate.enter(bgClass)
+	select {
+	case <-granted:
+	default:
+		if withdraw() {
+			return false, nil
+		}
+		// Handed over between enter and withdraw: it is ours.
 	}
+	w.gate.setOwner()
 	return true, w.WriteLocked(ctx, fn)
 }
 
