@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -152,5 +153,82 @@ func TestRelaySetsAsideWhatTheStreamRefuses(t *testing.T) {
 		if len(m.Data) >= 3000 {
 			t.Fatal("the refused event is in the stream")
 		}
+	}
+}
+
+// On a shared stream (Config.NATSURL: atomic batches, BatchPublisher) the
+// operator lowered the stream's max message size, and one Publish committed
+// small events around one the stream now refuses; the relay reads them in
+// one batch. The server's answer to the batch's commit does not name the
+// refused message (10054 when it is the last, 10176 "incomplete batch" when
+// it was staged before): the relay must set aside that event alone, not the
+// batch's first, and must not retry the batch for ever. The others are in
+// the stream once each, in outbox order.
+func TestSharedRelaySetsAsideOnlyTheRefusedEvent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		sizes []int // data sizes of the events of one Publish call
+	}{
+		{"refused event last", []int{10, 10, 3000}},
+		{"refused event in the middle", []int{10, 3000, 10}},
+		{"refused event first", []int{3000, 10, 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			ext := startExternalServer(t)
+			tb := setup(t, Config{NATSURL: ext.ClientURL(), InstanceID: "a", Logger: testLogger()})
+			publishN(t, tb.bus, "k", 2)
+			waitRelayed(t, tb.bus, 2)
+			updateStream(t, tb.bus, func(c *jetstream.StreamConfig) { c.MaxMsgSize = 2000 })
+			var events []Event
+			var refused int64
+			for i, n := range tc.sizes {
+				events = append(events, Event{Type: "order.placed", Key: "k", Data: []byte(strings.Repeat("9", n))})
+				if n == 3000 {
+					refused = int64(3 + i) // after the two relayed above
+				}
+			}
+			if err := tb.bus.Publish(ctx, events...); err != nil {
+				t.Fatal(err)
+			}
+			publishN(t, tb.bus, "other", 2)
+			last := maxOutboxSeq(t, tb.db) // 7
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) && tb.bus.relay.cursor.Load() < last {
+				time.Sleep(50 * time.Millisecond)
+			}
+			st, err := tb.bus.Stats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var deadSizes []int
+			for _, d := range dead {
+				deadSizes = append(deadSizes, len(d.Data))
+			}
+			if c := tb.bus.relay.cursor.Load(); c < last {
+				t.Fatalf("after 20s the relay's cursor is %d of %d (failures %d, set aside %d, dead sizes %v): the refused event holds every later one",
+					c, last, st.RelayFailures, st.RelaySetAside, deadSizes)
+			}
+			if total != 1 || len(dead) != 1 || len(dead[0].Data) != 3000 {
+				t.Fatalf("%d events set aside, data sizes %v: want only the 3000-byte one; stream holds outbox seqs %v", total, deadSizes, streamEvents(t, tb.bus))
+			}
+			if d := dead[0]; d.Reason != "too_large" || !strings.Contains(d.Error, "10054") {
+				t.Fatalf("dead letter %+v: want reason too_large and the server's refusal of the message (10054)", d)
+			}
+			var want []int64
+			for s := int64(1); s <= last; s++ {
+				if s != refused {
+					want = append(want, s)
+				}
+			}
+			if got := streamEvents(t, tb.bus); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("stream holds outbox seqs %v, want %v: each event but the refused one, once, in order", got, want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -37,6 +38,15 @@ import (
 // up to MaxAtomicBatch events). Atomic batches refuse
 // Nats-Expected-Last-Msg-Id and a duplicate Nats-Msg-Id: neither is sent
 // twice, since the chain says what is stored.
+//
+// A refused commit does not say which message the server refused (a staged
+// message over the stream's limits is dropped without an answer and the
+// commit is answered "incomplete batch"): the relay sets aside the message
+// a permanent PublishError names, and must not be handed an innocent one.
+// Such a batch is sent again one message at a time, still chained, which
+// stores the messages before the refused one and names it (refusesOneOf,
+// resendAlone). That costs a round trip per message, only after such a
+// refusal.
 type BatchPublisher struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -91,15 +101,46 @@ type atomicSend struct {
 
 // atomicBatchPub is one atomic batch on its way.
 type atomicBatchPub struct {
-	commit   jetstream.PubAckFuture
-	firstSeq int64 // outbox seq of its first message, for errors
-	done     bool  // ack or error read (into seq, err)
-	seq      uint64
-	err      error
+	p      *BatchPublisher
+	commit jetstream.PubAckFuture
+	// msgs and seqs are the batch's messages and their outbox seqs, kept
+	// until its outcome is known, for resendAlone; expect is the
+	// expectation its first message carried.
+	msgs   []*nats.Msg
+	seqs   []int64
+	expect uint64
+	done   bool // ack or error read (into seq, err)
+	seq    uint64
+	err    error
+}
+
+// errCodeIncompleteBatch is nats-server's JSAtomicPublishIncompleteBatchErr.
+const errCodeIncompleteBatch = 10176
+
+// refusesOneOf reports whether err, a refused commit of an atomic batch,
+// may be the refusal of one message of it, which the commit's answer does
+// not name. nats-server (v2.15.3, processJetStreamAtomicBatchMsg) checks
+// each message against the stream's limits as it arrives, before staging
+// it: a staged message (sent without a reply subject) that is over them is
+// dropped silently, and the batch's next message finds a gap and the
+// commit is answered 10176 "atomic publish batch is incomplete"; a commit
+// message over them is answered with its own refusal (10054), which says
+// nothing of which message it was when the batch has several. 10176 also
+// follows a batch the server dropped (its 10 s timeout, a restart): a
+// resend is right then too.
+func refusesOneOf(err error, n int) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeIncompleteBatch {
+		return true
+	}
+	return n > 1 && IsPermanent(err)
 }
 
 // wait reads the batch's commit ack once, bounded by ctx (nil: by the
-// async publish timeout alone).
+// async publish timeout alone). A commit refused for one of its messages
+// (refusesOneOf) is not an answer about the others: the batch's messages
+// are then sent again one at a time (resendAlone), so that a refusal
+// names its own message and those before it are stored.
 func (a *atomicBatchPub) wait(ctx context.Context) {
 	if a.done {
 		return
@@ -112,12 +153,58 @@ func (a *atomicBatchPub) wait(ctx context.Context) {
 	case ack := <-a.commit.Ok():
 		a.seq = ack.Sequence
 	case err := <-a.commit.Err():
-		a.err = &PublishError{Seq: a.firstSeq, Err: fmt.Errorf("atomic batch: %w", err)}
+		if refusesOneOf(err, len(a.msgs)) {
+			a.seq, a.err = a.resendAlone(ctx, err)
+		} else {
+			a.err = &PublishError{Seq: a.seqs[0], Err: fmt.Errorf("atomic batch: %w", err)}
+		}
 	case <-ctxDone:
 		a.err = ctx.Err()
 		return // not done: a later wait reads the outcome
 	}
 	a.done = true
+	a.msgs, a.seqs = nil, nil
+}
+
+// resendAlone publishes the messages of the refused batch one by one,
+// plain (not atomic), each chained on the one before it on the origin's
+// subtree as a batch's first message is: an atomic batch is stored whole
+// or not at all, so none of them is in the stream, and a resend that
+// found one there anyway would be refused by its expectation (10071),
+// never stored twice. It stops at the first refusal, a *PublishError
+// naming that message's outbox seq, and returns the stream seq of the
+// last message stored (0 if none). A plain publish is answered by the
+// message's own refusal (10054 for one over the stream's max message size),
+// so a permanent one is set aside alone while the others go on.
+func (a *atomicBatchPub) resendAlone(ctx context.Context, commitErr error) (uint64, error) {
+	var ctxDone <-chan struct{}
+	if ctx != nil {
+		ctxDone = ctx.Done()
+	}
+	expect, stored := a.expect, uint64(0)
+	for i, bm := range a.msgs {
+		h := maps.Clone(bm.Header)
+		delete(h, headerBatchID)
+		delete(h, headerBatchSeq)
+		delete(h, headerBatchCommit)
+		h[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expect, 10)}
+		h[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{a.p.layout.OriginFilter(a.p.origin)}
+		f, err := a.p.js.PublishMsgAsync(&nats.Msg{Subject: bm.Subject, Header: h, Data: bm.Data})
+		if err == nil {
+			select {
+			case ack := <-f.Ok():
+				expect, stored = ack.Sequence, ack.Sequence
+				continue
+			case err = <-f.Err():
+			case <-ctxDone:
+				// Not a refusal of the message: the caller resyncs, and the
+				// chain refuses this publish if it lands after that.
+				return stored, fmt.Errorf("atomic batch refused (%v); resending its messages one at a time: %w", commitErr, ctx.Err())
+			}
+		}
+		return stored, &PublishError{Seq: a.seqs[i], Err: fmt.Errorf("sent alone after its atomic batch was refused (%v): %w", commitErr, err)}
+	}
+	return stored, nil
 }
 
 // Send publishes msgs as atomic batches chained on the origin's subtree.
@@ -153,8 +240,10 @@ func (p *BatchPublisher) Send(msgs []Outgoing) {
 func (p *BatchPublisher) sendBatch(chunk []Outgoing) (*atomicBatchPub, error) {
 	id := nuid.Next()
 	nc := p.js.Conn()
+	b := &atomicBatchPub{p: p, expect: p.expect, msgs: make([]*nats.Msg, 0, len(chunk)), seqs: make([]int64, len(chunk))}
 	for i := range chunk {
 		o := &chunk[i]
+		b.seqs[i] = o.Seq
 		m := Encode(p.layout, p.origin, o, "")
 		m.Header[headerBatchID] = []string{id}
 		m.Header[headerBatchSeq] = []string{strconv.Itoa(i + 1)}
@@ -168,13 +257,15 @@ func (p *BatchPublisher) sendBatch(chunk []Outgoing) (*atomicBatchPub, error) {
 			if err != nil {
 				return nil, &PublishError{Seq: o.Seq, Err: err}
 			}
-			return &atomicBatchPub{commit: f, firstSeq: chunk[0].Seq}, nil
+			b.commit, b.msgs = f, append(b.msgs, m)
+			return b, nil
 		}
 		// The batch's other messages are staged by the server; it answers
 		// the commit for all of them.
 		if err := nc.PublishMsg(m); err != nil {
 			return nil, &PublishError{Seq: o.Seq, Err: err}
 		}
+		b.msgs = append(b.msgs, m)
 		if i == len(chunk)/2 && p.MidBatch != nil {
 			p.MidBatch()
 		}
