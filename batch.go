@@ -38,6 +38,12 @@ var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
 // run twice, their first run rolled back: a TxHandler's effects are its
 // writes in tx, and a crash before the commit does the same.
 //
+// A failure the batch saw behind its key's head (the batch was abandoned
+// for a handler that hung there) is recorded at its own event: the key
+// resumes at its head, and the failed event runs again when the key reaches
+// it, or, if the failure dead-letters it (MaxAttempts), is dead-lettered
+// then without its handler called again (see finish).
+//
 // locked says the caller holds the bus's write lock; runTx releases it.
 func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
 	if d.anyParked(batch) {
@@ -103,7 +109,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 				}
 				j++
 			}
-			turns[i].done = 0
+			turns[i].done, turns[i].failed = 0, nil
 		}
 		return failed
 	}
@@ -130,6 +136,10 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 	for i := range turns {
 		t := &turns[i]
 		for _, it := range t.items {
+			if it.doomed != nil {
+				t.failed = it.doomed // dead-lettered after the commit (finish), its handler not called
+				break
+			}
 			if it.bad != nil || d.isStopping() || w.overTime() {
 				break
 			}
@@ -181,6 +191,10 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 						t.failed = pre
 						break
 					}
+					if it.doomed != nil {
+						t.failed = it.doomed // the same
+						break
+					}
 					if d.isStopping() || w.overTime() {
 						break
 					}
@@ -215,7 +229,9 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 // retry without an attempt counted. The culprit, if any (a handler that hung,
 // or ended the transaction), is the exception: its event keeps the attempt
 // and goes through the usual failure path (retry with backoff, dead letter
-// after MaxAttempts).
+// after MaxAttempts) at its own place in its key: the events before it in
+// its key are not done, and run again first, uncounted like the rest (see
+// finish).
 func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, err error) {
 	d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
 	var culpritTurn *turn
@@ -235,8 +251,12 @@ func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, er
 		}
 	}
 	d.mu.Unlock()
-	if culpritTurn != nil {
+	switch {
+	case culpritTurn == nil:
+	case culpritTurn.items[0] == culprit.it:
 		d.finish(culpritTurn.kq, 0, culprit)
+	default:
+		d.finish(culpritTurn.kq, 0, nil, culprit)
 	}
 }
 

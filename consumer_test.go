@@ -827,3 +827,109 @@ func TestFailureInBatchCountsOnceWhenAnEarlierEventFailsInTheRerun(t *testing.T)
 		t.Errorf("the second was called with attempts %v, want [1 2]: once per attempt", got)
 	}
 }
+
+// batchCalls records the Attempt of each handler call, by payload.
+type batchCalls struct {
+	mu    sync.Mutex
+	calls map[string][]int
+}
+
+// add records m's call and returns how many calls its payload had.
+func (c *batchCalls) add(m Message) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls == nil {
+		c.calls = map[string][]int{}
+	}
+	c.calls[string(m.Data)] = append(c.calls[string(m.Data)], m.Attempt)
+	return len(c.calls[string(m.Data)])
+}
+
+func (c *batchCalls) of(data string) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.calls[data])
+}
+
+func (c *batchCalls) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprint(c.calls)
+}
+
+// applyPayload records the event's payload in applied (subscriber "batch").
+func applyPayload(ctx context.Context, tx *sql.Tx, m Message) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('batch', ?, ?, ?, 1)`,
+		m.ID, m.Type, string(m.Data))
+	return err
+}
+
+func appliedPayload(t *testing.T, db *sql.DB, data string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM applied WHERE subscriber = 'batch' AND key = ?`, data).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// In the tests below, the first event's first call fails, so that its key
+// waits out a backoff while the rest of the key is fetched: the retry takes
+// the key's events in one batch (one turn), whatever the fetch timing.
+
+// A batch abandoned for a hung handler whose event is behind its key's head
+// (x1 handled, x2 hangs): x1's effects were rolled back with the batch, so
+// the key resumes at x1, uncounted; x2's attempt counts where it is, and x2,
+// dead-lettered at MaxAttempts, goes only after x1 is handled. Before, x2's
+// failure was taken for the head's: x2 was acked and x1 dropped from the
+// queue, never handled, while x2 stayed at the head and ran again.
+func TestFailureInBatchHungBehindTheHeadIsDeadLetteredAfterTheHead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if err := tb.bus.Publish(ctx,
+		Event{Type: "job.run", Key: "k", Data: []byte("x1")},
+		Event{Type: "job.run", Key: "k", Data: []byte("x2")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	var calls batchCalls
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		n := calls.add(m)
+		switch {
+		case string(m.Data) == "x1" && n == 1:
+			return errors.New("x1's first call fails")
+		case string(m.Data) == "x2" && n <= 2:
+			time.Sleep(800 * time.Millisecond) // ignores its context: abandoned at HandlerTimeout
+			return nil
+		}
+		return applyPayload(ctx, tx, m)
+	})
+	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{MaxAttempts: 2, HandlerTimeout: 200 * time.Millisecond,
+		MinBackoff: 300 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, MaxBatchTime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "x2 dead-lettered, x1 applied", 30*time.Second, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.DeadLettered == 1 && appliedPayload(t, tb.db, "x1") == 1 && st.InFlight == 0,
+			fmt.Sprintf("%+v %v calls %v", st, err, calls.String())
+	})
+	if x1, x2 := appliedPayload(t, tb.db, "x1"), appliedPayload(t, tb.db, "x2"); x1 != 1 || x2 != 0 {
+		t.Fatalf("x1 applied %d times (want 1), x2 (dead-lettered) applied %d times (want 0); calls %v", x1, x2, calls.String())
+	}
+	if got := calls.of("x2"); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("x2 (MaxAttempts 2) was called with attempts %v, want [1 2]", got)
+	}
+	if got := calls.of("x1"); !slices.Equal(got, []int{1, 2, 2, 2}) {
+		t.Errorf("x1 was called with attempts %v, want [1 2 2 2]: its reruns behind the hung x2 are uncounted", got)
+	}
+	dl, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{})
+	if err != nil || len(dl) != 1 {
+		t.Fatalf("dead letters %+v: %v", dl, err)
+	}
+	if string(dl[0].Data) != "x2" || dl[0].Reason != "failed" || dl[0].Attempts != 2 || len(dl[0].History) != 2 {
+		t.Errorf("dead letter of %q: reason %q, attempts %d, history %+v; want x2, failed, 2 attempts, 2 in its history",
+			dl[0].Data, dl[0].Reason, dl[0].Attempts, dl[0].History)
+	}
+}

@@ -26,6 +26,10 @@ type item struct {
 	attempts int
 	history  []bjs.AttemptError // the failed attempts' errors (the last ones)
 	handled  bool               // its handler ran in the batch that committed (not skipped)
+	// doomed is a failure of a transactional batch, already recorded, that
+	// dead-letters it when its key reaches it again (see finish): its
+	// handler is not called again.
+	doomed *outcome
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
@@ -475,7 +479,14 @@ func callSafely(fn func() error) (err error) {
 // finish records the result of a worker's turn on kq: the first done items
 // were handled (acked, or for a transactional subscriber committed and
 // handed to the acker); failed (if any) is the item after them that failed.
-func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
+//
+// behind are failures of later items of kq, in key order, that a
+// transactional batch saw but its key did not reach this time (the batch was
+// rolled back, or its rerun stopped before them): items before them must be
+// handled first. Each is recorded now, and one that is to be dead-lettered
+// is marked doomed: it is dead-lettered, with this failure, when its key
+// reaches it again, without its handler called again.
+func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*outcome) {
 	d.mu.Lock()
 	acked := kq.items[:done:done] // enqueue appends to kq.items meanwhile
 	d.mu.Unlock()
@@ -487,23 +498,10 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 	}
 	if failed != nil {
 		it := failed.it
-		d.stats.failures.Add(1)
-		it.history = append(it.history, bjs.AttemptError{Attempt: it.attempts, Error: failed.err.Error(), AtNS: time.Now().UnixNano()})
-		if len(it.history) > 10 {
-			it.history = it.history[len(it.history)-10:]
+		if it.doomed != failed { // a doomed item's failure was recorded when it was doomed
+			d.recordFailure(failed)
 		}
-		dead := ""
-		switch {
-		case it.bad != nil:
-			dead = "malformed"
-		case errors.Is(failed.err, ErrSchema):
-			dead = "schema"
-		case IsPermanent(failed.err), errors.Is(failed.err, ErrReentrant):
-			dead = "permanent"
-		case it.attempts >= d.s.opts.MaxAttempts:
-			dead = "failed"
-		}
-		if dead != "" {
+		if dead := d.deadReason(failed); dead != "" {
 			if err := d.deadLetterAndPark(it, dead, failed.err); err != nil {
 				d.b.log.Error("boxcar: could not dead-letter (and park) the event; will retry", logSub, d.s.name, logKey, kq.key, logError, err)
 				if errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -519,6 +517,17 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 				logEventID, it.m.ID, logAttempt, it.attempts, logError, failed.err)
 		}
 	}
+	for _, o := range behind {
+		d.recordFailure(o)
+		if dead := d.deadReason(o); dead != "" {
+			o.it.doomed = o
+			d.b.log.Warn("boxcar: handler failed; the event is dead-lettered once the events before it in its key are handled",
+				logSub, d.s.name, logKey, kq.key, logEventID, o.it.m.ID, logAttempt, o.it.attempts, logReason, dead, logError, o.err)
+		} else {
+			d.b.log.Warn("boxcar: handler failed; retrying", logSub, d.s.name, logKey, kq.key,
+				logEventID, o.it.m.ID, logAttempt, o.it.attempts, logError, o.err)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	kq.items = kq.items[done:]
@@ -527,11 +536,47 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome) {
 		// Leave the rest unacked: the durable consumer keeps it.
 	case failed != nil:
 		d.scheduleRetry(kq, failed.it.attempts)
+	case len(behind) > 0:
+		// The key waits out the backoff of its first failure, as when that
+		// failure is at its head; the shortest when that event will not run
+		// again.
+		attempts := behind[0].it.attempts
+		if behind[0].it.doomed != nil {
+			attempts = 1
+		}
+		d.scheduleRetry(kq, attempts)
 	case len(kq.items) > 0:
 		d.ready <- kq
 	default:
 		delete(d.keys, kq.key)
 	}
+}
+
+// recordFailure counts a failed attempt of o's item and keeps its error in
+// the item's history (the dead letter carries it).
+func (d *dispatcher) recordFailure(o *outcome) {
+	it := o.it
+	d.stats.failures.Add(1)
+	it.history = append(it.history, bjs.AttemptError{Attempt: it.attempts, Error: o.err.Error(), AtNS: time.Now().UnixNano()})
+	if len(it.history) > 10 {
+		it.history = it.history[len(it.history)-10:]
+	}
+}
+
+// deadReason returns why o's item is to be dead-lettered after its failure,
+// or "" if it is to be retried.
+func (d *dispatcher) deadReason(o *outcome) string {
+	switch {
+	case o.it.bad != nil:
+		return "malformed"
+	case errors.Is(o.err, ErrSchema):
+		return "schema"
+	case IsPermanent(o.err), errors.Is(o.err, ErrReentrant):
+		return "permanent"
+	case o.it.attempts >= d.s.opts.MaxAttempts:
+		return "failed"
+	}
+	return ""
 }
 
 // scheduleRetry parks kq until its backoff has passed. Call with d.mu held.
