@@ -38,11 +38,12 @@ var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
 // run twice, their first run rolled back: a TxHandler's effects are its
 // writes in tx, and a crash before the commit does the same.
 //
-// A failure the batch saw behind its key's head (the batch was abandoned
-// for a handler that hung there) is recorded at its own event: the key
-// resumes at its head, and the failed event runs again when the key reaches
-// it, or, if the failure dead-letters it (MaxAttempts), is dead-lettered
-// then without its handler called again (see finish).
+// A failure the batch saw behind its key's head (the batch failed as a
+// whole: a handler hung or ended the transaction at or before it, or the
+// COMMIT failed) is recorded at its own event: the key resumes at its head,
+// and the failed event runs again when the key reaches it, or, if the
+// failure dead-letters it (Permanent, MaxAttempts), is dead-lettered then
+// without its handler called again (see finish).
 //
 // locked says the caller holds the bus's write lock; runTx releases it.
 func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
@@ -114,7 +115,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 		return failed
 	}
 	if err != nil {
-		d.txFailed(turns, attempts, culprit, err)
+		d.txFailed(turns, attempts, culprit, nil, err)
 		return nil
 	}
 	var done int64
@@ -214,7 +215,7 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 	})
 	culprit = culpritOf(culprit, err)
 	if err != nil {
-		d.txFailed(turns, attempts, culprit, err)
+		d.txFailed(turns, attempts, culprit, pre, err)
 		return
 	}
 	// Not reached (an event before it in its key failed this time, the
@@ -226,38 +227,60 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 // txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
 // disk, a hung handler, a handler that ended the transaction): nothing of it
 // happened. This is the database's failure, not the handlers': the keys
-// retry without an attempt counted. The culprit, if any (a handler that hung,
-// or ended the transaction), is the exception: its event keeps the attempt
-// and goes through the usual failure path (retry with backoff, dead letter
-// after MaxAttempts) at its own place in its key: the events before it in
-// its key are not done, and run again first, uncounted like the rest (see
-// finish).
-func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit *outcome, err error) {
+// retry without an attempt counted. Two events are the exception and keep
+// their attempt: the culprit, if any (a handler that hung, or ended the
+// transaction), and pre, the fast path's failure (its handler saw that
+// attempt and failed). Each goes through the usual failure path (retry with
+// backoff, dead letter when due) at its own place in its key: an event
+// before it in its key is not done and runs again first (see finish).
+func (d *dispatcher) txFailed(turns []turn, attempts []int, culprit, pre *outcome, err error) {
 	d.b.log.Warn("boxcar: subscriber transaction failed; retrying", logSub, d.s.name, logError, err)
-	var culpritTurn *turn
+	var blamed []*turn
 	d.mu.Lock()
 	j := 0
 	for i := range turns {
-		for _, it := range turns[i].items {
-			if culprit == nil || it != culprit.it {
-				it.attempts = attempts[j]
+		t := &turns[i]
+		mine := false
+		for _, it := range t.items {
+			if failedIn(it, culprit, pre) != nil {
+				mine = true
 			} else {
-				culpritTurn = &turns[i]
+				it.attempts = attempts[j]
 			}
 			j++
 		}
-		if !d.stopping && &turns[i] != culpritTurn {
-			d.scheduleRetry(turns[i].kq, 1)
+		switch {
+		case mine:
+			blamed = append(blamed, t)
+		case !d.stopping:
+			d.scheduleRetry(t.kq, 1)
 		}
 	}
 	d.mu.Unlock()
-	switch {
-	case culpritTurn == nil:
-	case culpritTurn.items[0] == culprit.it:
-		d.finish(culpritTurn.kq, 0, culprit)
-	default:
-		d.finish(culpritTurn.kq, 0, nil, culprit)
+	for _, t := range blamed {
+		var failures []*outcome // in key order: the culprit is before pre in a turn of both
+		for _, it := range t.items {
+			if o := failedIn(it, culprit, pre); o != nil {
+				failures = append(failures, o)
+			}
+		}
+		if failures[0].it == t.items[0] {
+			d.finish(t.kq, 0, failures[0], failures[1:]...)
+		} else {
+			d.finish(t.kq, 0, nil, failures...)
+		}
 	}
+}
+
+// failedIn returns the one of failures (nil ones allowed) that is it's, or
+// nil.
+func failedIn(it *item, failures ...*outcome) *outcome {
+	for _, o := range failures {
+		if o != nil && o.it == it {
+			return o
+		}
+	}
+	return nil
 }
 
 // committed moves each key of a batch on, now that its transaction

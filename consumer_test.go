@@ -933,3 +933,52 @@ func TestFailureInBatchHungBehindTheHeadIsDeadLetteredAfterTheHead(t *testing.T)
 			dl[0].Data, dl[0].Reason, dl[0].Attempts, dl[0].History)
 	}
 }
+
+// The fast path's failure keeps its attempt when the rerun with savepoints
+// then fails as a whole (here a handler before it hangs in the rerun; a
+// failed COMMIT or a full disk does the same): its handler saw that
+// attempt. Before, the failed rerun uncounted every attempt but the hung
+// one's, and x2's handler was shown Attempt 1 again.
+func TestFailureInBatchCountsOnceWhenTheRerunFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if err := tb.bus.Publish(ctx,
+		Event{Type: "job.run", Key: "k", Data: []byte("x1")},
+		Event{Type: "job.run", Key: "k", Data: []byte("x2")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	var calls batchCalls
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		n := calls.add(m)
+		switch {
+		case string(m.Data) == "x1" && n == 1:
+			return errors.New("x1's first call fails")
+		case string(m.Data) == "x1" && n == 3:
+			time.Sleep(800 * time.Millisecond) // its rerun hangs, ignoring its context
+			return nil
+		case string(m.Data) == "x2" && m.Attempt == 1:
+			return errors.New("x2 fails on its first attempt")
+		}
+		return applyPayload(ctx, tx, m)
+	})
+	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{HandlerTimeout: 200 * time.Millisecond,
+		MinBackoff: 300 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, MaxBatchTime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "x1 and x2 applied", 30*time.Second, func() (bool, string) {
+		return appliedPayload(t, tb.db, "x1") == 1 && appliedPayload(t, tb.db, "x2") == 1, calls.String()
+	})
+	if got := calls.of("x1"); len(got) < 3 {
+		t.Fatalf("x1 called %v: the test did not play the case (x1's rerun hangs)", got)
+	}
+	if got := calls.of("x2"); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("x2 was called with attempts %v, want [1 2]: once per attempt; calls %v", got, calls.String())
+	}
+	// x1's first call, x1's hung rerun, x2's first attempt.
+	if st, err := sub.Stats(ctx); err != nil || st.Failures != 3 {
+		t.Errorf("stats %+v (%v): want 3 failures", st, err)
+	}
+}
