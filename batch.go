@@ -38,12 +38,12 @@ var eventSavepoint = sqlite.NewSavepoint("boxcar_event")
 // run twice, their first run rolled back: a TxHandler's effects are its
 // writes in tx, and a crash before the commit does the same.
 //
-// A failure the batch saw behind its key's head (the batch failed as a
-// whole: a handler hung or ended the transaction at or before it, or the
-// COMMIT failed) is recorded at its own event: the key resumes at its head,
-// and the failed event runs again when the key reaches it, or, if the
-// failure dead-letters it (Permanent, MaxAttempts), is dead-lettered then
-// without its handler called again (see finish).
+// A failure the batch saw but its key did not reach (the rerun stopped
+// before it, or the batch was abandoned with its failure behind the key's
+// head) is recorded at its own event: the key resumes at its head, and the
+// failed event runs again when the key reaches it, or, if the failure
+// dead-letters it (Permanent, MaxAttempts), is dead-lettered then without
+// its handler called again (see finish).
 //
 // locked says the caller holds the bus's write lock; runTx releases it.
 func (d *dispatcher) runTx(batch []*keyQueue, locked bool) {
@@ -124,7 +124,7 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 	}
 	d.stats.skipped.Add(skipped)
 	d.stats.handled.Add(done - skipped)
-	d.committed(turns)
+	d.committed(turns, nil)
 	return nil
 }
 
@@ -175,7 +175,10 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 
 // runTxSafe runs the batch with a savepoint per event. pre, if not nil, is
 // a handler failure of the fast path: that event is not run again but fails
-// with its error.
+// with its error. Not reached (an event before it in its key failed this
+// time, the batch's time ran out, the subscriber is stopping), its failure
+// is recorded all the same, behind its key's head (see finish): its handler
+// saw that attempt.
 func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *outcome) {
 	var culprit *outcome // a handler that did not return in time, or ended the transaction
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
@@ -218,10 +221,7 @@ func (d *dispatcher) runTxSafe(turns []turn, attempts []int, locked bool, pre *o
 		d.txFailed(turns, attempts, culprit, pre, err)
 		return
 	}
-	// Not reached (an event before it in its key failed this time, the
-	// batch's time ran out, the subscriber is stopping), its failed run in
-	// the fast path stays counted: its handler saw that attempt.
-	d.committed(turns)
+	d.committed(turns, pre)
 }
 
 // txFailed handles a batch whose transaction failed (BEGIN, COMMIT, a full
@@ -288,8 +288,10 @@ func failedIn(it *item, failures ...*outcome) *outcome {
 // once a WAL fsync covers the commit: an ack the server keeps for effects a
 // power loss takes back would never be redelivered. Keys need not wait for
 // that fsync: SQLite replays the WAL in order, so a later commit of the key
-// survives a power loss only if this one does.
-func (d *dispatcher) committed(turns []turn) {
+// survives a power loss only if this one does. pre is the fast path's
+// failure (for runTxSafe): if the batch did not reach it, it is recorded
+// behind its key's head.
+func (d *dispatcher) committed(turns []turn, pre *outcome) {
 	now := time.Now()
 	var acks []*item
 	for i := range turns {
@@ -313,7 +315,11 @@ func (d *dispatcher) committed(turns []turn) {
 		if t.failed == nil && len(t.items) > 0 && t.items[0].bad != nil {
 			t.failed = &outcome{it: t.items[0], err: t.items[0].bad}
 		}
-		d.finish(t.kq, t.done, t.failed)
+		var behind []*outcome
+		if pre != nil && t.failed != pre && slices.Contains(t.items, pre.it) {
+			behind = append(behind, pre)
+		}
+		d.finish(t.kq, t.done, t.failed, behind...)
 	}
 }
 
