@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 )
@@ -229,6 +230,142 @@ func TestSharedRelaySetsAsideOnlyTheRefusedEvent(t *testing.T) {
 			if got := streamEvents(t, tb.bus); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("stream holds outbox seqs %v, want %v: each event but the refused one, once, in order", got, want)
 			}
+		})
+	}
+}
+
+// Outbox rows written or edited by hand, bypassing PublishTx: what no retry
+// can send is set aside (boxcar_outbox_dead, with the reason) and the relay
+// goes on with the next rows. A row is never sent changed.
+
+// insertHandMadeRow writes an outbox row by hand, bypassing PublishTx's
+// validation, and returns its seq.
+func insertHandMadeRow(t *testing.T, tb *testBundle, typ string, headers, created any) int64 {
+	t.Helper()
+	res, err := tb.db.Exec(`INSERT INTO boxcar_outbox(id, type, key, headers, data, created_ns) VALUES(?, ?, ?, ?, ?, ?)`,
+		ulid.Make().String(), typ, "k", headers, []byte("x"), created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// checkRowSetAside publishes events after the hand-made row seq, waits for
+// the relay to pass them all, and checks that the row, and only it, was set
+// aside with reason and an error containing errText, and that the stream
+// holds every other event once, in outbox order.
+func checkRowSetAside(t *testing.T, tb *testBundle, logs *logBuffer, seq int64, reason, errText string) {
+	t.Helper()
+	ctx := context.Background()
+	publishN(t, tb.bus, "k", 2) // the key's later events
+	publishN(t, tb.bus, "other", 2)
+	last := maxOutboxSeq(t, tb.db)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && tb.bus.relay.cursor.Load() < last {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st, err := tb.bus.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := tb.bus.relay.cursor.Load(); c < last {
+		var first string
+		for l := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(l, "level=WARN") && strings.Contains(l, "relay") {
+				first = l
+				break
+			}
+		}
+		t.Fatalf("after 20s the relay's cursor is %d of %d (failures %d, set aside %d): one hand-made row holds every later event; first warning: %s",
+			c, last, st.RelayFailures, st.RelaySetAside, first)
+	}
+	if st.RelaySetAside != 1 || st.OutboxDead != 1 {
+		t.Fatalf("stats: set aside %d, outbox dead %d; want 1 and 1", st.RelaySetAside, st.OutboxDead)
+	}
+	dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+	if err != nil || total != 1 || len(dead) != 1 {
+		t.Fatalf("OutboxDeadLetters: %+v, %d in all, %v; want the one row", dead, total, err)
+	}
+	if d := dead[0]; d.Seq != seq || d.Reason != reason || !strings.Contains(d.Error, errText) || string(d.Data) != "x" {
+		t.Fatalf("set aside %+v: want seq %d, reason %s, an error containing %q, its data", d, seq, reason, errText)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "boxcar_outbox_dead") {
+		t.Fatalf("no error-level log line names the set-aside row; log:\n%s", logs.String())
+	}
+	// The outbox's rows, in order: the row set aside left it (and if it had
+	// the largest seq then, the next event was given that seq again).
+	var want []int64
+	rows, err := tb.db.Query(`SELECT seq FROM boxcar_outbox ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, s)
+	}
+	rows.Close()
+	if got := streamEvents(t, tb.bus); fmt.Sprint(got) != fmt.Sprint(want) || len(want) != 6 {
+		t.Fatalf("stream holds outbox seqs %v, want the outbox's %v (6 events): each event but the hand-made one, once, in order", got, want)
+	}
+	for _, m := range streamMessages(t, tb.bus) {
+		if m.Header.Get(jetstream.MsgIDHeader) == dead[0].ID {
+			t.Fatalf("the row set aside is in the stream (stream seq %d)", m.Sequence)
+		}
+	}
+}
+
+// Regression: an outbox row whose type holds a space ("order placed")
+// gives a subject nats.go refuses before sending (nats.ErrBadSubject). That
+// was not counted as permanent, so the relay retried the row for ever and
+// every later event waited behind it. The relay refuses the type itself
+// (jetstream.CheckOutgoing) and sets the row aside as bad_type.
+func TestRelaySetsAsideARowWithABadType(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	tb := setup(t, Config{Logger: logs.logger()})
+	publishN(t, tb.bus, "k", 2)
+	waitRelayed(t, tb.bus, 2)
+	seq := insertHandMadeRow(t, tb, "order placed", nil, time.Now().UnixNano())
+	checkRowSetAside(t, tb, logs, seq, "bad_type", `"order placed"`)
+}
+
+// Regression: other hand-edited rows held every later event. A created_ns
+// that is not an integer failed the Scan of the whole outbox read, so no
+// row could even be named; a reserved Nats- header in the headers JSON was
+// copied onto the message and the server refused it (10060 "expected
+// stream does not match") at every retry. Each such row is set aside, by
+// its own seq, with the column at fault; so are headers that are not JSON
+// (once published without them, which sent a changed event) and a Boxcar
+// header that Boxcar sets from the row's columns.
+func TestRelaySetsAsideHandEditedRows(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		headers any
+		created any
+		reason  string
+		errText string
+	}{
+		{"created_ns not an integer", nil, "yesterday", "bad_created_ns", `"yesterday"`},
+		{"a reserved Nats- header", []byte(`{"Nats-Expected-Stream":"ELSEWHERE"}`), time.Now().UnixNano(), "bad_headers", "Nats-Expected-Stream"},
+		{"headers not JSON", []byte(`{"a":1}`), time.Now().UnixNano(), "bad_headers", "JSON"},
+		{"a header Boxcar sets", []byte(`{"Boxcar-Seq":"99"}`), time.Now().UnixNano(), "bad_headers", "Boxcar-Seq"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &logBuffer{}
+			tb := setup(t, Config{Logger: logs.logger()})
+			publishN(t, tb.bus, "k", 2)
+			waitRelayed(t, tb.bus, 2)
+			seq := insertHandMadeRow(t, tb, "order.placed", tc.headers, tc.created)
+			checkRowSetAside(t, tb, logs, seq, tc.reason, tc.errText)
 		})
 	}
 }

@@ -323,10 +323,16 @@ func (r *relay) run(ctx context.Context) {
 // setAside moves the outbox row of a publish the stream refused for good
 // (larger than its limits: a row written before the limits that refuse it at
 // PublishTx, or edited by hand, or a stream whose limits an operator
-// lowered) to boxcar_outbox_dead, with the reason, so that it does not hold
-// every later event behind it. It reports whether it did; the caller
-// resyncs, and the relay goes on with the next row. Subscribers never see
-// the event: later events of its key are delivered without it.
+// lowered), or of a row that cannot be sent as it is (drain: a row written
+// or edited by hand, bypassing PublishTx), to boxcar_outbox_dead, with the
+// reason, so that it does not hold every later event behind it. It reports
+// whether it did; the caller resyncs, and the relay goes on with the next
+// row. Subscribers never see the event: later events of its key are
+// delivered without it.
+//
+// The reason is too_large, or bad_ and the outbox column at fault: bad_id,
+// bad_type, bad_key, bad_headers, bad_created_ns (bad_subject: a subject
+// nats.go refuses that CheckOutgoing let through).
 func (r *relay) setAside(ctx context.Context, err error) bool {
 	var pe *bjs.PublishError
 	if !errors.As(err, &pe) || !bjs.IsPermanent(pe.Err) {
@@ -334,8 +340,14 @@ func (r *relay) setAside(ctx context.Context, err error) bool {
 	}
 	b := r.b
 	reason := "too_large"
-	if errors.Is(pe.Err, nats.ErrBadHeaderMsg) {
+	var bad *bjs.OutgoingError
+	switch {
+	case errors.As(pe.Err, &bad):
+		reason = "bad_" + bad.Field
+	case errors.Is(pe.Err, nats.ErrBadHeaderMsg):
 		reason = "bad_headers"
+	case errors.Is(pe.Err, nats.ErrBadSubject):
+		reason = "bad_subject"
 	}
 	var moved bool
 	werr := r.write(ctx, func(tx *sql.Tx) error {
@@ -349,8 +361,11 @@ func (r *relay) setAside(ctx context.Context, err error) bool {
 	}
 	if moved {
 		r.setAsideCount.Add(1)
-		b.log.Error("boxcar: the stream refuses an outbox event for good: moved to boxcar_outbox_dead, later events go on without it",
-			logSeq, pe.Seq, logReason, reason, logError, pe.Err)
+		msg := "boxcar: the stream refuses an outbox event for good: moved to boxcar_outbox_dead, later events go on without it"
+		if bad != nil {
+			msg = "boxcar: an outbox row holds what PublishTx never writes (written or edited by hand?) and cannot be published as it is: moved to boxcar_outbox_dead, later events go on without it"
+		}
+		b.log.Error(msg, logSeq, pe.Seq, logReason, reason, logError, pe.Err)
 	}
 	return true
 }
@@ -375,6 +390,12 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		if r.pub.InFlight() < relayDepth {
 			var err error
 			r.rows, err = sqlite.ReadOutbox(ctx, b.db, sent, b.cfg.RelayBatch, r.rows[:0])
+			if bad := (*sqlite.BadRowError)(nil); errors.As(err, &bad) {
+				// A row written or edited by hand, which no read again
+				// can change: run sets it aside.
+				clear(r.rows)
+				return total, unsendable(bad.Seq, &bjs.OutgoingError{Field: bad.Column, Err: bad})
+			}
 			if err != nil {
 				return total, fmt.Errorf("read outbox: %w", err)
 			}
@@ -391,13 +412,22 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 			r.out = r.out[:0]
 			for _, row := range r.rows {
 				o := bjs.Outgoing{Seq: row.Seq, ID: row.ID, Type: row.Type, Key: row.Key, Data: row.Data, CreatedNS: row.CreatedNS}
+				var err error
 				if len(row.Headers) > 0 {
-					if err := json.Unmarshal(row.Headers, &o.Headers); err != nil {
-						// PublishTx wrote it; a bad value means the row was
-						// edited by hand. Send the event without them rather
-						// than block the outbox.
-						b.log.Error("boxcar: outbox row has unreadable headers; publishing without them", logSeq, row.Seq, logError, err)
+					if jerr := json.Unmarshal(row.Headers, &o.Headers); jerr != nil {
+						err = &bjs.OutgoingError{Field: "headers", Err: fmt.Errorf("headers are not a JSON object of strings: %w", jerr)}
 					}
+				}
+				if err == nil {
+					err = bjs.CheckOutgoing(&o)
+				}
+				if err != nil {
+					// PublishTx never writes such a row: it was written or
+					// edited by hand. Sending it without what is wrong
+					// would publish an event changed; run sets it aside.
+					clear(r.rows)
+					clear(r.out)
+					return total, unsendable(row.Seq, err)
 				}
 				r.out = append(r.out, o)
 			}
@@ -502,6 +532,14 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	}
 	// Keep the checkpoint we pruned to out of the list: its rows are gone.
 	r.checkpoints = append(r.checkpoints[:0], r.checkpoints[i:]...)
+}
+
+// unsendable is the error of drain for outbox row seq, which cannot be sent
+// as it is (err, an *OutgoingError): a publish error that no retry changes,
+// for the row's seq, so that run sets that row aside (setAside) and goes
+// on. The batches sent before it are awaited by the resync that follows.
+func unsendable(seq int64, err error) error {
+	return &bjs.PublishError{Seq: seq, Err: err}
 }
 
 // write runs fn in a transaction of the writer.

@@ -129,10 +129,15 @@ const (
 
 // IsPermanent reports whether err is a refusal of the message itself that
 // publishing it again cannot change: larger than the server's max payload or
-// the stream's limits, or a header block JetStream cannot store. Timeouts,
-// a full store, a missing stream and the chain's refusals are not.
+// the stream's limits, a header block JetStream cannot store, a subject or a
+// header nats.go refuses to send, or an event CheckOutgoing refuses.
+// Timeouts, a full store, a missing stream and the chain's refusals are not.
 func IsPermanent(err error) bool {
-	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrBadSubject) {
+		return true
+	}
+	var outErr *OutgoingError
+	if errors.As(err, &outErr) {
 		return true
 	}
 	var apiErr *jetstream.APIError
@@ -154,6 +159,72 @@ type Outgoing struct {
 	Headers   map[string]string
 	Data      []byte
 	CreatedNS int64
+}
+
+// OutgoingError is why an outbox event cannot go into the stream as it is:
+// its row holds what PublishTx never writes (the row was written or edited by
+// hand, bypassing it). Sending it again cannot change that.
+type OutgoingError struct {
+	// Field is the outbox column at fault: "id", "type", "key" or "headers"
+	// from CheckOutgoing; the relay uses "headers" and "created_ns" too, for
+	// values it cannot decode.
+	Field string
+	Err   error // names the field and the rule
+}
+
+func (e *OutgoingError) Error() string { return e.Err.Error() }
+func (e *OutgoingError) Unwrap() error { return e.Err }
+
+// CheckOutgoing reports what keeps o from going into the stream as it is
+// (an *OutgoingError), nil if nothing does. Every row PublishTx writes
+// passes: its type and key follow ValidateType and ValidateKey and its
+// headers ValidateHeader, but for Boxcar's own headers (a schema version,
+// a redriven copy's). A row edited by hand may not: a type that is not a
+// subject token (nats.go refuses a subject with a space; a subscriber could
+// not read back one with a wildcard), a header JetStream would act on
+// (Nats-Expected-Stream and the like: the server refuses the message, or
+// worse, obeys it), one Encode sets itself from the row's columns, or one
+// that would not arrive as it is. Such an event is refused rather than
+// sent changed: the relay sets its row aside, and later events go on.
+func CheckOutgoing(o *Outgoing) error {
+	// The ID is the message's Nats-Msg-Id and the next one's chain link.
+	if o.ID == "" || HeaderForm(o.ID) != o.ID {
+		return &OutgoingError{Field: "id", Err: fmt.Errorf("event ID %q is empty or does not survive a NATS header as it is", o.ID)}
+	}
+	if err := ValidateType(o.Type); err != nil {
+		return &OutgoingError{Field: "type", Err: err}
+	}
+	if err := ValidateKey(o.Key); err != nil {
+		return &OutgoingError{Field: "key", Err: err}
+	}
+	for k, v := range o.Headers {
+		var err error
+		switch {
+		case hasPrefixFold(k, "nats-"):
+			err = fmt.Errorf("header %q: Nats- headers are JetStream's, and the relay sets those it sends", k)
+		case encodeSets(k):
+			err = fmt.Errorf("header %q: Boxcar sets it from the outbox row's columns", k)
+		case k == "":
+			err = errors.New("empty header name")
+		default:
+			err = checkHeaderText(k, v)
+		}
+		if err != nil {
+			return &OutgoingError{Field: "headers", Err: err}
+		}
+	}
+	return nil
+}
+
+// encodeSets reports whether Encode sets header k from the event's own
+// fields, over any value the event's headers have for it.
+func encodeSets(k string) bool {
+	for _, h := range [...]string{HeaderSeq, HeaderType, HeaderKey, HeaderTime} {
+		if strings.EqualFold(k, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // Encode builds the stream message of o, published by origin. prevID is the
@@ -281,6 +352,12 @@ func ValidateHeader(k, v string) error {
 	if reservedHeader(k) {
 		return fmt.Errorf("header %q: names starting with Boxcar- or Nats- are reserved", k)
 	}
+	return checkHeaderText(k, v)
+}
+
+// checkHeaderText checks that header k: v, a non-empty name, arrives as it
+// is sent.
+func checkHeaderText(k, v string) error {
 	// NATS (ADR-4, and nats.go more strictly) allows printable ASCII
 	// without these in a header name. A name it refuses would make the
 	// relay's publish of the event fail at every retry, and hold every later

@@ -126,21 +126,83 @@ func (s Savepoint) Rollback(ctx context.Context, e Execer) error {
 }
 
 // ReadOutbox appends to buf the rows with seq > after, in seq order, at most
-// limit of them, and returns the extended slice.
+// limit of them, and returns the extended slice. A row it cannot read as an
+// event ends the read: it returns the rows before it and a *BadRowError
+// naming it.
 func ReadOutbox(ctx context.Context, q Querier, after int64, limit int, buf []OutboxRow) ([]OutboxRow, error) {
 	rows, err := q.QueryContext(ctx, selectOutboxAfter, after, limit)
 	if err != nil {
 		return buf, err
 	}
 	defer rows.Close()
+	var created integerColumn
 	for rows.Next() {
 		var r OutboxRow
-		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &r.CreatedNS); err != nil {
+		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &created); err != nil {
 			return buf, err
 		}
+		if !created.ok {
+			return buf, &BadRowError{Seq: r.Seq, Column: "created_ns", Err: created.notAnInteger()}
+		}
+		r.CreatedNS = created.v
 		buf = append(buf, r)
 	}
 	return buf, rows.Err()
+}
+
+// BadRowError is an outbox row that cannot be read as an event: a column
+// holds a value PublishTx never writes. SQLite keeps what it is given
+// (created_ns is an INTEGER column, and "yesterday" is stored as text), so
+// such a row was written or edited by hand. Reading it again cannot change
+// that: the relay sets it aside.
+type BadRowError struct {
+	Seq    int64
+	Column string
+	Err    error
+}
+
+func (e *BadRowError) Error() string {
+	return fmt.Sprintf("outbox row %d: %s: %v", e.Seq, e.Column, e.Err)
+}
+func (e *BadRowError) Unwrap() error { return e.Err }
+
+// integerColumn scans a column that should hold an integer without failing
+// the Scan of the whole row when it does not (ok false), so that the row's
+// seq is known.
+type integerColumn struct {
+	v   int64
+	ok  bool
+	got any // the value, when not an integer
+}
+
+func (c *integerColumn) Scan(src any) error {
+	c.v, c.ok = src.(int64)
+	c.got = nil
+	if !c.ok {
+		c.got = src
+	}
+	return nil
+}
+
+// notAnInteger describes the value scanned, which was not an integer.
+func (c *integerColumn) notAnInteger() error {
+	switch v := c.got.(type) {
+	case nil:
+		return errors.New("NULL, not an integer")
+	case []byte:
+		return fmt.Errorf("%q, not an integer", truncate(string(v), 64))
+	case string:
+		return fmt.Errorf("%q, not an integer", truncate(v, 64))
+	default:
+		return fmt.Errorf("%v (%T), not an integer", v, v)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // Cursor returns the relay's cursor for stream: the largest seq known to be
@@ -341,11 +403,15 @@ func DeadOutboxRows(ctx context.Context, q Querier, afterSeq int64, afterID stri
 	}
 	defer rows.Close()
 	var out []DeadOutboxRow
+	var created integerColumn
 	for rows.Next() {
 		var r DeadOutboxRow
-		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &r.CreatedNS, &r.Reason, &r.Error, &r.DeadNS); err != nil {
+		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &created, &r.Reason, &r.Error, &r.DeadNS); err != nil {
 			return nil, 0, err
 		}
+		// A row set aside because its created_ns is not an integer keeps
+		// that value (its error says what it was): CreatedNS is 0.
+		r.CreatedNS = created.v
 		out = append(out, r)
 	}
 	return out, total, rows.Err()

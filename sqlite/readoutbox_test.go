@@ -1,0 +1,42 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// A row whose created_ns is not an integer (edited by hand: SQLite keeps
+// text in an INTEGER column) ends ReadOutbox's read with a *BadRowError
+// naming its seq, after the rows before it, instead of a Scan error that
+// names no row; boxcar_outbox_dead lists such a row once it is set aside.
+func TestReadOutboxNamesARowItCannotRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openMigrated(t, t.TempDir()+"/r.db")
+	for _, created := range []any{int64(1), "yesterday", int64(3)} {
+		if _, err := db.ExecContext(ctx, InsertOutbox, "id", "order.placed", "k", nil, []byte("x"), created); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := ReadOutbox(ctx, db, 0, 10, nil)
+	var bad *BadRowError
+	if !errors.As(err, &bad) || bad.Seq != 2 || bad.Column != "created_ns" || !strings.Contains(err.Error(), `"yesterday"`) {
+		t.Fatalf("ReadOutbox: %v; want a *BadRowError for seq 2, created_ns, naming the value", err)
+	}
+	if len(rows) != 1 || rows[0].Seq != 1 || rows[0].CreatedNS != 1 {
+		t.Fatalf("rows before the bad one: %+v, want seq 1", rows)
+	}
+	if _, err := SetOutboxRowAside(ctx, db, 2, "bad_created_ns", err.Error(), 9); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = ReadOutbox(ctx, db, 1, 10, nil)
+	if err != nil || len(rows) != 1 || rows[0].Seq != 3 {
+		t.Fatalf("after setting it aside: %+v, %v; want seq 3", rows, err)
+	}
+	dead, total, err := DeadOutboxRows(ctx, db, 0, "", 10)
+	if err != nil || total != 1 || len(dead) != 1 || dead[0].Seq != 2 || dead[0].CreatedNS != 0 || dead[0].Reason != "bad_created_ns" {
+		t.Fatalf("DeadOutboxRows: %+v, %d in all, %v; want seq 2 listed with CreatedNS 0", dead, total, err)
+	}
+}
