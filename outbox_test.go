@@ -226,6 +226,68 @@ func TestRelayPublishFailureMidBatch(t *testing.T) {
 	t.Logf("relay failures survived: %d", st.RelayFailures)
 }
 
+// Regression: in the middle of a drain the relay saved its cursor (once
+// CursorSaveInterval had passed) through the single writer, waiting for the
+// lock with no bound, so a Bus.Tx function that ran long (an HTTP call
+// inside a transaction) stopped the relay publishing events committed
+// before that transaction began, for as long as it ran. The mid-drain save
+// now runs only if the writer is free (the saved cursor is lazy: the
+// stream's end is the truth); the cursor is saved once the writer is free.
+func TestRelayGoesOnPublishingWhileATxHoldsTheWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	acked := make(chan struct{})
+	held := make(chan struct{})
+	var once sync.Once
+	cfg := Config{RelayBatch: 5, Probe: func(p Probe) {
+		if p == ProbeRelayAfterAck {
+			once.Do(func() { close(acked); <-held })
+		}
+	}}
+	tb := setup(t, cfg)
+	time.Sleep(200 * time.Millisecond) // CursorSaveInterval (100ms) has passed since Open
+	events := make([]Event, 20)
+	for i := range events {
+		events[i] = Event{Type: "order.placed", Key: "k", Data: []byte(fmt.Sprint(i))}
+	}
+	if err := tb.bus.Publish(ctx, events...); err != nil {
+		t.Fatal(err)
+	}
+	<-acked // the relay has sent two batches and the first is acked
+	release := make(chan struct{})
+	txDone := make(chan error, 1)
+	inside := make(chan struct{})
+	go func() {
+		txDone <- tb.bus.Tx(ctx, func(tx *sql.Tx) error {
+			close(inside)
+			<-release // a slow transaction of the app's
+			return nil
+		})
+	}()
+	<-inside
+	close(held)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && tb.bus.relay.cursor.Load() < 20 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cursor := tb.bus.relay.cursor.Load()
+	inStream := len(streamEvents(t, tb.bus))
+	close(release)
+	if err := <-txDone; err != nil {
+		t.Fatal(err)
+	}
+	if inStream < 20 {
+		t.Fatalf("3s into a slow Bus.Tx, the relay's cursor is %d and the stream holds %d of the 20 events committed before it began: the relay waits for the writer to save its cursor", cursor, inStream)
+	}
+	waitFor(t, "the relay to save its cursor once the writer is free", 10*time.Second, func() (bool, string) {
+		saved, err := sqlite.Cursor(ctx, tb.db, "BOXCAR")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return saved == 20, fmt.Sprintf("saved cursor %d", saved)
+	})
+}
+
 // An event that fails validation leaves nothing written and the caller's
 // transaction usable.
 func TestPublishRejectsBadEvents(t *testing.T) {

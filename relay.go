@@ -456,7 +456,12 @@ func (r *relay) drain(ctx context.Context) (int, error) {
 		total += n
 		r.noteCheckpoint(last)
 		if time.Since(r.savedAt) >= b.cfg.CursorSaveInterval {
-			r.maintain(ctx, false)
+			// Only if the writer is free: an app's transaction may hold
+			// it for seconds, and the events committed before it must go
+			// on into the stream meanwhile. The saved cursor may lag (the
+			// stream's end is the truth), and pruning, capped at it,
+			// waits: the save between drains (run) waits its turn.
+			r.saveCursor(ctx, false)
 		}
 		if partial && r.pub.InFlight() == 0 {
 			// The last read found less than a batch: the outbox held no
@@ -491,15 +496,8 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	// cursor only where the relay looks first. Stop (prune false) and a
 	// moved-back cursor (saved -1) save at once.
 	due := !prune || r.saved < 0 || time.Since(r.savedAt) >= b.cfg.CursorSaveInterval
-	if (cur != r.saved || r.mark != r.savedMark) && due {
-		mark := r.mark
-		if err := r.write(ctx, func(tx *sql.Tx) error {
-			return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, mark, time.Now().UnixNano())
-		}); err != nil {
-			b.log.Warn("boxcar: relay could not save its cursor", logError, err)
-			return
-		}
-		r.saved, r.savedMark, r.savedAt = cur, mark, time.Now()
+	if due && !r.saveCursor(ctx, true) {
+		return
 	}
 	if !prune || time.Since(r.lastPrune) < time.Second {
 		return
@@ -532,6 +530,43 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	}
 	// Keep the checkpoint we pruned to out of the list: its rows are gone.
 	r.checkpoints = append(r.checkpoints[:0], r.checkpoints[i:]...)
+}
+
+// tryWriter is the writer's TryWrite (sqlite.Writer has it; a test's
+// wrapper of the writer may not, and then the relay waits for its turn).
+type tryWriter interface {
+	TryWrite(ctx context.Context, fn func(tx *sql.Tx) error) (bool, error)
+}
+
+// saveCursor saves the cursor, and the stream mark, if they moved since the
+// last save. With wait false it saves only if the writer is free now. It
+// reports false if the save failed; a save skipped (the writer was busy)
+// leaves r.saved as it was, so pruning stays capped at the cursor saved
+// before.
+func (r *relay) saveCursor(ctx context.Context, wait bool) bool {
+	b := r.b
+	cur, mark := r.cursor.Load(), r.mark
+	if cur == r.saved && mark == r.savedMark {
+		return true
+	}
+	save := func(tx *sql.Tx) error {
+		return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, mark, time.Now().UnixNano())
+	}
+	var err error
+	if tw, ok := b.w.(tryWriter); ok && !wait {
+		var ran bool
+		if ran, err = tw.TryWrite(ctx, save); !ran {
+			return true // the writer is busy: a later ack tries again
+		}
+	} else {
+		err = r.write(ctx, save)
+	}
+	if err != nil {
+		b.log.Warn("boxcar: relay could not save its cursor", logError, err)
+		return false
+	}
+	r.saved, r.savedMark, r.savedAt = cur, mark, time.Now()
+	return true
 }
 
 // unsendable is the error of drain for outbox row seq, which cannot be sent
