@@ -67,6 +67,8 @@ type writer interface {
 	Lock(ctx context.Context) error
 	Unlock()
 	WriteLocked(ctx context.Context, fn func(tx *sql.Tx) error) error
+	// TryWrite is Write if the lock is free now; it reports whether fn ran.
+	TryWrite(ctx context.Context, fn func(tx *sql.Tx) error) (bool, error)
 	// Own marks the calling goroutine as the one running code under the
 	// lock (a batch's handlers), until the func returned is called.
 	Own() (done func())

@@ -583,3 +583,60 @@ func TestRelayRepublishesWhatAStreamLostAfterItsEventsExpired(t *testing.T) {
 	publishN(t, tb.bus, "k", 1)
 	waitStreamIsOutbox(t, tb.bus, 6, 11)
 }
+
+// Regression: guarantee 2 says a crash between a publish ack and the
+// cursor save never republishes, however long the process stayed down. On
+// start the relay reads the stream's last event to learn where its cursor
+// belongs; down longer than Config.Retention, the events it published after
+// the save have expired and there is none to read, though the stream's
+// LastSeq shows they were stored. Resync only handled a stream that ends
+// before the saved mark, and the relay published those events again.
+//
+// The crash is played by the state it leaves: the stream holds outbox seqs
+// 1..10, and the saved cursor is the one of before the last five publishes.
+func TestCrashAfterAckThenDownLongerThanRetentionDoesNotRepublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{Retention: 2 * time.Second, DuplicateWindow: time.Second, CursorSaveInterval: 10 * time.Millisecond})
+	savedRow := func(cursor int64) (row [4]int64) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("the cursor %d saved with its stream seq", cursor), time.Minute, func() (bool, string) {
+			err := tb.db.QueryRow(`SELECT cursor, stream_seq, stream_seq_cursor, stream_created_ns FROM boxcar_relay`).Scan(&row[0], &row[1], &row[2], &row[3])
+			return err == nil && row[0] == cursor && row[2] == cursor && row[1] > 0, fmt.Sprint(row, err)
+		})
+		return row
+	}
+	publishN(t, tb.bus, "k", 5)
+	waitRelayed(t, tb.bus, 5)
+	before := savedRow(5)
+	publishN(t, tb.bus, "k", 5)
+	waitRelayed(t, tb.bus, 10)
+	savedRow(10)
+	tb.closeBus()
+	// What a SIGKILL right after the last five acks leaves.
+	if _, err := tb.db.ExecContext(ctx, `UPDATE boxcar_relay SET cursor = ?, stream_seq = ?, stream_seq_cursor = ?, stream_created_ns = ?`,
+		before[0], before[1], before[2], before[3]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // down longer than Retention: the events expire
+	tb.open()
+	publishN(t, tb.bus, "k", 1) // outbox seq 11
+	waitFor(t, "the new event in the stream", time.Minute, func() (bool, string) {
+		s, err := tb.bus.js.Stream(ctx, tb.bus.StreamName())
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		if info.State.LastSeq > 11 {
+			t.Fatalf("the stream held outbox seqs 1..10 at stream seqs 1..10; after the restart and one more event it ends at stream seq %d, want 11: events were published twice",
+				info.State.LastSeq)
+		}
+		return info.State.LastSeq == 11, fmt.Sprintf("%+v", info.State)
+	})
+	if c := tb.bus.relay.cursor.Load(); c != 11 {
+		t.Fatalf("relay cursor %d, want 11", c)
+	}
+}

@@ -154,10 +154,44 @@ func (r *relay) resync(ctx context.Context) error {
 			return fmt.Errorf("relay: %w", err)
 		}
 		r.mark.Seq = 0
+	case r.mark.Seq > 0 && end.LastSeq > r.mark.Seq && end.Msgs == 0 && created != 0 && created == r.mark.CreatedNS &&
+		r.b.cfg.topology() != topologyShared:
+		// The same stream as at the saved cursor stored messages after the
+		// event there, and every one has expired since (the process was
+		// down longer than Retention after a crash between their acks and
+		// the cursor save): no event is left to say where the cursor
+		// belongs. The relay is the stream's only writer, so each of them
+		// was the outbox row after the one before: go forward as many rows.
+		if err := r.goForward(ctx, cur, int64(end.LastSeq-r.mark.Seq), end.LastSeq); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		r.mark.Seq = 0
 	}
 	if created != 0 {
 		r.mark.CreatedNS = created
 	}
+	return nil
+}
+
+// goForward moves the cursor forward stored outbox rows from cur, for the
+// same stream as at the saved cursor, which stored that many messages after
+// it that have all expired, and ends at lastSeq. If the outbox has fewer
+// rows after cur, something else wrote into the stream: the cursor stays,
+// and the rows after it are published again (a duplicate, not a loss).
+func (r *relay) goForward(ctx context.Context, cur, stored int64, lastSeq uint64) error {
+	b := r.b
+	seq, ok, err := sqlite.OutboxSeqForward(ctx, b.db, cur, stored)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		b.log.Warn("boxcar: the event stream stored more messages after the saved cursor than the outbox has rows after it, and none is left to read (all expired): republishing from the cursor",
+			logStream, b.cfg.Stream, logCursor, cur, logStreamSeq, lastSeq)
+		return nil
+	}
+	b.log.Info("boxcar: the events published after the saved cursor have all expired from the stream: moving the cursor past them",
+		logStream, b.cfg.Stream, logCursor, cur, logStreamSeq, lastSeq, logFromSeq, seq+1)
+	r.cursor.Store(seq)
 	return nil
 }
 
@@ -532,12 +566,6 @@ func (r *relay) maintain(ctx context.Context, prune bool) {
 	r.checkpoints = append(r.checkpoints[:0], r.checkpoints[i:]...)
 }
 
-// tryWriter is the writer's TryWrite (sqlite.Writer has it; a test's
-// wrapper of the writer may not, and then the relay waits for its turn).
-type tryWriter interface {
-	TryWrite(ctx context.Context, fn func(tx *sql.Tx) error) (bool, error)
-}
-
 // saveCursor saves the cursor, and the stream mark, if they moved since the
 // last save. With wait false it saves only if the writer is free now. It
 // reports false if the save failed; a save skipped (the writer was busy)
@@ -553,9 +581,9 @@ func (r *relay) saveCursor(ctx context.Context, wait bool) bool {
 		return sqlite.SaveCursor(ctx, tx, b.cfg.Stream, cur, mark, time.Now().UnixNano())
 	}
 	var err error
-	if tw, ok := b.w.(tryWriter); ok && !wait {
+	if !wait {
 		var ran bool
-		if ran, err = tw.TryWrite(ctx, save); !ran {
+		if ran, err = b.w.TryWrite(ctx, save); !ran {
 			return true // the writer is busy: a later ack tries again
 		}
 	} else {

@@ -261,6 +261,8 @@ type StreamEnd struct {
 	// LastSeq is the stream sequence of the last message ever stored (0 if
 	// the stream never held one, as after a lost store).
 	LastSeq uint64
+	// Msgs is how many messages the stream holds now.
+	Msgs uint64
 	// OutboxSeq is the outbox seq of the last Boxcar event in the stream, 0
 	// if Found is false.
 	OutboxSeq int64
@@ -292,7 +294,7 @@ func (p *Publisher) Resync(ctx context.Context) (_ StreamEnd, err error) {
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("resync: stream info: %w", err)
 	}
-	end := StreamEnd{LastSeq: info.State.LastSeq, Created: info.Created}
+	end := StreamEnd{LastSeq: info.State.LastSeq, Msgs: info.State.Msgs, Created: info.Created}
 	defer func() {
 		if err == nil {
 			p.afterSeq, p.fromSeq, p.unsynced = end.LastSeq, true, false

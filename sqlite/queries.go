@@ -266,6 +266,20 @@ func OutboxSeqBack(ctx context.Context, q Querier, upTo int64, n int64) (int64, 
 	return seq, err == nil, err
 }
 
+// OutboxSeqForward returns the seq of the n-th outbox row after from (n = 1:
+// the first row above from), and false if fewer than n rows are above from.
+func OutboxSeqForward(ctx context.Context, q Querier, from int64, n int64) (int64, bool, error) {
+	if n < 1 {
+		return from, true, nil
+	}
+	var seq int64
+	err := q.QueryRowContext(ctx, `SELECT seq FROM boxcar_outbox WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?`, from, n-1).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return seq, err == nil, err
+}
+
 // OutboxBounds returns the smallest and largest seq in the outbox (0, 0 when
 // empty). Both are lookups at the ends of the primary key, O(log n): each
 // aggregate is in a subquery of its own because SQLite's min/max
