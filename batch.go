@@ -92,11 +92,10 @@ var errFastFailed = errors.New("boxcar: a handler failed in a batch without save
 // transaction failed) it has done all runTxSafe would, and returns nil.
 func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outcome {
 	var culprit, failed *outcome
-	var skipped int64
 	err := d.withTxLocked(locked, func(ctx context.Context, tx *sql.Tx) error {
 		return d.supervise(&culprit, func(w *handlerWatch) error {
 			var err error
-			skipped, failed, err = d.runFastTurns(ctx, tx, turns, w)
+			failed, err = d.runFastTurns(ctx, tx, turns, w)
 			return err
 		})
 	})
@@ -118,21 +117,14 @@ func (d *dispatcher) runTxFast(turns []turn, attempts []int, locked bool) *outco
 		d.txFailed(turns, attempts, culprit, nil, err)
 		return nil
 	}
-	var done int64
-	for i := range turns {
-		done += int64(turns[i].done)
-	}
-	d.stats.skipped.Add(skipped)
-	d.stats.handled.Add(done - skipped)
 	d.committed(turns, nil)
 	return nil
 }
 
 // runFastTurns is the fast path's loop: each turn's items in order, a dedupe
-// row and a handler call each, no savepoints. It returns how many were
-// found handled before, and the first handler failure (with errFastFailed),
-// or an error that ends the transaction.
-func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn, w *handlerWatch) (skipped int64, failed *outcome, err error) {
+// row and a handler call each, no savepoints. It returns the first handler
+// failure (with errFastFailed), or an error that ends the transaction.
+func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn, w *handlerWatch) (failed *outcome, err error) {
 	qctx := context.WithoutCancel(ctx)
 	for i := range turns {
 		t := &turns[i]
@@ -147,10 +139,9 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			it.handled = false
 			fresh, err := d.recordHandled(qctx, tx, it)
 			if err != nil {
-				return skipped, nil, &abortError{err: fmt.Errorf("dedupe row: %w", err)}
+				return nil, &abortError{err: fmt.Errorf("dedupe row: %w", err)}
 			}
 			if !fresh && !d.rerun(it) {
-				skipped++
 				t.done++
 				continue
 			}
@@ -158,19 +149,19 @@ func (d *dispatcher) runFastTurns(ctx context.Context, tx *sql.Tx, turns []turn,
 			it.m.Attempt = it.attempts
 			err = d.callTx(ctx, tx, it, w)
 			if ae := (*abortError)(nil); errors.As(err, &ae) {
-				return skipped, nil, ae
+				return nil, ae
 			}
 			if sqlite.IsFull(err) {
-				return skipped, nil, err // the database failed, not the handler
+				return nil, err // the database failed, not the handler
 			}
 			if err != nil {
-				return skipped, &outcome{it: it, err: err}, errFastFailed
+				return &outcome{it: it, err: err}, errFastFailed
 			}
 			it.handled = true
 			t.done++
 		}
 	}
-	return skipped, nil, nil
+	return nil, nil
 }
 
 // runTxSafe runs the batch with a savepoint per event. pre, if not nil, is
@@ -294,15 +285,21 @@ func failedIn(it *item, failures ...*outcome) *outcome {
 func (d *dispatcher) committed(turns []turn, pre *outcome) {
 	now := time.Now()
 	var acks []*item
+	var handled, skipped int64 // counted once committed: a rerun rolled back whole counts nothing
 	for i := range turns {
 		t := &turns[i]
 		for _, it := range t.items[:t.done] {
 			if it.handled {
+				handled++
 				d.stats.endToEnd.observe(now.Sub(it.m.Time))
+			} else {
+				skipped++
 			}
 		}
 		acks = append(acks, t.items[:t.done]...)
 	}
+	d.stats.handled.Add(handled)
+	d.stats.skipped.Add(skipped)
 	if !d.acks.add(acks) {
 		// The acker stopped (the dispatcher is stopping): ack here, or
 		// leave them for a redelivery the dedupe table absorbs.
@@ -360,7 +357,6 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	it.handled = false
 	fresh, err := d.recordHandled(qctx, tx, it)
 	if err == nil && !fresh && !d.rerun(it) {
-		d.stats.skipped.Add(1)
 		return eventSavepoint.Release(qctx, tx)
 	}
 	if err == nil {
@@ -384,7 +380,6 @@ func (d *dispatcher) handleInSavepoint(ctx context.Context, tx *sql.Tx, it *item
 	if err := eventSavepoint.Release(qctx, tx); err != nil {
 		return &abortError{err: fmt.Errorf("release savepoint: %w", err)}
 	}
-	d.stats.handled.Add(1)
 	it.handled = true
 	return nil
 }

@@ -1111,3 +1111,55 @@ func TestFailureInBatchAtTheLastAttemptStandsWhenTheRerunStopsBeforeIt(t *testin
 		t.Errorf("stats %+v (%v): want %d failures", st, err, 1+maxAttempts)
 	}
 }
+
+// Regression: the rerun with savepoints counted each event it handled in
+// Stats.Handled at once, before the commit. When the rerun then fails
+// as a whole (after x1 fails alone once, the batch [x1 x2 x3]: x3 fails in
+// the fast path, x2 hangs in it; a failed COMMIT does the same), x1's
+// rerun is rolled back with the batch, yet stays counted: x1 is handled
+// again later and counted twice.
+func TestFailureInBatchCountsHandledOnlyOnceCommitted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	if err := tb.bus.Publish(ctx,
+		Event{Type: "job.run", Key: "k", Data: []byte("x1")},
+		Event{Type: "job.run", Key: "k", Data: []byte("x2")},
+		Event{Type: "job.run", Key: "k", Data: []byte("x3")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	var calls batchCalls
+	h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		n := calls.add(m)
+		switch {
+		case string(m.Data) == "x1" && n == 1:
+			return errors.New("x1's first call fails: the key waits its backoff with x2, x3 queued")
+		case string(m.Data) == "x2" && n == 2:
+			time.Sleep(800 * time.Millisecond) // its rerun hangs, ignoring its context
+			return nil
+		case string(m.Data) == "x3" && n == 1:
+			return errors.New("x3 fails its first call")
+		}
+		return applyPayload(ctx, tx, m)
+	})
+	sub, err := tb.bus.Subscribe(ctx, "batch", h, SubscribeOptions{HandlerTimeout: 200 * time.Millisecond,
+		MinBackoff: 300 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, MaxBatchTime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "all applied", 30*time.Second, func() (bool, string) {
+		st, err := sub.Stats(ctx)
+		return err == nil && st.InFlight == 0 && appliedPayload(t, tb.db, "x1") == 1 && appliedPayload(t, tb.db, "x2") == 1 &&
+			appliedPayload(t, tb.db, "x3") == 1, fmt.Sprintf("%+v %v", st, calls.String())
+	})
+	if got := calls.of("x2"); len(got) < 2 {
+		t.Fatalf("x2 called %v: the case was not played", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	st, err := sub.Stats(ctx)
+	t.Logf("%+v calls %v", st, calls.String())
+	if err != nil || st.Handled+st.Skipped != 3 {
+		t.Fatalf("stats %+v (%v): 3 events handled once each, want Handled+Skipped 3; calls %v", st, err, calls.String())
+	}
+}
