@@ -259,9 +259,13 @@ type OutboxDeadLetter struct {
 	Headers map[string]string `json:"headers"`
 	Data    []byte            `json:"data"`
 	Created time.Time         `json:"created"` // when PublishTx wrote it
-	Reason  string            `json:"reason"`  // "too_large" or "bad_headers"
-	Error   string            `json:"error"`   // the server's refusal
-	SetAt   time.Time         `json:"set_at"`  // when the relay set it aside
+	// Reason is "too_large" (the stream refused it), or, for a row written
+	// or edited by hand that cannot be sent as it is, "bad_id",
+	// "bad_type", "bad_key", "bad_headers", "bad_created_ns" or
+	// "bad_subject".
+	Reason string    `json:"reason"`
+	Error  string    `json:"error"`  // the server's refusal, or what is wrong with the row
+	SetAt  time.Time `json:"set_at"` // when the relay set it aside
 }
 
 // OutboxDeadLetters returns up to limit events the relay set aside, oldest
