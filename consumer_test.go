@@ -1163,3 +1163,58 @@ func TestFailureInBatchCountsHandledOnlyOnceCommitted(t *testing.T) {
 		t.Fatalf("stats %+v (%v): 3 events handled once each, want Handled+Skipped 3; calls %v", st, err, calls.String())
 	}
 }
+
+// Regression: when the dead letter of an event at its last attempt could
+// not be published (an operator deleted the dead-letter stream), the key
+// retried by calling the handler again, past MaxAttempts. The retry now
+// publishes the dead letter without calling the handler.
+func TestDeadLetterThatFailsToPublishDoesNotRunTheHandlerAgain(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"tx", "plain"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			tb := setup(t, Config{})
+			var mu sync.Mutex
+			var attempts []int
+			fail := func(m Message) error {
+				mu.Lock()
+				attempts = append(attempts, m.Attempt)
+				mu.Unlock()
+				if m.Attempt == 1 {
+					// Before the last attempt fails, the dead-letter stream goes.
+					if err := tb.bus.js.DeleteStream(ctx, tb.bus.DLQStreamName()); err != nil {
+						return fmt.Errorf("delete the dead-letter stream: %w", err)
+					}
+				}
+				return errors.New("always fails")
+			}
+			var h Handler = HandlerFunc(func(ctx context.Context, m Message) error { return fail(m) })
+			if kind == "tx" {
+				h = TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error { return fail(m) })
+			}
+			sub, err := tb.bus.Subscribe(ctx, "dlq-gone", h, SubscribeOptions{MaxAttempts: 2, MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close(ctx)
+			publishN(t, tb.bus, "k", 1)
+			waitFor(t, "the event dead-lettered", time.Minute, func() (bool, string) {
+				st, err := sub.Stats(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				return err == nil && st.DeadLettered == 1, fmt.Sprintf("%+v %v attempts %v", st, err, attempts)
+			})
+			mu.Lock()
+			got := fmt.Sprint(attempts)
+			mu.Unlock()
+			if got != "[1 2]" {
+				t.Errorf("the handler was called with attempts %s, want [1 2] (MaxAttempts 2)", got)
+			}
+			dl, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{})
+			if err != nil || len(dl) != 1 || dl[0].Attempts != 2 || dl[0].Reason != "failed" {
+				t.Fatalf("dead letters %+v (%v): want one, reason failed, 2 attempts", dl, err)
+			}
+		})
+	}
+}

@@ -26,9 +26,10 @@ type item struct {
 	attempts int
 	history  []bjs.AttemptError // the failed attempts' errors (the last ones)
 	handled  bool               // its handler ran in the batch that committed (not skipped)
-	// doomed is a failure of a transactional batch, already recorded, that
-	// dead-letters it when its key reaches it again (see finish): its
-	// handler is not called again.
+	// doomed is a failure, already recorded, that dead-letters it when its
+	// key reaches it again (see finish): a transactional batch's failure
+	// behind its key's head, or one whose dead letter could not be
+	// published. Its handler is not called again.
 	doomed *outcome
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
@@ -424,6 +425,10 @@ func (d *dispatcher) runPlain(kq *keyQueue) {
 		if d.isStopping() {
 			break
 		}
+		if it.doomed != nil {
+			failed = it.doomed // dead-lettered in finish, its handler not called
+			break
+		}
 		if it.bad != nil {
 			failed = &outcome{it: it, err: it.bad}
 			break
@@ -503,6 +508,9 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*
 		}
 		if dead := d.deadReason(failed); dead != "" {
 			if err := d.deadLetterAndPark(it, dead, failed.err); err != nil {
+				// The retry dead-letters it again; its handler is not
+				// called past its last attempt.
+				it.doomed = failed
 				d.b.log.Error("boxcar: could not dead-letter (and park) the event; will retry", logSub, d.s.name, logKey, kq.key, logError, err)
 				if errors.Is(err, jetstream.ErrNoStreamResponse) {
 					d.b.ensureStreams(d.handlers.Context()) // an operator deleted the dead-letter stream
