@@ -139,12 +139,14 @@ func TestWALSyncFailureStopsPublishingAndAcking(t *testing.T) {
 // A key that would be parked after a failed fsync is not dead-lettered at
 // all while the park row cannot be made durable: the letter would be
 // published again at every retry (a new copy past the dead-letter stream's
-// duplicate window). After a restart it is dead-lettered once, and parked.
+// duplicate window). The retries do not call the handler again (it returned
+// Permanent). After a restart it is dead-lettered once, and parked.
 func TestNoDeadLetterWhileTheParkRowCannotBeDurable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	var failed atomic.Bool
-	cfg := Config{}
+	logs := &logBuffer{}
+	cfg := Config{Logger: logs.logger()}
 	cfg.seams = &testSeams{writer: func(w writer) writer { return failingDisk{writer: w, failed: &failed} }}
 	tb := setup(t, cfg)
 	var calls atomic.Int64
@@ -158,9 +160,13 @@ func TestNoDeadLetterWhileTheParkRowCannotBeDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishN(t, tb.bus, "p", 1)
-	waitFor(t, "the poison event's retries", time.Minute, func() (bool, string) {
-		return calls.Load() >= 3, fmt.Sprintf("%d handler calls", calls.Load())
+	waitFor(t, "the poison event's dead-letter retries", time.Minute, func() (bool, string) {
+		n := strings.Count(logs.String(), "could not dead-letter (and park) the event; will retry")
+		return n >= 3, fmt.Sprintf("%d dead-letter retries, %d handler calls", n, calls.Load())
 	})
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the handler returned Permanent and was called %d times, want 1", n)
+	}
 	letters, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "ledger"})
 	if err != nil {
 		t.Fatal(err)
