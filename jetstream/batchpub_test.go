@@ -6,9 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // setupShared starts a server with a shared event stream (atomic batches)
@@ -17,26 +14,7 @@ import (
 func setupShared(t *testing.T) (*BatchPublisher, *bundle) {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := Start(ServerConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown(context.Background())
-	})
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, _, err := EnsureStreams(ctx, js, StreamConfig{Name: "EV", Layout: testLayout, MaxAge: time.Hour, Duplicates: time.Minute, Shared: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, js, events := startStream(t, true)
 	cfg := events.CachedInfo().Config
 	cfg.MaxMsgSize = 2000
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {

@@ -26,6 +26,15 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	srv, js, events := startStream(t, false)
+	lossy := lossyjs.Wrap(js)
+	return &bundle{srv: srv, js: lossy, events: events, pub: NewPublisher(lossy, events, testLayout, "o1")}
+}
+
+// startStream starts a server with the event stream EV (shared: for atomic
+// batches), and connects to it; both end with the test.
+func startStream(t *testing.T, shared bool) (*Server, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	srv, err := Start(ServerConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -42,12 +51,11 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, _, err := EnsureStreams(context.Background(), js, StreamConfig{Name: "EV", Layout: testLayout, MaxAge: time.Hour, Duplicates: time.Minute})
+	events, _, err := EnsureStreams(context.Background(), js, StreamConfig{Name: "EV", Layout: testLayout, MaxAge: time.Hour, Duplicates: time.Minute, Shared: shared})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lossy := lossyjs.Wrap(js)
-	return &bundle{srv: srv, js: lossy, events: events, pub: NewPublisher(lossy, events, testLayout, "o1")}
+	return srv, js, events
 }
 
 func outgoing(from, to int64) []Outgoing {

@@ -217,18 +217,7 @@ func TestWriteAfterSQLiteEndedTheTransaction(t *testing.T) {
 	if !errors.Is(later, ErrTxEnded) {
 		t.Fatalf("the statement after the rollback: got %v, want ErrTxEnded (it must not run on its own)", later)
 	}
-	var keys []string
-	rows, err := wb.db.Query(`SELECT key FROM counters ORDER BY key`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k string
-		rows.Scan(&k)
-		keys = append(keys, k)
-	}
-	if got := fmt.Sprint(keys); got != "[taken]" {
+	if got := fmt.Sprint(counterKeys(t, wb.db)); got != "[taken]" {
 		t.Fatalf("committed keys %s, want [taken]: nothing of the ended transaction may commit", got)
 	}
 }

@@ -295,20 +295,7 @@ func TestTxFunctionThatCallsGoexitDoesNotWedgeTheWriter(t *testing.T) {
 	if err := b.w.Tx(cctx, insert("d")); err != nil {
 		t.Fatalf("Tx after a Tx function called runtime.Goexit: %v", err)
 	}
-	var keys []string
-	rows, err := b.db.Query(`SELECT key FROM counters ORDER BY key`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k)
-	}
-	if fmt.Sprint(keys) != "[d]" {
+	if keys := counterKeys(t, b.db); fmt.Sprint(keys) != "[d]" {
 		t.Errorf("rows %v, want [d]: nothing of the group that ended in Goexit is committed", keys)
 	}
 }
@@ -355,4 +342,26 @@ func waitQueued(t *testing.T, w *Writer, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// counterKeys returns the keys of the counters table, in order.
+func counterKeys(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT key FROM counters ORDER BY key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
