@@ -113,6 +113,43 @@ func TestPageEscapesHostileEvents(t *testing.T) {
 	wantPage(t, "payload", b.get(fmt.Sprintf("/deadletters/%d", seq), nil), 200, "&lt;img src=x onerror=alert(2)&gt;", "X-Note")
 }
 
+// The lists of pending letters (the overview's, a subscriber's, the
+// letters page's with state=pending) show the letters that wait behind more
+// letters acted on than a page holds, and page on from the last shown.
+func TestPagesShowPendingLettersBehindActedOnOnes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{Token: writeToken})
+	b.subscribeBilling(boxcar.SubscribeOptions{})
+	for i := range 25 {
+		b.publish(fmt.Sprintf("bad-%02d", i), "x")
+	}
+	letters := b.waitLetters(25) // in the stream's order, which need not be the keys'
+	for _, dl := range letters[:20] {
+		if _, err := b.bus.Discard(b.ctx, dl.Seq, "t", "handled by hand"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(i int) string { return ">" + letters[i].Key + "<" } // as a table cell
+	for _, path := range []string{"/", "/subscribers/billing", "/deadletters?state=pending"} {
+		r := b.get(path, nil)
+		wantPage(t, path, r, 200, key(20), key(24))
+		if bytes.Contains(r.body, []byte(key(19))) {
+			t.Fatalf("%s shows a discarded letter", path)
+		}
+	}
+	r := b.get("/deadletters?state=pending&limit=2", nil)
+	wantPage(t, "a page of 2", r, 200, key(20), key(21), "Next page")
+	if bytes.Contains(r.body, []byte(key(22))) {
+		t.Fatal("a page of 2 shows a third letter")
+	}
+	next := regexp.MustCompile(`href="([^"]*)">Next page`).FindSubmatch(r.body)
+	r = b.get(resolve(t, b.srv.URL+"/deadletters", html.UnescapeString(string(next[1]))), nil)
+	wantPage(t, "the next page", r, 200, key(22), key(23))
+	if bytes.Contains(r.body, []byte(key(21))) || bytes.Contains(r.body, []byte(key(24))) {
+		t.Fatalf("the next page holds letters of another:\n%s", r.body)
+	}
+}
+
 // The page's forms act only with the write token: without it 401, with a
 // wrong one 403, on a read-only handler 403 (whose page shows its forms
 // disabled, saying why); bad fields are refused. With the token the action

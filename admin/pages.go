@@ -253,19 +253,48 @@ type letterList struct {
 	cause  error
 }
 
+// letterList reads a page of the letters f selects. The library filters by
+// state after it took f.Limit letters from the stream, so a page of pending
+// letters behind letters acted on would come back short, or empty with
+// more to come: the page would say "None." while letters wait. With a state
+// it reads on, maxLimit letters a call, until the page is full, the stream
+// ends or it went maxLetterScan seqs past f.After (the Next link goes on).
 func (h *handler) letterList(ctx context.Context, f boxcar.DeadLetterFilter) letterList {
 	l := letterList{Filter: f}
-	items, next, err := h.bus.DeadLetters(ctx, f)
-	if err != nil {
-		l.Err, l.cause = err.Error(), err
-		return l
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
 	}
-	l.Items = items
+	q := f
+	if f.State != "" {
+		q.Limit = maxLimit
+	}
+	var next uint64
+	for {
+		items, n, err := h.bus.DeadLetters(ctx, q)
+		if err != nil {
+			l.Err, l.cause = err.Error(), err
+			return l
+		}
+		l.Items, next = append(l.Items, items...), n
+		if len(l.Items) > limit {
+			l.Items = l.Items[:limit]
+			next = l.Items[limit-1].Seq
+		}
+		if f.State == "" || len(l.Items) == limit || next == 0 || next-f.After >= maxLetterScan {
+			break
+		}
+		q.After = next
+	}
 	if next != 0 {
 		l.Next = "deadletters?" + filterQuery(f, next).Encode()
 	}
 	return l
 }
+
+// maxLetterScan bounds how far one list of a page reads on (in letters of
+// the dead-letter stream) to fill a page of a state.
+const maxLetterScan = 10_000
 
 // filterQuery is f as the list's query, at page after.
 func filterQuery(f boxcar.DeadLetterFilter, after uint64) url.Values {
