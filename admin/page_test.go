@@ -150,6 +150,22 @@ func TestPagesShowPendingLettersBehindActedOnOnes(t *testing.T) {
 	}
 }
 
+// A payload over what the page shows is cut: a text cut inside a
+// character still shows as text, and the page says how much of the payload
+// it shows (not the length of its hex dump).
+func TestPageCutsALargePayload(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{Token: writeToken})
+	b.subscribeBilling(boxcar.SubscribeOptions{})
+	b.publish("bad-text", strings.Repeat("€", 70<<10/3)) // 3 bytes each: 64 KiB cuts one
+	b.publish("bad-bin", strings.Repeat("\xff\x00\x01", 70<<10/3))
+	for _, dl := range b.waitLetters(2) {
+		kind := map[string]string{"bad-text": "text", "bad-bin": "binary (hex)"}[dl.Key]
+		r := b.get(fmt.Sprintf("/deadletters/%d", dl.Seq), nil)
+		wantPage(t, dl.Key, r, 200, "<h2>Payload <small>"+html.EscapeString(kind)+", 70.0 KiB, the first 64.0 KiB shown (the API has it all)</small>")
+	}
+}
+
 // The page's forms act only with the write token: without it 401, with a
 // wrong one 403, on a read-only handler 403 (whose page shows its forms
 // disabled, saying why); bad fields are refused. With the token the action

@@ -165,13 +165,19 @@ type payloadView struct {
 	Kind      string // "JSON", "text" or "binary (hex)"
 	Size      int
 	Truncated bool
+	Shown     int // bytes of the payload in Text (a hex dump is longer)
 }
 
 func payloadOf(data []byte) payloadView {
 	p := payloadView{Size: len(data)}
 	if len(data) > maxPayloadShown {
 		data, p.Truncated = data[:maxPayloadShown], true
+		// A text cut inside a character is still text.
+		if cut := trimPartialRune(data); utf8.Valid(cut) {
+			data = cut
+		}
 	}
+	p.Shown = len(data)
 	var indented bytes.Buffer
 	switch {
 	case !p.Truncated && json.Valid(data) && json.Indent(&indented, data, "", "  ") == nil:
@@ -182,6 +188,20 @@ func payloadOf(data []byte) payloadView {
 		p.Text, p.Kind = hex.Dump(data), "binary (hex)"
 	}
 	return p
+}
+
+// trimPartialRune drops the start of a UTF-8 sequence that the cut at the
+// end of b left incomplete.
+func trimPartialRune(b []byte) []byte {
+	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
+		if c := b[len(b)-i]; utf8.RuneStart(c) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				return b[:len(b)-i]
+			}
+			break
+		}
+	}
+	return b
 }
 
 // header is one header, for a sorted table.
