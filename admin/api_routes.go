@@ -223,6 +223,13 @@ func (h *handler) redrive(ctx context.Context, req boxcar.RedriveRequest) (boxca
 			res, err = boxcar.RedriveResult{Done: 1}, nil
 		}
 	}
+	// The library finds no letter of a subscriber it never knew, and says
+	// nothing: a misspelt name would read as "nothing to redrive".
+	if err == nil && req.Seq == 0 && len(res.Redriven) == 0 && res.Done == 0 {
+		if _, serr := h.subscriber(ctx, req.Subscriber); serr != nil && errorOf(serr).code == codeNotFound {
+			err = serr
+		}
+	}
 	res.Redriven = nonNil(res.Redriven)
 	return res, err
 }

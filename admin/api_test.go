@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -346,6 +347,33 @@ func TestRedriveOfAKeyAndOfASubscriber(t *testing.T) {
 	want(t, "no subscriber", b.post("/api/deadletters/redrive", `{"key":"bad1"}`, nil), 400, "invalid")
 	want(t, "malformed subscriber", b.post("/api/deadletters/redrive", `{"subscriber":"bil ling"}`, nil), 400, "invalid")
 	want(t, "unknown field", b.post("/api/deadletters/redrive", `{"subscriber":"billing","seq":1}`, nil), 400, "invalid")
+}
+
+// A redrive of the letters of a subscriber the database never knew (a
+// misspelt name) is not_found, through the API and the page's form, not an
+// empty success; a known subscriber without letters of a key redrives
+// nothing and succeeds.
+func TestRedriveOfAnUnknownSubscriberIsNotFound(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{Token: writeToken})
+	b.subscribeBilling(boxcar.SubscribeOptions{})
+	b.publish("bad1", "1")
+	b.waitLetters(1)
+	r := b.post("/api/deadletters/redrive", `{"subscriber":"biling"}`, nil)
+	if want(t, "unknown subscriber", r, 404, "not_found"); !bytes.Contains(r.body, []byte(`biling`)) {
+		t.Fatalf("the refusal does not name the subscriber: %s", r.body)
+	}
+	want(t, "unknown subscriber's key", b.post("/api/deadletters/redrive", `{"subscriber":"biling","key":"bad1"}`, nil), 404, "not_found")
+	r = b.do(b.srv, "POST", "/actions/deadletters/redrive", url.Values{"token": {writeToken}, "subscriber": {"biling"}}.Encode(),
+		"Content-Type", "application/x-www-form-urlencoded")
+	want(t, "unknown subscriber by the page", r, 404, "")
+	var res boxcar.RedriveResult
+	if want(t, "a key without letters", b.post("/api/deadletters/redrive", `{"subscriber":"billing","key":"bad2"}`, &res), 200, ""); len(res.Redriven) != 0 || res.Done != 0 {
+		t.Fatalf("redrive of a key without letters: %+v", res)
+	}
+	if dl := b.waitLetters(1)[0]; dl.State != boxcar.DeadLetterPending {
+		t.Fatalf("the letter of billing is %s", dl.State)
+	}
 }
 
 // Pause and resume show in /api/subscribers; a pause until a time past, or
