@@ -206,6 +206,9 @@ func (b *Bus) openEvents(ctx context.Context) (err error) {
 	b.maxPayload = int(b.nc.MaxPayload())
 	if need := cfg.MaxEventBytes + bjs.HeaderReserve; need > b.maxPayload {
 		return fmt.Errorf("%w: Config.MaxEventBytes (%d) with Boxcar's headers needs a max payload of %d bytes, and the server at Config.NATSURL allows %d: lower MaxEventBytes or raise the server's max_payload", ErrInvalidConfig, cfg.MaxEventBytes, need, b.maxPayload)
+	} else if need += bjs.DeadLetterReserve; need > b.maxPayload {
+		b.log.Warn("boxcar: the server's max payload leaves no room for the dead letter of an event near Config.MaxEventBytes: such a letter is cut to fit and cannot be redriven; lower MaxEventBytes or raise the server's max_payload",
+			logMaxEventBytes, cfg.MaxEventBytes, logMaxPayload, b.maxPayload, logNeeded, need)
 	}
 	b.js, err = jetstream.New(b.nc,
 		jetstream.WithPublishAsyncMaxPending(max(cfg.RelayBatch, 1)*2),

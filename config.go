@@ -215,10 +215,13 @@ type Config struct {
 	SyncAlways bool
 
 	// MaxEventBytes caps len(Event.Data) plus the size of Event.Headers.
-	// Default 1 MiB minus 16 KiB, so that with Boxcar's own headers an event
-	// fits the server's default 1 MiB max payload. The embedded server's max
-	// payload is raised to fit a larger value (up to 64 MiB); an external
-	// server's is read at Open, which refuses a MaxEventBytes it cannot carry.
+	// Default 1 MiB minus 16 KiB, so that with Boxcar's own headers an event,
+	// and its dead letter whole, fit the server's default 1 MiB max payload.
+	// The embedded server's max payload is raised to fit a larger value (up
+	// to 64 MiB) and the dead letters of such events; an external server's is
+	// read at Open, which refuses a MaxEventBytes it cannot carry, and warns
+	// when the largest events' dead letters would be cut to fit (they could
+	// not be redriven: leave bjs.DeadLetterReserve, about 8 KiB, to spare).
 	MaxEventBytes int
 
 	// RelayBatch is how many outbox rows the relay reads and publishes at
@@ -317,14 +320,15 @@ type SchemaValidator interface {
 const maxServerPayload = 64 << 20
 
 // maxMaxEventBytes is the largest Config.MaxEventBytes: what fits the
-// largest max payload beside Boxcar's own headers.
-var maxMaxEventBytes = maxServerPayload - bjs.HeaderReserve
+// largest max payload beside Boxcar's own headers, as an event and as a dead
+// letter.
+var maxMaxEventBytes = maxServerPayload - bjs.HeaderReserve - bjs.DeadLetterReserve
 
 // serverMaxPayload is the embedded server's max payload for c: the
 // server's default (1 MiB) unless MaxEventBytes, with Boxcar's headers,
-// needs more.
+// needs more, or the dead letter of such an event does.
 func (c Config) serverMaxPayload() int {
-	return max(1<<20, c.MaxEventBytes+bjs.HeaderReserve)
+	return max(1<<20, c.MaxEventBytes+bjs.HeaderReserve+bjs.DeadLetterReserve)
 }
 
 // withDefaults returns c with every zero field set to its default.

@@ -1,11 +1,13 @@
 package boxcar
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -292,5 +294,60 @@ func TestDeadLettersAreReadFromTheLeader(t *testing.T) {
 		if _, err := tb.bus.DeadLetter(ctx, letters[1].Seq); err != nil {
 			t.Fatalf("show %d: letter %d: %v", i, letters[1].Seq, err)
 		}
+	}
+}
+
+// An event as large as PublishTx accepts, with the longest type and key,
+// that fails for good is dead-lettered whole, and its redrive delivers it
+// whole: the dead letter's own headers must not cost the event part of its
+// payload. MaxEventBytes is raised so that the embedded server's max payload
+// is sized by it, not by the 1 MiB default that leaves room to spare.
+func TestDeadLetterOfTheLargestEventIsWholeAndRedrivable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{MaxEventBytes: 2 << 20})
+	typ := strings.Repeat("t", bjs.MaxTypeLen)
+	key := strings.Repeat("k", bjs.MaxKeyLen)
+	data := bytes.Repeat([]byte{'d'}, tb.bus.cfg.MaxEventBytes)
+	var broken atomic.Bool
+	broken.Store(true)
+	got := make(chan int, 4)
+	_, err := tb.bus.Subscribe(ctx, "billing", TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if broken.Load() {
+			return Permanent(errors.New(strings.Repeat("no ", 400))) // a long error, as real ones are
+		}
+		got <- len(m.Data)
+		return nil
+	}), SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.bus.Publish(ctx, Event{Type: typ, Key: key, Data: data}); err != nil {
+		t.Fatalf("Publish of an event at MaxEventBytes: %v", err)
+	}
+	var letters []DeadLetter
+	waitFor(t, "the dead letter", time.Minute, func() (bool, string) {
+		letters, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing"})
+		return err == nil && len(letters) == 1, fmt.Sprintf("%d letters, %v", len(letters), err)
+	})
+	dl, err := tb.bus.DeadLetter(ctx, letters[0].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.NotRedrivable != "" || len(dl.Data) != len(data) {
+		t.Fatalf("the dead letter holds %d of %d bytes, not redrivable: %q", len(dl.Data), len(data), dl.NotRedrivable)
+	}
+	broken.Store(false)
+	if _, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: dl.Seq, By: "test"}); err != nil {
+		t.Fatalf("Redrive: %v", err)
+	}
+	select {
+	case n := <-got:
+		if n != len(data) {
+			t.Fatalf("the redriven copy carried %d of %d bytes", n, len(data))
+		}
+	case <-time.After(time.Minute):
+		st, _ := tb.bus.Stats(ctx)
+		t.Fatalf("the redriven copy never arrived; set aside: %d", st.RelaySetAside)
 	}
 }

@@ -32,4 +32,7 @@ const (
 	logEvents           = "events"
 	logTook             = "took"
 	logPath             = "path"
+	logMaxEventBytes    = "max_event_bytes"
+	logMaxPayload       = "max_payload"
+	logNeeded           = "needed"
 )

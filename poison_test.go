@@ -100,14 +100,26 @@ func TestMaxEventBytesAboveTheExternalServersLimit(t *testing.T) {
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "max_payload") {
 		t.Fatalf("got %v, want ErrInvalidConfig naming the server's max_payload", err)
 	}
-	// The default fits.
-	cfg.MaxEventBytes = 0
-	bus, err = Open(context.Background(), db, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.Close(context.Background()); err != nil {
-		t.Fatal(err)
+	// The default fits, with room for the dead letters of the largest
+	// events; a MaxEventBytes that fits without that room is taken, and
+	// Open says their dead letters would be cut.
+	const warning = "no room for the dead letter"
+	for _, c := range []struct {
+		maxEventBytes int
+		warn          bool
+	}{{0, false}, {1<<20 - bjs.HeaderReserve, true}} {
+		var logs logBuffer
+		cfg.MaxEventBytes, cfg.Logger = c.maxEventBytes, logs.logger()
+		bus, err = Open(context.Background(), db, cfg)
+		if err != nil {
+			t.Fatalf("MaxEventBytes %d: %v", c.maxEventBytes, err)
+		}
+		if err := bus.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), warning); got != c.warn {
+			t.Fatalf("MaxEventBytes %d: warned %v, want %v; log:\n%s", c.maxEventBytes, got, c.warn, logs.String())
+		}
 	}
 }
 

@@ -94,9 +94,33 @@ var batchChainHeaders = headerLine(headerBatchID) + maxBatchIDLen + headerLine(h
 	headerLine(jetstream.ExpectedLastSubjSeqSubjHeader) + 64 + len(".") + 64 + len(".>")
 
 // HeaderReserve is the most Encode adds to an event's own headers and data,
-// whatever its type and key (MaxTypeLen, MaxKeyLen): what a server's max
+// whatever its type and key (MaxTypeLen, MaxKeyLen), with the schema version
+// PublishTx may add and the headers of a redriven copy: what a server's max
 // payload must leave room for beside them.
-var HeaderReserve = boxcarHeaderBlock + MaxTypeLen + MaxKeyLen
+var HeaderReserve = boxcarHeaderBlock + MaxTypeLen + MaxKeyLen + headerLine(HeaderSchemaVersion) + maxNumLen +
+	headerLine(HeaderEventID) + maxIDLen + headerLine(HeaderRedriveFor) + maxTokenLen +
+	headerLine(HeaderRelease) + maxIDLen + headerLine(HeaderReleaseLast) + 1
+
+// DeadLetterReserve is the most EncodeDeadLetter adds to an event as the
+// stream stored it, and the room it keeps beside the data: with this much
+// beside HeaderReserve, the dead letter of any event PublishTx accepts keeps
+// its whole payload, and can be redriven.
+var DeadLetterReserve = headerLine(HeaderReason) + maxReasonLen + headerLine(HeaderError) + maxErrorText +
+	headerLine(HeaderErrors) + maxHistoryHeader + headerLine(HeaderAttempts) + maxNumLen +
+	headerLine(HeaderSubscr) + maxTokenLen + headerLine(HeaderOrigSeq) + maxNumLen +
+	headerLine(HeaderOrigSubj) + maxSubjectLen + headerLine(HeaderEventID) + maxIDLen +
+	headerLine(jetstream.MsgIDHeader) + maxTokenLen + len("-") + maxNumLen +
+	headerLine(HeaderTruncated) + maxNumLen + headerLine(HeaderHeadersDropped) + maxNumLen + dlqDataMargin
+
+// maxTokenLen is the longest name ValidateToken accepts (a subscriber, a
+// prefix, an instance); maxReasonLen the longest dead-letter reason;
+// maxSubjectLen the longest subject Layout.Subject builds.
+const (
+	maxTokenLen   = 64
+	maxReasonLen  = len("malformed")
+	maxSubjectLen = maxTokenLen + len(".") + maxTokenLen + len(".") + maxNumLen + len(".") + MaxTypeLen + len(".") +
+		len(string(encodedMark)) + (MaxKeyLen*8+5)/6 // base64.RawURLEncoding of the longest key
+)
 
 // HeaderBlockSize is the largest wire size of the header block Encode builds
 // for an event of typ and key with headers (NATS trims values, so the real
@@ -417,8 +441,14 @@ type DeadLetter struct {
 // blocks over 64 KiB.
 const dlqMaxHeader = 60 << 10
 
-// maxErrorText bounds the error text a dead letter carries.
-const maxErrorText = 1024
+// maxErrorText bounds the error text a dead letter carries;
+// maxHistoryHeader its history header; dlqDataMargin is the room it keeps
+// beside its headers and data under the max payload.
+const (
+	maxErrorText     = 1024
+	maxHistoryHeader = 4 << 10
+	dlqDataMargin    = 1024
+)
 
 // EncodeDeadLetter builds the dead-letter message of dl, to fit maxPayload
 // (the server's limit on headers plus data). The copy's message ID makes a
@@ -470,7 +500,7 @@ func EncodeDeadLetter(dlqPrefix string, dl *DeadLetter, maxPayload int) *nats.Ms
 		kept.Set(HeaderHeadersDropped, strconv.Itoa(len(m.Header)-len(kept)))
 		m.Header = kept
 	}
-	if limit := maxPayload - WireHeaderSize(m.Header) - 1024; len(m.Data) > limit {
+	if limit := maxPayload - WireHeaderSize(m.Header) - dlqDataMargin; len(m.Data) > limit {
 		m.Header.Set(HeaderTruncated, strconv.Itoa(len(dl.Data)))
 		m.Data = m.Data[:max(limit-64, 0)] // 64: room for the header just set
 	}
@@ -491,8 +521,15 @@ func historyHeader(h []AttemptError) string {
 		}
 		h[i].Error = strings.ToValidUTF8(e, "?")
 	}
-	b, _ := json.Marshal(h) // plain structs cannot fail
-	return string(b)
+	for {
+		b, _ := json.Marshal(h) // plain structs cannot fail
+		// JSON escapes may make an error text up to six times its length:
+		// keep the latest attempts that fit (one always does).
+		if len(b) <= maxHistoryHeader || len(h) == 1 {
+			return string(b)
+		}
+		h = h[1:]
+	}
 }
 
 // DeadLetterInfo is a dead letter read back from the dead-letter stream.

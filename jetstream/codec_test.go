@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,5 +75,63 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	if in.Origin != "billing" || in.Partition != Partition(o.Key, 64) || in.ID != o.ID || in.Type != o.Type || in.Key != o.Key || in.Seq != o.Seq || in.CreatedNS != o.CreatedNS ||
 		len(in.Headers) != 1 || in.Headers["Tenant"] != "acme" || string(in.Data) != "{}" {
 		t.Fatalf("decoded %+v from %+v", in, o)
+	}
+}
+
+// The reserves hold for the largest event PublishTx accepts: the longest
+// type, a key that must be encoded in its subject, the longest names, a
+// schema version, a redriven copy's headers and the chain's, and a dead
+// letter with the longest error and a history of errors JSON escapes six
+// times over. The message fits HeaderReserve beside the event; its dead
+// letter, with DeadLetterReserve more, keeps the whole payload.
+func TestReservesHoldForTheLargestEvent(t *testing.T) {
+	t.Parallel()
+	name := strings.Repeat("n", maxTokenLen)
+	own := map[string]string{"Tenant": "acme", "Trace": strings.Repeat("x", 300)}
+	data := bytes.Repeat([]byte{'d'}, 64<<10)
+	size := len(data)
+	for k, v := range own {
+		size += len(k) + len(v) + 4
+	}
+	headers := map[string]string{
+		HeaderSchemaVersion: strconv.Itoa(1<<31 - 1), HeaderEventID: strings.Repeat("I", maxIDLen),
+		HeaderRedriveFor: name, HeaderRelease: strings.Repeat("R", maxIDLen), HeaderReleaseLast: "1",
+	}
+	for k, v := range own {
+		headers[k] = v
+	}
+	o := &Outgoing{Seq: 1<<63 - 1, ID: strings.Repeat("A", maxIDLen), Type: strings.Repeat("t", MaxTypeLen),
+		Key: strings.Repeat("é", MaxKeyLen/2), Headers: headers, Data: data, CreatedNS: -1 << 63}
+	// What PublishTx checks against the max payload fits what Open and the
+	// embedded server size it by.
+	if got := HeaderBlockSize(o.Type, o.Key, own) + len(data); got > size+HeaderReserve {
+		t.Fatalf("PublishTx counts %d bytes, over the event's %d and HeaderReserve %d", got, size, HeaderReserve)
+	}
+	m := Encode(Layout{Prefix: name, Partitions: 1 << 30}, name, o, strings.Repeat("P", maxIDLen))
+	if got := WireHeaderSize(m.Header) + len(m.Data); got > size+HeaderReserve {
+		t.Fatalf("the message is %d bytes, over the event's %d and HeaderReserve %d", got, size, HeaderReserve)
+	}
+	hostile := strings.Repeat("<\x01", 2*maxHistoryText)
+	var hist []AttemptError
+	for i := range 3 * maxHistory {
+		hist = append(hist, AttemptError{Attempt: i + 1, Error: hostile, AtNS: -1 << 63})
+	}
+	dl := &DeadLetter{Subscriber: name, Reason: "malformed", Err: errors.New(hostile + hostile), Attempts: 1<<31 - 1,
+		History: hist, Subject: m.Subject, StreamSeq: 1<<64 - 1, Header: m.Header, Data: m.Data, Type: o.Type, Key: o.Key}
+	maxPayload := size + HeaderReserve + DeadLetterReserve
+	letter := EncodeDeadLetter(name, dl, maxPayload)
+	if letter.Header.Get(HeaderTruncated) != "" || len(letter.Data) != len(data) {
+		t.Fatalf("the dead letter kept %d of %d bytes", len(letter.Data), len(data))
+	}
+	if got := WireHeaderSize(letter.Header) + len(letter.Data); got > maxPayload {
+		t.Fatalf("the dead letter is %d bytes, over the max payload %d", got, maxPayload)
+	}
+	h := letter.Header.Get(HeaderErrors)
+	if len(h) > maxHistoryHeader {
+		t.Fatalf("the history header is %d bytes, over %d", len(h), maxHistoryHeader)
+	}
+	info, err := DecodeDeadLetter(Layout{Prefix: name, Partitions: 1 << 30}, letter.Header, letter.Data)
+	if err != nil || len(info.History) == 0 || info.History[len(info.History)-1].Attempt != len(hist) {
+		t.Fatalf("the history read back: %d attempts, %v; want the latest kept", len(info.History), err)
 	}
 }
