@@ -32,7 +32,7 @@ type Event struct {
 	// spaces or any of "()/,:;<=>?@[\]{} and may not start with "Boxcar-"
 	// or "Nats-". Values are valid UTF-8 without CR or LF, and do not start
 	// or end with a space or tab (NATS headers would drop it). With Boxcar's
-	// own headers (about 1 KiB at most, with the type and key) they must fit
+	// own headers (about 1.5 KiB at most, with the type and key) they must fit
 	// the 64 KiB header block JetStream stores: large values belong in Data.
 	Headers map[string]string
 	// Data is the payload, opaque to Boxcar (but see Config.Schemas).
