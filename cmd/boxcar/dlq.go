@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,7 +71,20 @@ func dlqList(ctx context.Context, c *cli, args []string) int {
 	if f.Limit < 1 || f.Limit > 1000 {
 		return c.usageError(s, "--limit %d: use 1 to 1000", f.Limit)
 	}
-	f.State = boxcar.DeadLetterState(state)
+	// Checked here as the admin API checks them: offline, the library would
+	// read a misspelt reason as one no letter has ("no dead letters"), and
+	// an --after past 2^63 as 0 (every letter from the first).
+	if f.Reason != "" && !slices.Contains(deadLetterReasons, f.Reason) {
+		return c.usageError(s, "--reason %q: use one of %s", f.Reason, strings.Join(deadLetterReasons, ", "))
+	}
+	switch f.State = boxcar.DeadLetterState(state); f.State {
+	case "", boxcar.DeadLetterPending, boxcar.DeadLetterRedriven, boxcar.DeadLetterDiscarded:
+	default:
+		return c.usageError(s, "--state %q: use pending, redriven or discarded", state)
+	}
+	if f.After > math.MaxInt64 {
+		return c.usageError(s, "--after %d: a seq is below 2^63", f.After)
+	}
 	return c.with(ctx, "dlq ls", false, func(b backend) error {
 		items, next, err := b.DeadLetters(ctx, f)
 		if err != nil {
@@ -99,6 +113,10 @@ func printDeadLetters(w io.Writer, items []boxcar.DeadLetter, next uint64) {
 		fmt.Fprintf(w, "more: --after %d\n", next)
 	}
 }
+
+// deadLetterReasons are the reasons of DeadLetter.Reason ("unknown" for a
+// message that is not a Boxcar letter), as the admin API takes them.
+var deadLetterReasons = []string{"failed", "permanent", "schema", "malformed", boxcar.DeadLetterReasonParked, "unknown"}
 
 // seqArg reads a dead letter's SEQ.
 func seqArg(s string) (uint64, error) {

@@ -227,7 +227,7 @@ func testOfflineDLQList(t *testing.T, s *offlineStory) {
 	if len(rest.Items) != 4 || rest.Items[0].Seq <= page.Next {
 		t.Fatalf("second page %+v after %d", rest.Items, page.Next)
 	}
-	if r := s.run("dlq", "ls", "--state", "lost"); r.code != exitFailed || !strings.Contains(r.stderr, "pending, redriven or discarded") {
+	if r := s.run("dlq", "ls", "--state", "lost"); r.code != exitUsage || !strings.Contains(r.stderr, "pending, redriven or discarded") {
 		t.Fatalf("a bad state: %s", r)
 	}
 }
@@ -348,5 +348,27 @@ func TestOfflineRefusals(t *testing.T) {
 	}
 	if _, err := os.Stat(noStore); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the Dir without a store was created: %v", err)
+	}
+}
+
+// dlq ls refuses a filter the admin API refuses, also offline, where the
+// library would answer it wrongly: a misspelt reason ("no dead letters"
+// while letters are parked), an unknown state, an --after past 2^63 (every
+// letter from the first).
+func TestOfflineDLQListRefusesFiltersTheAPIRefuses(t *testing.T) {
+	s := newOfflineStory(t)
+	for _, args := range [][]string{
+		{"--reason", "parkd"},
+		{"--state", "pendng"},
+		{"--after", "18446744073709551615"},
+	} {
+		r := s.run(append([]string{"dlq", "ls"}, args...)...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, args[0]) || r.stdout != "" {
+			t.Errorf("dlq ls %q offline: %s\nwant exit 2 naming %s, nothing listed", args, r, args[0])
+		}
+	}
+	var js dlqListJSON
+	if decodeJSON(t, s.run("dlq", "ls", "--reason", "parked", "-o", "json"), &js); len(js.Items) != 2 {
+		t.Fatalf("the parked letters: %+v", js.Items)
 	}
 }
