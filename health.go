@@ -284,7 +284,7 @@ func judgeOutbox(first, last healthSample, o HealthOptions) ComponentHealth {
 	c := ComponentHealth{Component: "outbox", State: HealthOK, Lag: last.outboxLag, Age: last.outboxAge}
 	if last.setAside > first.setAside {
 		c.State = HealthLosing
-		c.Reasons = append(c.Reasons, fmt.Sprintf("%d events the stream refuses were set aside (boxcar_outbox_dead)", last.setAside-first.setAside))
+		c.Reasons = append(c.Reasons, fmt.Sprintf("%d events that cannot be published (the stream refuses them, or their outbox rows were not written by PublishTx) were set aside (boxcar_outbox_dead)", last.setAside-first.setAside))
 	}
 	if last.outboxAge > o.OutboxAge && c.State == HealthOK {
 		c.State = HealthLagging

@@ -78,10 +78,10 @@ func newDescs(ns string, constLabels prometheus.Labels) *descs {
 
 	d.outboxLag = add("outbox_lag_events", "Committed events not yet in the stream (max outbox seq minus the relay's cursor; an upper bound).")
 	d.outboxAge = add("outbox_oldest_age_seconds", "How long the oldest event not yet in the stream has waited in the outbox; 0 when the relay is caught up.")
-	d.outboxDead = add("outbox_dead_rows", "Events the relay set aside for good (the stream refuses them), of all time: rows of boxcar_outbox_dead.")
+	d.outboxDead = add("outbox_dead_rows", "Events the relay set aside for good (the stream refuses them, or their outbox rows cannot be sent as they are), of all time: rows of boxcar_outbox_dead.")
 	d.relayPublished = add("relay_published_total", "Events the relay published into the stream since the bus opened.")
 	d.relayFailures = add("relay_failures_total", "Publish rounds of the relay that failed (each is retried) since the bus opened.")
-	d.relaySetAside = add("relay_set_aside_total", "Events the relay set aside (the stream refuses them for good) since the bus opened.")
+	d.relaySetAside = add("relay_set_aside_total", "Events the relay set aside (the stream refuses them for good, or their outbox rows cannot be sent as they are) since the bus opened.")
 	d.streamsRecreated = add("streams_recreated_total", "Streams the bus created again after they were deleted, since the bus opened.")
 	d.txCommits = add("tx_commits_total", "SQLite transactions Bus.Tx committed since the bus opened.")
 	d.walSyncFailed = add("wal_sync_failed", "1 once an fsync of the SQLite WAL (or a checkpoint's of the database file) failed: the relay then publishes no outbox event and transactional subscribers ack nothing until the process restarts (a failed fsync may have lost what it could not write).")

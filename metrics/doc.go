@@ -47,7 +47,7 @@
 //
 //	boxcar_outbox_lag_events                  gauge      events committed, not yet in the stream
 //	boxcar_outbox_oldest_age_seconds          gauge      wait of the oldest of them (0: caught up)
-//	boxcar_outbox_dead_rows                   gauge      events set aside for good (the stream refuses them), all time
+//	boxcar_outbox_dead_rows                   gauge      events set aside for good (cannot be published), all time
 //	boxcar_relay_published_total              counter    events published into the stream
 //	boxcar_relay_failures_total               counter    failed publish rounds (retried)
 //	boxcar_relay_set_aside_total              counter    events set aside (poison for the stream)

@@ -161,7 +161,7 @@ func rehearseSetAside(t *testing.T, r *rehearsal) {
 	s.publish(order("invoice-7", huge), order("k", "1"))
 	s.waitEffects("billing", map[string][]string{"k": {"1"}})
 	h := r.waitHealth("outbox", "", boxcar.HealthLosing)
-	if c := component(t, h, "outbox", ""); !strings.Contains(strings.Join(c.Reasons, ";"), "1 events the stream refuses were set aside") {
+	if c := component(t, h, "outbox", ""); !strings.Contains(strings.Join(c.Reasons, ";"), "1 events that cannot be published") {
 		t.Errorf("outbox: %+v", c)
 	}
 	if v := s.mustMetric("boxcar_relay_set_aside_total"); v != 1 {
