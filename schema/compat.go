@@ -116,6 +116,7 @@ func (c *checkContext) seen(r, w *node) bool {
 		return true
 	}
 	c.memo[key] = true
+	c.memoLog = append(c.memoLog, key)
 	return false
 }
 

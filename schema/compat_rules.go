@@ -370,15 +370,23 @@ func (c *checkContext) objects(r, w *node, path string) {
 	c.intLimits(r, w, path, "minProperties", "maxProperties", "objects with fewer than %s properties", "objects with more than %s properties")
 }
 
-// proves reports whether r reads everything w allows, without reporting;
-// callers that get false report a change of their own, so a pair the memo
-// skips later has its failure on record.
+// proves reports whether r reads everything w allows, without reporting.
+// The pairs a failed attempt met are forgotten: the memo takes a pair met
+// again as compatible, which only a pair whose failure is on record may be
+// (an allOf writer tried branch by branch, then as a whole, meets the same
+// failing pairs again).
 func (c *checkContext) proves(r, w *node, path string) bool {
-	saved := c.changes
+	saved, marked := c.changes, len(c.memoLog)
 	c.changes = nil
 	c.check(r, w, path)
 	ok := len(c.changes) == 0
 	c.changes = saved
+	if !ok {
+		for _, key := range c.memoLog[marked:] {
+			delete(c.memo, key)
+		}
+		c.memoLog = c.memoLog[:marked]
+	}
 	return ok
 }
 

@@ -453,3 +453,36 @@ func TestCheckerSharedDefinitions(t *testing.T) {
 		t.Errorf("identical documents: %v", c)
 	}
 }
+
+// A pair the checker met in a failed attempt (a writer's allOf branch
+// tried alone, a reader's anyOf branch) is not taken as compatible when
+// it is met again: each pair below has an instance the writer allows and
+// the reader rejects.
+func TestCheckerDoesNotReuseFailedAttempts(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, reader, writer, instance string }{
+		{"both wrapped in allOf", `{"allOf":[{"type":"string"}]}`, `{"allOf":[{"type":"integer"}]}`, `1`},
+		{"base schema by allOf $ref",
+			`{"$defs":{"base":{"type":"object","properties":{"id":{"type":"string"}},"required":["id"]}},"allOf":[{"$ref":"#/$defs/base"}]}`,
+			`{"$defs":{"base":{"type":"object","properties":{"id":{"type":"string"}}}},"allOf":[{"$ref":"#/$defs/base"}]}`, `{}`},
+		{"anyOf branches sharing a definition",
+			`{"$defs":{"amount":{"type":"integer","minimum":0}},"anyOf":[{"type":"object","properties":{"amount":{"$ref":"#/$defs/amount"}},"required":["id"]},{"type":"object","properties":{"amount":{"$ref":"#/$defs/amount"}}}]}`,
+			`{"type":"object","properties":{"amount":{"type":"integer"}}}`, `{"amount":-1}`},
+		{"writer allOf of one definition twice", `{"type":"string"}`, `{"$defs":{"n":{"type":"integer"}},"allOf":[{"$ref":"#/$defs/n"},{"$ref":"#/$defs/n"}]}`, `1`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, w := mustParse(t, tc.reader), mustParse(t, tc.writer)
+			if err := w.Validate([]byte(tc.instance)); err != nil {
+				t.Fatalf("the writer rejects %s: %v", tc.instance, err)
+			}
+			if r.Validate([]byte(tc.instance)) == nil {
+				t.Fatalf("the reader accepts %s", tc.instance)
+			}
+			if c := CheckReader(r, w); len(c) == 0 {
+				t.Errorf("CheckReader finds no change, but the reader rejects %s, which the writer allows", tc.instance)
+			}
+		})
+	}
+}

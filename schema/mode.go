@@ -234,6 +234,7 @@ type checkContext struct {
 	readerIsNew bool
 	changes     []Change
 	memo        map[[2]*node]bool // pairs of subschemas already compared
+	memoLog     [][2]*node        // memo's pairs in the order met, for proves
 	steps       int
 	budget      int // steps allowed
 	exhausted   bool
