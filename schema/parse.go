@@ -162,8 +162,10 @@ var printer = message.NewPrinter(language.English)
 // *ParseError that says why: malformed JSON (including duplicate keys), a
 // document that is not an object, more than MaxSchemaBytes or nesting
 // deeper than MaxSchemaDepth, an unknown "$schema" draft, a "$ref" that is
-// not a fragment of this document ("#..."), a nested "$id" or "$schema",
-// and anything the validator will not compile (a bad regular expression, a
+// not a fragment of this document ("#..."), a "$ref" that leads back to
+// where it is applied without going into a property or an item (validating
+// would never end), a nested "$id" or "$schema", and anything the
+// validator will not compile (a bad regular expression, a
 // keyword of the wrong type). Nothing is ever fetched.
 func Parse(raw []byte) (*Schema, error) {
 	if len(raw) > MaxSchemaBytes {
@@ -262,11 +264,18 @@ var subschemaKeywords = map[string]int{
 }
 
 // forEachSubschema calls fn for every subschema directly under n.
-func forEachSubschema(n *node, fn func(*node)) {
+func forEachSubschema(n *node, fn func(*node)) { forEachSubschemaOf(n, nil, fn) }
+
+// forEachSubschemaOf is forEachSubschema for the keywords keep keeps (nil:
+// all of them).
+func forEachSubschemaOf(n *node, keep func(string) bool, fn func(*node)) {
 	if n.kind != kindObject {
 		return
 	}
 	for _, k := range n.keys {
+		if keep != nil && !keep(k) {
+			continue
+		}
 		v := n.obj[k]
 		switch subschemaKeywords[k] {
 		case holdsSchema:
@@ -346,7 +355,75 @@ func checkReferences(doc *document, d draft) error {
 		})
 		return err
 	}
-	return walk(root)
+	if err := walk(root); err != nil {
+		return err
+	}
+	return inPlaceLoop(doc, d)
+}
+
+// inPlaceKeywords apply their subschemas to the instance itself rather than
+// to a part of it (a property, an item).
+var inPlaceKeywords = map[string]bool{
+	"allOf": true, "anyOf": true, "oneOf": true, "not": true, "if": true, "then": true, "else": true,
+	"dependentSchemas": true, "dependencies": true,
+}
+
+// inPlaceLoop fails if a "$ref" leads back to a subschema it is applied
+// from without going into a part of the instance, as in
+// {"anyOf": [{"type": "null"}, {"$ref": "#"}]}: the validator would apply
+// the subschema to the same value again and again, and fails such values
+// as a reference cycle (or, under "not", passes them); the checker would
+// take the loop as proof of compatibility.
+func inPlaceLoop(doc *document, d draft) error {
+	const (
+		visiting = 1
+		done     = 2
+	)
+	state := map[*node]int{}
+	var visit func(n *node) error
+	visit = func(n *node) error {
+		if n.kind != kindObject || state[n] == done {
+			return nil
+		}
+		state[n] = visiting
+		ref, isRef := n.str("$ref")
+		if isRef {
+			target, err := doc.resolve(ref)
+			if err != nil {
+				return nil // reported by checkReferences
+			}
+			if state[target] == visiting {
+				return &ParseError{Path: n.ptr + "/$ref", Reason: fmt.Sprintf("$ref %q leads back to %s without going into a property or an item, so validating would never end: make the recursion go through properties, items or additionalProperties", ref, pointerOrRoot(target.ptr))}
+			}
+			if err := visit(target); err != nil {
+				return err
+			}
+		}
+		var err error
+		if !isRef || d >= draft2019 { // before 2019-09, a $ref's siblings are ignored
+			forEachSubschemaOf(n, func(k string) bool { return inPlaceKeywords[k] }, func(sub *node) {
+				if err == nil {
+					err = visit(sub)
+				}
+			})
+		}
+		state[n] = done
+		return err
+	}
+	var all func(n *node) error
+	all = func(n *node) error {
+		if err := visit(n); err != nil {
+			return err
+		}
+		var err error
+		forEachSubschema(n, func(sub *node) {
+			if err == nil {
+				err = all(sub)
+			}
+		})
+		return err
+	}
+	return all(doc.root)
 }
 
 // refChainEnds follows "$ref"s from n and fails if they loop without

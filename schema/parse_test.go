@@ -26,6 +26,10 @@ func TestParseRefuses(t *testing.T) {
 		{"ref that does not resolve", `{"$ref":"#/$defs/nope"}`, "/$ref", "does not resolve"},
 		{"ref to a non-schema", `{"$defs":{"a":{"type":"string"}},"$ref":"#/$defs/a/type"}`, "/$ref", "points to a JSON string"},
 		{"ref cycle", `{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`, "/$ref", "$ref cycle"},
+		{"ref loop through anyOf", `{"$defs":{"x":{"anyOf":[{"$ref":"#/$defs/x"},{"type":"string"}]}},"$ref":"#/$defs/x"}`, "/$defs/x/anyOf/0/$ref", "leads back to /$defs/x without going into a property or an item"},
+		{"ref loop through allOf to the root", `{"allOf":[{"$ref":"#"}],"type":"string"}`, "/allOf/0/$ref", "leads back to the root"},
+		{"ref loop through not", `{"not":{"$ref":"#"}}`, "/not/$ref", "validating would never end"},
+		{"ref loop through a 2019 ref's sibling", `{"$defs":{"a":{"$ref":"#/$defs/b","anyOf":[{"$ref":"#/$defs/a"}]},"b":{"type":"string"}},"$ref":"#/$defs/a"}`, "/$defs/a/anyOf/0/$ref", "leads back to /$defs/a"},
 		{"nested id", `{"properties":{"a":{"$id":"https://example.com/a"}}}`, "/properties/a/$id", "a Boxcar schema is one self-contained document"},
 		{"nested schema", `{"$defs":{"a":{"$schema":"https://json-schema.org/draft/2020-12/schema"}}}`, "/$defs/a/$schema", "$schema in a subschema"},
 		{"too deep", deep, "", "nesting deeper than 64"},
@@ -63,6 +67,10 @@ func TestParseAccepts(t *testing.T) {
 		`{"properties":{"a~b/c":{"type":"string"}},"$defs":{"x":{"$ref":"#/properties/a~0b~1c"}}}`,
 		`{"type":"object","properties":{"children":{"type":"array","items":{"$ref":"#"}}}}`,
 		`{"$defs":{"a":{"$anchor":"here","type":"string"}},"$ref":"#here"}`,
+		`{"$defs":{"n":{"anyOf":[{"type":"null"},{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}}}]}},"$ref":"#/$defs/n"}`,
+		`{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"type":"string"}},"allOf":[{"$ref":"#/$defs/a"},{"$ref":"#/$defs/b"}]}`,
+		// Before 2019-09 a $ref's siblings are ignored: no loop.
+		`{"$schema":"http://json-schema.org/draft-07/schema#","definitions":{"a":{"$ref":"#/definitions/b","anyOf":[{"$ref":"#/definitions/a"}]},"b":{"type":"string"}},"$ref":"#/definitions/a"}`,
 	} {
 		if _, err := Parse([]byte(raw)); err != nil {
 			t.Errorf("Parse(%s): %v", raw, err)
