@@ -183,7 +183,7 @@ func (c *checkContext) compare(r, w *node, path string) {
 		c.add(path, "schema-false", c.prefix(path)+fmt.Sprintf("%s forbids it (false)", c.rl)+"; "+c.why("any value here"))
 		return
 	}
-	if vals, finite := finiteValues(w); finite {
+	if vals, finite := finiteValues(w, c.w.draft); finite {
 		c.checkValues(r, w, vals, path)
 		return
 	}
@@ -424,10 +424,12 @@ func typeValues(t typeSet) string {
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
-// same reports whether r and w are the same subschema: equal JSON, and
-// every $ref in it leads to the same subschema in both documents.
+// same reports whether r and w are the same subschema: equal JSON of the
+// same draft (a $ref's siblings, const and more mean different things in
+// others), and every $ref in it leads to the same subschema in both
+// documents.
 func (c *checkContext) same(r, w *node) bool {
-	if r.sum != w.sum {
+	if r.sum != w.sum || c.r.draft != c.w.draft {
 		return false
 	}
 	seen := map[[2]*node]bool{}

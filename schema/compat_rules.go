@@ -418,10 +418,11 @@ func firstLeafMessage(err error) string {
 	return "at " + path + ": " + msg
 }
 
-// finiteValues lists the values w allows when they are few: its const, its
-// enum, or the values of null and boolean types.
-func finiteValues(w *node) ([]*node, bool) {
-	if v := w.get("const"); v != nil {
+// finiteValues lists the values w allows when they are few: its const
+// (draft 4 has none: it is an unknown keyword there), its enum, or the
+// values of null and boolean types.
+func finiteValues(w *node, d draft) ([]*node, bool) {
+	if v := w.get("const"); v != nil && d != draft4 {
 		return []*node{v}, true
 	}
 	if v := w.get("enum"); v != nil && v.kind == kindArray {

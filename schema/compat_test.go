@@ -486,3 +486,35 @@ func TestCheckerDoesNotReuseFailedAttempts(t *testing.T) {
 		})
 	}
 }
+
+// Versions may move from one draft to another, and the same keywords can
+// mean different things in each: before 2019-09 a $ref's siblings are
+// ignored, and draft 4 has no const. Each pair has an instance the writer
+// allows and the reader rejects.
+func TestCheckerAcrossDrafts(t *testing.T) {
+	t.Parallel()
+	const d4, d7 = `"$schema":"http://json-schema.org/draft-04/schema#",`, `"$schema":"http://json-schema.org/draft-07/schema#",`
+	tests := []struct{ name, reader, writer, instance string }{
+		{"ref siblings ignored by the draft 7 writer, applied by the 2020-12 reader",
+			`{"type":"object","properties":{"a":{"$ref":"#/definitions/s","maxLength":2}},"definitions":{"s":{"type":"string"}}}`,
+			`{` + d7 + `"type":"object","properties":{"a":{"$ref":"#/definitions/s","maxLength":2}},"definitions":{"s":{"type":"string"}}}`,
+			`{"a":"abc"}`},
+		{"const ignored by the draft 4 writer", `{"type":"integer"}`, `{` + d4 + `"const":1}`, `"abc"`},
+		{"enum and const of a draft 4 writer", `{"const":1}`, `{` + d4 + `"enum":[1,2],"const":1}`, `2`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, w := mustParse(t, tc.reader), mustParse(t, tc.writer)
+			if err := w.Validate([]byte(tc.instance)); err != nil {
+				t.Fatalf("the writer rejects %s: %v", tc.instance, err)
+			}
+			if r.Validate([]byte(tc.instance)) == nil {
+				t.Fatalf("the reader accepts %s", tc.instance)
+			}
+			if c := CheckReader(r, w); len(c) == 0 {
+				t.Errorf("CheckReader finds no change, but the reader rejects %s, which the writer allows", tc.instance)
+			}
+		})
+	}
+}
