@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -199,6 +200,45 @@ func TestProbeOfBadServers(t *testing.T) {
 		r := runCLI(context.Background(), map[string]string{"BOXCAR_TOKEN": "t"}, "health", "--url", c.url, "--timeout", "300ms")
 		if r.code != exitUnreachable || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("health of %s: %s\nwant exit 3 and %q", c.url, r, c.want)
+		}
+	}
+}
+
+// A write that went out and got no answer (the connection cut after the
+// request, a hang past --timeout) says that the app may have done it and
+// how to look, not only "unreachable"; a write that could not be sent (no
+// server) does not.
+func TestUnansweredWritesMayHaveBeenDone(t *testing.T) {
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // the request arrived whole
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer cut.Close()
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // then the server sees the client go
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	writes := map[string][]string{
+		"boxcar dlq show 7":            {"dlq", "redrive", "7"},
+		"boxcar dlq ls --subscriber b": {"dlq", "redrive", "--subscriber", "b"},
+		"boxcar dlq show 8":            {"dlq", "discard", "8", "--why", "w"},
+		"boxcar subscribers show b":    {"subscribers", "pause", "b"},
+		"boxcar replay b --watch":      {"replay", "b", "--from-stream-seq", "1"},
+	}
+	for look, args := range writes {
+		for _, url := range []string{cut.URL, hang.URL} {
+			r := runCLI(context.Background(), map[string]string{"BOXCAR_TOKEN": "t"}, append(args, "--url", url, "--timeout", "300ms")...)
+			if r.code != exitUnreachable || !strings.Contains(r.stderr, "the app may have done it all the same ("+look+" shows whether it did)") {
+				t.Errorf("boxcar %q, no answer from %s: %s\nwant exit 3 saying it may be done, and %q", args, url, r, look)
+			}
+		}
+		r := runCLI(context.Background(), map[string]string{"BOXCAR_TOKEN": "t"}, append(args, "--url", closedURL(t))...)
+		if r.code != exitUnreachable || strings.Contains(r.stderr, "may have done it") {
+			t.Errorf("boxcar %q, not sent: %s\nwant exit 3 without a maybe", args, r)
 		}
 	}
 }

@@ -226,13 +226,15 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) int {
 	return c.with(ctx, "dlq redrive", true, func(b backend) error {
 		var res boxcar.RedriveResult
 		var err error
+		look := "boxcar dlq show " + num(seq)
 		if seq != 0 {
 			res, err = b.Redrive(ctx, seq, why)
 		} else {
 			res, err = b.RedriveAll(ctx, subscriber, key, why)
+			look = "boxcar dlq ls --subscriber " + cell(subscriber)
 		}
 		if err != nil {
-			return err
+			return unanswered(err, look)
 		}
 		if c.jsonOut() {
 			return c.printJSON(res)
@@ -275,7 +277,7 @@ func dlqDiscard(ctx context.Context, c *cli, args []string) int {
 	return c.with(ctx, "dlq discard", true, func(b backend) error {
 		done, err := b.Discard(ctx, seq, why)
 		if err != nil {
-			return err
+			return unanswered(err, "boxcar dlq show "+num(seq))
 		}
 		if c.jsonOut() {
 			return c.printJSON(discardJSON{Discarded: done})

@@ -96,8 +96,8 @@ func cmdReplay(ctx context.Context, c *cli, args []string) int {
 		var err error
 		if r.see {
 			st, err = b.ReplayProgress(ctx, name)
-		} else {
-			st, err = b.Replay(ctx, name, from, r.noDedupe, r.why)
+		} else if st, err = b.Replay(ctx, name, from, r.noDedupe, r.why); err != nil {
+			err = unanswered(err, "boxcar replay "+cell(name)+" --watch")
 		}
 		if err != nil {
 			return err

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/boxcar-bus/boxcar"
+	"github.com/boxcar-bus/boxcar/admin/client"
 )
 
 // errNotOK is what health returns when the state is not ok: exit 1,
@@ -34,6 +36,19 @@ func (c *cli) with(ctx context.Context, name string, write bool, fn func(b backe
 		return c.fail(name, err)
 	}
 	return exitOK
+}
+
+// unanswered adds to the error of a write that went out and got no
+// answer (a timeout, a connection cut, Ctrl-C) that the app may have done it
+// all the same, and how to look: "unreachable" alone would read as "nothing
+// happened". A write that could not be sent (no connection) is left as it
+// is.
+func unanswered(err error, look string) error {
+	var op *net.OpError
+	if !errors.Is(err, client.ErrUnreachable) || errors.As(err, &op) && op.Op == "dial" {
+		return err
+	}
+	return fmt.Errorf("%w; it was sent and no answer came: the app may have done it all the same (%s shows whether it did)", err, look)
 }
 
 // statusJSON is status -o json: the admin API's /api/status with the

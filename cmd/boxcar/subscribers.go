@@ -192,7 +192,7 @@ func subscribersWrite(ctx context.Context, c *cli, action string, args []string)
 			err = b.Retire(ctx, name, why)
 		}
 		if err != nil {
-			return err
+			return unanswered(err, "boxcar subscribers show "+cell(name))
 		}
 		if c.jsonOut() {
 			return c.printJSON(okJSON{OK: true})
