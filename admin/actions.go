@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -37,7 +38,7 @@ func (h *handler) routeActions() {
 	m.HandleFunc("POST /actions/subscribers/{name}/replay", h.formWrite(h.formReplay, "from_kind", "from", "no_dedupe"))
 	m.HandleFunc("POST /actions/deadletters/{seq}/redrive", h.formWrite(h.formRedrive))
 	m.HandleFunc("POST /actions/deadletters/{seq}/discard", h.formWrite(h.formDiscard))
-	m.HandleFunc("POST /actions/deadletters/redrive", h.formWrite(h.formRedriveAll, "subscriber", "key"))
+	m.HandleFunc("POST /actions/deadletters/redrive", h.formWrite(h.formRedriveAll, "subscriber", "key", "key64"))
 }
 
 // formWrite serves an action form: a bounded body, the write token, the
@@ -246,6 +247,15 @@ func (h *handler) formDiscard(ctx context.Context, r *http.Request, form url.Val
 
 func (h *handler) formRedriveAll(ctx context.Context, r *http.Request, form url.Values, by string) (string, string, error) {
 	req := boxcar.RedriveRequest{Subscriber: form.Get("subscriber"), Key: form.Get("key"), By: by, Why: form.Get("why")}
+	// The pages' hidden fields carry a key as key64 (see key64Of): a
+	// browser would change its line breaks and NULs.
+	if k64 := form.Get("key64"); k64 != "" {
+		k, err := base64.RawURLEncoding.DecodeString(k64)
+		if err != nil || req.Key != "" {
+			return "", "deadletters", invalidf("key64 %q: give one key, as unpadded base64url", shorten(16, k64))
+		}
+		req.Key = string(k)
+	}
 	back := "deadletters?" + filterQuery(boxcar.DeadLetterFilter{Subscriber: req.Subscriber, Key: req.Key}, 0).Encode()
 	if err := checkRedriveAll(req); err != nil {
 		return "", "deadletters", err

@@ -166,6 +166,48 @@ func TestPageCutsALargePayload(t *testing.T) {
 	}
 }
 
+// The forms that redrive every letter of a key carry it intact to the
+// action, whatever it holds: a browser submits a field's line breaks as
+// CRLF, and a NUL reaches the page as U+FFFD. On the letter's page and on
+// the list filtered by the key, the form redrives the letter.
+func TestPageRedrivesAKeyOfAnyCharacters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{Token: writeToken})
+	b.subscribeBilling(boxcar.SubscribeOptions{})
+	keys := []string{"bad\nline two", "bad\x00nul", "bad\r\ncrlf"}
+	for _, k := range keys {
+		b.publish(k, "1")
+	}
+	letters := b.waitLetters(len(keys))
+	form := regexp.MustCompile(`(?s)<form class="write" method="post" action="[^"]*actions/deadletters/redrive">(.*?)</form>`)
+	hidden := regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+	for i, dl := range letters {
+		page := fmt.Sprintf("/deadletters/%d", dl.Seq)
+		if i == 1 {
+			page = "/deadletters?" + url.Values{"subscriber": {"billing"}, "key": {dl.Key}}.Encode()
+		}
+		m := form.FindSubmatch(b.get(page, nil).body)
+		if m == nil {
+			t.Fatalf("%s: no form to redrive the key", page)
+		}
+		fields := []string{"token", writeToken}
+		for _, f := range hidden.FindAllSubmatch(m[1], -1) {
+			// What a browser submits: the HTML parser reads CR and CRLF as
+			// LF; the form's encoding sends each LF as CRLF.
+			v := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(html.UnescapeString(string(f[2])))
+			fields = append(fields, string(f[1]), strings.ReplaceAll(v, "\n", "\r\n"))
+		}
+		r := b.form(b.srv, "/actions/deadletters/redrive", fields...)
+		if r.status != http.StatusSeeOther {
+			t.Fatalf("%s: the key's form: %s", page, r)
+		}
+		wantPage(t, page, b.get(resolve(t, b.srv.URL+"/actions/deadletters/redrive", r.header.Get("Location")), nil), 200,
+			fmt.Sprintf("redriven: 1 letter(s) [%d]", dl.Seq))
+	}
+	r := b.form(b.srv, "/actions/deadletters/redrive", "token", writeToken, "subscriber", "billing", "key64", "!!")
+	wantPage(t, "a bad key64", r, 400, "key64")
+}
+
 // The page's forms act only with the write token: without it 401, with a
 // wrong one 403, on a read-only handler 403 (whose page shows its forms
 // disabled, saying why); bad fields are refused. With the token the action

@@ -101,7 +101,13 @@ var viewFuncs = template.FuncMap{
 	"stateOf":  func(s boxcar.HealthState) string { return string(s) },
 	"progress": replayProgressOf,
 	"pair":     func(root string, v any) rootAnd { return rootAnd{Root: root, V: v} },
+	"key64":    key64Of,
 }
+
+// key64Of is a key for a form's hidden field: a browser submits a field's
+// line breaks as CRLF, and the page's escaping turns NUL into U+FFFD, so a
+// key with either would come back as another (and redrive nothing).
+func key64Of(key string) string { return base64.RawURLEncoding.EncodeToString([]byte(key)) }
 
 // rootAnd passes the page's root with a value to a part of a page.
 type rootAnd struct {
