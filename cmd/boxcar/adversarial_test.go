@@ -55,6 +55,7 @@ func TestUsageErrors(t *testing.T) {
 		{"dlq", "redrive"},
 		{"dlq", "redrive", "1", "--subscriber", "billing"},
 		{"dlq", "redrive", "--key", "k"},
+		{"dlq", "redrive", "--subscriber", "billing", "--key", ""}, // "$KEY" unset: not every key
 		{"dlq", "discard", "1"},
 		{"replay"},
 		{"replay", "billing"},

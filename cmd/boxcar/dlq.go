@@ -212,6 +212,9 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) int {
 	}
 	var seq uint64
 	switch {
+	case c.explicit["key"] && key == "":
+		// --key "$KEY" with KEY unset would redrive every key.
+		return c.usageError(s, "--key is empty: give the key, or leave --key out to redrive every key of the subscriber")
 	case len(pos) == 1 && subscriber == "" && key == "":
 		var err error
 		if seq, err = seqArg(pos[0]); err != nil {
