@@ -407,3 +407,22 @@ func TestTypedHandlerChecksItsVersion(t *testing.T) {
 		t.Errorf("handler of v2 with the upcaster: %v", err)
 	}
 }
+
+// TestPublishRefusesOutsizedNumbers: a payload holding a number the
+// validator cannot compare (1e99999999 against a minimum panicked inside
+// PublishTx) is refused like any invalid payload, and the publisher goes
+// on.
+func TestPublishRefusesOutsizedNumbers(t *testing.T) {
+	t.Parallel()
+	b := setupBus(t)
+	b.register("order.placed", `{"type":"object","properties":{"amount":{"type":"number","minimum":0}}}`, 1)
+	bus, _ := b.open(b.reg)
+	err := bus.Publish(b.ctx, boxcar.Event{Type: "order.placed", Key: "o1", Data: []byte(`{"amount":1e99999999}`)})
+	var ve *schema.ValidationError
+	if !errors.Is(err, boxcar.ErrSchema) || !errors.As(err, &ve) || ve.Path != "/amount" {
+		t.Fatalf("Publish of an outsized number = %v; want ErrSchema at /amount", err)
+	}
+	if err := bus.Publish(b.ctx, boxcar.Event{Type: "order.placed", Key: "o1", Data: []byte(`{"amount":12.5}`)}); err != nil {
+		t.Fatalf("Publish after the refusal: %v", err)
+	}
+}

@@ -92,7 +92,10 @@ func (s *Schema) Canonical() []byte { return s.canonical }
 func (s *Schema) Fingerprint() string { return s.fingerprint }
 
 // Validate checks data against the schema. A payload that is not JSON or
-// that the schema rejects gives a *ValidationError naming the failing path.
+// that the schema rejects gives a *ValidationError naming the failing path;
+// so does one holding a number the validator cannot compare safely (more
+// than 400 significant digits, an exponent beyond ±400, or a literal longer
+// than 1000 bytes), whatever the schema: send such values as strings.
 func (s *Schema) Validate(data []byte) error { return s.dialect.validate(s, data) }
 
 // String names the schema: "user.signed_up v2 (sha256:1a2b3c4d)".

@@ -125,6 +125,17 @@ func TestValidate(t *testing.T) {
 		{`{"email":`, "", "not JSON"},
 		{`{"email":"a@example.com"} {}`, "", "not JSON"},
 		{`[]`, "", "want object"},
+		// Numbers the validator cannot compare: it panicked on the first
+		// and took tens of milliseconds for each of the second.
+		{`{"email":"a@example.com","age":1e99999999}`, "/age", "number 1e99999999 is outside what Boxcar validates"},
+		{`{"email":"a@example.com","tags":["x",-1e999999]}`, "/tags/1", "outside what Boxcar validates"},
+		{`{"email":"a@example.com","age":1.` + strings.Repeat("0", 1000) + `}`, "/age", "outside what Boxcar validates"},
+		{`{"email":"a@example.com","age":` + strings.Repeat("7", 401) + `}`, "/age", "at most 400 digits"},
+	}
+	for _, ok := range []string{`{"email":"a@example.com","age":1e400}`, `{"email":"a@example.com","age":` + strings.Repeat("7", 400) + `}`} {
+		if err := s.Validate([]byte(ok)); err != nil {
+			t.Errorf("Validate of a number within the limits: %v", err)
+		}
 	}
 	for _, tc := range tests {
 		err := s.Validate([]byte(tc.data))

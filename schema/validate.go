@@ -2,7 +2,10 @@ package schema
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -17,10 +20,27 @@ func (jsonSchemaDialect) format() Format { return FormatJSONSchema }
 // maxOtherFailures bounds ValidationError.Others.
 const maxOtherFailures = 9
 
+// Limits of the numbers a payload may hold. The validator compares numbers
+// as exact fractions: past these it panics (1e99999999 against a minimum)
+// or takes a long time (tens of milliseconds for each 1e999999), so a small
+// hostile payload could crash or stall a publisher. float64 reaches 1e308.
+const (
+	maxNumberLen      = 1000 // bytes of the literal
+	maxNumberDigits   = 400  // significant digits
+	maxNumberExponent = 400  // |e| of digits × 10^e
+)
+
 func (jsonSchemaDialect) validate(s *Schema, data []byte) error {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return &ValidationError{Type: s.typ, Version: s.version, Message: "not JSON: " + err.Error()}
+	}
+	if path, lit, ok := outsizedNumber(v, ""); ok {
+		if len(lit) > 40 {
+			lit = lit[:37] + "..."
+		}
+		return &ValidationError{Type: s.typ, Version: s.version, Path: path, Message: fmt.Sprintf(
+			"number %s is outside what Boxcar validates (at most %d digits and exponents of ±%d; send it as a string)", lit, maxNumberDigits, maxNumberExponent)}
 	}
 	err = s.compiled.Validate(v)
 	if err == nil {
@@ -77,4 +97,36 @@ func describeFailure(e *jsonschema.ValidationError) (path, msg string) {
 		}
 	}
 	return path, e.ErrorKind.LocalizedString(printer)
+}
+
+// outsizedNumber finds a number in v, a decoded payload, beyond the
+// limits above: its JSON pointer and literal.
+func outsizedNumber(v any, path string) (string, string, bool) {
+	switch v := v.(type) {
+	case json.Number:
+		lit := string(v)
+		if len(lit) > maxNumberLen {
+			return path, lit, true
+		}
+		if len(lit) <= maxNumberDigits && !strings.ContainsAny(lit, "eE") {
+			break // its digits and exponent are bounded by its length
+		}
+		d := parseDecimal(lit)
+		if len(d.digits) > maxNumberDigits || d.exp > maxNumberExponent || d.exp < -maxNumberExponent {
+			return path, lit, true
+		}
+	case []any:
+		for i, e := range v {
+			if p, lit, ok := outsizedNumber(e, path+"/"+strconv.Itoa(i)); ok {
+				return p, lit, true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if p, lit, ok := outsizedNumber(e, path+"/"+escapePointer(k)); ok {
+				return p, lit, true
+			}
+		}
+	}
+	return "", "", false
 }
