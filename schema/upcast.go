@@ -39,7 +39,7 @@ func (r *Registry) Upcast(typ string, from int, fn Upcaster) error {
 	if len(versions) == 0 {
 		return fmt.Errorf("%w: upcast %s v%d → v%d: %s has no registered schema: register its versions first", ErrUnknownType, typ, from, from+1, typ)
 	}
-	if from < 1 || from+1 > len(versions) {
+	if from < 1 || from >= len(versions) { // not from+1 > len: from+1 may overflow
 		return fmt.Errorf("%w: upcast %s v%d → v%d: %s has versions 1 to %d: register v%d first", ErrUnknownVersion, typ, from, from+1, typ, len(versions), max(from+1, 2))
 	}
 	r.mu.Lock()

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -102,6 +103,7 @@ func TestUpcastRefuses(t *testing.T) {
 		{"no.such", 1, id, schema.ErrUnknownType, "register its versions first"},
 		{typSignup, 2, id, schema.ErrUnknownVersion, "register v3 first"},
 		{typSignup, 0, id, schema.ErrUnknownVersion, "versions 1 to 2"},
+		{typSignup, math.MaxInt, id, schema.ErrUnknownVersion, "versions 1 to 2"},
 		{"bad..type", 1, id, schema.ErrInvalidType, ""},
 		{typSignup, 1, nil, nil, "nil"},
 	} {
