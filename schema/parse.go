@@ -164,7 +164,8 @@ var printer = message.NewPrinter(language.English)
 // Parse parses and compiles a JSON Schema document. It refuses, with a
 // *ParseError that says why: malformed JSON (including duplicate keys), a
 // document that is not an object, more than MaxSchemaBytes or nesting
-// deeper than MaxSchemaDepth, an unknown "$schema" draft, a "$ref" that is
+// deeper than MaxSchemaDepth, a number beyond the limits of Validate, an
+// unknown "$schema" draft, a "$ref" that is
 // not a fragment of this document ("#..."), a "$ref" that leads back to
 // where it is applied without going into a property or an item (validating
 // would never end), a nested "$id" or "$schema", and anything the
@@ -183,6 +184,9 @@ func Parse(raw []byte) (*Schema, error) {
 	}
 	if root.kind != kindObject {
 		return nil, &ParseError{Reason: fmt.Sprintf("the document is a JSON %s: a schema is an object (use {} to accept anything)", kindName(root.kind))}
+	}
+	if n := outsizedNode(root); n != nil {
+		return nil, &ParseError{Path: n.ptr, Reason: fmt.Sprintf("number %s is outside what Boxcar validates (at most %d digits and exponents of ±%d)", shortJSON(n), maxNumberDigits, maxNumberExponent)}
 	}
 	d := draft2020
 	if v := root.get("$schema"); v != nil {
@@ -227,6 +231,30 @@ func Parse(raw []byte) (*Schema, error) {
 		compiler:    c,
 		subs:        map[string]*jsonschema.Schema{},
 	}}, nil
+}
+
+// outsizedNode is the first number of the document beyond the limits of
+// Validate, or nil.
+func outsizedNode(n *node) *node {
+	switch n.kind {
+	case kindNumber:
+		if outsized(n.s) {
+			return n
+		}
+	case kindArray:
+		for _, e := range n.arr {
+			if o := outsizedNode(e); o != nil {
+				return o
+			}
+		}
+	case kindObject:
+		for _, k := range n.keys {
+			if o := outsizedNode(n.obj[k]); o != nil {
+				return o
+			}
+		}
+	}
+	return nil
 }
 
 // draftOf recognizes a "$schema" URL: http or https, with or without an

@@ -30,6 +30,8 @@ func TestParseRefuses(t *testing.T) {
 		{"ref loop through allOf to the root", `{"allOf":[{"$ref":"#"}],"type":"string"}`, "/allOf/0/$ref", "leads back to the root"},
 		{"ref loop through not", `{"not":{"$ref":"#"}}`, "/not/$ref", "validating would never end"},
 		{"ref loop through a 2019 ref's sibling", `{"$defs":{"a":{"$ref":"#/$defs/b","anyOf":[{"$ref":"#/$defs/a"}]},"b":{"type":"string"}},"$ref":"#/$defs/a"}`, "/$defs/a/anyOf/0/$ref", "leads back to /$defs/a"},
+		{"number the validator ignores", `{"type":"integer","maximum":-1e99999999}`, "/maximum", "number -1e99999999 is outside what Boxcar validates"},
+		{"number in an enum", `{"enum":[1,` + strings.Repeat("9", 401) + `]}`, "/enum/1", "at most 400 digits"},
 		{"nested id", `{"properties":{"a":{"$id":"https://example.com/a"}}}`, "/properties/a/$id", "a Boxcar schema is one self-contained document"},
 		{"nested schema", `{"$defs":{"a":{"$schema":"https://json-schema.org/draft/2020-12/schema"}}}`, "/$defs/a/$schema", "$schema in a subschema"},
 		{"too deep", deep, "", "nesting deeper than 64"},

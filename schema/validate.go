@@ -20,9 +20,10 @@ func (jsonSchemaDialect) format() Format { return FormatJSONSchema }
 // maxOtherFailures bounds ValidationError.Others.
 const maxOtherFailures = 9
 
-// Limits of the numbers a payload may hold. The validator compares numbers
-// as exact fractions: past these it panics (1e99999999 against a minimum)
-// or takes a long time (tens of milliseconds for each 1e999999), so a small
+// Limits of the numbers a payload or a schema may hold. The validator
+// compares numbers as exact fractions: past these it panics (1e99999999
+// against a minimum), ignores the keyword (a maximum of -1e99999999) or
+// takes a long time (tens of milliseconds for each 1e999999), so a small
 // hostile payload could crash or stall a publisher. float64 reaches 1e308.
 const (
 	maxNumberLen      = 1000 // bytes of the literal
@@ -104,16 +105,8 @@ func describeFailure(e *jsonschema.ValidationError) (path, msg string) {
 func outsizedNumber(v any, path string) (string, string, bool) {
 	switch v := v.(type) {
 	case json.Number:
-		lit := string(v)
-		if len(lit) > maxNumberLen {
-			return path, lit, true
-		}
-		if len(lit) <= maxNumberDigits && !strings.ContainsAny(lit, "eE") {
-			break // its digits and exponent are bounded by its length
-		}
-		d := parseDecimal(lit)
-		if len(d.digits) > maxNumberDigits || d.exp > maxNumberExponent || d.exp < -maxNumberExponent {
-			return path, lit, true
+		if outsized(string(v)) {
+			return path, string(v), true
 		}
 	case []any:
 		for i, e := range v {
@@ -129,4 +122,16 @@ func outsizedNumber(v any, path string) (string, string, bool) {
 		}
 	}
 	return "", "", false
+}
+
+// outsized reports whether the number literal lit is beyond the limits.
+func outsized(lit string) bool {
+	if len(lit) > maxNumberLen {
+		return true
+	}
+	if len(lit) <= maxNumberDigits && !strings.ContainsAny(lit, "eE") {
+		return false // its digits and exponent are bounded by its length
+	}
+	d := parseDecimal(lit)
+	return len(d.digits) > maxNumberDigits || d.exp > maxNumberExponent || d.exp < -maxNumberExponent
 }
