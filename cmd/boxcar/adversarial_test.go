@@ -42,6 +42,7 @@ func TestUsageErrors(t *testing.T) {
 		{"subscribers", "pause", "a", "b"},
 		{"subscribers", "pause", "billing", "--until", "never"},
 		{"subscribers", "pause", "billing", "--until", "-1h"},
+		{"subscribers", "pause", "billing", "--until", ""}, // "$END" unset: not until a resume
 		{"dlq"},
 		{"dlq", "frob"},
 		{"dlq", "show"},

@@ -164,7 +164,7 @@ func TestOnlineWrites(t *testing.T) {
 
 func testOnlinePauseAndResume(t *testing.T, s *onlineStory) {
 	r := s.run("subscribers", "pause", "billing", "--until", "1h", "--why", "maintenance")
-	if r.code != exitOK || r.stdout != "subscriber billing: paused\n" {
+	if r.code != exitOK || !strings.HasPrefix(r.stdout, "subscriber billing: paused until ") || !strings.Contains(r.stdout, " (in ") {
 		t.Fatal(r)
 	}
 	var si boxcar.SubscriberInfo

@@ -177,7 +177,11 @@ func subscribersWrite(ctx context.Context, c *cli, action string, args []string)
 		return c.usageError(s, "want one subscriber name, got %d arguments", len(pos))
 	}
 	end, err := parseUntil(until)
-	if err != nil {
+	switch {
+	case c.explicit["until"] && until == "":
+		// --until "$END" with END unset would pause until a resume.
+		return c.usageError(s, "--until is empty: give when the pause ends, or leave --until out to pause until a resume")
+	case err != nil:
 		return c.usageError(s, "--until %q: %v", until, err)
 	}
 	name := pos[0]
@@ -197,7 +201,11 @@ func subscribersWrite(ctx context.Context, c *cli, action string, args []string)
 		if c.jsonOut() {
 			return c.printJSON(okJSON{OK: true})
 		}
-		fmt.Fprintf(c.stdout, "subscriber %s: %s\n", cell(name), map[string]string{"pause": "paused", "resume": "resumed", "retire": "retired"}[action])
+		done := map[string]string{"pause": "paused until resumed", "resume": "resumed", "retire": "retired"}[action]
+		if action == "pause" && !end.IsZero() {
+			done = "paused until " + stamp(end)
+		}
+		fmt.Fprintf(c.stdout, "subscriber %s: %s\n", cell(name), done)
 		return nil
 	})
 }
