@@ -195,6 +195,7 @@ func RunList(ctx context.Context, stdout, stderr io.Writer, src string) int {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tVERSIONS\tMODE\tLATEST\tEXAMPLES")
+	var warnings []string
 	for _, typ := range types {
 		versions, err := v.Versions(ctx, typ)
 		if err != nil {
@@ -211,12 +212,26 @@ func RunList(ctx context.Context, stdout, stderr io.Writer, src string) int {
 				return fail(err)
 			}
 			examples += len(ex)
+			if msg := s.unprovable(); msg != "" {
+				warnings = append(warnings, msg)
+			}
 		}
 		latest := versions[len(versions)-1]
 		fmt.Fprintf(tw, "%s\t%d\t%s\tv%d sha256:%s\t%d\n", typ, len(versions), mode, latest.Version(), latest.Fingerprint()[:12], examples)
 	}
 	tw.Flush()
+	warn(stderr, "ls", warnings...)
 	return ExitOK
+}
+
+// warn reports, for command sub, versions the checker cannot reason about
+// (Schema.unprovable): on stderr, so that stdout stays what was asked for.
+func warn(stderr io.Writer, sub string, msgs ...string) {
+	for _, msg := range msgs {
+		if msg != "" {
+			fmt.Fprintf(stderr, "boxcar schema %s: warning: %s\n", sub, msg)
+		}
+	}
 }
 
 // RunShow is "boxcar schema show": version (0: the latest) of typ in src,
@@ -246,6 +261,7 @@ func RunShow(ctx context.Context, stdout, stderr io.Writer, src, typ string, ver
 	for _, ex := range examples {
 		fmt.Fprintf(stdout, "  %s\n", bytes.TrimSpace(ex))
 	}
+	warn(stderr, "show", s.unprovable())
 	return ExitOK
 }
 

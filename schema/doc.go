@@ -19,6 +19,16 @@
 // version instead of adding a copy of it, which could fail the checks
 // against the versions in between. Versions are never changed or deleted.
 //
+// A version that an older Boxcar registered and Parse refuses now (a $ref
+// that leads back to where it is applied without going into a property or
+// an item, a number beyond the limits of Validate) still loads, so that the
+// app starts after an upgrade, and validates payloads as it always did.
+// The checker cannot reason about it: a new version checked against it is
+// refused (rule "unsupported", naming the stored version and how to get
+// past it: mode None for that registration, then a mode that is not
+// transitive), and "boxcar schema ls" and "show" warn of it. Registering
+// such a schema is refused, as a first version or a later one.
+//
 // # At start, at publish, at the consumer
 //
 // An app registers its schemas at start, before it opens the bus, and

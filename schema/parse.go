@@ -65,6 +65,10 @@ type core struct {
 	*document
 	draft    draft
 	compiled *jsonschema.Schema
+	// refusedNow is set on a stored schema that Parse refuses today and an
+	// older Boxcar registered (see parseStored): why Parse refuses it. The
+	// checker proves nothing about such a schema.
+	refusedNow *ParseError
 
 	// The compiler stays to compile subschemas the checker asks about
 	// (validating an enum value against the reader's subschema).
@@ -171,7 +175,38 @@ var printer = message.NewPrinter(language.English)
 // would never end), a nested "$id" or "$schema", and anything the
 // validator will not compile (a bad regular expression, a
 // keyword of the wrong type). Nothing is ever fetched.
-func Parse(raw []byte) (*Schema, error) {
+func Parse(raw []byte) (*Schema, error) { return parse(raw, false) }
+
+// parseStored is Parse for a schema the registry stored. It loads a schema
+// that fails only checks Parse gained after older Boxcars registered
+// schemas (a number beyond the limits of Validate, a $ref that leads back
+// without going into a property or an item), so that a database an older
+// Boxcar wrote still opens: the validator treats such a schema as it always
+// did, and refusedNow marks it for the checker, which cannot reason about
+// it. Anything else Parse refuses, it refuses.
+func parseStored(raw []byte) (*Schema, error) { return parse(raw, true) }
+
+// unprovable says, for a schema parseStored loaded that Parse refuses
+// today, what the checker cannot reason about and how to get past it; ""
+// for every other schema.
+func (s *Schema) unprovable() string {
+	if s.refusedNow == nil {
+		return ""
+	}
+	what := "a stored version"
+	if s.version > 0 && s.typ != "" {
+		what = fmt.Sprintf("stored version %d of %s", s.version, s.typ)
+	}
+	why := s.refusedNow.Reason
+	if s.refusedNow.Path != "" {
+		why = "at " + s.refusedNow.Path + ": " + why
+	}
+	return what + " holds a construct the checker cannot reason about (" + why + "): an older Boxcar registered it, and Parse refuses it now." +
+		" To register a new version without checking it against that one, set the type's mode to NONE (Registry.SetMode, or the schema directory's mode file) for that registration," +
+		" then to BACKWARD, FORWARD or FULL, which check against the latest version only (a transitive mode checks every later version against it too)"
+}
+
+func parse(raw []byte, stored bool) (*Schema, error) {
 	if len(raw) > MaxSchemaBytes {
 		return nil, &ParseError{Reason: fmt.Sprintf("%d bytes, the limit is %d (MaxSchemaBytes)", len(raw), MaxSchemaBytes)}
 	}
@@ -185,8 +220,12 @@ func Parse(raw []byte) (*Schema, error) {
 	if root.kind != kindObject {
 		return nil, &ParseError{Reason: fmt.Sprintf("the document is a JSON %s: a schema is an object (use {} to accept anything)", kindName(root.kind))}
 	}
+	var refusedNow *ParseError
 	if n := outsizedNode(root); n != nil {
-		return nil, &ParseError{Path: n.ptr, Reason: fmt.Sprintf("number %s is outside what Boxcar validates (at most %d digits and exponents of ±%d)", shortJSON(n), maxNumberDigits, maxNumberExponent)}
+		refusedNow = &ParseError{Path: n.ptr, Reason: fmt.Sprintf("number %s is outside what Boxcar validates (at most %d digits and exponents of ±%d)", shortJSON(n), maxNumberDigits, maxNumberExponent)}
+		if !stored {
+			return nil, refusedNow
+		}
 	}
 	d := draft2020
 	if v := root.get("$schema"); v != nil {
@@ -201,6 +240,14 @@ func Parse(raw []byte) (*Schema, error) {
 	doc := &document{root: root, anchors: collectAnchors(root, d)}
 	if err := checkReferences(doc, d); err != nil {
 		return nil, err
+	}
+	if err := inPlaceLoop(doc, d); err != nil {
+		if !stored {
+			return nil, err
+		}
+		if refusedNow == nil {
+			refusedNow = err
+		}
 	}
 	var canon bytes.Buffer
 	writeCanonical(&canon, root)
@@ -228,6 +275,7 @@ func Parse(raw []byte) (*Schema, error) {
 		document:    doc,
 		draft:       d,
 		compiled:    compiled,
+		refusedNow:  refusedNow,
 		compiler:    c,
 		subs:        map[string]*jsonschema.Schema{},
 	}}, nil
@@ -340,6 +388,7 @@ func forEachSubschemaOf(n *node, keep func(string) bool, fn func(*node)) {
 // checkReferences walks every subschema: each reference must be a fragment
 // of this document that resolves, no subschema may change the base URI or
 // the draft, and no chain of references may loop without a schema between.
+// (inPlaceLoop checks the loops that go through applicators.)
 func checkReferences(doc *document, d draft) error {
 	root := doc.root
 	var walk func(n *node) error
@@ -386,10 +435,7 @@ func checkReferences(doc *document, d draft) error {
 		})
 		return err
 	}
-	if err := walk(root); err != nil {
-		return err
-	}
-	return inPlaceLoop(doc, d)
+	return walk(root)
 }
 
 // inPlaceKeywords apply their subschemas to the instance itself rather than
@@ -405,14 +451,14 @@ var inPlaceKeywords = map[string]bool{
 // the subschema to the same value again and again, and fails such values
 // as a reference cycle (or, under "not", passes them); the checker would
 // take the loop as proof of compatibility.
-func inPlaceLoop(doc *document, d draft) error {
+func inPlaceLoop(doc *document, d draft) *ParseError {
 	const (
 		visiting = 1
 		done     = 2
 	)
 	state := map[*node]int{}
-	var visit func(n *node) error
-	visit = func(n *node) error {
+	var visit func(n *node) *ParseError
+	visit = func(n *node) *ParseError {
 		if n.kind != kindObject || state[n] == done {
 			return nil
 		}
@@ -430,7 +476,7 @@ func inPlaceLoop(doc *document, d draft) error {
 				return err
 			}
 		}
-		var err error
+		var err *ParseError
 		if !isRef || d >= draft2019 { // before 2019-09, a $ref's siblings are ignored
 			forEachSubschemaOf(n, func(k string) bool { return inPlaceKeywords[k] }, func(sub *node) {
 				if err == nil {
@@ -441,12 +487,12 @@ func inPlaceLoop(doc *document, d draft) error {
 		state[n] = done
 		return err
 	}
-	var all func(n *node) error
-	all = func(n *node) error {
+	var all func(n *node) *ParseError
+	all = func(n *node) *ParseError {
 		if err := visit(n); err != nil {
 			return err
 		}
-		var err error
+		var err *ParseError
 		forEachSubschema(n, func(sub *node) {
 			if err == nil {
 				err = all(sub)

@@ -73,7 +73,13 @@ type Registry struct {
 }
 
 // NewRegistry opens the registry in db, creating its tables (sqlite.Migrate)
-// if needed, and loads every registered version into memory. db should
+// if needed, and loads every registered version into memory. A version an
+// older Boxcar registered that Parse refuses today (a $ref that leads back
+// without going into a property or an item, a number beyond the limits of
+// Validate) loads and validates payloads as it did, but the checker cannot
+// reason about it: a new version checked against it is refused (an
+// *IncompatibleError that says so and how to get past it), and "boxcar
+// schema ls" and "show" warn of it. db should
 // come from sqlite.Open, whose transactions begin IMMEDIATE: Register reads
 // the latest version and inserts the next in one transaction, and an
 // immediate one holds the write lock from its start, so concurrent
@@ -164,7 +170,11 @@ func (r *Registry) Register(ctx context.Context, typ string, raw []byte) (versio
 }
 
 // fromRows turns stored rows into schemas, reusing the compiled ones in
-// memory (same fingerprint) and parsing the others.
+// memory (same fingerprint) and parsing the others. A stored schema that
+// Parse refuses only by a check an older Boxcar lacked loads
+// (parseStored): a database that Boxcar wrote keeps opening after an
+// upgrade, and the checker refuses new versions against that one
+// (Schema.refusedNow).
 func (r *Registry) fromRows(typ string, rows []sqlite.SchemaRow) ([]*Schema, error) {
 	r.mu.RLock()
 	cached := r.types[typ]
@@ -181,7 +191,7 @@ func (r *Registry) fromRows(typ string, rows []sqlite.SchemaRow) ([]*Schema, err
 		if row.Format != string(FormatJSONSchema) {
 			return nil, fmt.Errorf("schema: %s v%d: stored format %q is not one this build knows", typ, row.Version, row.Format)
 		}
-		s, err := Parse(row.Schema)
+		s, err := parseStored(row.Schema)
 		if err != nil {
 			return nil, fmt.Errorf("schema: %s v%d: stored schema no longer parses: %w", typ, row.Version, err)
 		}
