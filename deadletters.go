@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +143,9 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 	if f.Subscriber != "" {
 		subject = bjs.DLQPrefix(b.cfg.SubjectPrefix) + "." + f.Subscriber + ".>"
 	}
+	if f.After == math.MaxUint64 {
+		return nil, 0, nil // nothing comes after it
+	}
 	var out []DeadLetter
 	seq := f.After
 	for scanned := 0; len(out) < f.Limit && scanned < maxDeadLetterScan; scanned++ {
@@ -155,15 +159,28 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 		}
 		seq = raw.Sequence
 		dl := b.deadLetterOf(raw, dlq)
-		if (f.Type == "" || dl.Type == f.Type) && (f.Key == "" || dl.Key == f.Key) && (f.Reason == "" || dl.Reason == f.Reason) {
-			out = append(out, dl)
+		if (f.Type != "" && dl.Type != f.Type) || (f.Key != "" && dl.Key != f.Key) || (f.Reason != "" && dl.Reason != f.Reason) {
+			continue
 		}
+		if f.State != "" {
+			// The state is the actions', filtered before Limit counts the
+			// letter: a page of pending letters behind acted-on ones is
+			// full.
+			one := []DeadLetter{dl}
+			if err := b.withActions(ctx, one); err != nil {
+				return nil, 0, err
+			}
+			if one[0].State != f.State {
+				continue
+			}
+			dl = one[0]
+		}
+		out = append(out, dl)
 	}
-	if err := b.withActions(ctx, out); err != nil {
-		return nil, 0, err
-	}
-	if f.State != "" {
-		out = slices.DeleteFunc(out, func(d DeadLetter) bool { return d.State != f.State })
+	if f.State == "" {
+		if err := b.withActions(ctx, out); err != nil {
+			return nil, 0, err
+		}
 	}
 	return out, seq, nil
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -349,5 +350,39 @@ func TestDeadLetterOfTheLargestEventIsWholeAndRedrivable(t *testing.T) {
 	case <-time.After(time.Minute):
 		st, _ := tb.bus.Stats(ctx)
 		t.Fatalf("the redriven copy never arrived; set aside: %d", st.RelaySetAside)
+	}
+}
+
+// A State filter is applied before Limit counts a letter: pending letters
+// behind acted-on ones fill the page (they came back short, or empty with
+// a next page, which made the status page say "None"). After at the
+// largest seq returns nothing, not every letter from the first.
+func TestDeadLettersFilterByStateFillsThePage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	subscribeBroken(t, tb, SubscribeOptions{}, true)
+	publishN(t, tb.bus, "bad", 12)
+	var letters []DeadLetter
+	waitFor(t, "12 dead letters", time.Minute, func() (bool, string) {
+		var err error
+		letters, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing"})
+		return err == nil && len(letters) == 12, fmt.Sprintf("%d letters, %v", len(letters), err)
+	})
+	for _, dl := range letters[:9] {
+		if ok, err := tb.bus.Discard(ctx, dl.Seq, "test", "noise"); err != nil || !ok {
+			t.Fatalf("Discard(%d): %v, %v", dl.Seq, ok, err)
+		}
+	}
+	page, next, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{State: DeadLetterPending, Limit: 2})
+	if err != nil || len(page) != 2 || page[0].Seq != letters[9].Seq || page[1].Seq != letters[10].Seq {
+		t.Fatalf("first page of pending letters: %d letters (%v), next %d; want letters %d and %d", len(page), err, next, letters[9].Seq, letters[10].Seq)
+	}
+	page, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{State: DeadLetterPending, Limit: 2, After: next})
+	if err != nil || len(page) != 1 || page[0].Seq != letters[11].Seq {
+		t.Fatalf("second page: %d letters (%v); want letter %d", len(page), err, letters[11].Seq)
+	}
+	if page, next, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{After: math.MaxUint64}); err != nil || len(page) != 0 || next != 0 {
+		t.Fatalf("after the largest seq: %d letters, next %d, %v; want none", len(page), next, err)
 	}
 }
