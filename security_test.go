@@ -87,6 +87,14 @@ func TestListenInspectorReadsOnly(t *testing.T) {
 	publishN(t, tb.bus, "k", 3)
 	waitApplied(t, tb.db, "ledger", 3)
 	waitRelayed(t, tb.bus, 3)
+	// The acks follow the commits once an fsync covers them.
+	waitFor(t, "the ledger's ack floor at 3", time.Minute, func() (bool, string) {
+		info, err := tb.bus.js.Consumer(ctx, tb.bus.StreamName(), "ledger")
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.CachedInfo().AckFloor.Stream == 3, fmt.Sprintf("ack floor %d", info.CachedInfo().AckFloor.Stream)
+	})
 
 	nc, refusals := connectAs(t, tb.bus, ListenInspectUser, inspectPassword)
 	js, err := jetstream.New(nc)
