@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ const (
 	roleWorkload  = "workload"   // writers and a subscriber, forever
 	roleHangKey   = "hang-key"   // a subscriber that hangs on one key's 3rd event
 	roleSignal    = "signal"     // send itself SIGHUP with the bus open
+	roleKillKey   = "kill-key"   // a subscriber whose handler kills the process on key "poison"
 	// a member of a HandlerFunc group on a shared cluster (BOXCAR_NATSURL,
 	// BOXCAR_INSTANCE), recording what it handles, with the time
 	roleGroupMember = "group-member"
@@ -55,6 +57,9 @@ func runChild(role string) int {
 	cfg := Config{Dir: env("BOXCAR_DIR")}
 	if w := envInt("BOXCAR_DUP_WINDOW_MS", 0); w > 0 {
 		cfg.DuplicateWindow = time.Duration(w) * time.Millisecond
+	}
+	if role == roleKillKey {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stdout, nil))
 	}
 	if role == roleRelayKill {
 		cfg.Probe = func(p Probe) {
@@ -101,6 +106,40 @@ func runChild(role string) int {
 			}
 			return recordingHandler("ordered").tx(ctx, tx, m)
 		}), SubscribeOptions{HandlerTimeout: time.Hour, AckWait: time.Hour, BatchSize: 1}) // one event per transaction: 1 and 2 commit before 3 hangs
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 4
+		}
+		select {}
+	case roleKillKey:
+		// The handler kills the process on the poison event, as a crash in
+		// cgo or an os.Exit in it would, after noting the attempt it saw.
+		calls, err := os.OpenFile(env("BOXCAR_CALLS"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 4
+		}
+		kill := func(m Message) {
+			if m.Key == "poison" {
+				fmt.Fprintln(calls, m.Attempt)
+				calls.Sync()
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+		h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
+			kill(m)
+			return recordingHandler("billing").tx(ctx, tx, m)
+		})
+		if env("BOXCAR_PLAIN") != "" {
+			h = HandlerFunc(func(ctx context.Context, m Message) error {
+				kill(m)
+				_, err := db.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('billing', ?, ?, ?, ?)`,
+					m.ID, m.Type, m.Key, string(m.Data))
+				return err
+			})
+		}
+		_, err = bus.Subscribe(ctx, "billing", h, SubscribeOptions{MaxAttempts: 3})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 4

@@ -34,7 +34,9 @@ type Message struct {
 	// StreamSeq is the event's sequence in the JetStream stream.
 	StreamSeq uint64
 	// Attempt is 1 on the first try of this event by this process, 2 on the
-	// first retry, and so on.
+	// first retry, and so on. An event run alone after a restart counts the
+	// attempts on it, alone, that the process did not outlive (see
+	// docs/RUNBOOK.md, "An event kills the process").
 	Attempt int
 	// Delivered is how many times JetStream delivered the message (more
 	// than 1 after a crash or a lost ack).

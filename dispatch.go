@@ -34,6 +34,10 @@ type item struct {
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
+	// alone, if set, is signalled when its attempt ended: it runs on its
+	// own, and the fetch loop files nothing more meanwhile (isolation.go).
+	// Set when it is filed.
+	alone chan struct{}
 }
 
 // keyQueue holds the fetched, unacked messages of one key, in stream order.
@@ -104,6 +108,15 @@ type dispatcher struct {
 	// delivery was lost in transit (see deliverygap.go).
 	lastDelivery uint64
 	gapped       bool
+
+	// isolate: the events filed next run one at a time (isolation.go);
+	// handling is the subscriber's boxcar_handling row as last written,
+	// span how many events this start runs alone and aloneLeft how many
+	// more. They belong to the fetch loop.
+	isolate   bool
+	handling  sqlite.Handling
+	span      int
+	aloneLeft int
 }
 
 // dispatcherSeed is what a new dispatcher starts from.
@@ -119,6 +132,9 @@ type dispatcherSeed struct {
 	// before this dispatcher (0 right after a reset, or for a new
 	// consumer): see deliverygap.go.
 	delivered uint64
+	// isolate and handling: see dispatcher.
+	isolate  bool
+	handling sqlite.Handling
 }
 
 func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed) *dispatcher {
@@ -141,6 +157,10 @@ func newDispatcher(s *Subscription, cons jetstream.Consumer, seed dispatcherSeed
 		replayThrough:   seed.replayThrough,
 		replayNoDedupe:  seed.replayNoDedupe,
 		lastDelivery:    seed.delivered,
+	}
+	if seed.isolate {
+		d.isolate, d.handling, d.span = true, seed.handling, aloneSpan(seed.handling)
+		d.aloneLeft = d.span
 	}
 	if d.parked == nil {
 		d.parked = map[string]uint64{}
@@ -273,6 +293,10 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 			continue
 		}
 		empty = 0
+		if d.isolate {
+			d.runAlone(ctx, msg)
+			continue
+		}
 		d.enqueue(msg)
 	}
 }
@@ -280,9 +304,14 @@ func (d *dispatcher) fetchLoop(ctx context.Context) {
 // enqueue files msg under its key. It holds the slot taken for msg until
 // the message is acked; a redelivery of a message still held is dropped, and
 // one of a message handled before is acked and dropped.
-func (d *dispatcher) enqueue(msg jetstream.Msg) {
+func (d *dispatcher) enqueue(msg jetstream.Msg) { d.file(msg, false) }
+
+// file is enqueue. It returns msg's item (nil if msg was dropped) and, with
+// hold, the queue of a key that had none: that queue is not made ready, the
+// caller does it (see runAlone).
+func (d *dispatcher) file(msg jetstream.Msg, hold bool) (*item, *keyQueue) {
 	if d.deliveryGap(msg) {
-		return // deliveries before it were lost: see deliverygap.go
+		return nil, nil // deliveries before it were lost: see deliverygap.go
 	}
 	m, bad := messageOf(d.b.layout, msg)
 	d.mu.Lock()
@@ -292,14 +321,14 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		// its key longer than AckWait). The held copy will be acked.
 		d.stats.ignored.Add(1)
 		<-d.slots
-		return
+		return nil, nil
 	}
 	if bad == nil && m.redriveFor != "" && m.redriveFor != d.s.name {
 		// A dead letter redriven to another subscriber.
 		d.stats.ignored.Add(1)
 		msg.Ack()
 		<-d.slots
-		return
+		return nil, nil
 	}
 	if d.handledBefore(m, bad) {
 		// Acked before: a redelivery sent before our ack arrived (or after
@@ -308,10 +337,13 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 		d.stats.ignored.Add(1)
 		msg.Ack()
 		<-d.slots
-		return
+		return nil, nil
 	}
 	m.Replay = m.StreamSeq <= d.replayThrough
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
+	if hold {
+		it.alone = make(chan struct{}, 1)
+	}
 	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
 		d.stats.redelivered.Add(1)
@@ -324,11 +356,15 @@ func (d *dispatcher) enqueue(msg jetstream.Msg) {
 	kq := d.keys[key]
 	if kq != nil {
 		kq.items = append(kq.items, it)
-		return
+		return it, nil
 	}
 	kq = &keyQueue{key: key, items: []*item{it}}
 	d.keys[key] = kq
+	if hold {
+		return it, kq
+	}
 	d.ready <- kq // never blocks: see ready's capacity
+	return it, nil
 }
 
 // worker takes ready keys and handles the messages at their heads.
@@ -442,6 +478,7 @@ func (d *dispatcher) runPlain(kq *keyQueue) {
 		}
 		d.stats.handled.Add(1)
 		d.stats.endToEnd.observe(time.Since(it.m.Time))
+		it.handled = true
 		d.ack(it)
 		done++
 	}
@@ -538,6 +575,9 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for _, it := range kq.items[:done] {
+		defer d.endAlone(it) // once its key's queue is gone, or ready
+	}
 	kq.items = kq.items[done:]
 	switch {
 	case d.stopping:
@@ -591,6 +631,9 @@ func (d *dispatcher) deadReason(o *outcome) string {
 func (d *dispatcher) scheduleRetry(kq *keyQueue, attempts int) {
 	wait := d.s.opts.MinBackoff << min(max(attempts-1, 0), 20)
 	wait = min(wait, d.s.opts.MaxBackoff)
+	if len(kq.items) > 0 {
+		d.endAlone(kq.items[0]) // its attempt ended: it waits for the next
+	}
 	d.waiting++
 	kq.retry = time.AfterFunc(wait, func() {
 		d.mu.Lock()
@@ -621,6 +664,7 @@ func (d *dispatcher) ack(it *item) {
 	d.acked.add(it.m.StreamSeq)
 	d.mu.Unlock()
 	<-d.slots
+	d.endAlone(it)
 }
 
 // handledBefore reports whether m was acked before (the acked set) or

@@ -191,13 +191,30 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err := s.rewind(ctx, resetTo, info, &seed); err != nil {
 		return err
 	}
+	handling, hasHandling, err := sqlite.HandlingOf(ctx, b.db, s.consumer)
+	if err != nil {
+		return err
+	}
+	if seed.isolate && (!found || row.StreamCreatedNS == si.Created.UnixNano()) {
+		seed.handling = handling
+	}
 	now := time.Now().UnixNano()
 	if !found {
 		row = sqlite.SubscriberRow{Name: s.consumer, CreatedNS: now}
 	}
 	row.Stream, row.Types, row.Kind, row.StartedNS, row.StoppedNS = b.subStreamName(), sortedTypes(s.opts.Types), s.kind(), now, 0
 	row.Acked, row.Catchup, row.StreamCreatedNS = nil, seed.catchup, si.Created.UnixNano()
-	if err := b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveSubscriber(ctx, tx, row) }); err != nil {
+	err = b.w.Write(ctx, func(tx *sql.Tx) error {
+		if hasHandling && !seed.isolate {
+			// Nothing a stopped process fetched is left: its attempts
+			// are over.
+			if err := sqlite.DeleteHandling(ctx, tx, s.consumer); err != nil {
+				return err
+			}
+		}
+		return sqlite.SaveSubscriber(ctx, tx, row)
+	})
+	if err != nil {
 		return err
 	}
 	s.stats.expired.Store(row.Expired)
@@ -238,6 +255,9 @@ func (s *Subscription) rewind(ctx context.Context, resetTo uint64, info *jetstre
 		// The reset starts delivery counts over: what the consumer had
 		// delivered before counts as redelivered.
 		seed.deliveredBefore = info.Delivered.Stream
+		// The process that fetched them may have been killed by a handler:
+		// the first event runs alone (isolation.go).
+		seed.isolate = true
 	default:
 		// No reset: the consumer's deliveries go on from its last.
 		seed.delivered = info.Delivered.Consumer

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,6 +116,51 @@ func SaveSubscriber(ctx context.Context, tx Execer, r SubscriberRow) error {
 
 // DeleteSubscriber removes the row of name.
 func DeleteSubscriber(ctx context.Context, tx Execer, name string) error {
-	_, err := tx.ExecContext(ctx, `DELETE FROM boxcar_subscribers WHERE name = ?`, name)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM boxcar_subscribers WHERE name = ?`, name); err != nil {
+		return err
+	}
+	return DeleteHandling(ctx, tx, name)
+}
+
+// Handling is a subscriber's row of boxcar_handling: the event running
+// alone (0: none) with the attempts on it begun alone in a row, across
+// restarts; the last event that ran alone and ended; how many events the
+// last start was to run alone.
+type Handling struct {
+	StreamSeq uint64
+	Attempts  int
+	Through   uint64
+	Span      int
+}
+
+// HandlingOf returns the subscriber's row of boxcar_handling, if any.
+func HandlingOf(ctx context.Context, q Querier, subscriber string) (Handling, bool, error) {
+	var h Handling
+	err := q.QueryRowContext(ctx, `SELECT stream_seq, attempts, through, span FROM boxcar_handling WHERE subscriber = ?`,
+		subscriber).Scan(&h.StreamSeq, &h.Attempts, &h.Through, &h.Span)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Handling{}, false, nil
+	}
+	if err != nil {
+		return Handling{}, false, fmt.Errorf("read the handling row of %s: %w", subscriber, err)
+	}
+	return h, true, nil
+}
+
+// SaveHandling writes the subscriber's row of boxcar_handling.
+func SaveHandling(ctx context.Context, tx Execer, subscriber string, h Handling, atNS int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO boxcar_handling(subscriber, stream_seq, attempts, through, span, at_ns) VALUES(?, ?, ?, ?, ?, ?)
+		ON CONFLICT(subscriber) DO UPDATE SET stream_seq = excluded.stream_seq, attempts = excluded.attempts,
+			through = excluded.through, span = excluded.span, at_ns = excluded.at_ns`,
+		subscriber, h.StreamSeq, h.Attempts, h.Through, h.Span, atNS)
+	if err != nil {
+		return fmt.Errorf("save the handling row of %s: %w", subscriber, err)
+	}
+	return nil
+}
+
+// DeleteHandling removes the subscriber's row of boxcar_handling.
+func DeleteHandling(ctx context.Context, tx Execer, subscriber string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM boxcar_handling WHERE subscriber = ?`, subscriber)
 	return err
 }

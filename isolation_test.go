@@ -1,0 +1,163 @@
+package boxcar
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A handler that kills the process on one event (SIGKILL here: a crash in
+// cgo, an os.Exit, a panic on a goroutine of its own) must not kill every
+// restart for ever. Each start runs the first event it redelivers alone;
+// the attempts on the poison event that the process did not outlive are
+// counted across restarts, and after MaxAttempts it is dead-lettered
+// without its handler run again. The events of other keys, published
+// around it and handled in the same transactions as it, are each applied
+// once, in order, and none of them is blamed.
+func TestAHandlerThatKillsTheProcessIsDeadLetteredAfterMaxAttempts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		plain  bool
+		keys   int // other keys, with three events each
+		before int // of their events published before the poison event
+	}{
+		{"tx", false, 3, 6},
+		{"tx, the poison event deep in a backlog", false, 20, 45},
+		{"plain", true, 3, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			killedHandlerRuns(t, tc.plain, tc.keys, tc.before)
+		})
+	}
+}
+
+func killedHandlerRuns(t *testing.T, plain bool, keys, before int) {
+	dir := t.TempDir()
+	dbPath, natsDir, callsPath := filepath.Join(dir, "app.db"), filepath.Join(dir, "nats"), filepath.Join(dir, "calls")
+	db := openDB(t, dbPath)
+	tb := &testBundle{t: t, dir: dir, dbPath: dbPath, db: db, cfg: Config{Dir: natsDir}}
+	tb.open()
+	ctx := context.Background()
+	n := 0
+	for i := 1; i <= 3; i++ {
+		for k := range keys {
+			if n == before {
+				if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "poison", Data: []byte("1")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := publishCounted(ctx, tb.bus, "order.placed", "k"+strconv.Itoa(k)); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	waitRelayed(t, tb.bus, int64(n+1))
+	tb.closeBus()
+
+	env := []string{"BOXCAR_DB=" + dbPath, "BOXCAR_DIR=" + natsDir, "BOXCAR_CALLS=" + callsPath}
+	if plain {
+		env = append(env, "BOXCAR_PLAIN=1")
+	}
+	maxRuns := 12
+	var c *child
+	for run := 1; ; run++ {
+		if run > maxRuns {
+			t.Fatalf("the process died at each of %d starts: a crash loop (applied %d of %d)", maxRuns, countApplied(t, db, "billing"), n)
+		}
+		c = startChild(t, roleKillKey, env...)
+		if c.deadLettersOrDies(t) {
+			break
+		}
+	}
+	waitApplied(t, db, "billing", n)
+	c.kill()
+
+	raw, err := os.ReadFile(callsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attempts []int
+	for _, l := range strings.Fields(string(raw)) {
+		a, _ := strconv.Atoi(l)
+		attempts = append(attempts, a)
+	}
+	// Attempts before the poison event ran alone are not counted; the last
+	// three ran alone.
+	if len(attempts) < 3 || !slices.Equal(attempts[len(attempts)-3:], []int{1, 2, 3}) {
+		t.Fatalf("the handler saw attempts %v on the poison event; want them to end with 1 2 3 (alone)", attempts)
+	}
+	tb.open()
+	defer tb.closeBus()
+	letters, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 1 {
+		t.Fatalf("%d dead letters, want only the poison event's: %+v", len(letters), letters)
+	}
+	if dl := letters[0]; dl.Key != "poison" || dl.Reason != "failed" || dl.Attempts != 3 || !strings.Contains(dl.Error, "process stopped") || len(dl.History) != 3 {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	if plain {
+		checkAtLeastOnceInOrder(t, db, "billing", keys, 3)
+	} else if got := checkExactlyOnceInOrder(t, db, "billing"); got != n {
+		t.Fatalf("checked %d events, want %d", got, n)
+	}
+}
+
+// checkAtLeastOnceInOrder checks that subscriber applied counters 1..n of
+// each key k0.. (keys of them), each at least once, and each for the first
+// time in order (a plain handler runs again what a crash left unacked).
+func checkAtLeastOnceInOrder(t *testing.T, db *sql.DB, subscriber string, keys, n int) {
+	t.Helper()
+	rows, err := db.Query(`SELECT key, n FROM applied WHERE subscriber = ? ORDER BY id`, subscriber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	next := map[string]int{}
+	for rows.Next() {
+		var k string
+		var c int
+		if err := rows.Scan(&k, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c > next[k]+1 {
+			t.Fatalf("key %s: counter %d applied before %d", k, c, next[k]+1)
+		}
+		next[k] = max(next[k], c)
+	}
+	for k := range keys {
+		if got := next["k"+strconv.Itoa(k)]; got != n {
+			t.Fatalf("key k%d: applied up to %d of %d", k, got, n)
+		}
+	}
+}
+
+// deadLettersOrDies waits until the child logs a dead letter (true) or dies
+// (false).
+func (c *child) deadLettersOrDies(t *testing.T) bool {
+	t.Helper()
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case l := <-c.lines:
+			if strings.Contains(l, "event dead-lettered") {
+				return true
+			}
+		case <-c.waited:
+			return false
+		case <-timeout:
+			t.Fatal("the child neither died nor dead-lettered in 2 minutes")
+		}
+	}
+}
