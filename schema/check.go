@@ -77,8 +77,14 @@ func (r Report) String() string {
 // the directory's newer versions are compatible with the registered ones
 // under the registry's mode as well as the directory's — that is, the
 // directory's schemas would register.
+//
+// A file that Parse refuses is a problem, with registries too, even where
+// it is a version an older Boxcar registered, which RegisterDir passes
+// over (it is registered already): the check proves a directory's chain
+// of versions, and the checker cannot reason about that file, nor about a
+// later version against it.
 func CheckDir(ctx context.Context, dir string, against ...*Registry) Report {
-	set, problems := loadDir(dir)
+	set, problems := loadDir(dir, nil)
 	rep := set.Check(ctx, against...)
 	rep.Problems = append(problems, rep.Problems...)
 	return rep

@@ -49,20 +49,37 @@ type example struct {
 
 // LoadDir reads a schema directory (see Set). Every problem is reported,
 // each naming its file; the error wraps ErrInvalidDir or *ParseError.
+//
+// A file that Parse refuses is refused, also one that an older Boxcar
+// registered before Parse refused it (see Registry.RegisterDir): LoadDir
+// reads no registry, so it cannot tell that file from a new one, and the
+// checker cannot reason about it.
 func LoadDir(dir string) (*Set, error) {
-	s, problems := loadDir(dir)
-	if len(problems) > 0 {
-		errs := make([]error, len(problems))
-		for i, p := range problems {
-			errs[i] = p.Err
-		}
-		return nil, errors.Join(errs...)
+	s, problems := loadDir(dir, nil)
+	if err := joinProblems(problems); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
-// loadDir reads what it can of dir and returns the problems it found.
-func loadDir(dir string) (*Set, []Problem) {
+// joinProblems is LoadDir's error for problems: each one's, nil for none.
+func joinProblems(problems []Problem) error {
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p.Err
+	}
+	return errors.Join(errs...)
+}
+
+// storedCheck reports whether s, read from a file that Parse refuses and
+// parseStored loads (s.refusedNow says why Parse refuses it), is version v
+// of typ unchanged, as a registry stores it already.
+type storedCheck func(typ string, v int, s *Schema) (bool, error)
+
+// loadDir reads what it can of dir and returns the problems it found. A
+// file that Parse refuses is a problem unless isStored (nil: none) says it
+// is a stored version: then it loads as the registry loaded that version.
+func loadDir(dir string, isStored storedCheck) (*Set, []Problem) {
 	set := &Set{dir: dir, types: map[string]*dirType{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -79,7 +96,7 @@ func loadDir(dir string) (*Set, []Problem) {
 			problems = append(problems, dirProblem("", 0, tdir, "directory name is not an event type: %v", err))
 			continue
 		}
-		t, ps := loadType(typ, tdir)
+		t, ps := loadType(typ, tdir, isStored)
 		problems = append(problems, ps...)
 		if t != nil {
 			set.types[typ] = t
@@ -88,7 +105,7 @@ func loadDir(dir string) (*Set, []Problem) {
 	return set, problems
 }
 
-func loadType(typ, tdir string) (*dirType, []Problem) {
+func loadType(typ, tdir string, isStored storedCheck) (*dirType, []Problem) {
 	entries, err := os.ReadDir(tdir)
 	if err != nil {
 		return nil, []Problem{dirProblem(typ, 0, tdir, "%v", err)}
@@ -141,6 +158,18 @@ func loadType(typ, tdir string) (*dirType, []Problem) {
 			return nil, problems
 		}
 		s, err := Parse(raw)
+		if err != nil && isStored != nil {
+			if stored, serr := parseStored(raw); serr == nil && stored.refusedNow != nil {
+				ok, cerr := isStored(typ, v, stored)
+				if cerr != nil {
+					problems = append(problems, Problem{Type: typ, Version: v, File: path, Err: cerr})
+					return nil, problems
+				}
+				if ok {
+					s, err = stored, nil
+				}
+			}
+		}
 		if err != nil {
 			var pe *ParseError
 			if errors.As(err, &pe) {

@@ -27,7 +27,10 @@
 // refused (rule "unsupported", naming the stored version and how to get
 // past it: mode None for that registration, then a mode that is not
 // transitive), and "boxcar schema ls" and "show" warn of it. Registering
-// such a schema is refused, as a first version or a later one.
+// such a schema is refused, as a first version or a later one, except the
+// stored version itself: Register and RegisterDir pass over it as over any
+// version registered already, so the schema directory it came from still
+// registers at start. LoadDir and "boxcar schema check" refuse its file.
 //
 // # At start, at publish, at the consumer
 //

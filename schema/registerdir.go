@@ -24,6 +24,14 @@ type Registration struct {
 // changed one is a new version if it is compatible under the type's mode),
 // then the examples of each version (AddExample).
 //
+// A file that Parse refuses is refused as LoadDir refuses it (a
+// *ParseError naming the file, before anything is written), unless it is
+// a version already registered, unchanged (the same fingerprint): a
+// version an older Boxcar registered before Parse refused it, which the
+// registry loads (see NewRegistry). That file is passed over, as Register
+// passes over a schema registered already, so that an app whose schema
+// directory holds it still starts after an upgrade.
+//
 // The directory and the registry must agree: the versions already
 // registered must be the directory's first ones, unchanged, else nothing
 // of that type is written and the error names the file (a registered
@@ -37,8 +45,14 @@ type Registration struct {
 // before it stay registered (each was compatible). The registrations made
 // are returned in every case.
 func (r *Registry) RegisterDir(ctx context.Context, dir string) ([]Registration, error) {
-	set, err := LoadDir(dir)
-	if err != nil {
+	set, problems := loadDir(dir, func(typ string, v int, s *Schema) (bool, error) {
+		registered, err := r.versions(ctx, typ, true)
+		if err != nil {
+			return false, err
+		}
+		return v <= len(registered) && registered[v-1].fingerprint == s.fingerprint, nil
+	})
+	if err := joinProblems(problems); err != nil {
 		return nil, err
 	}
 	var out []Registration

@@ -109,7 +109,9 @@ func loadRegistry(ctx context.Context, db *sql.DB) (*Registry, error) {
 // latest: that version was accepted when it was registered, a producer
 // rolled back to older code keeps publishing as that version, and no
 // version is registered twice. Producers should validate with the version
-// Register returned, not with Latest.
+// Register returned, not with Latest. That holds also for a version an
+// older Boxcar registered that Parse refuses now (see NewRegistry): raw
+// that is that version is a no-op, not a *ParseError.
 //
 // An incompatible schema gives an *IncompatibleError listing the breaking
 // changes; an invalid one a *ParseError. Nothing is written then. The read
@@ -125,6 +127,13 @@ func (r *Registry) Register(ctx context.Context, typ string, raw []byte) (versio
 		var pe *ParseError
 		if errors.As(err, &pe) {
 			pe.Type = typ
+		}
+		v, serr := r.storedVersion(ctx, typ, raw)
+		if serr != nil {
+			return 0, false, errors.Join(err, fmt.Errorf("schema: register %s: reading the registered versions to compare: %w", typ, serr))
+		}
+		if v > 0 {
+			return v, false, nil
 		}
 		return 0, false, err
 	}
@@ -167,6 +176,28 @@ func (r *Registry) Register(ctx context.Context, typ string, raw []byte) (versio
 	}
 	r.store(typ, append(previous[:len(previous):len(previous)], next))
 	return next.version, true, nil
+}
+
+// storedVersion is, for raw that Parse refuses, the version of typ that is
+// raw unchanged (the same fingerprint), or 0: a version an older Boxcar
+// registered before Parse refused it. It reads the database, not memory
+// alone, as Register does; outside a transaction, since a stored version
+// never changes.
+func (r *Registry) storedVersion(ctx context.Context, typ string, raw []byte) (int, error) {
+	s, err := parseStored(raw)
+	if err != nil || s.refusedNow == nil {
+		return 0, nil // refused for another reason: no stored version is raw
+	}
+	versions, err := r.versions(ctx, typ, true)
+	if err != nil {
+		return 0, err
+	}
+	for _, v := range versions {
+		if v.fingerprint == s.fingerprint {
+			return v.version, nil
+		}
+	}
+	return 0, nil
 }
 
 // fromRows turns stored rows into schemas, reusing the compiled ones in
