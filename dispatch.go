@@ -575,9 +575,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, it := range kq.items[:done] {
-		defer d.endAlone(it) // once its key's queue is gone, or ready
-	}
+	finished := kq.items[:done]
 	kq.items = kq.items[done:]
 	switch {
 	case d.stopping:
@@ -597,6 +595,9 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*
 		d.ready <- kq
 	default:
 		delete(d.keys, kq.key)
+	}
+	for _, it := range finished {
+		d.endAlone(it) // now that its key's queue is gone, or ready
 	}
 }
 
