@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -152,7 +153,7 @@ func loadType(typ, tdir string, isStored storedCheck) (*dirType, []Problem) {
 			problems = append(problems, dirProblem(typ, v, filepath.Join(tdir, strconv.Itoa(v)+".json"), "missing: versions run 1, 2, 3 ... without gaps"))
 			return nil, problems
 		}
-		raw, err := os.ReadFile(path)
+		raw, err := readLimited(path, MaxSchemaBytes)
 		if err != nil {
 			problems = append(problems, dirProblem(typ, v, path, "%v", err))
 			return nil, problems
@@ -211,7 +212,7 @@ func loadExamples(typ string, v int, edir string) ([]example, []Problem) {
 			problems = append(problems, dirProblem(typ, v, path, "unexpected name: examples are *.json files"))
 			continue
 		}
-		data, err := os.ReadFile(path)
+		data, err := readLimited(path, maxExampleBytes)
 		if err != nil {
 			problems = append(problems, dirProblem(typ, v, path, "%v", err))
 			continue
@@ -224,7 +225,7 @@ func loadExamples(typ string, v int, edir string) ([]example, []Problem) {
 // readMode reads a mode file: one mode name; blank lines and lines
 // starting with '#' are ignored.
 func readMode(path string) (Mode, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readLimited(path, maxModeBytes)
 	if err != nil {
 		return "", err
 	}
@@ -346,4 +347,30 @@ func (s *Set) File(typ string, version int) string {
 		return ""
 	}
 	return t.files[version-1]
+}
+
+// maxExampleBytes bounds an example payload file (the largest event is
+// 64 MiB); maxModeBytes a mode file.
+const (
+	maxExampleBytes = 64 << 20
+	maxModeBytes    = 4 << 10
+)
+
+// readLimited reads the file at path, refusing one over limit bytes before
+// it holds more than that in memory: a directory may hold a huge file, or
+// a link to /dev/zero.
+func readLimited(path string, limit int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > limit {
+		return nil, fmt.Errorf("the file is over %d bytes, the limit for it", limit)
+	}
+	return raw, nil
 }

@@ -119,6 +119,35 @@ func TestLoadDirErrorsNameTheFile(t *testing.T) {
 	}
 }
 
+// A hostile or careless directory: a schema over MaxSchemaBytes, and
+// schema, example and mode files that link to /dev/zero, are refused with
+// the file named, without reading them whole (it read them before the size
+// check: a link to /dev/zero grew without bound).
+func TestLoadDirBoundsWhatItReads(t *testing.T) {
+	t.Parallel()
+	for _, file := range []string{"user.signed_up/2.json", "user.signed_up/1.examples/min.json", "order.placed/mode"} {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			root := writeTree(t, goodTree())
+			path := filepath.Join(root, filepath.FromSlash(file))
+			os.Remove(path)
+			if err := os.Symlink("/dev/zero", path); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadDir(root)
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "the limit for it") {
+				t.Fatalf("LoadDir with %s linked to /dev/zero: %v; want it refused, named, over the limit", file, err)
+			}
+		})
+	}
+	files := goodTree()
+	files["user.signed_up/2.json"] = `{"description":"` + strings.Repeat("x", MaxSchemaBytes) + `"}`
+	root := writeTree(t, files)
+	if _, err := LoadDir(root); err == nil || !strings.Contains(err.Error(), "2.json") {
+		t.Fatalf("LoadDir with a schema over MaxSchemaBytes: %v; want it refused, named", err)
+	}
+}
+
 func TestCheckDir(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
