@@ -3,6 +3,7 @@ package boxcar
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -119,27 +120,53 @@ func runChild(role string) int {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 4
 		}
-		kill := func(m Message) {
-			if m.Key == "poison" {
-				fmt.Fprintln(calls, m.Attempt)
-				calls.Sync()
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {}
+		// BOXCAR_KILL_MODE: "" kills at once; "fail-then-kill" fails the
+		// process's first try with an error and kills on its retry;
+		// "timeout-then-kill" outlives HandlerTimeout (1s) and kills 300ms
+		// later, while the process goes on (an abandoned call that
+		// crashes). Key "slow" takes 800ms, under the timeout.
+		mode, tries := env("BOXCAR_KILL_MODE"), 0
+		kill := func(ctx context.Context, m Message) error {
+			if m.Key == "slow" {
+				time.Sleep(800 * time.Millisecond)
 			}
+			if m.Key != "poison" {
+				return nil
+			}
+			fmt.Fprintln(calls, m.Attempt)
+			calls.Sync()
+			tries++
+			switch {
+			case mode == "fail-then-kill" && tries == 1:
+				return errors.New("not yet")
+			case mode == "timeout-then-kill":
+				go func() {
+					time.Sleep(1300 * time.Millisecond)
+					syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}()
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
 		}
 		h := TxHandler(func(ctx context.Context, tx *sql.Tx, m Message) error {
-			kill(m)
+			if err := kill(ctx, m); err != nil {
+				return err
+			}
 			return recordingHandler("billing").tx(ctx, tx, m)
 		})
 		if env("BOXCAR_PLAIN") != "" {
 			h = HandlerFunc(func(ctx context.Context, m Message) error {
-				kill(m)
+				if err := kill(ctx, m); err != nil {
+					return err
+				}
 				_, err := db.ExecContext(ctx, `INSERT INTO applied(subscriber, event_id, type, key, n) VALUES('billing', ?, ?, ?, ?)`,
 					m.ID, m.Type, m.Key, string(m.Data))
 				return err
 			})
 		}
-		_, err = bus.Subscribe(ctx, "billing", h, SubscribeOptions{MaxAttempts: 3})
+		_, err = bus.Subscribe(ctx, "billing", h, SubscribeOptions{MaxAttempts: 3, HandlerTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 4

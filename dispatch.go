@@ -34,10 +34,10 @@ type item struct {
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
-	// alone, if set, is signalled when its attempt ended: it runs on its
-	// own, and the fetch loop files nothing more meanwhile (isolation.go).
-	// Set when it is filed.
-	alone chan struct{}
+	// alone, if set, is sent whether it completed when its attempt ended
+	// (false: it waits for a retry): it runs on its own, and the fetch loop
+	// files nothing more meanwhile (isolation.go). Set when it is filed.
+	alone chan bool
 }
 
 // keyQueue holds the fetched, unacked messages of one key, in stream order.
@@ -342,7 +342,7 @@ func (d *dispatcher) file(msg jetstream.Msg, hold bool) (*item, *keyQueue) {
 	m.Replay = m.StreamSeq <= d.replayThrough
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
 	if hold {
-		it.alone = make(chan struct{}, 1)
+		it.alone = make(chan bool, 1)
 	}
 	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
@@ -597,7 +597,7 @@ func (d *dispatcher) finish(kq *keyQueue, done int, failed *outcome, behind ...*
 		delete(d.keys, kq.key)
 	}
 	for _, it := range finished {
-		d.endAlone(it) // now that its key's queue is gone, or ready
+		d.endAlone(it, true) // now that its key's queue is gone, or ready
 	}
 }
 
@@ -633,7 +633,7 @@ func (d *dispatcher) scheduleRetry(kq *keyQueue, attempts int) {
 	wait := d.s.opts.MinBackoff << min(max(attempts-1, 0), 20)
 	wait = min(wait, d.s.opts.MaxBackoff)
 	if len(kq.items) > 0 {
-		d.endAlone(kq.items[0]) // its attempt ended: it waits for the next
+		d.endAlone(kq.items[0], false) // its attempt ended: it waits for the next
 	}
 	d.waiting++
 	kq.retry = time.AfterFunc(wait, func() {
@@ -665,7 +665,7 @@ func (d *dispatcher) ack(it *item) {
 	d.acked.add(it.m.StreamSeq)
 	d.mu.Unlock()
 	<-d.slots
-	d.endAlone(it)
+	d.endAlone(it, true)
 }
 
 // handledBefore reports whether m was acked before (the acked set) or

@@ -31,9 +31,14 @@ import (
 // MaxAttempts attempts on it began and none ended, it is dead-lettered
 // (reason "failed") without its handler called again, and the key goes on.
 //
-// An event that runs alone and ends is recorded as through: the next start
-// does not run it alone again, even if its ack did not reach the stream (an
-// embedded server killed with the process may lose the last acks). A start
+// An event that runs alone and completes (handled, or dead-lettered) is
+// recorded as through: the next start does not run it alone again, even if
+// its ack did not reach the stream (an embedded server killed with the
+// process may lose the last acks). One whose attempt ends without
+// completing it (an error, a call abandoned at HandlerTimeout that may
+// still run) keeps its record and ends the start's isolation: its retry, or
+// the abandoned call, may yet kill the process, and no other event is to
+// run alone meanwhile and be blamed for it. A start
 // runs one event alone after a stop that left no record, and twice as many
 // as the last start when the last start's process died after its own runs
 // alone (the event that kills is further on), up to maxAloneSpan; then the
@@ -81,13 +86,14 @@ func (d *dispatcher) runAlone(ctx context.Context, msg jetstream.Msg) {
 	d.mu.Lock()
 	d.ready <- kq
 	d.mu.Unlock()
+	var completed bool
 	select {
-	case <-it.alone:
+	case completed = <-it.alone:
 	case <-ctx.Done():
 		return
 	}
 	if suspect {
-		d.aloneEnded(ctx, it)
+		d.aloneEnded(ctx, it, completed)
 	}
 }
 
@@ -126,9 +132,18 @@ func (d *dispatcher) prepareAlone(ctx context.Context, it *item) {
 	d.saveHandling(ctx, sqlite.Handling{StreamSeq: it.m.StreamSeq, Attempts: it.attempts + 1, Through: d.handling.Through, Span: d.span})
 }
 
-// aloneEnded records that it ran alone and the process lived, and ends
-// the start's isolation after span events that ran a handler.
-func (d *dispatcher) aloneEnded(ctx context.Context, it *item) {
+// aloneEnded records that it ran alone and completed (handled, or
+// dead-lettered) with the process alive, and ends the start's isolation
+// after span events that ran a handler. An attempt that ended without
+// completing it (an error, a handler abandoned at HandlerTimeout that may
+// still run) ends the isolation at once, and its record stays: its retry,
+// or the abandoned call, may yet kill the process, and nothing else is to
+// run alone meanwhile, to be blamed for it.
+func (d *dispatcher) aloneEnded(ctx context.Context, it *item, completed bool) {
+	if !completed {
+		d.isolate = false
+		return
+	}
 	d.saveHandling(ctx, sqlite.Handling{Through: it.m.StreamSeq, Span: d.span})
 	if it.doomed == nil {
 		d.aloneLeft--
@@ -152,10 +167,10 @@ func (d *dispatcher) saveHandling(ctx context.Context, h sqlite.Handling) {
 
 // endAlone tells the fetch loop that the attempt of it, filed one at a
 // time, ended.
-func (d *dispatcher) endAlone(it *item) {
+func (d *dispatcher) endAlone(it *item, completed bool) {
 	if it.alone != nil {
 		select {
-		case it.alone <- struct{}{}:
+		case it.alone <- completed:
 		default:
 		}
 	}
