@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -125,7 +126,7 @@ func runChild(role string) int {
 		// "timeout-then-kill" outlives HandlerTimeout (1s) and kills 300ms
 		// later, while the process goes on (an abandoned call that
 		// crashes). Key "slow" takes 800ms, under the timeout.
-		mode, tries := env("BOXCAR_KILL_MODE"), 0
+		mode, tries := env("BOXCAR_KILL_MODE"), new(atomic.Int32) // an abandoned call and its retry may overlap
 		kill := func(ctx context.Context, m Message) error {
 			if m.Key == "slow" {
 				time.Sleep(800 * time.Millisecond)
@@ -135,9 +136,8 @@ func runChild(role string) int {
 			}
 			fmt.Fprintln(calls, m.Attempt)
 			calls.Sync()
-			tries++
-			switch {
-			case mode == "fail-then-kill" && tries == 1:
+			switch try := tries.Add(1); {
+			case mode == "fail-then-kill" && try == 1:
 				return errors.New("not yet")
 			case mode == "timeout-then-kill":
 				go func() {
