@@ -241,11 +241,19 @@ func waitApplied(t testing.TB, db *sql.DB, subscriber string, want int) {
 // the number of events checked.
 func checkExactlyOnceInOrder(t testing.TB, db *sql.DB, subscriber string) int {
 	t.Helper()
+	return checkAppliedUpTo(t, db, subscriber, committedCounters(t, db))
+}
+
+// committedCounters returns each key's last committed counter: the events
+// the writers committed for it.
+func committedCounters(t testing.TB, db *sql.DB) map[string]int {
+	t.Helper()
 	want := map[string]int{}
 	rows, err := db.Query(`SELECT key, n FROM counters`)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var k string
 		var n int
@@ -254,8 +262,7 @@ func checkExactlyOnceInOrder(t testing.TB, db *sql.DB, subscriber string) int {
 		}
 		want[k] = n
 	}
-	rows.Close()
-	return checkAppliedUpTo(t, db, subscriber, want)
+	return want
 }
 
 // checkAppliedUpTo checks that subscriber, in db, applied each key's

@@ -144,20 +144,7 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 // crash left unacked).
 func checkAtLeastOnceInOrder(t *testing.T, db *sql.DB, subscriber string) {
 	t.Helper()
-	want := map[string]int{}
-	crows, err := db.Query(`SELECT key, n FROM counters`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for crows.Next() {
-		var k string
-		var c int
-		if err := crows.Scan(&k, &c); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = c
-	}
-	crows.Close()
+	want := committedCounters(t, db)
 	rows, err := db.Query(`SELECT key, n FROM applied WHERE subscriber = ? ORDER BY id`, subscriber)
 	if err != nil {
 		t.Fatal(err)
