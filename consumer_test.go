@@ -148,7 +148,12 @@ func TestRetryInPlaceThenDeadLetter(t *testing.T) {
 		}
 		return recordingHandler("retry").tx(ctx, tx, m)
 	})
-	sub, err := tb.bus.Subscribe(ctx, "retry", h, SubscribeOptions{MaxAttempts: 5, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	// flaky:2's fourth attempt comes at least 100+200+400 ms after its
+	// first: the time calm's four events have to be handled in, whose
+	// publishing ends after flaky:2's. With 20 ms backoffs (140 ms), a
+	// loaded CI machine failed this test.
+	const minBackoff = 100 * time.Millisecond
+	sub, err := tb.bus.Subscribe(ctx, "retry", h, SubscribeOptions{MaxAttempts: 5, MinBackoff: minBackoff, MaxBackoff: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +184,7 @@ func TestRetryInPlaceThenDeadLetter(t *testing.T) {
 		t.Errorf("flaky:2 had an attempt %d, want %d attempts", failUntil+2, failUntil+1)
 	}
 	for a := 2; a <= failUntil+1; a++ {
-		if gap := at(fmt.Sprintf("flaky:2#%d", a)).Sub(at(fmt.Sprintf("flaky:2#%d", a-1))); gap < 20*time.Millisecond {
+		if gap := at(fmt.Sprintf("flaky:2#%d", a)).Sub(at(fmt.Sprintf("flaky:2#%d", a-1))); gap < minBackoff {
 			t.Errorf("attempt %d of flaky:2 came %v after the one before: no backoff", a, gap)
 		}
 	}
