@@ -105,16 +105,27 @@ type DeadLetterFilter struct {
 	// After pages: only letters with a larger Seq (the next value
 	// DeadLetters returned).
 	After uint64
-	// Limit is the most letters returned. Default 100, at most 1000.
+	// Limit is the most letters returned. Default 100, at most 1000. A
+	// page also ends at the letter that brings its payloads and headers to
+	// MaxPageBytes: page on with the Seq returned.
 	Limit int
 }
+
+// MaxPageBytes bounds the memory of one page of DeadLetters or
+// OutboxDeadLetters: the page ends at the letter whose payload and headers
+// bring the page's to this many bytes, so it holds at least one letter and
+// at most this plus one letter's. A thousand letters of a megabyte each
+// would otherwise be a gigabyte in one call, and more again as JSON.
+const MaxPageBytes = 8 << 20
 
 // maxDeadLetterScan bounds the letters one DeadLetters call reads while
 // filtering; the next page goes on from where it stopped.
 const maxDeadLetterScan = 10_000
 
 // DeadLetters returns the letters that match f, oldest first, and the Seq to
-// pass as f.After for the next page (0 when there is none).
+// pass as f.After for the next page (0 when there is none). A page is short,
+// with more to come, when its letters reach MaxPageBytes or it read 10,000
+// letters that did not match.
 func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, uint64, error) {
 	if b.closed.Load() {
 		return nil, 0, ErrClosed
@@ -148,7 +159,8 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 	}
 	var out []DeadLetter
 	seq := f.After
-	for scanned := 0; len(out) < f.Limit && scanned < maxDeadLetterScan; scanned++ {
+	size := 0
+	for scanned := 0; len(out) < f.Limit && size < MaxPageBytes && scanned < maxDeadLetterScan; scanned++ {
 		raw, err := dlq.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			seq = 0
@@ -176,6 +188,7 @@ func (b *Bus) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter
 			dl = one[0]
 		}
 		out = append(out, dl)
+		size += dl.size()
 	}
 	if f.State == "" {
 		if err := b.withActions(ctx, out); err != nil {
@@ -555,4 +568,22 @@ func (b *Bus) DeadLetterDepths(ctx context.Context) (map[string]DeadLetterDepth,
 		out[sub] = d
 	}
 	return out, nil
+}
+
+// size is about the bytes d holds, for MaxPageBytes.
+func (d DeadLetter) size() int {
+	n := len(d.Data) + headersSize(d.Headers) + len(d.Error) + len(d.Key) + len(d.Type)
+	for _, h := range d.History {
+		n += len(h.Error)
+	}
+	return n
+}
+
+// headersSize is the bytes of h's names and values.
+func headersSize(h map[string]string) int {
+	n := 0
+	for k, v := range h {
+		n += len(k) + len(v)
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -384,5 +385,106 @@ func TestDeadLettersFilterByStateFillsThePage(t *testing.T) {
 	}
 	if page, next, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{After: math.MaxUint64}); err != nil || len(page) != 0 || next != 0 {
 		t.Fatalf("after the largest seq: %d letters, next %d, %v; want none", len(page), next, err)
+	}
+}
+
+// A page of letters is bounded in bytes, not only in letters: twelve
+// letters of 900 KiB asked for with Limit 1000 come as pages of at most
+// MaxPageBytes and one letter, each with the Seq to go on from, and paging
+// lists every letter once, in order. The same holds for the events the
+// relay set aside, which are the large ones by nature. Before, one call held
+// every letter asked for: a thousand letters of a megabyte, a gigabyte.
+func TestPagesOfLettersAreBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	subscribeBroken(t, tb, SubscribeOptions{}, true)
+	const n, size = 12, 900 << 10
+	for i := range n {
+		data := bytes.Repeat([]byte{'a' + byte(i)}, size)
+		if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "bad", Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint64
+	waitFor(t, "12 dead letters", time.Minute, func() (bool, string) {
+		seqs = seqs[:0]
+		for after := uint64(0); ; {
+			page, next, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{After: after, Limit: 1000})
+			if err != nil {
+				return false, err.Error()
+			}
+			if len(page) == 0 && next != 0 {
+				return false, fmt.Sprintf("an empty page after %d with next %d", after, next)
+			}
+			total := 0
+			for _, dl := range page {
+				if len(dl.Data) != size || dl.Data[0] != 'a'+byte(len(seqs)) {
+					t.Fatalf("letter %d: %d bytes of %q; want %d of %q (in publish order)", dl.Seq, len(dl.Data), dl.Data[:1], size, 'a'+byte(len(seqs)))
+				}
+				total += dl.size()
+				seqs = append(seqs, dl.Seq)
+			}
+			if len(page) > 1 && total-page[len(page)-1].size() >= MaxPageBytes {
+				t.Fatalf("a page of %d letters holds %d bytes: past MaxPageBytes (%d) before its last letter", len(page), total, MaxPageBytes)
+			}
+			if next == 0 {
+				break
+			}
+			after = next
+		}
+		return len(seqs) == n, fmt.Sprintf("%d letters", len(seqs))
+	})
+	if !slices.IsSorted(seqs) || len(slices.Compact(slices.Clone(seqs))) != n {
+		t.Fatalf("letters listed by the pages: %v; want %d distinct, in order", seqs, n)
+	}
+	first, next, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{Limit: 1000})
+	if err != nil || len(first) >= n || next != first[len(first)-1].Seq {
+		t.Fatalf("the first page: %d letters, next %d, %v; want fewer than %d, and next its last letter's seq", len(first), next, err, n)
+	}
+
+	// The relay's set-aside events: the stream's limit is lowered under
+	// them, so all twelve are set aside.
+	updateStream(t, tb.bus, func(c *jetstream.StreamConfig) { c.MaxMsgSize = 2000 })
+	for i := range n {
+		if err := tb.bus.Publish(ctx, Event{Type: "order.placed", Key: "big", Data: bytes.Repeat([]byte{'a' + byte(i)}, size)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "12 events set aside", time.Minute, func() (bool, string) {
+		st, err := tb.bus.Stats(ctx)
+		return err == nil && st.OutboxDead == n, fmt.Sprint(st.OutboxDead, err)
+	})
+	var ids []string
+	afterSeq, afterID := int64(0), ""
+	for pages := 0; ; pages++ {
+		page, total, more, err := tb.bus.OutboxDeadLetters(ctx, afterSeq, afterID, 1000)
+		if err != nil || total != n {
+			t.Fatalf("OutboxDeadLetters: %d in all, %v; want %d", total, err, n)
+		}
+		if pages == 0 && (len(page) >= n || !more) {
+			t.Fatalf("the first page of set-aside events: %d of them, more %v; want fewer than %d, and more", len(page), more, n)
+		}
+		size := 0
+		for _, d := range page {
+			if d.Data[0] != 'a'+byte(len(ids)) {
+				t.Fatalf("set-aside event %d holds %q; want %q (in publish order)", d.Seq, d.Data[:1], 'a'+byte(len(ids)))
+			}
+			size += len(d.Data)
+			ids = append(ids, d.ID)
+		}
+		if len(page) > 1 && size-len(page[len(page)-1].Data) >= MaxPageBytes {
+			t.Fatalf("a page of %d set-aside events holds %d bytes: past MaxPageBytes before its last", len(page), size)
+		}
+		if !more {
+			break
+		}
+		if len(page) == 0 {
+			t.Fatal("an empty page of set-aside events says more follow")
+		}
+		afterSeq, afterID = page[len(page)-1].Seq, page[len(page)-1].ID
+	}
+	if len(ids) != n || len(slices.Compact(slices.Clone(ids))) != n {
+		t.Fatalf("set-aside events listed by the pages: %d (%v); want %d distinct", len(ids), ids, n)
 	}
 }

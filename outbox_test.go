@@ -397,7 +397,7 @@ func TestPublishOnClosedBus(t *testing.T) {
 		},
 		"ReplayProgress":    func() error { _, err := bus.ReplayProgress(ctx, "s"); return err },
 		"OutboxPending":     func() error { _, err := bus.OutboxPending(ctx, 0, 10); return err },
-		"OutboxDeadLetters": func() error { _, _, err := bus.OutboxDeadLetters(ctx, 0, "", 10); return err },
+		"OutboxDeadLetters": func() error { _, _, _, err := bus.OutboxDeadLetters(ctx, 0, "", 10); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, ErrClosed) {

@@ -152,7 +152,7 @@ func TestRelaySetsAsideWhatTheStreamRefuses(t *testing.T) {
 	if st.RelaySetAside != 1 || st.OutboxDead != 1 {
 		t.Fatalf("stats %+v: want one event set aside", st)
 	}
-	dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+	dead, total, _, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
 	if err != nil || total != 1 || len(dead) != 1 {
 		t.Fatalf("OutboxDeadLetters: %v, %d in all, %v", dead, total, err)
 	}
@@ -215,7 +215,7 @@ func TestSharedRelaySetsAsideOnlyTheRefusedEvent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+			dead, total, _, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +298,7 @@ func checkRowSetAside(t *testing.T, tb *testBundle, logs *logBuffer, seq int64, 
 	if st.RelaySetAside != 1 || st.OutboxDead != 1 {
 		t.Fatalf("stats: set aside %d, outbox dead %d; want 1 and 1", st.RelaySetAside, st.OutboxDead)
 	}
-	dead, total, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
+	dead, total, _, err := tb.bus.OutboxDeadLetters(ctx, 0, "", 10)
 	if err != nil || total != 1 || len(dead) != 1 {
 		t.Fatalf("OutboxDeadLetters: %+v, %d in all, %v; want the one row", dead, total, err)
 	}

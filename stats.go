@@ -172,7 +172,7 @@ func (b *Bus) Stats(ctx context.Context) (Stats, error) {
 	} else if ok {
 		st.OutboxAge = time.Since(time.Unix(0, ns))
 	}
-	if _, st.OutboxDead, err = sqlite.DeadOutboxRows(ctx, b.db, 0, "", 0); err != nil {
+	if _, st.OutboxDead, _, err = sqlite.DeadOutboxRows(ctx, b.db, 0, "", 0, 0); err != nil {
 		return st, fmt.Errorf("boxcar: stats: %w", err)
 	}
 	b.mu.Lock()
@@ -270,14 +270,17 @@ type OutboxDeadLetter struct {
 
 // OutboxDeadLetters returns up to limit events the relay set aside, oldest
 // first, after the one with outbox seq afterSeq and ID afterID (zero values:
-// from the first), and how many there are in all.
-func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID string, limit int) ([]OutboxDeadLetter, int, error) {
+// from the first), and how many there are in all. The page also ends at the
+// event that brings its data and headers to MaxPageBytes (these events are
+// the large ones); more says that events may follow it: page on from the
+// last one.
+func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID string, limit int) (_ []OutboxDeadLetter, total int, more bool, _ error) {
 	if b.closed.Load() {
-		return nil, 0, ErrClosed
+		return nil, 0, false, ErrClosed
 	}
-	rows, total, err := sqlite.DeadOutboxRows(ctx, b.db, afterSeq, afterID, limit)
+	rows, total, more, err := sqlite.DeadOutboxRows(ctx, b.db, afterSeq, afterID, limit, MaxPageBytes)
 	if err != nil {
-		return nil, 0, fmt.Errorf("boxcar: outbox dead letters: %w", err)
+		return nil, 0, false, fmt.Errorf("boxcar: outbox dead letters: %w", err)
 	}
 	out := make([]OutboxDeadLetter, 0, len(rows))
 	for _, r := range rows {
@@ -290,7 +293,7 @@ func (b *Bus) OutboxDeadLetters(ctx context.Context, afterSeq int64, afterID str
 		}
 		out = append(out, d)
 	}
-	return out, total, nil
+	return out, total, more, nil
 }
 
 // groupStats sums the numbers of the group's slots run here (Name is the

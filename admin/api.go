@@ -27,13 +27,13 @@ func (h *handler) routeAPI() {
 	m.HandleFunc("POST /api/subscribers/{name}/retire", h.apiWrite(h.subscriberAction(h.bus.RetireSubscriber)))
 	m.HandleFunc("POST /api/subscribers/{name}/replay", h.apiWrite(h.postReplay))
 	m.HandleFunc("GET /api/subscribers/{name}/replay", h.apiRead(h.getReplay))
-	m.HandleFunc("GET /api/deadletters", h.apiRead(h.getDeadLetters))
-	m.HandleFunc("GET /api/deadletters/{seq}", h.apiRead(h.getDeadLetter))
+	m.HandleFunc("GET /api/deadletters", h.apiReadLetters(h.getDeadLetters))
+	m.HandleFunc("GET /api/deadletters/{seq}", h.apiReadLetters(h.getDeadLetter))
 	m.HandleFunc("POST /api/deadletters/{seq}/redrive", h.apiWrite(h.postRedrive))
 	m.HandleFunc("POST /api/deadletters/redrive", h.apiWrite(h.postRedriveAll))
 	m.HandleFunc("POST /api/deadletters/{seq}/discard", h.apiWrite(h.postDiscard))
 	m.HandleFunc("GET /api/outbox", h.apiRead(h.getOutbox))
-	m.HandleFunc("GET /api/outbox/dead", h.apiRead(h.getOutboxDead))
+	m.HandleFunc("GET /api/outbox/dead", h.apiReadLetters(h.getOutboxDead))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFoundf("no route %s %s (see docs/ADMIN_API.md)", r.Method, r.URL.Path))
 	})
@@ -48,10 +48,28 @@ type withStatus struct {
 // apiRead serves a read route: the read credential, then fn's value as
 // JSON.
 func (h *handler) apiRead(fn func(r *http.Request) (any, error)) http.HandlerFunc {
+	return h.apiReadTurn(fn, false)
+}
+
+// apiReadLetters serves a read route whose answer holds letters: as
+// apiRead, in one of the letter turns.
+func (h *handler) apiReadLetters(fn func(r *http.Request) (any, error)) http.HandlerFunc {
+	return h.apiReadTurn(fn, true)
+}
+
+func (h *handler) apiReadTurn(fn func(r *http.Request) (any, error), letters bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := h.checkRead(r, false); err != nil {
 			writeError(w, err)
 			return
+		}
+		if letters {
+			release, err := h.letterTurn(r)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer release() // after the answer is written: its JSON is held till then
 		}
 		out, err := fn(r)
 		if err != nil {

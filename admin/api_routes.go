@@ -287,6 +287,7 @@ func (h *handler) getOutbox(r *http.Request) (any, error) {
 type outboxDeadBody struct {
 	Items []boxcar.OutboxDeadLetter `json:"items"`
 	Total int                       `json:"total"`
+	More  bool                      `json:"more"`
 }
 
 func (h *handler) getOutboxDead(r *http.Request) (any, error) {
@@ -306,9 +307,9 @@ func (h *handler) getOutboxDead(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	items, total, err := h.bus.OutboxDeadLetters(r.Context(), int64(afterSeq), afterID, limit)
+	items, total, more, err := h.bus.OutboxDeadLetters(r.Context(), int64(afterSeq), afterID, limit)
 	if err != nil {
 		return nil, err
 	}
-	return outboxDeadBody{Items: nonNil(items), Total: total}, nil
+	return outboxDeadBody{Items: nonNil(items), Total: total, More: more}, nil
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,27 @@ type handler struct {
 	// letterWrites serializes this handler's redrives and discards (see
 	// redrive).
 	letterWrites sync.Mutex
+	// letterTurns holds a token for each request reading letters now
+	// (letterTurn).
+	letterTurns chan struct{}
+}
+
+// maxLetterReads is how many requests read letters at once. A page of
+// letters holds up to boxcar.MaxPageBytes of them, a letter up to the
+// app's MaxEventBytes, and each is held again as JSON or HTML while it is
+// written: without a bound, a burst of reads (which need no credential by
+// default) would hold the app's memory.
+const maxLetterReads = 4
+
+// letterTurn waits for one of the maxLetterReads turns, or until the client
+// goes away; release gives the turn back.
+func (h *handler) letterTurn(r *http.Request) (release func(), err error) {
+	select {
+	case h.letterTurns <- struct{}{}:
+		return func() { <-h.letterTurns }, nil
+	case <-r.Context().Done():
+		return nil, fmt.Errorf("admin: gave up waiting for a turn to read letters: %w", context.Cause(r.Context()))
+	}
 }
 
 // NewHandler returns the admin handler of bus: the JSON API under /api/
@@ -92,7 +114,8 @@ func NewHandler(bus *boxcar.Bus, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: templates: %w", err)
 	}
-	h := &handler{bus: bus, opts: opts, log: opts.Logger, mux: http.NewServeMux(), flash: newFlashes(), render: render}
+	h := &handler{bus: bus, opts: opts, log: opts.Logger, mux: http.NewServeMux(), flash: newFlashes(), render: render,
+		letterTurns: make(chan struct{}, maxLetterReads)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}

@@ -132,9 +132,18 @@ func (b *bundle) waitLetters(n int) []boxcar.DeadLetter {
 	b.t.Helper()
 	var letters []boxcar.DeadLetter
 	waitFor(b.t, fmt.Sprintf("%d dead letters", n), func() (bool, string) {
-		var err error
-		letters, _, err = b.bus.DeadLetters(b.ctx, boxcar.DeadLetterFilter{})
-		return err == nil && len(letters) == n, fmt.Sprint(len(letters), err)
+		letters = letters[:0]
+		for f := (boxcar.DeadLetterFilter{Limit: 1000}); ; { // pages end at boxcar.MaxPageBytes too
+			page, next, err := b.bus.DeadLetters(b.ctx, f)
+			if err != nil {
+				return false, err.Error()
+			}
+			if letters = append(letters, page...); next == 0 {
+				break
+			}
+			f.After = next
+		}
+		return len(letters) == n, fmt.Sprint(len(letters))
 	})
 	return letters
 }

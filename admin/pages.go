@@ -24,6 +24,7 @@ const (
 // routePage registers the status page's routes and its forms'.
 func (h *handler) routePage() {
 	m := h.mux
+	// Every page but the error's reads letters.
 	m.HandleFunc("GET /{$}", h.page("overview", h.overviewPage))
 	m.HandleFunc("GET /subscribers/{name}", h.page("subscriber", h.subscriberPage))
 	m.HandleFunc("GET /deadletters", h.page("deadletters", h.deadLettersPage))
@@ -57,6 +58,12 @@ func (h *handler) pageRead(next http.HandlerFunc) http.HandlerFunc {
 // refresh), the page's data, the template.
 func (h *handler) page(name string, build pageFunc) http.HandlerFunc {
 	return h.pageRead(func(w http.ResponseWriter, r *http.Request) {
+		release, err := h.letterTurn(r)
+		if err != nil {
+			h.errorPage(w, r, err)
+			return
+		}
+		defer release()
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
 			h.errorPage(w, r, invalidf("malformed query: %v", err))
@@ -253,12 +260,12 @@ type letterList struct {
 	cause  error
 }
 
-// letterList reads a page of the letters f selects. The library filters by
-// state after it took f.Limit letters from the stream, so a page of pending
-// letters behind letters acted on would come back short, or empty with
-// more to come: the page would say "None." while letters wait. With a state
-// it reads on, maxLimit letters a call, until the page is full, the stream
-// ends or it went maxLetterScan seqs past f.After (the Next link goes on).
+// letterList reads a page of the letters f selects. The library ends a
+// call's page short when its letters reach boxcar.MaxPageBytes, or when it
+// read 10,000 letters the filter passed over; a page of the status page
+// shows no payload, so it drops each call's payloads and headers and reads
+// on, until the page is full, the stream ends or it went maxLetterScan seqs
+// past f.After (the Next link goes on).
 func (h *handler) letterList(ctx context.Context, f boxcar.DeadLetterFilter) letterList {
 	l := letterList{Filter: f}
 	limit := f.Limit
@@ -266,9 +273,7 @@ func (h *handler) letterList(ctx context.Context, f boxcar.DeadLetterFilter) let
 		limit = defaultLimit
 	}
 	q := f
-	if f.State != "" {
-		q.Limit = maxLimit
-	}
+	q.Limit = limit
 	var next uint64
 	for {
 		items, n, err := h.bus.DeadLetters(ctx, q)
@@ -276,15 +281,14 @@ func (h *handler) letterList(ctx context.Context, f boxcar.DeadLetterFilter) let
 			l.Err, l.cause = err.Error(), err
 			return l
 		}
-		l.Items, next = append(l.Items, items...), n
-		if len(l.Items) > limit {
-			l.Items = l.Items[:limit]
-			next = l.Items[limit-1].Seq
+		for i := range items {
+			items[i].Data, items[i].Headers = nil, nil
 		}
-		if f.State == "" || len(l.Items) == limit || next == 0 || next-f.After >= maxLetterScan {
+		l.Items, next = append(l.Items, items...), n
+		if len(l.Items) == limit || next == 0 || next-f.After >= maxLetterScan {
 			break
 		}
-		q.After = next
+		q.After, q.Limit = next, limit-len(l.Items)
 	}
 	if next != 0 {
 		l.Next = "deadletters?" + filterQuery(f, next).Encode()

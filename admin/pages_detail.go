@@ -108,10 +108,11 @@ func (h *handler) outboxView(ctx context.Context, after int64, afterSeq int64, a
 	} else if len(v.Pending) == limit {
 		v.NextPending = page(url.Values{"after": {strconv.FormatInt(v.Pending[limit-1].Seq, 10)}})
 	}
-	if v.SetAside, v.SetAsideAll, err = h.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit); err != nil {
+	var more bool
+	if v.SetAside, v.SetAsideAll, more, err = h.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit); err != nil {
 		v.SetAsideErr = err.Error()
-	} else if len(v.SetAside) == limit {
-		last := v.SetAside[limit-1]
+	} else if more && len(v.SetAside) > 0 {
+		last := v.SetAside[len(v.SetAside)-1]
 		v.NextSetAside = page(url.Values{"after_seq": {strconv.FormatInt(last.Seq, 10)}, "after_id": {last.ID}})
 	}
 	return v

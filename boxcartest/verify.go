@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/boxcar-bus/boxcar"
 	"github.com/boxcar-bus/boxcar/sqlite"
 )
 
@@ -40,7 +41,7 @@ func readCommitted(ctx context.Context, q sqlite.Querier) ([]committedEvent, err
 	}
 	afterSeq, afterID := int64(0), ""
 	for {
-		rows, _, err := sqlite.DeadOutboxRows(ctx, q, afterSeq, afterID, 1000)
+		rows, _, _, err := sqlite.DeadOutboxRows(ctx, q, afterSeq, afterID, 1000, boxcar.MaxPageBytes)
 		if err != nil {
 			return nil, fmt.Errorf("read the outbox's set-aside rows: %w", err)
 		}

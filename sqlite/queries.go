@@ -405,28 +405,34 @@ type DeadOutboxRow struct {
 
 // DeadOutboxRows returns up to limit rows of boxcar_outbox_dead after seq
 // (and ID) afterSeq/afterID, in seq order, and how many there are in all.
-func DeadOutboxRows(ctx context.Context, q Querier, afterSeq int64, afterID string, limit int) ([]DeadOutboxRow, int, error) {
-	var total int
+// The page also ends at the row whose data and headers bring the page's to
+// maxBytes (0: no bound); more says that rows may follow the page.
+func DeadOutboxRows(ctx context.Context, q Querier, afterSeq int64, afterID string, limit, maxBytes int) (_ []DeadOutboxRow, total int, more bool, _ error) {
 	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM boxcar_outbox_dead`).Scan(&total); err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	rows, err := q.QueryContext(ctx, `SELECT seq, id, type, key, headers, data, created_ns, reason, error, dead_ns
 		FROM boxcar_outbox_dead WHERE (seq, id) > (?, ?) ORDER BY seq, id LIMIT ?`, afterSeq, afterID, limit)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	defer rows.Close()
 	var out []DeadOutboxRow
 	var created integerColumn
+	size := 0
 	for rows.Next() {
 		var r DeadOutboxRow
 		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Data, &created, &r.Reason, &r.Error, &r.DeadNS); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		// A row set aside because its created_ns is not an integer keeps
 		// that value (its error says what it was): CreatedNS is 0.
 		r.CreatedNS = created.v
 		out = append(out, r)
+		if size += len(r.Data) + len(r.Headers) + len(r.Error); maxBytes > 0 && size >= maxBytes {
+			more = true
+			break
+		}
 	}
-	return out, total, rows.Err()
+	return out, total, more || len(out) == limit && limit > 0, rows.Err()
 }

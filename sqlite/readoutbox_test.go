@@ -35,7 +35,7 @@ func TestReadOutboxNamesARowItCannotRead(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].Seq != 3 {
 		t.Fatalf("after setting it aside: %+v, %v; want seq 3", rows, err)
 	}
-	dead, total, err := DeadOutboxRows(ctx, db, 0, "", 10)
+	dead, total, _, err := DeadOutboxRows(ctx, db, 0, "", 10, 0)
 	if err != nil || total != 1 || len(dead) != 1 || dead[0].Seq != 2 || dead[0].CreatedNS != 0 || dead[0].Reason != "bad_created_ns" {
 		t.Fatalf("DeadOutboxRows: %+v, %d in all, %v; want seq 2 listed with CreatedNS 0", dead, total, err)
 	}

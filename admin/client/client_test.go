@@ -106,7 +106,7 @@ func TestRequestsFollowTheContract(t *testing.T) {
 			request{method: "POST", uri: "/mount/admin/api/deadletters/redrive", body: `{"subscriber":"billing","key":"k","why":"w"}`}},
 		{"discard", `{"discarded":true}`, func(c *Client) error { _, err := c.Discard(ctx, 9, "junk"); return err },
 			request{method: "POST", uri: "/mount/admin/api/deadletters/9/discard", body: `{"why":"junk"}`}},
-		{"outbox dead page", `{"items":[],"total":0}`, func(c *Client) error { _, _, err := c.OutboxDead(ctx, 4, "01ABC", 10); return err },
+		{"outbox dead page", `{"items":[],"total":0}`, func(c *Client) error { _, _, _, err := c.OutboxDead(ctx, 4, "01ABC", 10); return err },
 			request{method: "GET", uri: "/mount/admin/api/outbox/dead?after_id=01ABC&after_seq=4&limit=10"}},
 		{"a name escaped", `{}`, func(c *Client) error { _, err := c.Subscriber(ctx, "a/b c"); return err },
 			request{method: "GET", uri: "/mount/admin/api/subscribers/a%2Fb%20c"}},

@@ -191,8 +191,9 @@ func (c *Client) OutboxPending(ctx context.Context, after int64, limit int) ([]b
 }
 
 // OutboxDead returns up to limit events the relay set aside, after the one
-// with outbox seq afterSeq and ID afterID, and how many there are in all.
-func (c *Client) OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) ([]boxcar.OutboxDeadLetter, int, error) {
+// with outbox seq afterSeq and ID afterID, how many there are in all, and
+// whether more may follow (a page also ends at boxcar.MaxPageBytes).
+func (c *Client) OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) (_ []boxcar.OutboxDeadLetter, total int, more bool, _ error) {
 	q := url.Values{}
 	if afterSeq > 0 {
 		q.Set("after_seq", strconv.FormatInt(afterSeq, 10))
@@ -206,7 +207,8 @@ func (c *Client) OutboxDead(ctx context.Context, afterSeq int64, afterID string,
 	var out struct {
 		Items []boxcar.OutboxDeadLetter `json:"items"`
 		Total int                       `json:"total"`
+		More  bool                      `json:"more"`
 	}
 	err := c.do(ctx, http.MethodGet, "/api/outbox/dead", q, nil, &out)
-	return out.Items, out.Total, err
+	return out.Items, out.Total, out.More, err
 }

@@ -33,7 +33,7 @@ type backend interface {
 	RedriveAll(ctx context.Context, subscriber, key, why string) (boxcar.RedriveResult, error)
 	Discard(ctx context.Context, seq uint64, why string) (bool, error)
 	OutboxPending(ctx context.Context, after int64, limit int) ([]boxcar.OutboxEvent, error)
-	OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) ([]boxcar.OutboxDeadLetter, int, error)
+	OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) ([]boxcar.OutboxDeadLetter, int, bool, error)
 	// Where says what it reads: the URL, or the files.
 	Where() string
 	Close() error
@@ -162,7 +162,7 @@ func (o *offlineBackend) OutboxPending(ctx context.Context, after int64, limit i
 	return o.bus.OutboxPending(ctx, after, limit)
 }
 
-func (o *offlineBackend) OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) ([]boxcar.OutboxDeadLetter, int, error) {
+func (o *offlineBackend) OutboxDead(ctx context.Context, afterSeq int64, afterID string, limit int) ([]boxcar.OutboxDeadLetter, int, bool, error) {
 	return o.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit)
 }
 

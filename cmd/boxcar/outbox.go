@@ -24,6 +24,7 @@ them for good (too large, bad headers), with why.`
 type outboxDeadJSON struct {
 	Items []boxcar.OutboxDeadLetter `json:"items"`
 	Total int                       `json:"total"`
+	More  bool                      `json:"more"`
 }
 
 func cmdOutbox(ctx context.Context, c *cli, args []string) int {
@@ -62,14 +63,14 @@ func cmdOutbox(ctx context.Context, c *cli, args []string) int {
 	}
 	return c.with(ctx, "outbox ls", false, func(b backend) error {
 		if dead {
-			items, total, err := b.OutboxDead(ctx, after, afterID, limit)
+			items, total, more, err := b.OutboxDead(ctx, after, afterID, limit)
 			if err != nil {
 				return err
 			}
 			if c.jsonOut() {
-				return c.printJSON(outboxDeadJSON{Items: items, Total: total})
+				return c.printJSON(outboxDeadJSON{Items: items, Total: total, More: more})
 			}
-			printOutboxDead(c.stdout, items, total, limit)
+			printOutboxDead(c.stdout, items, total, more)
 			return nil
 		}
 		items, err := b.OutboxPending(ctx, after, limit)
@@ -110,7 +111,7 @@ func printOutbox(w io.Writer, items []boxcar.OutboxEvent, limit int) {
 	}
 }
 
-func printOutboxDead(w io.Writer, items []boxcar.OutboxDeadLetter, total, limit int) {
+func printOutboxDead(w io.Writer, items []boxcar.OutboxDeadLetter, total int, more bool) {
 	if len(items) == 0 {
 		fmt.Fprintf(w, "no events set aside here (%d in all)\n", total)
 		return
@@ -122,7 +123,7 @@ func printOutboxDead(w io.Writer, items []boxcar.OutboxDeadLetter, total, limit 
 	}
 	t.flush()
 	fmt.Fprintf(w, "%d set aside in all\n", total)
-	if len(items) == limit {
+	if more {
 		last := items[len(items)-1]
 		fmt.Fprintf(w, "more may follow: --after %d --after-id %s\n", last.Seq, cell(last.ID))
 	}
