@@ -15,7 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Child roles, run by TestMain in a re-executed test binary. Each prints
@@ -62,6 +64,9 @@ func runChild(role string) int {
 	}
 	if role == roleKillKey {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stdout, nil))
+		if env("BOXCAR_KILL_MODE") == "dead-letter-ack-lost" {
+			cfg.seams = &testSeams{ack: loseTheDeadLettersAck(db)}
+		}
 	}
 	if role == roleRelayKill {
 		cfg.Probe = func(p Probe) {
@@ -126,6 +131,8 @@ func runChild(role string) int {
 		// "timeout-then-kill" outlives HandlerTimeout (1s) and kills 300ms
 		// later, while the process goes on (an abandoned call that
 		// crashes). Key "slow" takes 800ms, under the timeout.
+		// "dead-letter-ack-lost" kills at once too, and loses the ack of
+		// the poison event's dead letter (loseTheDeadLettersAck).
 		mode, tries := env("BOXCAR_KILL_MODE"), new(atomic.Int32) // an abandoned call and its retry may overlap
 		kill := func(ctx context.Context, m Message) error {
 			if m.Key == "slow" {
@@ -209,4 +216,41 @@ func childWorkload(ctx context.Context, bus *Bus) {
 		}()
 	}
 	wg.Wait()
+}
+
+// loseTheDeadLettersAck is the ack seam of kill-key's mode
+// "dead-letter-ack-lost": the first ack of the poison event (its handler
+// kills, so that is the ack of its dead letter) is not sent, as when it
+// dies with the embedded server, and the process is killed once the
+// isolation's record of the event as through is written (BOXCAR_CALLS.lost marks
+// that it happened, for the starts after).
+func loseTheDeadLettersAck(db *sql.DB) func(jetstream.Msg) error {
+	marker := env("BOXCAR_CALLS") + ".lost"
+	return func(msg jetstream.Msg) error {
+		if msg.Headers().Get(bjs.HeaderKey) != "poison" {
+			return msg.Ack()
+		}
+		if _, err := os.Stat(marker); err == nil {
+			return msg.Ack()
+		}
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(6)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(6)
+		}
+		go func() {
+			for {
+				var through uint64
+				if err := db.QueryRow(`SELECT through FROM boxcar_handling`).Scan(&through); err == nil && through >= meta.Sequence.Stream {
+					syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		return nil
+	}
 }

@@ -340,6 +340,17 @@ func (d *dispatcher) file(msg jetstream.Msg, hold bool) (*item, *keyQueue) {
 		return nil, nil
 	}
 	m.Replay = m.StreamSeq <= d.replayThrough
+	if bad == nil && !m.Replay && d.deadBefore(m) {
+		// Dead-lettered before the stop because the process stopped on it
+		// every time it ran (isolation.go); its ack died with the process.
+		// Running it again would kill the process again.
+		d.b.log.Info("boxcar: an event dead-lettered before the stop came back (its ack was lost): acked, its handler not run",
+			logSub, d.s.name, logKey, m.Key, logEventID, m.ID, logSeq, m.StreamSeq)
+		d.stats.ignored.Add(1)
+		msg.Ack()
+		<-d.slots
+		return nil, nil
+	}
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
 	if hold {
 		it.alone = make(chan bool, 1)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +35,10 @@ import (
 // An event that runs alone and completes (handled, or dead-lettered) is
 // recorded as through: the next start does not run it alone again, even if
 // its ack did not reach the stream (an embedded server killed with the
-// process may lose the last acks). One whose attempt ends without
+// process may lose the last acks). One dead-lettered that way, its handler
+// not run, is recorded among the row's dead too: if it comes back, its ack
+// lost, it is acked, not run, since running it would kill the process again
+// (and, below through, not alone: a crash loop again). One whose attempt ends without
 // completing it (an error, a call abandoned at HandlerTimeout that may
 // still run) keeps its record and ends the start's isolation: its retry, or
 // the abandoned call, may yet kill the process, and no other event is to
@@ -97,6 +101,12 @@ func (d *dispatcher) runAlone(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
+// deadBefore reports whether m is an event a run alone dead-lettered since
+// the last clean start, without running its handler (see above).
+func (d *dispatcher) deadBefore(m Message) bool {
+	return slices.Contains(d.handling.Dead, sqlite.DeadEvent{StreamSeq: m.StreamSeq, ID: m.ID})
+}
+
 // mayKill reports whether it has a handler to run: see above.
 func (d *dispatcher) mayKill(ctx context.Context, it *item) bool {
 	if it.bad != nil || it.m.StreamSeq <= d.handling.Through {
@@ -129,7 +139,7 @@ func (d *dispatcher) prepareAlone(ctx context.Context, it *item) {
 		d.b.log.Warn("boxcar: the process stopped while this event's handler ran alone; running it alone again",
 			logSub, d.s.name, logKey, it.m.Key, logEventID, it.m.ID, logAttempt, it.attempts+1)
 	}
-	d.saveHandling(ctx, sqlite.Handling{StreamSeq: it.m.StreamSeq, Attempts: it.attempts + 1, Through: d.handling.Through, Span: d.span})
+	d.saveHandling(ctx, sqlite.Handling{StreamSeq: it.m.StreamSeq, Attempts: it.attempts + 1, Through: d.handling.Through, Span: d.span, Dead: d.handling.Dead})
 }
 
 // aloneEnded records that it ran alone and completed (handled, or
@@ -144,10 +154,15 @@ func (d *dispatcher) aloneEnded(ctx context.Context, it *item, completed bool) {
 		d.isolate = false
 		return
 	}
-	d.saveHandling(ctx, sqlite.Handling{Through: it.m.StreamSeq, Span: d.span})
+	h := sqlite.Handling{Through: it.m.StreamSeq, Span: d.span, Dead: d.handling.Dead}
 	if it.doomed == nil {
 		d.aloneLeft--
+	} else {
+		// Its letter is in the stream (the ack follows the publish): if
+		// the ack dies with the process, the next start acks it again.
+		h.Dead = append(slices.Clone(h.Dead), sqlite.DeadEvent{StreamSeq: it.m.StreamSeq, ID: it.m.ID})
 	}
+	d.saveHandling(ctx, h)
 	if d.aloneLeft <= 0 {
 		d.isolate = false
 	}

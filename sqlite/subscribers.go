@@ -125,34 +125,59 @@ func DeleteSubscriber(ctx context.Context, tx Execer, name string) error {
 // Handling is a subscriber's row of boxcar_handling: the event running
 // alone (0: none) with the attempts on it begun alone in a row, across
 // restarts; the last event that ran alone and ended; how many events the
-// last start was to run alone.
+// last start was to run alone; the events dead-lettered because the process
+// stopped on them (newest last, at most MaxHandlingDead).
 type Handling struct {
 	StreamSeq uint64
 	Attempts  int
 	Through   uint64
 	Span      int
+	Dead      []DeadEvent
 }
+
+// DeadEvent is an event of Handling.Dead.
+type DeadEvent struct {
+	StreamSeq uint64 `json:"seq"`
+	ID        string `json:"id"`
+}
+
+// MaxHandlingDead bounds Handling.Dead: the oldest go first.
+const MaxHandlingDead = 64
 
 // HandlingOf returns the subscriber's row of boxcar_handling, if any.
 func HandlingOf(ctx context.Context, q Querier, subscriber string) (Handling, bool, error) {
 	var h Handling
-	err := q.QueryRowContext(ctx, `SELECT stream_seq, attempts, through, span FROM boxcar_handling WHERE subscriber = ?`,
-		subscriber).Scan(&h.StreamSeq, &h.Attempts, &h.Through, &h.Span)
+	var dead string
+	err := q.QueryRowContext(ctx, `SELECT stream_seq, attempts, through, span, dead FROM boxcar_handling WHERE subscriber = ?`,
+		subscriber).Scan(&h.StreamSeq, &h.Attempts, &h.Through, &h.Span, &dead)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Handling{}, false, nil
 	}
 	if err != nil {
 		return Handling{}, false, fmt.Errorf("read the handling row of %s: %w", subscriber, err)
 	}
+	if dead != "" {
+		if err := json.Unmarshal([]byte(dead), &h.Dead); err != nil {
+			return Handling{}, false, fmt.Errorf("read the handling row of %s: dead %q: %w", subscriber, dead, err)
+		}
+	}
 	return h, true, nil
 }
 
 // SaveHandling writes the subscriber's row of boxcar_handling.
 func SaveHandling(ctx context.Context, tx Execer, subscriber string, h Handling, atNS int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO boxcar_handling(subscriber, stream_seq, attempts, through, span, at_ns) VALUES(?, ?, ?, ?, ?, ?)
+	dead := ""
+	if len(h.Dead) > 0 {
+		b, err := json.Marshal(h.Dead[max(len(h.Dead)-MaxHandlingDead, 0):])
+		if err != nil {
+			return fmt.Errorf("save the handling row of %s: %w", subscriber, err)
+		}
+		dead = string(b)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO boxcar_handling(subscriber, stream_seq, attempts, through, span, dead, at_ns) VALUES(?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(subscriber) DO UPDATE SET stream_seq = excluded.stream_seq, attempts = excluded.attempts,
-			through = excluded.through, span = excluded.span, at_ns = excluded.at_ns`,
-		subscriber, h.StreamSeq, h.Attempts, h.Through, h.Span, atNS)
+			through = excluded.through, span = excluded.span, dead = excluded.dead, at_ns = excluded.at_ns`,
+		subscriber, h.StreamSeq, h.Attempts, h.Through, h.Span, dead, atNS)
 	if err != nil {
 		return fmt.Errorf("save the handling row of %s: %w", subscriber, err)
 	}
