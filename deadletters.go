@@ -304,6 +304,12 @@ type RedriveResult struct {
 // parked key (SubscribeOptions.ParkKeys) releases the key: the events it
 // held follow it, in their original order, and the key goes on after them.
 // A letter held behind a parked key's head cannot be redriven on its own.
+//
+// A redrive of a subscriber (or of its key) refuses before it begins when
+// one of the letters cannot be redriven; then it redrives them one at a
+// time, each in a transaction of its own, oldest first. If one fails, the
+// result holds those redriven before it and the error says how far it went:
+// run it again to go on (those redriven count as Done).
 func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, error) {
 	if err := b.writable(); err != nil {
 		return RedriveResult{}, err
@@ -311,10 +317,7 @@ func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, e
 	if req.By == "" {
 		return RedriveResult{}, fmt.Errorf("%w: RedriveRequest.By is empty: say who redrives (it is recorded)", ErrInvalidConfig)
 	}
-	var letters []DeadLetter
-	done := 0
-	switch {
-	case req.Seq != 0:
+	if req.Seq != 0 {
 		dl, err := b.DeadLetter(ctx, req.Seq)
 		if err != nil {
 			return RedriveResult{}, err
@@ -322,37 +325,69 @@ func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, e
 		if dl.State != DeadLetterPending {
 			return RedriveResult{Done: 1}, nil
 		}
-		letters = []DeadLetter{dl}
-	case req.Subscriber != "":
-		all, err := b.allDeadLetters(ctx, DeadLetterFilter{Subscriber: req.Subscriber, Key: req.Key})
-		if err != nil {
-			return RedriveResult{}, err
-		}
-		for _, dl := range all {
-			if dl.State != DeadLetterPending {
-				done++
-			} else if dl.Reason != DeadLetterReasonParked {
-				letters = append(letters, dl) // parked letters follow their head
-			}
-		}
-	default:
-		return RedriveResult{}, fmt.Errorf("%w: RedriveRequest names no letter: set Seq, or Subscriber (and Key)", ErrInvalidConfig)
-	}
-	for _, dl := range letters {
 		if dl.NotRedrivable != "" {
 			return RedriveResult{}, fmt.Errorf("%w: dead letter %d cannot be redriven: %s", ErrInvalidConfig, dl.Seq, dl.NotRedrivable)
 		}
-	}
-	res := RedriveResult{Done: done}
-	for _, dl := range letters {
 		seqs, err := b.redriveOne(ctx, dl, req.By, req.Why)
-		if err != nil {
-			return res, err
+		if len(seqs) > 0 {
+			b.relay.wake()
 		}
-		res.Redriven = append(res.Redriven, seqs...)
+		return RedriveResult{Redriven: seqs}, err
 	}
-	if len(res.Redriven) > 0 {
-		b.relay.wake()
+	if req.Subscriber == "" {
+		return RedriveResult{}, fmt.Errorf("%w: RedriveRequest names no letter: set Seq, or Subscriber (and Key)", ErrInvalidConfig)
+	}
+	// The letters are listed first, without their payloads, so that one
+	// that cannot be redriven stops the redrive before it began; each is
+	// then read again to be redriven, one at a time: a subscriber's letters
+	// may be far more than memory holds.
+	f := DeadLetterFilter{Subscriber: req.Subscriber, Key: req.Key, Limit: 1000}
+	var seqs []uint64
+	res := RedriveResult{}
+	for {
+		page, next, err := b.DeadLetters(ctx, f)
+		if err != nil {
+			return RedriveResult{}, err
+		}
+		for _, dl := range page {
+			switch {
+			case dl.State != DeadLetterPending:
+				res.Done++
+			case dl.Reason == DeadLetterReasonParked: // it follows its key's head
+			case dl.NotRedrivable != "":
+				return RedriveResult{}, fmt.Errorf("%w: dead letter %d cannot be redriven: %s", ErrInvalidConfig, dl.Seq, dl.NotRedrivable)
+			default:
+				seqs = append(seqs, dl.Seq)
+			}
+		}
+		if next == 0 {
+			break
+		}
+		f.After = next
+	}
+	defer func() {
+		if len(res.Redriven) > 0 {
+			b.relay.wake()
+		}
+	}()
+	for i, seq := range seqs {
+		dl, err := b.DeadLetter(ctx, seq)
+		if err == nil && (dl.Subscriber != req.Subscriber || req.Key != "" && dl.Key != req.Key) {
+			err = fmt.Errorf("boxcar: dead letter %d is now of subscriber %q, key %q: the dead-letter stream was made again", seq, dl.Subscriber, dl.Key)
+		}
+		if err == nil && dl.State != DeadLetterPending {
+			res.Done++ // acted on meanwhile
+			continue
+		}
+		var redriven []uint64
+		if err == nil {
+			redriven, err = b.redriveOne(ctx, dl, req.By, req.Why)
+		}
+		if err != nil {
+			return res, fmt.Errorf("boxcar: redrive of %s: %d letters redriven (%d of the %d listed), then dead letter %d: %w",
+				req.Subscriber, len(res.Redriven), i, len(seqs), seq, err)
+		}
+		res.Redriven = append(res.Redriven, redriven...)
 	}
 	return res, nil
 }

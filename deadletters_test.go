@@ -442,7 +442,6 @@ func TestPagesOfLettersAreBoundedInBytes(t *testing.T) {
 	if err != nil || len(first) >= n || next != first[len(first)-1].Seq {
 		t.Fatalf("the first page: %d letters, next %d, %v; want fewer than %d, and next its last letter's seq", len(first), next, err, n)
 	}
-
 	// The relay's set-aside events: the stream's limit is lowered under
 	// them, so all twelve are set aside.
 	updateStream(t, tb.bus, func(c *jetstream.StreamConfig) { c.MaxMsgSize = 2000 })
@@ -486,5 +485,18 @@ func TestPagesOfLettersAreBoundedInBytes(t *testing.T) {
 	}
 	if len(ids) != n || len(slices.Compact(slices.Clone(ids))) != n {
 		t.Fatalf("set-aside events listed by the pages: %d (%v); want %d distinct", len(ids), ids, n)
+	}
+
+	// A redrive of the subscriber reads them a letter at a time, and
+	// redrives all twelve, in order (their copies are set aside:
+	// the stream's limit is still lowered).
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Subscriber: "billing", By: "test", Why: "fixed"})
+	if err != nil || !slices.Equal(res.Redriven, seqs) || res.Done != 0 {
+		t.Fatalf("Redrive of billing: %+v, %v; want letters %v redriven", res, err, seqs)
+	}
+	for _, seq := range seqs {
+		if dl, err := tb.bus.DeadLetter(ctx, seq); err != nil || dl.State != DeadLetterRedriven {
+			t.Fatalf("letter %d after the redrive: %v, %v; want redriven", seq, dl.State, err)
+		}
 	}
 }
