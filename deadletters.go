@@ -106,15 +106,15 @@ type DeadLetterFilter struct {
 	// DeadLetters returned).
 	After uint64
 	// Limit is the most letters returned. Default 100, at most 1000. A
-	// page also ends at the letter that brings its payloads and headers to
-	// MaxPageBytes: page on with the Seq returned.
+	// page also ends at the letter that brings its payloads, headers and
+	// errors to MaxPageBytes: page on with the Seq returned.
 	Limit int
 }
 
 // MaxPageBytes bounds the memory of one page of DeadLetters or
-// OutboxDeadLetters: the page ends at the letter whose payload and headers
-// bring the page's to this many bytes, so it holds at least one letter and
-// at most this plus one letter's. A thousand letters of a megabyte each
+// OutboxDeadLetters: the page ends at the letter whose payload, headers and
+// errors bring the page's to this many bytes, so a page that is not empty
+// holds at most this plus one letter's. A thousand letters of a megabyte each
 // would otherwise be a gigabyte in one call, and more again as JSON.
 const MaxPageBytes = 8 << 20
 

@@ -64,7 +64,7 @@ func (h *handler) apiReadTurn(fn func(r *http.Request) (any, error), letters boo
 			return
 		}
 		if letters {
-			release, err := h.letterTurn(r)
+			release, err := h.letterTurn(w, r, h.apiTurns, apiTurnWrite)
 			if err != nil {
 				writeError(w, err)
 				return

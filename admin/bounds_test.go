@@ -21,8 +21,9 @@ import (
 // page of /api/deadletters ends at boxcar.MaxPageBytes (twelve letters of
 // 900 KiB asked for with limit=1000 come as pages that go on with next),
 // and only four requests read letters at once: four clients that stop
-// reading mid-answer hold the letter routes, and a fifth waits its turn,
-// while the health probe, the status and the other reads are answered.
+// reading mid-answer hold the API's letter routes, and a fifth waits its
+// turn, while the health probe, the status, the other reads and the status
+// pages are answered.
 // When one of the four goes away, the fifth is answered. Before, one
 // request held every letter it asked for, and any number of requests ran
 // at once: a thousand letters of a megabyte is a gigabyte a request.
@@ -95,10 +96,16 @@ func TestLetterReadsAreBoundedInBytesAndInTurns(t *testing.T) {
 	if status, err := fifth(time.Second); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a fifth letter read while four are held: %d, %v; want it to wait its turn (the client's deadline)", status, err)
 	}
-	for _, path := range []string{"/api/health", "/api/status", "/api/subscribers", "/api/outbox"} {
+	// The status pages have turns of their own (a reviewer held them all
+	// with four such clients, for as long as they stayed).
+	for _, path := range []string{"/api/health", "/api/status", "/api/subscribers", "/api/outbox", "/", "/deadletters", "/outbox", "/subscribers/billing", fmt.Sprintf("/deadletters/%d", seen[0])} {
 		if r := b.get(path, nil); r.status != 200 && r.status != 503 {
 			t.Fatalf("GET %s while the letter reads are held: %s; want an answer", path, r)
 		}
+	}
+	// The four turns were held all along: the answers above took none.
+	if status, err := fifth(time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a letter read after the other reads: %d, %v; want it still to wait its turn", status, err)
 	}
 	stalled[0].Close()
 	if status, err := fifth(time.Minute); err != nil || status != 200 {

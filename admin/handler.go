@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/boxcar-bus/boxcar"
 )
@@ -76,27 +77,46 @@ type handler struct {
 	// letterWrites serializes this handler's redrives and discards (see
 	// redrive).
 	letterWrites sync.Mutex
-	// letterTurns holds a token for each request reading letters now
-	// (letterTurn).
-	letterTurns chan struct{}
+	// apiTurns and pageTurns hold a token for each API request, and each
+	// page, reading letters now (letterTurn).
+	apiTurns, pageTurns chan struct{}
 }
 
-// maxLetterReads is how many requests read letters at once. A page of
-// letters holds up to boxcar.MaxPageBytes of them, a letter up to the
-// app's MaxEventBytes, and each is held again as JSON or HTML while it is
-// written: without a bound, a burst of reads (which need no credential by
-// default) would hold the app's memory.
+// maxLetterReads is how many API requests read letters at once, and how
+// many pages. A page of letters holds up to boxcar.MaxPageBytes of them, a
+// letter up to the server's max payload (a set-aside outbox row, up to
+// what was written by hand), and each is held again as JSON or HTML while
+// it is written: without a bound, a burst of reads (which need no
+// credential by default) would hold the app's memory. The pages have turns
+// of their own, so that clients holding the API's do not take the status
+// page away.
 const maxLetterReads = 4
 
-// letterTurn waits for one of the maxLetterReads turns, or until the client
-// goes away; release gives the turn back.
-func (h *handler) letterTurn(r *http.Request) (release func(), err error) {
+// The write deadlines of a turn: a client that stops reading the answer
+// loses its turn by then. The API's pages of letters are up to ~12 MB of
+// JSON; the HTML pages hold no payload but a letter's first 64 KiB.
+const (
+	apiTurnWrite  = time.Minute
+	pageTurnWrite = 30 * time.Second
+)
+
+// letterTurn waits for one of the turns of pool, or until the client goes
+// away, and gives the answer its write deadline; release gives the turn
+// back.
+func (h *handler) letterTurn(w http.ResponseWriter, r *http.Request, pool chan struct{}, write time.Duration) (release func(), err error) {
 	select {
-	case h.letterTurns <- struct{}{}:
-		return func() { <-h.letterTurns }, nil
+	case pool <- struct{}{}:
 	case <-r.Context().Done():
 		return nil, fmt.Errorf("admin: gave up waiting for a turn to read letters: %w", context.Cause(r.Context()))
 	}
+	// A ResponseWriter that cannot take a deadline (a wrapper's) leaves
+	// the server's WriteTimeout, if any, to bound the turn.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(write))
+	return func() {
+		_ = rc.SetWriteDeadline(time.Time{}) // the connection's next request has none
+		<-pool
+	}, nil
 }
 
 // NewHandler returns the admin handler of bus: the JSON API under /api/
@@ -115,7 +135,7 @@ func NewHandler(bus *boxcar.Bus, opts Options) (http.Handler, error) {
 		return nil, fmt.Errorf("admin: templates: %w", err)
 	}
 	h := &handler{bus: bus, opts: opts, log: opts.Logger, mux: http.NewServeMux(), flash: newFlashes(), render: render,
-		letterTurns: make(chan struct{}, maxLetterReads)}
+		apiTurns: make(chan struct{}, maxLetterReads), pageTurns: make(chan struct{}, maxLetterReads)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}

@@ -58,7 +58,7 @@ func (h *handler) pageRead(next http.HandlerFunc) http.HandlerFunc {
 // refresh), the page's data, the template.
 func (h *handler) page(name string, build pageFunc) http.HandlerFunc {
 	return h.pageRead(func(w http.ResponseWriter, r *http.Request) {
-		release, err := h.letterTurn(r)
+		release, err := h.letterTurn(w, r, h.pageTurns, pageTurnWrite)
 		if err != nil {
 			h.errorPage(w, r, err)
 			return

@@ -109,7 +109,12 @@ func (h *handler) outboxView(ctx context.Context, after int64, afterSeq int64, a
 		v.NextPending = page(url.Values{"after": {strconv.FormatInt(v.Pending[limit-1].Seq, 10)}})
 	}
 	var more bool
-	if v.SetAside, v.SetAsideAll, more, err = h.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit); err != nil {
+	if v.SetAside, v.SetAsideAll, more, err = h.bus.OutboxDeadLetters(ctx, afterSeq, afterID, limit); err == nil {
+		for i := range v.SetAside {
+			v.SetAside[i].Data = nil // the page shows none
+		}
+	}
+	if err != nil {
 		v.SetAsideErr = err.Error()
 	} else if more && len(v.SetAside) > 0 {
 		last := v.SetAside[len(v.SetAside)-1]

@@ -207,8 +207,13 @@ func (c *Client) OutboxDead(ctx context.Context, afterSeq int64, afterID string,
 	var out struct {
 		Items []boxcar.OutboxDeadLetter `json:"items"`
 		Total int                       `json:"total"`
-		More  bool                      `json:"more"`
+		More  *bool                     `json:"more"`
 	}
 	err := c.do(ctx, http.MethodGet, "/api/outbox/dead", q, nil, &out)
-	return out.Items, out.Total, out.More, err
+	// An older app answers no "more": a full page may have more behind it.
+	more = len(out.Items) > 0 && len(out.Items) == limit
+	if out.More != nil {
+		more = *out.More
+	}
+	return out.Items, out.Total, more, err
 }
