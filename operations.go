@@ -426,7 +426,7 @@ func (b *Bus) OutboxPending(ctx context.Context, after int64, limit int) ([]Outb
 	now := time.Now()
 	out := make([]OutboxEvent, 0, len(rows))
 	for _, r := range rows {
-		e := OutboxEvent{Seq: r.Seq, ID: r.ID, Type: r.Type, Key: r.Key, Size: cap(r.Data), Created: time.Unix(0, r.CreatedNS)}
+		e := OutboxEvent{Seq: r.Seq, ID: r.ID, Type: r.Type, Key: r.Key, Size: r.Size, Created: time.Unix(0, r.CreatedNS)}
 		e.Age = now.Sub(e.Created)
 		if len(r.Headers) > 0 {
 			json.Unmarshal(r.Headers, &e.Headers) // PublishTx wrote them

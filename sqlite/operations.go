@@ -181,23 +181,27 @@ func DeleteSubscriberData(ctx context.Context, tx Execer, subscriber string, lim
 	return 0, DeleteSubscriber(ctx, tx, subscriber)
 }
 
+// PendingRow is an outbox row listed without its data, and the data's size.
+type PendingRow struct {
+	OutboxRow // Data nil
+	Size      int
+}
+
 // PendingOutbox returns up to limit outbox rows above after (the relay's
 // cursor, or a page's last seq), in seq order, without their data.
-func PendingOutbox(ctx context.Context, q Querier, after int64, limit int) ([]OutboxRow, error) {
+func PendingOutbox(ctx context.Context, q Querier, after int64, limit int) ([]PendingRow, error) {
 	rows, err := q.QueryContext(ctx, `SELECT seq, id, type, key, headers, length(data), created_ns FROM boxcar_outbox
 		WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read the outbox: %w", err)
 	}
 	defer rows.Close()
-	var out []OutboxRow
+	var out []PendingRow
 	for rows.Next() {
-		var r OutboxRow
-		var size int
-		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &size, &r.CreatedNS); err != nil {
+		var r PendingRow
+		if err := rows.Scan(&r.Seq, &r.ID, &r.Type, &r.Key, &r.Headers, &r.Size, &r.CreatedNS); err != nil {
 			return nil, err
 		}
-		r.Data = make([]byte, 0, size) // cap: the size; the data is not read
 		out = append(out, r)
 	}
 	return out, rows.Err()
