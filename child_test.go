@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -173,7 +174,11 @@ func runChild(role string) int {
 				return err
 			})
 		}
-		_, err = bus.Subscribe(ctx, "billing", h, SubscribeOptions{MaxAttempts: 3, HandlerTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
+		opts := SubscribeOptions{MaxAttempts: 3, HandlerTimeout: time.Second, MinBackoff: 10 * time.Millisecond}
+		if types := env("BOXCAR_TYPES"); types != "" {
+			opts.Types = strings.Split(types, ",")
+		}
+		_, err = bus.Subscribe(ctx, "billing", h, opts)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 4

@@ -45,6 +45,10 @@ func TestAHandlerThatKillsTheProcessIsDeadLetteredAfterMaxAttempts(t *testing.T)
 		// handler not run, or it kills every start again.
 		{"tx, the dead letter's ack dies with the process", false, 3, 6, "dead-letter-ack-lost"},
 		{"plain, the dead letter's ack dies with the process", true, 3, 6, "dead-letter-ack-lost"},
+		// And the start after that adds a type to the subscription: its
+		// reset to the type's first event redelivers the event too
+		// (a reviewer found the record dropped there).
+		{"tx, the dead letter's ack dies, and the next start adds a type", false, 3, 6, "dead-letter-ack-lost+type"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -61,6 +65,16 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 	tb.open()
 	ctx := context.Background()
 	n := 0
+	addType := strings.HasSuffix(mode, "+type")
+	mode = strings.TrimSuffix(mode, "+type")
+	if addType {
+		// An event of a type the subscription takes only at the last
+		// starts.
+		if err := publishCounted(ctx, tb.bus, "order.noted", "noted"); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
 	for i := 1; i <= 3; i++ {
 		for k := range keys {
 			if n == before {
@@ -87,6 +101,10 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 	if plain {
 		env = append(env, "BOXCAR_PLAIN=1")
 	}
+	later := env // the starts after the dead letter whose ack was lost
+	if addType {
+		env = append(slices.Clone(env), "BOXCAR_TYPES=order.placed")
+	}
 	maxRuns := 12
 	var c *child
 	for run := 1; ; run++ {
@@ -108,7 +126,7 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 			if run > maxRuns {
 				t.Fatalf("after the dead letter whose ack was lost, the process died at each of %d starts: a crash loop", maxRuns)
 			}
-			c = startChild(t, roleKillKey, env...)
+			c = startChild(t, roleKillKey, later...)
 			if c.lineOrDies(t, "an event dead-lettered before the stop came back") {
 				break
 			}

@@ -242,6 +242,9 @@ func (s *Subscription) rewind(ctx context.Context, resetTo uint64, info *jetstre
 			return fmt.Errorf("reset consumer to the added types' first event (stream seq %d): %w", resetTo, err)
 		}
 		seed.deliveredBefore, seed.floor = info.Delivered.Stream, resetTo-1
+		// The reset redelivers what a stopped process left unacked too:
+		// one may have killed it (isolation.go), as below.
+		seed.isolate = info.NumAckPending > 0
 	case info.NumAckPending > 0:
 		// Messages a crashed (or closed) process fetched and never acked
 		// would wait out AckWait while newer ones of their keys are
