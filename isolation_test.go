@@ -49,6 +49,10 @@ func TestAHandlerThatKillsTheProcessIsDeadLetteredAfterMaxAttempts(t *testing.T)
 		// reset to the type's first event redelivers the event too
 		// (a reviewer found the record dropped there).
 		{"tx, the dead letter's ack dies, and the next start adds a type", false, 3, 6, "dead-letter-ack-lost+type"},
+		// Or an operator deletes the consumer before the next start: the
+		// new consumer delivers the event again (a second review found
+		// the record dropped there too).
+		{"tx, the dead letter's ack dies, and the consumer is deleted", false, 3, 6, "dead-letter-ack-lost+consumer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -65,8 +69,8 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 	tb.open()
 	ctx := context.Background()
 	n := 0
-	addType := strings.HasSuffix(mode, "+type")
-	mode = strings.TrimSuffix(mode, "+type")
+	addType, dropConsumer := strings.HasSuffix(mode, "+type"), strings.HasSuffix(mode, "+consumer")
+	mode = strings.TrimSuffix(strings.TrimSuffix(mode, "+type"), "+consumer")
 	if addType {
 		// An event of a type the subscription takes only at the last
 		// starts.
@@ -121,6 +125,13 @@ func killedHandlerRuns(t *testing.T, plain bool, keys, before int, mode string) 
 		case <-c.waited:
 		case <-time.After(2 * time.Minute):
 			t.Fatal("the child lived on 2 minutes after the dead letter whose ack it lost")
+		}
+		if dropConsumer {
+			tb.open()
+			if err := tb.bus.js.DeleteConsumer(ctx, tb.bus.subStreamName(), "billing"); err != nil {
+				t.Fatal(err)
+			}
+			tb.closeBus()
 		}
 		for run := 1; ; run++ {
 			if run > maxRuns {

@@ -195,6 +195,12 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if !seed.isolate && found && hasHandling && row.StreamCreatedNS == si.Created.UnixNano() && info.Delivered.Consumer == 0 {
+		// The consumer was made again (an operator deleted it) after a
+		// start that isolated and no clean start since: it delivers anew
+		// what the stopped process may have died on (isolation.go).
+		seed.isolate = true
+	}
 	if seed.isolate && (!found || row.StreamCreatedNS == si.Created.UnixNano()) {
 		seed.handling = handling
 	}
