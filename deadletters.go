@@ -297,6 +297,10 @@ type RedriveResult struct {
 	// Done counts the letters that were redriven or discarded before:
 	// nothing was done for them.
 	Done int `json:"done"`
+	// Gone counts the letters a redrive of a subscriber listed that were
+	// no longer in the dead-letter stream when their turn came (its
+	// retention removed them).
+	Gone int `json:"gone,omitempty"`
 }
 
 // Redrive puts copies of dead letters back on the way to their subscriber,
@@ -343,6 +347,7 @@ func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, e
 	// may be far more than memory holds.
 	f := DeadLetterFilter{Subscriber: req.Subscriber, Key: req.Key, Limit: 1000}
 	var seqs []uint64
+	var dlqCreated int64 // the stream the letters were listed from
 	res := RedriveResult{}
 	for {
 		page, next, err := b.DeadLetters(ctx, f)
@@ -350,6 +355,7 @@ func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, e
 			return RedriveResult{}, err
 		}
 		for _, dl := range page {
+			dlqCreated = dl.dlqCreatedNS
 			switch {
 			case dl.State != DeadLetterPending:
 				res.Done++
@@ -372,16 +378,31 @@ func (b *Bus) Redrive(ctx context.Context, req RedriveRequest) (RedriveResult, e
 	}()
 	for i, seq := range seqs {
 		dl, err := b.DeadLetter(ctx, seq)
-		if err == nil && (dl.Subscriber != req.Subscriber || req.Key != "" && dl.Key != req.Key) {
-			err = fmt.Errorf("boxcar: dead letter %d is now of subscriber %q, key %q: the dead-letter stream was made again", seq, dl.Subscriber, dl.Key)
-		}
-		if err == nil && dl.State != DeadLetterPending {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			res.Gone++ // the stream's retention removed it meanwhile
+			continue
+		case err != nil:
+		case dl.dlqCreatedNS != dlqCreated:
+			err = fmt.Errorf("boxcar: the dead-letter stream was made again since the redrive listed its letters: list them again")
+		case dl.State != DeadLetterPending:
 			res.Done++ // acted on meanwhile
 			continue
+		case dl.NotRedrivable != "":
+			err = fmt.Errorf("%w: dead letter %d cannot be redriven: %s", ErrInvalidConfig, dl.Seq, dl.NotRedrivable)
 		}
 		var redriven []uint64
 		if err == nil {
 			redriven, err = b.redriveOne(ctx, dl, req.By, req.Why)
+			if errors.Is(err, errRedriveRace) {
+				// Another caller came first: on this letter, Done; on a
+				// letter its parked key held, nothing was written, and
+				// the error says so.
+				if now, rerr := b.DeadLetter(ctx, seq); rerr == nil && now.State != DeadLetterPending {
+					res.Done++
+					continue
+				}
+			}
 		}
 		if err != nil {
 			return res, fmt.Errorf("boxcar: redrive of %s: %d letters redriven (%d of the %d listed), then dead letter %d: %w",

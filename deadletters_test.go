@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
@@ -498,5 +499,86 @@ func TestPagesOfLettersAreBoundedInBytes(t *testing.T) {
 		if dl, err := tb.bus.DeadLetter(ctx, seq); err != nil || dl.State != DeadLetterRedriven {
 			t.Fatalf("letter %d after the redrive: %v, %v; want redriven", seq, dl.State, err)
 		}
+	}
+}
+
+// remakingDLQ makes the dead-letter stream again, with its first letter
+// copied into it, at the call of Stream for it after it is armed (a
+// subscriber's Redrive: its listing is the first, the second pass's first
+// read the second).
+type remakingDLQ struct {
+	jetstream.JetStream
+	t     *testing.T
+	name  string
+	armed atomic.Bool
+	calls atomic.Int32
+}
+
+func (r *remakingDLQ) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	if name != r.name || !r.armed.Load() || r.calls.Add(1) != 2 {
+		return r.JetStream.Stream(ctx, name)
+	}
+	old, err := r.JetStream.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	first, err := old.GetMsg(ctx, 1)
+	if err != nil {
+		r.t.Errorf("read letter 1: %v", err)
+		return old, nil
+	}
+	cfg := old.CachedInfo().Config
+	if err := r.JetStream.DeleteStream(ctx, name); err != nil {
+		r.t.Errorf("delete the dead-letter stream: %v", err)
+	}
+	if _, err := r.JetStream.CreateStream(ctx, cfg); err != nil {
+		r.t.Errorf("make the dead-letter stream again: %v", err)
+	}
+	if _, err := r.JetStream.PublishMsg(ctx, &nats.Msg{Subject: first.Subject, Header: first.Header, Data: first.Data}); err != nil {
+		r.t.Errorf("copy letter 1: %v", err)
+	}
+	return r.JetStream.Stream(ctx, name)
+}
+
+// A Redrive of a subscriber reads each letter again to redrive it: if the
+// dead-letter stream was made again meanwhile, its seq names another
+// letter, of the same subscriber and key here. The redrive stops, with
+// nothing redriven, instead of redriving the new stream's letter (a
+// reviewer made it a letter cut to fit the server's limits: its partial
+// payload went to the outbox).
+func TestRedriveOfASubscriberStopsWhenTheDeadLetterStreamIsMadeAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	remake := &remakingDLQ{t: t}
+	cfg := Config{}
+	cfg.seams = &testSeams{wrapJetStream: func(js jetstream.JetStream) jetstream.JetStream {
+		remake.JetStream = js
+		return remake
+	}}
+	tb := setup(t, cfg)
+	remake.name = tb.bus.DLQStreamName()
+	subscribeBroken(t, tb, SubscribeOptions{}, true)
+	publishN(t, tb.bus, "bad", 2)
+	waitFor(t, "2 dead letters", time.Minute, func() (bool, string) {
+		letters, _, err := tb.bus.DeadLetters(ctx, DeadLetterFilter{})
+		return err == nil && len(letters) == 2, fmt.Sprint(len(letters), err)
+	})
+	outbox := func() (n int) {
+		if err := tb.db.QueryRow(`SELECT count(*) FROM boxcar_outbox`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := outbox()
+	remake.armed.Store(true)
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Subscriber: "billing", By: "test", Why: "fixed"})
+	if remake.calls.Load() < 2 {
+		t.Fatalf("the dead-letter stream was not made again (%d reads of it)", remake.calls.Load())
+	}
+	if err == nil || !strings.Contains(err.Error(), "made again") || len(res.Redriven) != 0 {
+		t.Fatalf("Redrive of billing across a dead-letter stream made again: %+v, %v; want an error saying so, nothing redriven", res, err)
+	}
+	if n := outbox(); n != before {
+		t.Fatalf("the outbox holds %d rows, %d before the redrive: a copy was written", n, before)
 	}
 }

@@ -226,6 +226,9 @@ func redriveResult(res boxcar.RedriveResult) string {
 	if res.Done > 0 {
 		s += fmt.Sprintf("; %d acted on before", res.Done)
 	}
+	if res.Gone > 0 {
+		s += fmt.Sprintf("; %d no longer in the dead-letter stream (its retention)", res.Gone)
+	}
 	return s
 }
 
@@ -261,8 +264,6 @@ func (h *handler) formRedriveAll(ctx context.Context, r *http.Request, form url.
 		return "", "deadletters", err
 	}
 	res, err := h.redrive(ctx, req)
-	if err != nil {
-		return "", back, err
-	}
-	return redriveResult(res), back, nil
+	// On an error partway, what it redrove goes to the audit log.
+	return redriveResult(res), back, err
 }

@@ -186,10 +186,13 @@ func (h *handler) postRedriveAll(ctx context.Context, r *http.Request, by string
 		return nil, "", err
 	}
 	res, err := h.redrive(ctx, req)
+	// A redrive that failed partway redrove some: the audit log says which
+	// (the error, how many).
+	detail := fmt.Sprintf("subscriber=%s key=%q redriven=%v done=%d gone=%d", req.Subscriber, req.Key, res.Redriven, res.Done, res.Gone)
 	if err != nil {
-		return nil, "", err
+		return nil, detail, err
 	}
-	return res, fmt.Sprintf("subscriber=%s key=%q redriven=%v done=%d", req.Subscriber, req.Key, res.Redriven, res.Done), nil
+	return res, detail, nil
 }
 
 // checkRedriveAll checks a redrive of a subscriber's letters (of one key,

@@ -247,6 +247,9 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) int {
 			seqs[i] = num(s)
 		}
 		fmt.Fprintf(c.stdout, "redriven: %d %s; acted on before, left as they were: %d\n", len(seqs), strings.Join(seqs, " "), res.Done)
+		if res.Gone > 0 {
+			fmt.Fprintf(c.stdout, "no longer in the dead-letter stream (its retention removed them): %d\n", res.Gone)
+		}
 		return nil
 	})
 }
