@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,4 +136,47 @@ func stallingGet(t *testing.T, addr, path string) net.Conn {
 		t.Fatalf("GET %s: status line %q, %v; want 200", path, line, err)
 	}
 	return c
+}
+
+// A server's own WriteTimeout, shorter than a turn's deadline, still
+// bounds the turn: four clients that stop reading lose their turns at the
+// server's 2 s, not at the turn's minute. Before, the turn's deadline
+// replaced the server's (a reviewer's find): the fifth read waited a
+// minute.
+func TestLetterTurnsKeepTheServersWriteTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, admin.Options{Token: writeToken})
+	b.subscribeBilling(boxcar.SubscribeOptions{})
+	for i := range 12 {
+		b.publish(fmt.Sprintf("bad-%02d", i), strings.Repeat("x", 900<<10))
+	}
+	b.waitLetters(12)
+	h, err := admin.NewHandler(b.bus, admin.Options{Token: writeToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.WriteTimeout = 2 * time.Second
+	srv.Start()
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for range 4 {
+		c := stallingGet(t, addr, "/api/deadletters?limit=1000")
+		t.Cleanup(func() { c.Close() })
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/deadletters?limit=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("a fifth letter read, four clients stalled on a server with a 2 s WriteTimeout: %v after %v; want it answered once their writes time out", err, time.Since(start))
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("the fifth letter read: %s", res.Status)
+	}
 }

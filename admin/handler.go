@@ -109,14 +109,18 @@ func (h *handler) letterTurn(w http.ResponseWriter, r *http.Request, pool chan s
 	case <-r.Context().Done():
 		return nil, fmt.Errorf("admin: gave up waiting for a turn to read letters: %w", context.Cause(r.Context()))
 	}
-	// A ResponseWriter that cannot take a deadline (a wrapper's) leaves
-	// the server's WriteTimeout, if any, to bound the turn.
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(write))
-	return func() {
-		_ = rc.SetWriteDeadline(time.Time{}) // the connection's next request has none
-		<-pool
-	}, nil
+	// The server's WriteTimeout, if shorter, stays: it was set as the
+	// request began. Without one, the server does not reset a deadline for
+	// the connection's next request, so the connection closes after this
+	// answer. A ResponseWriter that cannot take a deadline (a wrapper's)
+	// leaves the turn bounded by the server's WriteTimeout only.
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil || srv.WriteTimeout <= 0 || srv.WriteTimeout > write {
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(write)); err == nil && (srv == nil || srv.WriteTimeout <= 0) {
+			w.Header().Set("Connection", "close")
+		}
+	}
+	return func() { <-pool }, nil
 }
 
 // NewHandler returns the admin handler of bus: the JSON API under /api/
