@@ -453,6 +453,11 @@ func (b *Bus) release(ctx context.Context, subscriber, key string, head *DeadLet
 	if err != nil {
 		return nil, err
 	}
+	for _, dl := range held {
+		if dl.NotRedrivable != "" {
+			return nil, fmt.Errorf("%w: dead letter %d, held behind its parked key's head, cannot be redriven: %s; discard it, then release the key", ErrInvalidConfig, dl.Seq, dl.NotRedrivable)
+		}
+	}
 	slices.SortStableFunc(held, func(a, b DeadLetter) int { return cmpUint(a.StreamSeq, b.StreamSeq) })
 	letters := held
 	if head != nil {

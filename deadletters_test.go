@@ -582,3 +582,59 @@ func TestRedriveOfASubscriberStopsWhenTheDeadLetterStreamIsMadeAgain(t *testing.
 		t.Fatalf("the outbox holds %d rows, %d before the redrive: a copy was written", n, before)
 	}
 }
+
+// A parked key's release checks the letters it holds as a redrive checks
+// its letter: one that lost part of its event (cut to fit the server's
+// limits) stops the release, naming it, with nothing redriven; once it is
+// discarded, the release goes on. Before, its partial payload was redriven
+// with the others (a reviewer's find, read in the code).
+func TestReleaseRefusesAHeldLetterThatLostPartOfItsEvent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setup(t, Config{})
+	broken := new(atomic.Bool)
+	broken.Store(true)
+	if _, err := tb.bus.Subscribe(ctx, "billing", failingHandler("billing", "k", broken, true), SubscribeOptions{ParkKeys: true}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, tb.bus, "k", 3)
+	var letters []DeadLetter
+	waitFor(t, "k's head and 2 held letters", time.Minute, func() (bool, string) {
+		var err error
+		letters, _, err = tb.bus.DeadLetters(ctx, DeadLetterFilter{Subscriber: "billing", Key: "k"})
+		return err == nil && len(letters) == 3, fmt.Sprint(len(letters), err)
+	})
+	// A held letter whose copy lost part of its payload, as one cut to fit
+	// an external server's limits is.
+	dlq, err := tb.bus.js.Stream(ctx, tb.bus.DLQStreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := dlq.GetMsg(ctx, letters[2].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := raw.Header
+	h.Set(bjs.HeaderTruncated, "100")
+	h.Del(jetstream.MsgIDHeader)
+	ack, err := tb.bus.js.PublishMsg(ctx, &nats.Msg{Subject: raw.Subject, Header: h, Data: raw.Data[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := tb.bus.DeadLetter(ctx, ack.Sequence)
+	if err != nil || cut.Reason != DeadLetterReasonParked || cut.NotRedrivable == "" {
+		t.Fatalf("the cut letter: %+v, %v; want a held letter that cannot be redriven", cut, err)
+	}
+	broken.Store(false)
+	res, err := tb.bus.Redrive(ctx, RedriveRequest{Seq: letters[0].Seq, By: "ops", Why: "fixed"})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), strconv.FormatUint(cut.Seq, 10)) || len(res.Redriven) != 0 {
+		t.Fatalf("releasing the key: %+v, %v; want ErrInvalidConfig naming letter %d, nothing redriven", res, err, cut.Seq)
+	}
+	if ok, err := tb.bus.Discard(ctx, cut.Seq, "ops", "cut"); err != nil || !ok {
+		t.Fatalf("Discard(%d): %v, %v", cut.Seq, ok, err)
+	}
+	res, err = tb.bus.Redrive(ctx, RedriveRequest{Seq: letters[0].Seq, By: "ops", Why: "fixed"})
+	if err != nil || len(res.Redriven) != 3 {
+		t.Fatalf("releasing the key once the cut letter is discarded: %+v, %v; want the head and its 2 held letters", res, err)
+	}
+}
