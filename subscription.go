@@ -195,10 +195,11 @@ func (s *Subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !seed.isolate && found && hasHandling && row.StreamCreatedNS == si.Created.UnixNano() && info.Delivered.Consumer == 0 {
-		// The consumer was made again (an operator deleted it) after a
-		// start that isolated and no clean start since: it delivers anew
-		// what the stopped process may have died on (isolation.go).
+	if found && hasHandling && row.StoppedNS == 0 && row.StreamCreatedNS == si.Created.UnixNano() {
+		// The last process left a record of its runs alone and did not
+		// close: whatever its consumer shows now (made again by an
+		// operator, reset to added types' history), what it delivers may
+		// be what that process died on (isolation.go).
 		seed.isolate = true
 	}
 	if seed.isolate && (!found || row.StreamCreatedNS == si.Created.UnixNano()) {
