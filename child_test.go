@@ -18,6 +18,7 @@ import (
 
 	bjs "github.com/boxcar-bus/boxcar/jetstream"
 	"github.com/boxcar-bus/boxcar/sqlite"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -67,6 +68,11 @@ func runChild(role string) int {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stdout, nil))
 		if env("BOXCAR_KILL_MODE") == "dead-letter-ack-lost" {
 			cfg.seams = &testSeams{ack: loseTheDeadLettersAck(db)}
+			if env("BOXCAR_DLQ_FAILS") != "" {
+				cfg.seams.wrapJetStream = func(js jetstream.JetStream) jetstream.JetStream {
+					return &failingDeadLetter{JetStream: js, prefix: bjs.DLQPrefix(DefaultSubjectPrefix) + "."}
+				}
+			}
 		}
 	}
 	if role == roleRelayKill {
@@ -221,6 +227,21 @@ func childWorkload(ctx context.Context, bus *Bus) {
 		}()
 	}
 	wg.Wait()
+}
+
+// failingDeadLetter fails the first publish of a dead letter, as a server
+// too busy to answer within PublishTimeout would (seen in CI under load).
+type failingDeadLetter struct {
+	jetstream.JetStream
+	prefix string
+	failed atomic.Bool
+}
+
+func (f *failingDeadLetter) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if strings.HasPrefix(m.Subject, f.prefix) && f.failed.CompareAndSwap(false, true) {
+		return nil, context.DeadlineExceeded
+	}
+	return f.JetStream.PublishMsg(ctx, m, opts...)
 }
 
 // loseTheDeadLettersAck is the ack seam of kill-key's mode

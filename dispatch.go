@@ -34,10 +34,14 @@ type item struct {
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
-	// alone, if set, is sent whether it completed when its attempt ended
-	// (false: it waits for a retry): it runs on its own, and the fetch loop
-	// files nothing more meanwhile (isolation.go). Set when it is filed.
-	alone chan bool
+	// alone, if set, is sent how its attempt ended (not completed: it
+	// waits for a retry): it runs on its own, and the fetch loop files
+	// nothing more meanwhile (isolation.go). Set when it is filed.
+	alone chan attemptEnd
+	// acked and recordWhenAcked (under d.mu): a doomed item run alone
+	// whose dead letter failed is recorded as through by whoever comes
+	// second, the fetch loop or its ack (see aloneEnded).
+	acked, recordWhenAcked bool
 }
 
 // keyQueue holds the fetched, unacked messages of one key, in stream order.
@@ -353,7 +357,7 @@ func (d *dispatcher) file(msg jetstream.Msg, hold bool) (*item, *keyQueue) {
 	}
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
 	if hold {
-		it.alone = make(chan bool, 1)
+		it.alone = make(chan attemptEnd, 1)
 	}
 	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
@@ -674,8 +678,13 @@ func (d *dispatcher) ack(it *item) {
 	d.mu.Lock()
 	delete(d.held, it.m.StreamSeq)
 	d.acked.add(it.m.StreamSeq)
+	it.acked = true
+	late := it.recordWhenAcked
 	d.mu.Unlock()
 	<-d.slots
+	if late {
+		d.recordThrough(d.handlers.Context(), it)
+	}
 	d.endAlone(it, true)
 }
 

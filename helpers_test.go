@@ -313,6 +313,7 @@ type child struct {
 	waited chan struct{}
 	mu     sync.Mutex
 	err    error
+	tail   []string // the last lines it logged, for a failure's message
 }
 
 // startChild re-executes the test binary in role with env (KEY=VALUE).
@@ -332,6 +333,12 @@ func startChild(t testing.TB, role string, env ...string) *child {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			c.mu.Lock()
+			c.tail = append(c.tail, sc.Text())
+			if len(c.tail) > 100 {
+				c.tail = c.tail[1:]
+			}
+			c.mu.Unlock()
 			select {
 			case c.lines <- sc.Text():
 			default: // nobody reads: drop

@@ -90,14 +90,14 @@ func (d *dispatcher) runAlone(ctx context.Context, msg jetstream.Msg) {
 	d.mu.Lock()
 	d.ready <- kq
 	d.mu.Unlock()
-	var completed bool
+	var end attemptEnd
 	select {
-	case completed = <-it.alone:
+	case end = <-it.alone:
 	case <-ctx.Done():
 		return
 	}
 	if suspect {
-		d.aloneEnded(ctx, it, completed)
+		d.aloneEnded(ctx, it, end)
 	}
 }
 
@@ -149,30 +149,59 @@ func (d *dispatcher) prepareAlone(ctx context.Context, it *item) {
 // still run) ends the isolation at once, and its record stays: its retry,
 // or the abandoned call, may yet kill the process, and nothing else is to
 // run alone meanwhile, to be blamed for it.
-func (d *dispatcher) aloneEnded(ctx context.Context, it *item, completed bool) {
-	if !completed {
+//
+// A doomed event's attempt ends without completing it only when its dead
+// letter could not be published: its handler does not run again, and its
+// key retries the letter. The isolation ends (a failing dead-letter stream
+// must not hold every key), and the event is recorded as through once its
+// letter is published and acked (in ack), or here if that came first:
+// without the record, a start after its ack died with the process would
+// dead-letter it again.
+func (d *dispatcher) aloneEnded(ctx context.Context, it *item, end attemptEnd) {
+	if !end.completed {
 		d.isolate = false
+		if end.doomed {
+			d.mu.Lock()
+			acked := it.acked
+			it.recordWhenAcked = !acked
+			d.mu.Unlock()
+			if acked {
+				d.recordThrough(ctx, it)
+			}
+		}
 		return
 	}
-	h := sqlite.Handling{Through: it.m.StreamSeq, Span: d.span, Dead: d.handling.Dead}
 	if it.doomed == nil {
 		d.aloneLeft--
-	} else {
-		// Its letter is in the stream (the ack follows the publish): if
-		// the ack dies with the process, the next start acks it again.
-		h.Dead = append(slices.Clone(h.Dead), sqlite.DeadEvent{StreamSeq: it.m.StreamSeq, ID: it.m.ID})
 	}
-	d.saveHandling(ctx, h)
+	d.recordThrough(ctx, it)
 	if d.aloneLeft <= 0 {
 		d.isolate = false
 	}
 }
 
+// recordThrough records it, run alone and completed (handled, or
+// dead-lettered), as through.
+func (d *dispatcher) recordThrough(ctx context.Context, it *item) {
+	d.mu.Lock()
+	h := sqlite.Handling{Through: it.m.StreamSeq, Span: d.span, Dead: d.handling.Dead}
+	d.mu.Unlock()
+	if it.doomed != nil {
+		// Its letter is in the stream (the ack follows the publish): if
+		// the ack dies with the process, the next start acks it again.
+		h.Dead = append(slices.Clone(h.Dead), sqlite.DeadEvent{StreamSeq: it.m.StreamSeq, ID: it.m.ID})
+	}
+	d.saveHandling(ctx, h)
+}
+
 // saveHandling writes h as the subscriber's row of boxcar_handling. If it
 // cannot, the event runs all the same: an attempt it does not outlive is
-// not counted.
+// not counted. d.handling changes under d.mu (file reads it there); the
+// fetch loop, its only writer while the start isolates, reads it without.
 func (d *dispatcher) saveHandling(ctx context.Context, h sqlite.Handling) {
+	d.mu.Lock()
 	d.handling = h
+	d.mu.Unlock()
 	now := time.Now().UnixNano()
 	err := d.b.w.Write(ctx, func(tx *sql.Tx) error { return sqlite.SaveHandling(ctx, tx, d.s.consumer, h, now) })
 	if err != nil && ctx.Err() == nil {
@@ -180,12 +209,20 @@ func (d *dispatcher) saveHandling(ctx context.Context, h sqlite.Handling) {
 	}
 }
 
+// attemptEnd is how the attempt of an item run alone ended.
+type attemptEnd struct {
+	completed bool // handled, or dead-lettered
+	// doomed: not completed, but its handler does not run again (its
+	// dead letter failed; its key retries the letter)
+	doomed bool
+}
+
 // endAlone tells the fetch loop that the attempt of it, filed one at a
-// time, ended.
+// time, ended. Its worker calls it (it reads it.doomed).
 func (d *dispatcher) endAlone(it *item, completed bool) {
 	if it.alone != nil {
 		select {
-		case it.alone <- completed:
+		case it.alone <- attemptEnd{completed: completed, doomed: !completed && it.doomed != nil}:
 		default:
 		}
 	}
