@@ -248,7 +248,8 @@ func (f *failingDeadLetter) PublishMsg(ctx context.Context, m *nats.Msg, opts ..
 // "dead-letter-ack-lost": the first ack of the poison event (its handler
 // kills, so that is the ack of its dead letter) is not sent, as when it
 // dies with the embedded server, and the process is killed once the
-// isolation's record of the event as through is written (BOXCAR_CALLS.lost marks
+// isolation's record of the event as through is written, or at once with
+// BOXCAR_KILL_AT_ACK (BOXCAR_CALLS.lost marks
 // that it happened, for the starts after).
 func loseTheDeadLettersAck(db *sql.DB) func(jetstream.Msg) error {
 	marker := env("BOXCAR_CALLS") + ".lost"
@@ -262,6 +263,10 @@ func loseTheDeadLettersAck(db *sql.DB) func(jetstream.Msg) error {
 		if err := os.WriteFile(marker, nil, 0o600); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(6)
+		}
+		if env("BOXCAR_KILL_AT_ACK") != "" {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL) // whatever was written before the ack
+			select {}
 		}
 		meta, err := msg.Metadata()
 		if err != nil {

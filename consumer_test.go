@@ -783,8 +783,33 @@ func testFailureInBatch(t *testing.T, slowRerun bool) {
 // fails there: its handler saw that attempt, and is not shown it again.
 func TestFailureInBatchCountsOnceWhenAnEarlierEventFailsInTheRerun(t *testing.T) {
 	t.Parallel()
+	// k's first may be filed, and join the blocking event's batch, before
+	// its second is: then the batches are not the case (first [1], second
+	// [1 2], as they should be). Play it again, in a bus of its own.
+	for try := 1; ; try++ {
+		first, second := failureInBatchRerun(t)
+		if slices.Equal(first, []int{1}) && slices.Equal(second, []int{1, 2}) {
+			if try == 5 {
+				t.Fatalf("in %d tries, k's first always joined the batch before its second was fetched", try)
+			}
+			continue
+		}
+		if !slices.Equal(first, []int{1, 1, 2}) {
+			t.Fatalf("the first was called with attempts %v, want [1 1 2]: the fast path, its rerun (failed), its retry; the second with %v", first, second)
+		}
+		if !slices.Equal(second, []int{1, 2}) {
+			t.Errorf("the second was called with attempts %v, want [1 2]: once per attempt", second)
+		}
+		return
+	}
+}
+
+// failureInBatchRerun plays TestFailureInBatchCountsOnceWhenAnEarlierEventFailsInTheRerun
+// once and returns the attempts k's first and second saw.
+func failureInBatchRerun(t *testing.T) (first, second []int) {
 	ctx := context.Background()
 	tb := setup(t, Config{})
+	defer tb.closeBus()
 	if err := tb.bus.Publish(ctx,
 		Event{Type: "job.run", Key: "block", Data: []byte("1")},
 		Event{Type: "job.run", Key: "k", Data: []byte("first")},
@@ -816,21 +841,15 @@ func TestFailureInBatchCountsOnceWhenAnEarlierEventFailsInTheRerun(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all events fetched", 10*time.Second, func() (bool, string) {
+	waitFor(t, "all events fetched", time.Minute, func() (bool, string) {
 		st, err := sub.Stats(ctx)
 		return err == nil && st.InFlight == 3, fmt.Sprintf("%+v %v", st, err)
 	})
 	close(release)
 	waitApplied(t, tb.db, "batch", 3)
-
 	mu.Lock()
 	defer mu.Unlock()
-	if got := calls["first"]; !slices.Equal(got, []int{1, 1, 2}) {
-		t.Fatalf("the first was called with attempts %v, want [1 1 2]: the fast path, its rerun (failed), its retry; calls %v", got, calls)
-	}
-	if got := calls["second"]; !slices.Equal(got, []int{1, 2}) {
-		t.Errorf("the second was called with attempts %v, want [1 2]: once per attempt", got)
-	}
+	return calls["first"], calls["second"]
 }
 
 // batchCalls records the Attempt of each handler call, by payload.

@@ -34,14 +34,14 @@ type item struct {
 	// progressed is when the server last heard of it (delivery or
 	// InProgress); the dispatcher's goroutines touch it under d.mu.
 	progressed time.Time
-	// alone, if set, is sent how its attempt ended (not completed: it
-	// waits for a retry): it runs on its own, and the fetch loop files
-	// nothing more meanwhile (isolation.go). Set when it is filed.
-	alone chan attemptEnd
-	// acked and recordWhenAcked (under d.mu): a doomed item run alone
-	// whose dead letter failed is recorded as through by whoever comes
-	// second, the fetch loop or its ack (see aloneEnded).
-	acked, recordWhenAcked bool
+	// alone, if set, is sent whether it completed when its attempt ended
+	// (false: it waits for a retry): it runs on its own, and the fetch loop
+	// files nothing more meanwhile (isolation.go). Set when it is filed.
+	alone chan bool
+	// recordDead: a run alone doomed it (prepareAlone); its ack records it
+	// as through and dead-lettered first (see recordDead). Set before its
+	// key is made ready.
+	recordDead bool
 }
 
 // keyQueue holds the fetched, unacked messages of one key, in stream order.
@@ -116,7 +116,9 @@ type dispatcher struct {
 	// isolate: the events filed next run one at a time (isolation.go);
 	// handling is the subscriber's boxcar_handling row as last written,
 	// span how many events this start runs alone and aloneLeft how many
-	// more. They belong to the fetch loop.
+	// more. They belong to the fetch loop, but for the write of a doomed
+	// event's record in its ack (recordDead), which the fetch loop waits
+	// for or has stopped isolating before; handling changes under d.mu.
 	isolate   bool
 	handling  sqlite.Handling
 	span      int
@@ -357,7 +359,7 @@ func (d *dispatcher) file(msg jetstream.Msg, hold bool) (*item, *keyQueue) {
 	}
 	it := &item{msg: msg, m: m, bad: bad, progressed: time.Now()}
 	if hold {
-		it.alone = make(chan attemptEnd, 1)
+		it.alone = make(chan bool, 1)
 	}
 	d.held[m.StreamSeq] = it
 	if m.Delivered > 1 || m.StreamSeq <= d.deliveredBefore {
@@ -668,6 +670,9 @@ func (d *dispatcher) isStopping() bool { return d.loops.Stopping() }
 // ack acknowledges it and frees its slot. A lost ack (the ack is not
 // confirmed) only means a redelivery, which the dedupe table absorbs.
 func (d *dispatcher) ack(it *item) {
+	if it.recordDead {
+		d.recordDead(it)
+	}
 	ack := it.msg.Ack
 	if seam := d.b.cfg.seams.ack; seam != nil {
 		ack = func() error { return seam(it.msg) }
@@ -678,13 +683,8 @@ func (d *dispatcher) ack(it *item) {
 	d.mu.Lock()
 	delete(d.held, it.m.StreamSeq)
 	d.acked.add(it.m.StreamSeq)
-	it.acked = true
-	late := it.recordWhenAcked
 	d.mu.Unlock()
 	<-d.slots
-	if late {
-		d.recordThrough(d.handlers.Context(), it)
-	}
 	d.endAlone(it, true)
 }
 

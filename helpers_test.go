@@ -366,9 +366,28 @@ func (c *child) expect(t testing.TB, prefix string) string {
 				return l
 			}
 		case <-c.waited:
+			if l, ok := c.unread(func(l string) bool { return strings.HasPrefix(l, prefix) }); ok {
+				return l
+			}
 			t.Fatalf("child exited (%v) before printing %q", c.exitErr(), prefix)
 		case <-timeout:
 			t.Fatalf("child did not print %q", prefix)
+		}
+	}
+}
+
+// unread returns the first line left in c.lines that match accepts, if
+// any. Once c.waited is closed every line the child wrote is there (the
+// scanner ends before the wait), unless c.lines was full.
+func (c *child) unread(match func(string) bool) (string, bool) {
+	for {
+		select {
+		case l := <-c.lines:
+			if match(l) {
+				return l, true
+			}
+		default:
+			return "", false
 		}
 	}
 }

@@ -90,14 +90,14 @@ func (d *dispatcher) runAlone(ctx context.Context, msg jetstream.Msg) {
 	d.mu.Lock()
 	d.ready <- kq
 	d.mu.Unlock()
-	var end attemptEnd
+	var completed bool
 	select {
-	case end = <-it.alone:
+	case completed = <-it.alone:
 	case <-ctx.Done():
 		return
 	}
 	if suspect {
-		d.aloneEnded(ctx, it, end)
+		d.aloneEnded(ctx, it, completed)
 	}
 }
 
@@ -131,6 +131,7 @@ func (d *dispatcher) prepareAlone(ctx context.Context, it *item) {
 	}
 	if it.attempts >= d.s.opts.MaxAttempts {
 		it.doomed = &outcome{it: it, err: fmt.Errorf("%w, %d times in a row: dead-lettered without running it again", errProcessStopped, it.attempts)}
+		it.recordDead = true
 		d.b.log.Error("boxcar: the process stopped every time this event's handler ran alone: dead-lettering it",
 			logSub, d.s.name, logKey, it.m.Key, logEventID, it.m.ID, logAttempt, it.attempts)
 		return
@@ -148,51 +149,45 @@ func (d *dispatcher) prepareAlone(ctx context.Context, it *item) {
 // completing it (an error, a handler abandoned at HandlerTimeout that may
 // still run) ends the isolation at once, and its record stays: its retry,
 // or the abandoned call, may yet kill the process, and nothing else is to
-// run alone meanwhile, to be blamed for it.
-//
-// A doomed event's attempt ends without completing it only when its dead
-// letter could not be published: its handler does not run again, and its
-// key retries the letter. The isolation ends (a failing dead-letter stream
-// must not hold every key), and the event is recorded as through once its
-// letter is published and acked (in ack), or here if that came first:
-// without the record, a start after its ack died with the process would
-// dead-letter it again.
-func (d *dispatcher) aloneEnded(ctx context.Context, it *item, end attemptEnd) {
-	if !end.completed {
+// run alone meanwhile, to be blamed for it. A doomed event is recorded by
+// its ack (recordDead): its attempt ends without completing it when its
+// dead letter could not be published, and its key retries the letter. The
+// isolation ends then too, so that a failing dead-letter stream does not
+// hold every key.
+func (d *dispatcher) aloneEnded(ctx context.Context, it *item, completed bool) {
+	if !completed {
 		d.isolate = false
-		if end.doomed {
-			d.mu.Lock()
-			acked := it.acked
-			it.recordWhenAcked = !acked
-			d.mu.Unlock()
-			if acked {
-				d.recordThrough(ctx, it)
-			}
-		}
 		return
 	}
 	if it.doomed == nil {
 		d.aloneLeft--
+		d.saveHandling(ctx, sqlite.Handling{Through: it.m.StreamSeq, Span: d.span, Dead: d.handling.Dead})
 	}
-	d.recordThrough(ctx, it)
 	if d.aloneLeft <= 0 {
 		d.isolate = false
 	}
 }
 
-// recordThrough records it, run alone and completed (handled, or
-// dead-lettered), as through.
-func (d *dispatcher) recordThrough(ctx context.Context, it *item) {
+// recordDead records it, doomed by a run alone and its letter now in the
+// dead-letter stream, as through and among the dead, before its ack is
+// sent: if the ack dies with the process, the next start acks it unrun
+// (see above). A crash before this write leaves the record of its
+// attempts, and the next start dead-letters it again (the dead-letter
+// stream's duplicate window absorbs a second letter within 2 minutes).
+func (d *dispatcher) recordDead(it *item) {
 	d.mu.Lock()
-	h := sqlite.Handling{Through: it.m.StreamSeq, Span: d.span, Dead: d.handling.Dead}
+	h := sqlite.Handling{Through: it.m.StreamSeq, Span: d.span,
+		Dead: append(slices.Clone(d.handling.Dead), sqlite.DeadEvent{StreamSeq: it.m.StreamSeq, ID: it.m.ID})}
 	d.mu.Unlock()
-	if it.doomed != nil {
-		// Its letter is in the stream (the ack follows the publish): if
-		// the ack dies with the process, the next start acks it again.
-		h.Dead = append(slices.Clone(h.Dead), sqlite.DeadEvent{StreamSeq: it.m.StreamSeq, ID: it.m.ID})
-	}
+	// Its letter is published: record it even if Close is giving up on
+	// the handlers.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.handlers.Context()), recordTimeout)
+	defer cancel()
 	d.saveHandling(ctx, h)
 }
+
+// recordTimeout bounds recordDead's write.
+const recordTimeout = 5 * time.Second
 
 // saveHandling writes h as the subscriber's row of boxcar_handling. If it
 // cannot, the event runs all the same: an attempt it does not outlive is
@@ -209,20 +204,12 @@ func (d *dispatcher) saveHandling(ctx context.Context, h sqlite.Handling) {
 	}
 }
 
-// attemptEnd is how the attempt of an item run alone ended.
-type attemptEnd struct {
-	completed bool // handled, or dead-lettered
-	// doomed: not completed, but its handler does not run again (its
-	// dead letter failed; its key retries the letter)
-	doomed bool
-}
-
 // endAlone tells the fetch loop that the attempt of it, filed one at a
-// time, ended. Its worker calls it (it reads it.doomed).
+// time, ended.
 func (d *dispatcher) endAlone(it *item, completed bool) {
 	if it.alone != nil {
 		select {
-		case it.alone <- attemptEnd{completed: completed, doomed: !completed && it.doomed != nil}:
+		case it.alone <- completed:
 		default:
 		}
 	}
