@@ -192,7 +192,9 @@ const recordTimeout = 5 * time.Second
 // saveHandling writes h as the subscriber's row of boxcar_handling. If it
 // cannot, the event runs all the same: an attempt it does not outlive is
 // not counted. d.handling changes under d.mu (file reads it there); the
-// fetch loop, its only writer while the start isolates, reads it without.
+// fetch loop reads it without while it isolates: the one other writer,
+// recordDead, runs while the fetch loop waits for that event's end, or
+// after the isolation ended.
 func (d *dispatcher) saveHandling(ctx context.Context, h sqlite.Handling) {
 	d.mu.Lock()
 	d.handling = h
