@@ -230,7 +230,7 @@ func childWorkload(ctx context.Context, bus *Bus) {
 }
 
 // failingDeadLetter fails the first publish of a dead letter, as a server
-// too busy to answer within PublishTimeout would (seen in CI under load).
+// too busy to answer within PublishTimeout would.
 type failingDeadLetter struct {
 	jetstream.JetStream
 	prefix string
@@ -249,8 +249,8 @@ func (f *failingDeadLetter) PublishMsg(ctx context.Context, m *nats.Msg, opts ..
 // kills, so that is the ack of its dead letter) is not sent, as when it
 // dies with the embedded server, and the process is killed once the
 // isolation's record of the event as through is written, or at once with
-// BOXCAR_KILL_AT_ACK (BOXCAR_CALLS.lost marks
-// that it happened, for the starts after).
+// BOXCAR_KILL_AT_ACK (BOXCAR_CALLS.lost marks that it happened, for the
+// starts after).
 func loseTheDeadLettersAck(db *sql.DB) func(jetstream.Msg) error {
 	marker := env("BOXCAR_CALLS") + ".lost"
 	return func(msg jetstream.Msg) error {

@@ -392,6 +392,13 @@ func (c *child) unread(match func(string) bool) (string, bool) {
 	}
 }
 
+// logged returns the last lines the child logged.
+func (c *child) logged() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.tail, "\n")
+}
+
 // kill sends SIGKILL and waits for the child to die.
 func (c *child) kill() {
 	c.cmd.Process.Kill()

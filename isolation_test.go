@@ -54,7 +54,7 @@ func TestAHandlerThatKillsTheProcessIsDeadLetteredAfterMaxAttempts(t *testing.T)
 		// the record dropped there too).
 		{"tx, the dead letter's ack dies, and the consumer is deleted", false, 3, 6, "dead-letter-ack-lost+consumer"},
 		// The first publish of the dead letter fails (a server too busy to
-		// answer in time, seen in CI): the key retries it, and the record
+		// answer in time): the key retries it, and the record
 		// of the event as through and dead-lettered is written once it is
 		// published (it was not: the start after the lost ack
 		// dead-lettered the event a second time).
@@ -235,13 +235,6 @@ func checkAtLeastOnceInOrder(t *testing.T, db *sql.DB, subscriber string) {
 			t.Fatalf("key %s: applied up to %d of %d", k, next[k], c)
 		}
 	}
-}
-
-// logged returns the last lines the child logged.
-func (c *child) logged() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.tail, "\n")
 }
 
 // lineOrDies waits until the child logs a line containing s (true) or dies
